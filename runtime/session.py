@@ -1,0 +1,81 @@
+"""The one place that makes ONNX Runtime sessions.
+
+* provider: ``device="cuda"`` puts CUDAExecutionProvider first; if the session did
+  not get it, :class:`SessionError` is raised instead of running on CPU silently.
+* threads: intra-op thread count (``None`` = ONNX Runtime's default).
+* optimisation: ``"full"`` (ORT_ENABLE_ALL) to produce targets fast, ``"basic"``
+  for validation, where fused kernels must not hide a numerical difference.
+* spinning: off when several sessions share few cores (latency benchmarks).
+"""
+
+from pathlib import Path
+
+from runtime.errors import AmalgamError, ModelFileError
+
+OPT_LEVELS = ("full", "basic", "none")
+
+
+class SessionError(AmalgamError):
+    """A session could not be created as asked (missing provider, bad model)."""
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise SessionError(
+            "onnxruntime is not installed: pip install 'amalgam[cpu]' (or 'amalgam[gpu]')"
+        ) from e
+    return onnxruntime
+
+
+def session_options(threads=None, opt_level="full", spinning=True):
+    ort = _ort()
+    if opt_level not in OPT_LEVELS:
+        raise SessionError(f"optimisation level {opt_level!r}: expected one of {OPT_LEVELS}")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "full": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }[opt_level]
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    return so
+
+
+def providers_for(device):
+    """Provider list for ``device`` ('cpu', 'cuda' or 'cuda:N')."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    raise SessionError(f"device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+
+
+def make_session(model, device="cpu", threads=None, opt_level="full", spinning=True):
+    """An InferenceSession for ``model`` (a path, serialized bytes or a ModelProto)."""
+    ort = _ort()
+    if hasattr(model, "SerializeToString"):
+        source, label = model.SerializeToString(), "<in-memory model>"
+    else:
+        source, label = (str(model), str(model)) if isinstance(model, (str, Path)) else (model, "<bytes>")
+    providers = providers_for(device)
+    if device != "cpu" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise SessionError(
+            f"device {device!r} asked for CUDA, but this onnxruntime offers only "
+            f"{ort.get_available_providers()}: install 'amalgam[gpu]' or use device 'cpu'"
+        )
+    try:
+        sess = ort.InferenceSession(source, session_options(threads, opt_level, spinning), providers=providers)
+    except Exception as e:
+        raise ModelFileError(f"{label}: ONNX Runtime cannot load it: {str(e).strip().splitlines()[0]}") from e
+    if device != "cpu" and sess.get_providers()[0] != "CUDAExecutionProvider":
+        raise SessionError(f"{label}: asked for {device!r} but the session runs on {sess.get_providers()}")
+    return sess
