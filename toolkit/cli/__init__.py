@@ -15,6 +15,11 @@ from runtime.errors import AmalgamError
 # command name -> "module:function"; each module holds one command.
 COMMANDS = {
     "inspect": "toolkit.cli.inspect_cmd:inspect",
+    "export-teacher": "toolkit.cli.export_teacher_cmd:export_teacher",
+    "amalgamate": "toolkit.cli.amalgamate_cmd:amalgamate",
+    "export": "toolkit.cli.export_cmd:export",
+    "validate": "toolkit.cli.validate_cmd:validate",
+    "run": "toolkit.cli.run_cmd:run",
 }
 
 
@@ -37,7 +42,7 @@ def cli():
 
 def main(argv=None):
     try:
-        cli.main(args=argv, standalone_mode=False)
+        code = cli.main(args=argv, standalone_mode=False)
     except AmalgamError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
@@ -47,4 +52,4 @@ def main(argv=None):
     except click.ClickException as e:
         e.show()
         sys.exit(2)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
