@@ -1,0 +1,286 @@
+"""Teachers: frozen ONNX models with declared tasks, run by ONNX Runtime.
+
+Paper terms -> code:
+
+* a teacher (a pre-trained multi-task network, frozen) -> :class:`Teacher`, an ONNX
+  file run under ONNX Runtime with ``opt_level="full"`` (it only produces targets);
+* one of its tasks (a binary attribute of a multi-label head, or a multi-class
+  prediction) -> :class:`TaskSpec`, which names the graph output and the logits in it;
+* the teacher's features at a block boundary (the layer-wise targets) -> taps, extra
+  graph outputs added with :func:`runtime.taps.add_taps`.
+
+``Teacher.run(batch)`` gives the chosen tasks' logits and the taps:
+binary tasks come back as ``(N,)`` logits, multi-class tasks as ``(N, k)``.
+"""
+
+import functools
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import onnx
+
+from runtime.errors import BadInputError, ConfigError, ModelFileError, UnknownTapError
+from runtime.session import make_session
+from runtime.taps import add_taps, infer_shapes, tensor_names
+
+KINDS = ("binary", "multiclass")
+SPEC_KEYS = ("name", "output", "index", "slice", "kind", "labels")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of a teacher: where its logits are in which graph output.
+
+    * binary: one logit; ``index`` picks it from a multi-label output, or the output is
+      one wide. ``labels``, if given, are ``[negative, positive]``.
+    * multiclass: ``slice=(start, stop)`` picks ``stop - start >= 2`` logits, or the
+      whole output when ``slice`` is None. ``labels``, if given, name each class.
+
+    The width of the output is checked against the teacher's graph by :class:`Teacher`.
+    """
+
+    name: str
+    output: str
+    index: int | None = None
+    slice: tuple[int, int] | None = None
+    kind: str = "binary"
+    labels: tuple[str, ...] | None = field(default=None)
+
+    def __post_init__(self):
+        where = f"task {self.name!r}"
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"task name {self.name!r}: expected a non-empty string")
+        if not isinstance(self.output, str) or not self.output:
+            raise ConfigError(f"{where}: 'output' must name a graph output, got {self.output!r}")
+        if self.kind not in KINDS:
+            raise ConfigError(f"{where}: kind {self.kind!r}: expected one of {KINDS}")
+        if self.index is not None and (isinstance(self.index, bool) or not isinstance(self.index, int)
+                                       or self.index < 0):
+            raise ConfigError(f"{where}: index {self.index!r}: expected an integer >= 0")
+        if self.slice is not None:
+            self._check_slice(where)
+        if self.kind == "binary" and self.slice is not None:
+            raise ConfigError(f"{where}: a binary task takes 'index' (one logit), not 'slice'")
+        if self.kind == "multiclass" and self.index is not None:
+            raise ConfigError(f"{where}: a multiclass task takes 'slice' [start, stop] of >= 2 logits, not 'index'")
+        if self.labels is not None:
+            self._check_labels(where)
+
+    def _check_slice(self, where):
+        s = self.slice
+        ok = (isinstance(s, (tuple, list)) and len(s) == 2
+              and all(isinstance(v, int) and not isinstance(v, bool) for v in s))
+        if not ok or s[0] < 0 or s[1] - s[0] < (2 if self.kind == "multiclass" else 1):
+            raise ConfigError(f"{where}: slice {s!r}: expected [start, stop] with 0 <= start and "
+                              f"stop - start >= 2 (at least two class logits)")
+        object.__setattr__(self, "slice", (s[0], s[1]))
+
+    def _check_labels(self, where):
+        labels = self.labels
+        if isinstance(labels, str) or not all(isinstance(v, str) for v in labels):
+            raise ConfigError(f"{where}: labels must be a list of strings, got {labels!r}")
+        object.__setattr__(self, "labels", tuple(labels))
+        if self.kind == "binary" and len(labels) != 2:
+            raise ConfigError(f"{where}: a binary task has 2 labels [negative, positive], got {len(labels)}")
+        if self.slice is not None and len(labels) != self.width:
+            raise ConfigError(f"{where}: {len(labels)} labels for a slice of {self.width} logits")
+
+    @property
+    def width(self):
+        """Number of logits the task reads (None: the whole output, known from the graph)."""
+        if self.kind == "binary":
+            return 1
+        return None if self.slice is None else self.slice[1] - self.slice[0]
+
+    @classmethod
+    def from_dict(cls, d):
+        """A TaskSpec from its config / metadata dict (see docs/design.md, 'Task spec')."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"task spec {d!r}: expected a mapping with keys {SPEC_KEYS}")
+        name = d.get("name", "<unnamed>")
+        unknown = sorted(set(d) - set(SPEC_KEYS))
+        if unknown:
+            raise ConfigError(f"task {name!r}: unknown keys {unknown}; expected some of {SPEC_KEYS}")
+        missing = [k for k in ("name", "output") if k not in d]
+        if missing:
+            raise ConfigError(f"task {name!r}: missing {missing}")
+        return cls(**{k: d[k] for k in SPEC_KEYS if d.get(k) is not None})
+
+    def to_dict(self):
+        """The plain JSON-able dict (all keys present; absent values are None)."""
+        return {"name": self.name, "output": self.output, "index": self.index,
+                "slice": list(self.slice) if self.slice else None, "kind": self.kind,
+                "labels": list(self.labels) if self.labels else None}
+
+    def logits(self, output):
+        """This task's logits from a ``(N, width)`` output: ``(N,)`` binary, ``(N, k)`` multiclass."""
+        if self.kind == "binary":
+            return output[:, self.index or 0]
+        return output if self.slice is None else output[:, self.slice[0]:self.slice[1]]
+
+
+class TeacherOutputs(NamedTuple):
+    """What one batch gives: ``tasks[name]`` logits and ``taps[tensor name]`` features."""
+
+    tasks: dict
+    taps: dict
+
+
+def _load_model(path):
+    try:
+        from runtime.model_io import load_model
+    except ImportError:  # model_io lands with issue 2, item 1
+        return _load_plain(path)
+    return load_model(path)
+
+
+def _load_plain(path):
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such teacher file")
+    try:
+        return onnx.load(str(path))
+    except Exception as e:
+        raise ModelFileError(f"{path}: not a readable ONNX model ({e})") from e
+
+
+def _sha256(path):
+    try:
+        from runtime.model_io import file_sha256
+    except ImportError:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+    return file_sha256(path)
+
+
+def _dims(value_info):
+    """Shape of a value_info as ints and None (symbolic or unknown)."""
+    if not value_info.type.tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
+
+
+def _width(dims):
+    """Logits per sample of an output ``(N, ...)``; None when a non-batch dim is unknown."""
+    if dims is None or any(d is None for d in dims[1:]):
+        return None
+    return int(np.prod(dims[1:])) if len(dims) > 1 else 1
+
+
+class Teacher:
+    """A frozen ONNX teacher with declared tasks and block-boundary taps.
+
+    ``boundaries`` are tensor names in the graph; their values come back from
+    :meth:`run` as taps. Every task's output must be a graph output (or tensor) and
+    its ``index`` / ``slice`` must fit that output's width.
+    """
+
+    def __init__(self, path, tasks, boundaries=(), input_name=None, device="cpu", threads=None):
+        self.path = Path(path)
+        self.tasks = [t if isinstance(t, TaskSpec) else TaskSpec.from_dict(t) for t in tasks]
+        self.boundaries = list(dict.fromkeys(boundaries))
+        model = _load_model(self.path)
+        self.input_name, self.input_shape, self._input_dtype = self._pick_input(model, input_name)
+        self._check_task_names()
+        self._widths = self._output_widths(model)
+        for task in self.tasks:
+            self._check_width(task, self._widths[task.output])
+        self._fetch = list(dict.fromkeys([t.output for t in self.tasks] + self.boundaries))
+        try:
+            tapped = add_taps(model, self._fetch)
+        except UnknownTapError as e:
+            raise UnknownTapError(f"{self.path}: {e}") from e
+        self.session = make_session(tapped, device=device, threads=threads, opt_level="full")
+
+    @property
+    def name(self):
+        return self.path.stem
+
+    @functools.cached_property
+    def sha256(self):
+        """Hex sha256 of the ONNX file (the teacher's identity in the target cache)."""
+        return _sha256(self.path)
+
+    def _pick_input(self, model, input_name):
+        inits = {i.name for i in model.graph.initializer}
+        inputs = {i.name: i for i in model.graph.input if i.name not in inits}
+        if input_name is None and len(inputs) != 1:
+            raise ConfigError(f"{self.path}: the teacher has inputs {list(inputs)}; say which one "
+                              f"takes the images with input_name")
+        name = input_name or next(iter(inputs))
+        if name not in inputs:
+            raise ConfigError(f"{self.path}: no graph input {name!r}; inputs are {list(inputs)}")
+        vi = inputs[name]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        return name, _dims(vi), dtype
+
+    def _check_task_names(self):
+        if not self.tasks:
+            raise ConfigError(f"{self.path}: a teacher needs at least one task")
+        names = [t.name for t in self.tasks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"{self.path}: task names {dupes} are declared more than once")
+
+    def _output_widths(self, model):
+        inferred = infer_shapes(model)
+        known = {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.output]}
+        tensors = set(tensor_names(model))
+        widths = {}
+        for task in self.tasks:
+            if task.output not in tensors:
+                raise ConfigError(f"{self.path}: task {task.name!r} reads output {task.output!r}, "
+                                  f"which the graph does not have; outputs are "
+                                  f"{[o.name for o in model.graph.output]}")
+            widths[task.output] = _width(_dims(known[task.output])) if task.output in known else None
+        return widths
+
+    def _check_width(self, task, width):
+        """Raise if ``task`` does not fit an output of ``width`` logits (None: not known yet)."""
+        if width is None:
+            return
+        where = f"{self.path}: task {task.name!r} on output {task.output!r} of width {width}"
+        if task.kind == "binary" and task.index is None and width != 1:
+            raise ConfigError(f"{where}: a binary task needs 'index' unless the output is 1 wide")
+        if task.index is not None and task.index >= width:
+            raise ConfigError(f"{where}: index {task.index} is out of range")
+        if task.slice is not None and task.slice[1] > width:
+            raise ConfigError(f"{where}: slice {list(task.slice)} is out of range")
+        if task.kind == "multiclass" and task.slice is None and width < 2:
+            raise ConfigError(f"{where}: a multiclass task needs at least 2 logits")
+        if task.kind == "multiclass" and task.labels and len(task.labels) != (task.width or width):
+            raise ConfigError(f"{where}: {len(task.labels)} labels for {task.width or width} logits")
+
+    def _check_batch(self, batch):
+        if not isinstance(batch, np.ndarray):
+            raise BadInputError(f"{self.path}: input {self.input_name!r} expects a numpy array, "
+                                f"got {type(batch).__name__}")
+        shape = self.input_shape
+        if shape is not None and (batch.ndim != len(shape)
+                                  or any(d is not None and d != b for d, b in zip(shape[1:], batch.shape[1:]))):
+            raise BadInputError(f"{self.path}: input {self.input_name!r} expects shape "
+                                f"{['N' if d is None else d for d in shape]}, got {list(batch.shape)}")
+        return np.ascontiguousarray(batch, dtype=self._input_dtype)
+
+    def run(self, batch):
+        """Task logits and taps for one batch ``(N, ...)`` of preprocessed inputs."""
+        values = self.session.run(self._fetch, {self.input_name: self._check_batch(batch)})
+        out = dict(zip(self._fetch, values))
+        for name, value in out.items():
+            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                raise BadInputError(f"{self.path}: output {name!r} has NaN or Inf values for this batch")
+        tasks = {}
+        for task in self.tasks:
+            value = out[task.output]
+            flat = value.reshape(value.shape[0], -1)
+            self._check_width(task, flat.shape[1])
+            tasks[task.name] = task.logits(flat)
+        return TeacherOutputs(tasks, {name: out[name] for name in self.boundaries})
+
+    def __repr__(self):
+        return f"Teacher({str(self.path)!r}, tasks={[t.name for t in self.tasks]}, boundaries={self.boundaries})"
