@@ -1,0 +1,217 @@
+"""TargetCache on a real teacher: built once, reused, never reused when incomplete, flat memory."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from runtime.cache import TargetCache, array_fingerprint
+from runtime.errors import BadInputError, DataError
+from runtime.teacher import TaskSpec, Teacher
+from tests.builders import PlainCNN, export, randomize_bn
+
+TASKS = [TaskSpec("smiling", "logits", index=2), TaskSpec("hair", "logits", slice=(1, 4), kind="multiclass")]
+
+
+class CountingTeacher(Teacher):
+    """The real teacher, counting how often ONNX Runtime is asked to run."""
+
+    calls = 0
+
+    def run(self, batch):
+        self.calls += 1
+        return super().run(batch)
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory):
+    return export(randomize_bn(PlainCNN()), tmp_path_factory.mktemp("t") / "plain.onnx", opset=17, dynamo=False)
+
+
+@pytest.fixture
+def taps(teacher_file):
+    relus = [n.output[0] for n in onnx.load(teacher_file).graph.node if n.op_type == "Relu"]
+    return [relus[1], relus[3]]
+
+
+@pytest.fixture
+def data():
+    return np.random.rand(50, 1, 28, 28).astype(np.float32)
+
+
+def _batches(data, size=16):
+    return lambda: (data[i:i + size] for i in range(0, len(data), size))
+
+
+def _build(cache, teacher, data, **kw):
+    return cache.get_or_build(teacher, _batches(data), len(data), array_fingerprint(data), progress=False, **kw)
+
+
+def test_built_then_reused_without_running_the_teacher(tmp_path, teacher_file, taps, data):
+    cache = TargetCache(tmp_path / "cache")
+    first = CountingTeacher(teacher_file, TASKS, boundaries=taps)
+    built = _build(cache, first, data)
+    assert built.built and first.calls == 4
+    direct = first.run(data)
+    for name in ("smiling", "hair"):
+        np.testing.assert_allclose(built.tasks[name], direct.tasks[name], atol=1e-6)
+    for name in taps:
+        assert built.taps[name].shape == (50, *direct.taps[name].shape[1:])
+        np.testing.assert_allclose(built.taps[name], direct.taps[name], atol=1e-6)
+
+    second = CountingTeacher(teacher_file, list(reversed(TASKS)), boundaries=list(reversed(taps)))
+    reused = _build(cache, second, data)
+    assert not reused.built and second.calls == 0 and reused.key == built.key
+    np.testing.assert_array_equal(reused.tasks["hair"], built.tasks["hair"])
+    with pytest.raises(ValueError):
+        reused.taps[taps[0]][0] = 1.0  # read-only memory map
+
+
+@pytest.mark.parametrize("change", ["data", "preprocessing", "taps", "tasks"])
+def test_any_key_part_changes_the_cache(tmp_path, teacher_file, taps, data, change):
+    cache = TargetCache(tmp_path)
+    base = _build(cache, Teacher(teacher_file, TASKS, boundaries=taps), data)
+    teacher = CountingTeacher(teacher_file, TASKS[:1] if change == "tasks" else TASKS,
+                              boundaries=taps[:1] if change == "taps" else taps)
+    if change == "data":
+        data = data.copy()
+        data[0, 0, 0, 0] += 0.5
+    other = _build(cache, teacher, data, extra_key="mean=0.5" if change == "preprocessing" else "")
+    assert other.built and teacher.calls > 0 and other.key != base.key and other.path != base.path
+
+
+def _dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _break(path, how):
+    if how == "no manifest":
+        (path / "manifest.json").unlink()
+    elif how == "bad manifest":
+        (path / "manifest.json").write_text('{"format": 1, "key": ')
+    elif how == "truncated array":
+        npy = sorted(path.glob("tap-*.npy"))[0]
+        npy.write_bytes(npy.read_bytes()[: npy.stat().st_size // 2])
+    elif how == "wrong shape":
+        npy = sorted(path.glob("task-*.npy"))[0]
+        np.save(npy, np.zeros(49, np.float32))
+
+
+@pytest.mark.parametrize("how", ["no manifest", "bad manifest", "truncated array", "wrong shape"])
+def test_broken_cache_is_rebuilt_not_reused(tmp_path, teacher_file, taps, data, how):
+    cache = TargetCache(tmp_path)
+    good = _build(cache, Teacher(teacher_file, TASKS, boundaries=taps), data)
+    expected = {k: np.array(v) for k, v in good.taps.items()}
+    _break(good.path, how)
+    teacher = CountingTeacher(teacher_file, TASKS, boundaries=taps)
+    again = _build(cache, teacher, data)
+    assert again.built and teacher.calls == 4 and again.path == good.path
+    for name, value in expected.items():
+        np.testing.assert_array_equal(again.taps[name], value)
+    assert [p.name for p in tmp_path.iterdir()] == [good.path.name]
+
+
+def test_temp_dir_of_a_killed_build_is_ignored_and_swept(tmp_path, teacher_file, taps, data):
+    cache = TargetCache(tmp_path)
+    name = _build(cache, Teacher(teacher_file, TASKS, boundaries=taps), data).path.name
+    shutil.rmtree(tmp_path / name)  # as if killed before the rename: only a temp dir is left
+    killed = tmp_path / f".tmp-{name}-deadbeef"
+    killed.mkdir()
+    (killed / "owner.json").write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
+    np.lib.format.open_memmap(killed / "task-000.npy", mode="w+", dtype=np.float32, shape=(50,))
+    teacher = CountingTeacher(teacher_file, TASKS, boundaries=taps)
+    built = _build(cache, teacher, data)
+    assert built.built and teacher.calls == 4 and built.path.name == name
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_temp_dir_of_a_live_build_is_left_alone(tmp_path, teacher_file, data):
+    cache = TargetCache(tmp_path)
+    name = _build(cache, Teacher(teacher_file, TASKS), data).path.name
+    shutil.rmtree(tmp_path / name)
+    running = tmp_path / f".tmp-{name}-cafe"
+    running.mkdir()
+    (running / "owner.json").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    assert _build(cache, Teacher(teacher_file, TASKS), data).built
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, running.name])
+
+
+@pytest.mark.parametrize("n", [49, 51])
+def test_batches_not_holding_n_samples_leave_nothing(tmp_path, teacher_file, taps, data, n):
+    cache = TargetCache(tmp_path)
+    with pytest.raises(DataError, match=f"n={n}"):
+        cache.get_or_build(Teacher(teacher_file, TASKS, boundaries=taps), _batches(data), n, "d", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_teacher_failure_midway_leaves_nothing(tmp_path, teacher_file, taps, data):
+    data[40, 0, 5, 5] = np.nan
+    with pytest.raises(BadInputError, match="NaN"):
+        _build(TargetCache(tmp_path), Teacher(teacher_file, TASKS, boundaries=taps), data)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_bar_goes_to_stderr(tmp_path, teacher_file, data, capsys):
+    TargetCache(tmp_path).get_or_build(Teacher(teacher_file, TASKS), _batches(data), 50, "d")
+    captured = capsys.readouterr()
+    assert "targets plain" in captured.err and "50/50" in captured.err and captured.out == ""
+
+
+def test_array_fingerprint():
+    x = np.random.rand(1000, 3, 4).astype(np.float32)
+    fp = array_fingerprint(x)
+    assert fp == array_fingerprint(x.copy()) and len(fp) == 64
+    assert array_fingerprint(x[:999]) != fp
+    assert array_fingerprint(x.astype(np.float64)) != fp
+    y = x.copy()
+    y[0, 0, 0] += 1  # row 0 is always sampled
+    assert array_fingerprint(y) != fp
+    z = x.copy()
+    z[1, 0, 0] += 1  # 256 of 1000 rows are sampled: row 1 is not
+    assert array_fingerprint(z) == fp and array_fingerprint(z, samples=None) != array_fingerprint(x, samples=None)
+
+
+MEMORY_PROBE = """
+import json, os, sys
+import numpy as np
+from runtime.cache import TargetCache
+from runtime.teacher import TaskSpec, Teacher
+path, root, n, taps = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+def rss():  # resident set now (ru_maxrss is a high-water mark that start-up may already hold)
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+teacher = Teacher(path, [TaskSpec("hair", "logits", slice=(0, 5), kind="multiclass")], boundaries=taps, threads=1)
+peak = []
+def batches():
+    rng = np.random.default_rng(0)
+    for start in range(0, n, 250):
+        peak.append(rss())
+        yield rng.random((min(250, n - start), 1, 28, 28), dtype=np.float32)
+teacher.run(next(iter(batches())))  # warm up ONNX Runtime's arena at this batch size
+before = rss()
+out = TargetCache(root).get_or_build(teacher, batches, n, f"random-{n}", progress=False)
+peak.append(rss())
+print(json.dumps({"growth_mb": (max(peak[1:]) - before) / 2**20,
+                  "bytes": sum(a.nbytes for a in [*out.tasks.values(), *out.taps.values()])}))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident set from /proc")
+def test_memory_stays_flat_as_the_dataset_grows(tmp_path, teacher_file, taps):
+    def probe(n):
+        done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(teacher_file), str(tmp_path / f"c{n}"),
+                               str(n), *taps], capture_output=True, text=True, check=True, timeout=120)
+        return json.loads(done.stdout)
+
+    small, large = probe(2000), probe(8000)
+    extra_mb = (large["bytes"] - small["bytes"]) / 2**20
+    assert extra_mb > 80  # 6000 more samples of (5 + 16*14*14 + 64*3*3) float32
+    assert large["growth_mb"] - small["growth_mb"] < 0.15 * extra_mb, (small, large, extra_mb)
