@@ -1,0 +1,143 @@
+"""export_torch on real modules: round trip in ONNX Runtime, metadata, fallback, failures."""
+
+import logging
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from exporters.metadata import read_metadata
+from exporters.torch_export import export_torch
+from runtime.errors import ExportError
+from runtime.session import make_session
+from tests.builders import ResidualCNN, SECNN, randomize_bn
+
+
+def _ort(path, x):
+    sess = make_session(path, opt_level="basic")
+    return sess.run(None, {sess.get_inputs()[0].name: x})
+
+
+def _no_external_data(path):
+    model = onnx.load(str(path), load_external_data=False)
+    return all(t.data_location != onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "legacy"])
+def test_round_trip_at_batch_1_and_7(tmp_path, dynamo, caplog):
+    module = randomize_bn(ResidualCNN(n_out=4))
+    tasks = [{"name": "cat", "output": "logits", "index": 0, "kind": "binary"}]
+    with caplog.at_level(logging.WARNING, logger="exporters.torch_export"):
+        path = export_torch(module, torch.randn(2, 1, 28, 28), tmp_path / "m.onnx", input_names=("image",),
+                            output_names=("logits",), tasks=tasks, dynamo=dynamo)
+    assert "failed" not in caplog.text  # the dynamo exporter did it, no fallback
+    assert path == tmp_path / "m.onnx" and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    assert _no_external_data(path)
+    model = onnx.load(str(path))
+    assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == ["logits"]
+    assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {18}
+    for n in (1, 7):
+        x = np.random.rand(n, 1, 28, 28).astype(np.float32)
+        with torch.no_grad():
+            ref = module(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(_ort(path, x)[0], ref, atol=1e-5)
+    meta = read_metadata(path)
+    assert meta["framework"] == "torch" and meta["framework_version"] == torch.__version__
+    assert meta["tasks"] == tasks
+
+
+def test_fixed_batch_and_taskspec_objects(tmp_path):
+    from runtime.teacher import TaskSpec
+
+    module = SECNN(n_out=3).eval()
+    spec = TaskSpec("digit", "y", kind="multiclass", labels=["a", "b", "c"])
+    path = export_torch(module, torch.randn(3, 1, 16, 16), tmp_path / "f.onnx", output_names=("y",),
+                        dynamic_batch=False, tasks=[spec])
+    shape = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in shape] == [3, 1, 16, 16]
+    assert read_metadata(path)["tasks"] == [spec.to_dict()]
+
+
+class TwoHeads(torch.nn.Module):
+    """Two inputs and two outputs, with dropout to show eval mode during export."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(6, 3), torch.nn.Linear(4, 2)
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, x, z):
+        h = self.drop(self.a(x))
+        return h, self.b(z) + h.sum(dim=1, keepdim=True)
+
+
+def test_named_inputs_outputs_and_training_mode_restored(tmp_path):
+    module = TwoHeads().train()
+    module.b.eval()  # mixed modes come back as they were
+    x, z = torch.randn(2, 6), torch.randn(2, 4)
+    path = export_torch(module, (x, z), tmp_path / "two.onnx", input_names=("x", "z"), output_names=("p", "q"))
+    assert module.training and module.a.training and not module.b.training and module.drop.training
+    sess = make_session(path)
+    assert [i.name for i in sess.get_inputs()] == ["x", "z"] and [o.name for o in sess.get_outputs()] == ["p", "q"]
+    xs, zs = torch.randn(5, 6), torch.randn(5, 4)
+    p, q = sess.run(None, {"x": xs.numpy(), "z": zs.numpy()})
+    with torch.no_grad():
+        ref_p, ref_q = module.eval()(xs, zs)
+    np.testing.assert_allclose(p, ref_p.numpy(), atol=1e-5)
+    np.testing.assert_allclose(q, ref_q.numpy(), atol=1e-5)
+
+
+class SignSwitch(torch.nn.Module):
+    """Data-dependent Python control flow: the branch follows the first row's sign."""
+
+    def forward(self, x):
+        if x[0].sum() > 0:
+            return x * 2
+        return -x
+
+
+def test_data_dependent_flow_falls_back_and_the_check_catches_it(tmp_path, caplog):
+    sample = torch.stack([torch.ones(4), -torch.ones(4)])  # first row positive, last row negative
+    with caplog.at_level(logging.WARNING, logger="exporters.torch_export"):
+        with pytest.raises(ExportError) as e:
+            export_torch(SignSwitch(), sample, tmp_path / "s.onnx")
+    assert "dynamo exporter failed" in caplog.text and "trying the legacy exporter" in caplog.text
+    msg = str(e.value)
+    assert "s.onnx" in msg and "'output' at batch 1" in msg and "max abs diff 3" in msg
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_legacy_only_when_asked(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="exporters.torch_export"):
+        path = export_torch(torch.nn.Linear(3, 2), torch.randn(4, 3), tmp_path / "l.onnx", dynamo=False)
+    assert caplog.text == "" and _no_external_data(path)
+    x = np.random.rand(7, 3).astype(np.float32)
+    assert _ort(path, x)[0].shape == (7, 2)
+
+
+class Eigen(torch.nn.Module):
+    """An op neither exporter can write (complex eigenvalues)."""
+
+    def forward(self, x):
+        return torch.linalg.eigvals(x).real
+
+
+def test_module_no_exporter_can_export(tmp_path):
+    with pytest.raises(ExportError) as e:
+        export_torch(Eigen(), torch.randn(2, 3, 3), tmp_path / "e.onnx")
+    msg = str(e.value)
+    assert "cannot export Eigen" in msg and "dynamo exporter:" in msg and "legacy exporter:" in msg
+    assert "linalg_eigvals" in msg and list(tmp_path.iterdir()) == []
+
+
+def test_mismatched_names_are_refused(tmp_path):
+    with pytest.raises(ExportError, match=r"returns 2 tensors but output_names is \['output'\]"):
+        export_torch(TwoHeads(), (torch.randn(2, 6), torch.randn(2, 4)), tmp_path / "t.onnx", input_names=("x", "z"))
+    with pytest.raises(ExportError, match=r"2 sample inputs but input_names \['input'\]"):
+        export_torch(TwoHeads(), (torch.randn(2, 6), torch.randn(2, 4)), tmp_path / "t.onnx")
+
+
+def test_dynamo_export_is_quiet(tmp_path, capfd):
+    export_torch(torch.nn.Linear(3, 2), torch.randn(4, 3), tmp_path / "q.onnx")
+    assert capfd.readouterr().out == ""
