@@ -14,7 +14,6 @@ binary tasks come back as ``(N,)`` logits, multi-class tasks as ``(N, k)``.
 """
 
 import functools
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -22,7 +21,8 @@ from typing import NamedTuple
 import numpy as np
 import onnx
 
-from runtime.errors import BadInputError, ConfigError, ModelFileError, UnknownTapError
+from runtime.errors import BadInputError, ConfigError, UnknownTapError
+from runtime.model_io import file_sha256, load_model
 from runtime.session import make_session
 from runtime.taps import add_taps, infer_shapes, tensor_names
 
@@ -129,35 +129,6 @@ class TeacherOutputs(NamedTuple):
     taps: dict
 
 
-def _load_model(path):
-    try:
-        from runtime.model_io import load_model
-    except ImportError:  # model_io lands with issue 2, item 1
-        return _load_plain(path)
-    return load_model(path)
-
-
-def _load_plain(path):
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such teacher file")
-    try:
-        return onnx.load(str(path))
-    except Exception as e:
-        raise ModelFileError(f"{path}: not a readable ONNX model ({e})") from e
-
-
-def _sha256(path):
-    try:
-        from runtime.model_io import file_sha256
-    except ImportError:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
-    return file_sha256(path)
-
-
 def _dims(value_info):
     """Shape of a value_info as ints and None (symbolic or unknown)."""
     if not value_info.type.tensor_type.HasField("shape"):
@@ -184,7 +155,7 @@ class Teacher:
         self.path = Path(path)
         self.tasks = [t if isinstance(t, TaskSpec) else TaskSpec.from_dict(t) for t in tasks]
         self.boundaries = list(dict.fromkeys(boundaries))
-        model = _load_model(self.path)
+        model = load_model(self.path)
         self.input_name, self.input_shape, self._input_dtype = self._pick_input(model, input_name)
         self._check_task_names()
         self._widths = self._output_widths(model)
@@ -204,7 +175,7 @@ class Teacher:
     @functools.cached_property
     def sha256(self):
         """Hex sha256 of the ONNX file (the teacher's identity in the target cache)."""
-        return _sha256(self.path)
+        return file_sha256(self.path)
 
     def _pick_input(self, model, input_name):
         inits = {i.name for i in model.graph.initializer}

@@ -186,3 +186,14 @@ def test_to_dict_from_dict_round_trip(spec):
     d = spec.to_dict()
     assert set(d) == {"name", "output", "index", "slice", "kind", "labels"}
     assert TaskSpec.from_dict(d) == spec
+
+
+def test_unreadable_teacher_file_is_named(tmp_path):
+    from runtime.errors import ModelFileError
+
+    path = tmp_path / "teacher.onnx"
+    path.write_bytes(b"definitely not protobuf" * 4)
+    with pytest.raises(ModelFileError, match="teacher.onnx"):
+        Teacher(path, [TaskSpec("a", "logits", index=0)])
+    with pytest.raises(ModelFileError, match="absent.onnx"):
+        Teacher(tmp_path / "absent.onnx", [TaskSpec("a", "logits", index=0)])
