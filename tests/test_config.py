@@ -202,7 +202,7 @@ def test_index_and_slice_must_fit_the_kind(tmp_path):
              {"name": "e", "output": "o", "slice": [0, 2, 4], "kind": "multiclass"},
              {"name": "f", "output": "o", "index": -1}]
     assert problems(tmp_path, edit(teachers__0__tasks=tasks, tasks=...)) == [
-        "teachers[0].tasks[4].slice: expected at most 2 items, found [0, 2, 4]",
+        "teachers[0].tasks[4].slice: expected at most 2 item(s), found [0, 2, 4]",
         "teachers[0].tasks[5].index: expected greater than or equal to 0, found -1"]
     assert problems(tmp_path, edit(teachers__0__tasks=tasks[:4], tasks=..., data__labels={})) == [
         "teachers[0].tasks[0].slice: a binary task takes one logit (index), found slice [0, 2]",

@@ -303,7 +303,7 @@ def _explain(error: ValidationError) -> list[str]:
             msg = "expected a mapping"
         elif kind in ("too_long", "too_short"):
             bound = item["ctx"].get("max_length" if kind == "too_long" else "min_length")
-            msg = f"expected {'at most' if kind == 'too_long' else 'at least'} {bound} items"
+            msg = f"expected {'at most' if kind == 'too_long' else 'at least'} {bound} item(s)"
         elif msg.startswith("Input should be "):
             msg = "expected " + msg.removeprefix("Input should be ")
         elif not msg.startswith("expected"):

@@ -1,0 +1,43 @@
+"""Data sources (unlabeled training images, labeled evaluation images) and the
+teachers' preprocessing. numpy in, numpy out: nothing here needs torch.
+
+``open_source(spec, size, channels)`` picks the reader for ``spec["format"]``:
+``idx`` (MNIST-style), ``folder`` (any images), ``celeba``, ``numpy`` (.npz)."""
+
+from pathlib import Path
+
+from runtime.errors import DataError
+from toolkit.data.arrays import ArraySource, open_npz
+from toolkit.data.celeba import CelebASource
+from toolkit.data.folder import FolderSource
+from toolkit.data.idx import open_idx
+from toolkit.data.labels import eval_labels
+from toolkit.data.preprocess import Preprocess
+from toolkit.data.source import Source
+from toolkit.data.split import split_holdout
+
+FORMATS = ("idx", "folder", "celeba", "numpy")
+
+
+def open_source(spec, size=None, channels=None, on_corrupt="skip") -> Source:
+    """A source from a config's `data.train` / `data.eval` (model or dict with format,
+    path, split, limit). size (H, W) and channels: what the images come out as
+    (None: as stored; a folder needs one size and takes its first image's)."""
+    spec = spec.model_dump() if hasattr(spec, "model_dump") else dict(spec)
+    fmt, path = spec.get("format"), Path(spec.get("path", ""))
+    split, limit = spec.get("split") or "train", spec.get("limit")
+    if fmt not in FORMATS:
+        raise DataError(f"{path}: data format: expected one of {list(FORMATS)}, found {fmt!r}")
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if fmt == "idx":
+        return open_idx(path, split, size, channels, limit)
+    if fmt == "numpy":
+        return open_npz(path, size, channels, limit)
+    if fmt == "celeba":
+        return CelebASource(path, split, size, channels, limit)
+    return FolderSource(path, size, channels, limit, on_corrupt)
+
+
+__all__ = ["ArraySource", "CelebASource", "FolderSource", "Preprocess", "Source",
+           "eval_labels", "open_idx", "open_npz", "open_source", "split_holdout"]
