@@ -197,3 +197,14 @@ def test_unreadable_teacher_file_is_named(tmp_path):
         Teacher(path, [TaskSpec("a", "logits", index=0)])
     with pytest.raises(ModelFileError, match="absent.onnx"):
         Teacher(tmp_path / "absent.onnx", [TaskSpec("a", "logits", index=0)])
+
+
+def test_cuda_teacher_on_cpu_only_runtime_is_refused(plain):
+    import onnxruntime as ort
+
+    from runtime.session import SessionError
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(SessionError, match="'cuda'"):
+        Teacher(plain[1], [TaskSpec("a", "logits", index=0)], device="cuda")
