@@ -52,6 +52,10 @@ def resize(batch: np.ndarray, size, method: str = "bilinear") -> np.ndarray:
 
 
 def conform(batch: np.ndarray, size=None, channels=None, method="bilinear") -> np.ndarray:
-    """Float32 (n, C, H, W) in [0, 1] with the given channels and size (None: keep)."""
-    batch = convert_channels(np.asarray(batch, dtype=np.float32), channels)
+    """Float32 (n, C, H, W) in [0, 1] with the given channels and size (None: keep).
+    Both steps are linear, so the one that shrinks the batch goes first."""
+    batch = np.asarray(batch, dtype=np.float32)
+    if channels is not None and channels > batch.shape[1]:
+        return convert_channels(conform(batch, size, None, method), channels)
+    batch = convert_channels(batch, channels)
     return batch if size is None else resize(batch, tuple(size), method)
