@@ -1,0 +1,187 @@
+"""ONNX pieces of a teacher (blocks, branches) as trainable torch modules.
+
+The paper's branches are copies of a teacher's layers after a block, trained
+further (or frozen) inside the student: :func:`to_torch` turns an ONNX piece into
+a ``torch.nn.Module`` with onnx2torch. onnx2torch 1.5.15 stops at opset 17 for
+some ops that our exporters emit at 18+ (ReduceMean & co. take their axes as an
+input since 18); the converters for them are registered here, once, through
+onnx2torch's own registry. Every op is checked up front, so an unsupported graph
+fails with one :class:`UnsupportedOpError` that names all its op types and nodes.
+"""
+
+import operator
+
+import onnx
+import torch
+from onnx2torch import convert
+from onnx2torch.node_converters.registry import add_converter, get_converter
+from onnx2torch.node_converters.reduce import OnnxReduceStaticAxes
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
+from torch import nn
+
+from runtime.errors import UnsupportedOpError
+
+# Reductions whose axes moved from an attribute to an input (opset 18; Max/Min 20).
+REDUCE_AXES_AS_INPUT = {
+    op: (18,) for op in ("ReduceMean", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
+                         "ReduceLogSumExp", "ReduceSumSquare")
+} | {"ReduceMax": (18, 20), "ReduceMin": (18, 20)}
+
+# (op, new version) -> older version with the same semantics (the new one adds types only).
+SAME_AS = {
+    ("GreaterOrEqual", 16): 12, ("LessOrEqual", 16): 12, ("Equal", 19): 13,
+    ("Cast", 19): 13, ("Cast", 21): 13, ("Constant", 19): 13, ("Constant", 21): 13,
+    ("Identity", 19): 16, ("Identity", 21): 16, ("Reshape", 19): 14, ("Reshape", 21): 14,
+    ("Shape", 19): 15, ("Shape", 21): 15, ("ConstantOfShape", 20): 9, ("ConstantOfShape", 21): 9,
+    ("Flatten", 21): 13, ("Transpose", 21): 13, ("Unsqueeze", 21): 13, ("IsInf", 20): 10,
+    ("IsNaN", 20): 13, ("ScatterND", 18): 16, ("Pad", 18): 13, ("Pad", 19): 13, ("Pad", 21): 13,
+    ("Resize", 18): 13, ("Resize", 19): 13, ("AveragePool", 19): 11,
+}
+
+
+def _given(node, index):
+    return len(node.input_values) > index and bool(node.input_values[index])
+
+
+def _limits(node):
+    """Why the older converter cannot stand in for ``node`` (None if it can)."""
+    a, op = node.attributes, node.operation_type
+    if op == "Pad" and (_given(node, 3) or a.get("mode") == "wrap"):
+        return "an 'axes' input or mode 'wrap'"
+    if op == "Resize" and (a.get("antialias", 0) or a.get("axes") is not None
+                           or a.get("keep_aspect_ratio_policy", "stretch") != "stretch"
+                           or a.get("coordinate_transformation_mode") == "half_pixel_symmetric"):
+        return "antialias, axes, keep_aspect_ratio_policy or half_pixel_symmetric"
+    if op == "AveragePool" and any(d != 1 for d in a.get("dilations", [])):
+        return "dilations"
+    if op == "ScatterND" and a.get("reduction") in ("max", "min"):
+        return "reduction max/min"
+    return None
+
+
+def _same_as(op, old):
+    def converter(node, graph):
+        reason = _limits(node)
+        if reason:
+            raise UnsupportedOpError(f"{op} node {node.name!r} uses {reason}, which no converter handles")
+        return get_converter(op, old)(node, graph)
+
+    return converter
+
+
+def _reduce_axes_input(node, graph):
+    """Reduce*-18: constant axes (an input now) -> onnx2torch's static-axes module."""
+    axes = None
+    if _given(node, 1):
+        try:
+            axes = get_const_value(node.input_values[1], graph).tolist()
+        except KeyError:
+            raise UnsupportedOpError(
+                f"{node.operation_type} node {node.name!r}: its axes are computed at run time; "
+                "expected constant axes (normalize() the model first)"
+            ) from None
+    if not axes and node.attributes.get("noop_with_empty_axes", 0):
+        module = nn.Identity()
+    else:
+        module = OnnxReduceStaticAxes(node.operation_type, axes, node.attributes.get("keepdims", 1))
+    return OperationConverterResult(module, OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))
+
+
+class SplitToChunks(nn.Module):
+    """Split-18 with ``num_outputs``: chunks of ceil(length / n), the last one smaller."""
+
+    def __init__(self, axis, parts):
+        super().__init__()
+        self.axis, self.parts = axis, parts
+
+    def forward(self, x):
+        return torch.split(x, -(-x.shape[self.axis] // self.parts), dim=self.axis)
+
+
+def _split18(node, graph):
+    if _given(node, 1):
+        return get_converter("Split", 13)(node, graph)
+    module = SplitToChunks(node.attributes.get("axis", 0), len(node.output_values))
+    return OperationConverterResult(module, OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))
+
+
+def _has_converter(op, version, domain=""):
+    try:
+        get_converter(op, version, domain)
+    except NotImplementedError:
+        return False
+    return True
+
+
+def _register(op, version, converter):
+    if not _has_converter(op, version):
+        add_converter(operation_type=op, version=version)(converter)
+
+
+for _op, _versions in REDUCE_AXES_AS_INPUT.items():
+    for _v in _versions:
+        _register(_op, _v, _reduce_axes_input)
+for (_op, _v), _old in SAME_AS.items():
+    _register(_op, _v, _same_as(_op, _old))
+_register("Split", 18, _split18)
+
+
+def unsupported_ops(model):
+    """``{op type: [node names]}`` for the nodes no registered converter handles."""
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    opsets.setdefault("", opsets.pop("ai.onnx", None))
+    missing = {}
+    for i, proto in enumerate(model.graph.node):
+        node = OnnxNode(proto, unique_name=proto.name or f"{proto.op_type}_{i}")
+        version = opsets.get(proto.domain or "")
+        ok = version is not None and _has_converter(proto.op_type, version, proto.domain or "")
+        if ok and (proto.op_type, _resolved(proto, version)) in SAME_AS:
+            ok = _limits(node) is None
+        if not ok:
+            missing.setdefault(proto.op_type, []).append(node.unique_name)
+    return missing
+
+
+def _resolved(proto, version):
+    try:
+        return onnx.defs.get_schema(proto.op_type, version, proto.domain or "").since_version
+    except Exception:
+        return version
+
+
+def _one_result_per_output(module, outputs):
+    """Return one tensor per graph output, in order.
+
+    onnx2torch returns a multi-output node's whole tuple once, whichever of its
+    outputs the graph exposes; here each output picks its own item.
+    """
+    graph = module.graph
+    made = {}
+    for node in graph.nodes:
+        mapping = getattr(module.get_submodule(node.target), "onnx_mapping", None) if node.op == "call_module" else None
+        for i, name in enumerate(mapping.outputs if mapping else ()):
+            made[name] = (node, i, len(mapping.outputs))
+    result = next(n for n in graph.nodes if n.op == "output")
+    with graph.inserting_before(result):
+        picked = [node if count == 1 else graph.call_function(operator.getitem, (node, i))
+                  for node, i, count in (made[name] for name in outputs)]
+    result.args = (picked[0] if len(picked) == 1 else tuple(picked),)
+    graph.eliminate_dead_code()
+    module.recompile()
+
+
+def to_torch(model):
+    """``model`` (an ONNX piece) as a torch module matching ONNX Runtime; all parameters trainable."""
+    missing = unsupported_ops(model)
+    if missing:
+        listed = "; ".join(f"{op} (nodes: {', '.join(names)})" for op, names in missing.items())
+        raise UnsupportedOpError(f"graph {model.graph.name!r} has ops no converter handles: {listed}")
+    try:
+        module = convert(model, attach_onnx_mapping=True)
+    except NotImplementedError as e:
+        raise UnsupportedOpError(f"graph {model.graph.name!r}: {e}") from e
+    _one_result_per_output(module, [o.name for o in model.graph.output])
+    for p in module.parameters():
+        p.requires_grad_(True)
+    return module

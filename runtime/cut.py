@@ -1,0 +1,77 @@
+"""Cutting a teacher's graph at block boundaries.
+
+* branch (paper: teacher t's layers after block b): :func:`cut_branch`, from the
+  boundary tensor to the chosen outputs; the trunk's features at b flow into it.
+* block (between two boundaries): :func:`cut_block`.
+* prefix (the teacher's blocks 1..b): :func:`cut_prefix`, from the image to b.
+
+Each piece is a checked ONNX model whose new input keeps the boundary's name and
+inferred shape with a dynamic batch axis, and holds only the initializers it needs.
+"""
+
+import onnx
+from onnx.utils import Extractor
+
+from runtime.blocks import check_boundary, data_inputs
+from runtime.errors import BoundaryError
+from runtime.taps import infer_shapes, require_tensor
+
+BATCH = "batch"
+
+
+def cut_branch(model, start, outputs):
+    """The sub-graph from boundary ``start`` to ``outputs`` (tensor names)."""
+    check_boundary(model, start)
+    return _extract(model, [start], list(outputs), f"branch after {start!r}")
+
+
+def cut_block(model, start, end):
+    """The block between boundaries ``start`` and ``end``."""
+    check_boundary(model, end)
+    return cut_branch(model, start, [end])
+
+
+def cut_prefix(model, end):
+    """The graph from its inputs to boundary ``end``."""
+    check_boundary(model, end)
+    return _extract(model, data_inputs(model), [end], f"prefix up to {end!r}")
+
+
+def _extract(model, inputs, outputs, what):
+    for name in outputs:
+        require_tensor(model, name, what="output")
+    inferred = infer_shapes(model)
+    piece = Extractor(inferred).extract_model(inputs, outputs)
+    piece.graph.name = f"{model.graph.name}: {what}"
+    _require_closed(piece, inputs, what)
+    for vi in piece.graph.input:
+        _dynamic_batch(vi)
+    del piece.graph.value_info[:]
+    for vi in piece.graph.output:
+        vi.type.tensor_type.ClearField("shape")
+    piece = infer_shapes(piece)
+    try:
+        onnx.checker.check_model(piece, full_check=True)
+    except Exception as e:
+        raise BoundaryError(f"the {what} of graph {model.graph.name!r} is not a valid model: {e}") from e
+    return piece
+
+
+def _require_closed(piece, inputs, what):
+    """Every tensor the piece reads is made inside it, an initializer or one of ``inputs``."""
+    known = set(inputs) | {t.name for t in piece.graph.initializer}
+    for node in piece.graph.node:
+        missing = [n for n in node.input if n and n not in known]
+        if missing:
+            raise BoundaryError(
+                f"the {what} reads {missing} from before its start {inputs}: the outputs do not come after "
+                "the start, or a shape sub-graph reaches back (normalize() the model first)"
+            )
+        known.update(node.output)
+
+
+def _dynamic_batch(value_info):
+    dims = value_info.type.tensor_type.shape.dim
+    if dims and not dims[0].dim_param:
+        dims[0].Clear()
+        dims[0].dim_param = BATCH

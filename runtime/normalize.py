@@ -1,0 +1,268 @@
+"""Normalising a teacher's graph before it is tapped, cut and converted.
+
+Exporters leave bookkeeping in the graph that gets in the way of cutting it into
+blocks: Constant nodes, and sub-graphs that compute a Reshape target from the
+input's shape (Shape -> Gather -> Concat -> Reshape, common in tf2onnx, jax2onnx and
+dynamo output). :func:`normalize` turns Constant nodes into initializers and folds
+every sub-graph whose value depends on the input only through its shape, for a
+fixed input shape, while the batch axis stays dynamic: each folded value is
+computed with ONNX Runtime at two batch sizes; a value that does not change is
+frozen, a Reshape target whose batch entry changes gets that entry rewritten to
+-1 (or 0), anything else batch-dependent is left as it was. The result is checked
+against the original under ONNX Runtime at two batch sizes. Tensor names of the
+main path do not change; running it twice changes nothing more.
+"""
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from runtime.blocks import data_inputs
+from runtime.errors import BadInputError, ParityError
+from runtime.session import make_session
+from runtime.taps import infer_shapes
+
+FOLD_BATCHES = (2, 3)
+CHECK_BATCHES = (1, 4)
+MAX_FOLDED_ELEMENTS = 1 << 20
+SHAPE_ONLY = {"Shape", "Size"}
+NEVER_FOLD = {
+    "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+    "Bernoulli", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+}
+
+
+def normalize(model, input_shape=None):
+    """``model`` with Constant nodes as initializers and shape sub-graphs folded.
+
+    ``input_shape``: ``{input name: [batch, d1, d2, ...]}`` (or one list for a
+    one-input graph) fixing the dims the graph leaves open; its batch entry is
+    ignored, the batch axis stays as the graph has it.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    _constants_to_initializers(out.graph)
+    shapes = _input_shapes(out, input_shape)
+    _fix_input_dims(out, shapes)
+    terminals = _fold_terminals(out.graph)
+    if terminals:
+        _require_closed(shapes)
+        batches = FOLD_BATCHES if _batch_is_dynamic(out) else (None,)
+        values = [_evaluate(out, terminals, shapes, b) for b in batches]
+        _fold(out.graph, terminals, values, batches)
+    _prune(out.graph)
+    out = infer_shapes(out)
+    _verify(model, out, shapes)
+    return out
+
+
+def _constant_value(node):
+    attr = node.attribute[0] if len(node.attribute) == 1 else None
+    if attr is None or attr.name == "sparse_value":
+        return None
+    if attr.name == "value":
+        return numpy_helper.to_array(attr.t)
+    value = helper.get_attribute_value(attr)
+    dtype = {"value_float": np.float32, "value_floats": np.float32,
+             "value_int": np.int64, "value_ints": np.int64}.get(attr.name, object)
+    return np.array(value, dtype=dtype)
+
+
+def _constants_to_initializers(graph):
+    keep = []
+    for node in graph.node:
+        value = _constant_value(node) if node.op_type == "Constant" and node.domain in ("", "ai.onnx") else None
+        if value is None:
+            keep.append(node)
+        else:
+            graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+    del graph.node[:]
+    graph.node.extend(keep)
+
+
+def _dims(value_info):
+    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
+
+
+def _input_shapes(model, input_shape):
+    """``{data input: dims}`` with open dims filled from ``input_shape``."""
+    inputs = {vi.name: vi for vi in model.graph.input if vi.name in data_inputs(model)}
+    given = input_shape or {}
+    if not isinstance(given, dict):
+        if len(inputs) != 1:
+            raise BadInputError(f"input_shape {list(given)} is ambiguous: the graph has inputs {list(inputs)}")
+        given = {next(iter(inputs)): given}
+    shapes = {name: _dims(vi) for name, vi in inputs.items()}
+    for name, dims in given.items():
+        if name not in shapes:
+            raise BadInputError(f"input_shape names input {name!r}; the graph's inputs are {list(inputs)}")
+        if len(dims) != len(shapes[name]):
+            raise BadInputError(f"input_shape for {name!r} has {len(dims)} dims; the graph input has rank {len(shapes[name])}")
+        for i, (have, want) in enumerate(zip(shapes[name], dims)):
+            if i > 0 and have is not None and have != int(want):
+                raise BadInputError(f"input_shape for {name!r}: dim {i} is {want}, the graph fixes it to {have}")
+        shapes[name] = shapes[name][:1] + [int(d) for d in dims[1:]]
+    return shapes
+
+
+def _fix_input_dims(model, shapes):
+    for vi in model.graph.input:
+        for i, dim in enumerate(vi.type.tensor_type.shape.dim):
+            if i > 0 and vi.name in shapes and not dim.HasField("dim_value") and shapes[vi.name][i] is not None:
+                dim.dim_value = shapes[vi.name][i]
+
+
+def _batch_is_dynamic(model):
+    for vi in model.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if vi.name in data_inputs(model) and dims and not dims[0].HasField("dim_value"):
+            return True
+    return False
+
+
+def _require_closed(shapes):
+    for name, dims in shapes.items():
+        if any(d is None for d in dims[1:]):
+            example = ",".join(str(d or "N") for d in [1] + dims[1:])
+            raise BadInputError(
+                f"input {name!r} has open dims {dims}: the shape sub-graphs cannot be folded; "
+                f"give its shape, e.g. --input-shape {name}:{example}"
+            )
+
+
+def _has_subgraph(node):
+    return any(a.HasField("g") or len(a.graphs) for a in node.attribute)
+
+
+def _fold_terminals(graph):
+    """Outputs of foldable nodes that non-foldable nodes (or the graph) read."""
+    const = {t.name for t in graph.initializer}
+    foldable = set()
+    for node in graph.node:
+        if node.op_type in NEVER_FOLD or _has_subgraph(node):
+            continue
+        if node.op_type in SHAPE_ONLY or all(n in const for n in node.input if n):
+            foldable.update(o for o in node.output if o)
+            const.update(o for o in node.output if o)
+    read = {n for node in graph.node if not set(node.output) & foldable for n in node.input}
+    read |= {o.name for o in graph.output}
+    return [n for node in graph.node for n in node.output if n in foldable and n in read]
+
+
+def _feed(model, shapes, batch):
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for vi in model.graph.input:
+        if vi.name not in shapes:
+            continue
+        dims = [batch if (i == 0 and d is None) else d for i, d in enumerate(shapes[vi.name])]
+        dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        feeds[vi.name] = rng.standard_normal(dims).astype(dtype) if np.issubdtype(dtype, np.floating) else np.zeros(dims, dtype)
+    return feeds
+
+
+def _evaluate(model, names, shapes, batch):
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names)
+    values = make_session(probe, opt_level="basic").run(names, _feed(model, shapes, batch))
+    return dict(zip(names, values))
+
+
+def _fold(graph, terminals, values, batches):
+    readers = {}
+    for node in graph.node:
+        for i, n in enumerate(node.input):
+            readers.setdefault(n, []).append((node, i))
+    for name in terminals:
+        seen = [v[name] for v in values]
+        if seen[0].size > MAX_FOLDED_ELEMENTS or name in {o.name for o in graph.output}:
+            continue
+        if all(s.shape == seen[0].shape and np.array_equal(s, seen[0]) for s in seen):
+            folded = seen[0]
+        else:
+            folded = _batch_free_reshape_target(seen, batches, readers.get(name, []))
+        if folded is not None:
+            graph.initializer.append(numpy_helper.from_array(np.asarray(folded), name))
+            _drop_producer(graph, name)
+
+
+def _batch_free_reshape_target(seen, batches, readers):
+    """A Reshape target whose batch entry was baked in, rewritten to -1 (or 0): or None."""
+    if not readers or any(node.op_type != "Reshape" or i != 1 for node, i in readers):
+        return None
+    first, second = seen
+    if first.ndim != 1 or first.shape != second.shape:
+        return None
+    differ = np.flatnonzero(first != second)
+    if len(differ) != 1:
+        return None
+    i = differ[0]
+    scale = first[i] / batches[0]
+    if scale != second[i] / batches[1] or scale != int(scale) or scale < 1:
+        return None
+    target = first.copy()
+    if -1 not in target:
+        target[i] = -1
+    elif i == 0 and scale == 1 and all(_attr(node, "allowzero", 0) == 0 for node, _ in readers):
+        target[i] = 0
+    else:
+        return None
+    return target
+
+
+def _attr(node, name, default):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _drop_producer(graph, name):
+    """The initializer ``name`` now holds the value: its producer stops writing it."""
+    for node in graph.node:
+        if name in node.output:
+            outputs = [("" if o == name else o) for o in node.output]
+            del node.output[:]
+            node.output.extend(outputs)
+
+
+def _prune(graph):
+    """Drop nodes and initializers that nothing reads any more."""
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output if o):
+            keep.append(node)
+            needed.update(n for n in _all_inputs(node))
+    del graph.node[:]
+    graph.node.extend(reversed(keep))
+    inits = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+
+
+def _all_inputs(node):
+    names = [n for n in node.input if n]
+    for a in node.attribute:
+        for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            names += [n for inner in sub.node for n in _all_inputs(inner)]
+    return names
+
+
+def _verify(original, normalized, shapes):
+    """Both graphs give the same outputs under ONNX Runtime at two batch sizes."""
+    if any(d is None for dims in shapes.values() for d in dims[1:]):
+        return  # open dims: nothing was folded (see _require_closed), only Constants moved
+    batches = CHECK_BATCHES if _batch_is_dynamic(normalized) else (None,)
+    names = [o.name for o in original.graph.output]
+    a, b = make_session(original, opt_level="basic"), make_session(normalized, opt_level="basic")
+    for batch in batches:
+        feeds = _feed(normalized, shapes, batch)
+        for name, want, got in zip(names, a.run(names, feeds), b.run(names, feeds)):
+            if want.shape != got.shape or not np.allclose(want, got, rtol=1e-4, atol=1e-5):
+                raise ParityError(
+                    f"normalising graph {original.graph.name!r} changed output {name!r} at batch size {batch}; "
+                    "the shape sub-graphs could not be folded safely"
+                )
