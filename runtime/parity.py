@@ -1,0 +1,251 @@
+"""Parity: do two runners of the same network give the same numbers?
+
+Kept apart, as in Polygraphy: a *runner* is any callable ``feeds -> {output name:
+array}`` (:func:`onnx_runner` here, ``runtime.torch_runner.torch_runner`` for a
+PyTorch module), and :func:`compare` judges two output dicts with no knowledge of
+who produced them. The paper's last step (the TargetNet "checked against the
+PyTorch student and against the teachers before deployment") is :func:`compare`
+on numbers and :func:`agreement` on task decisions.
+
+Per output, with ``ref`` the reference and ``cand`` the candidate:
+
+* absolute error ``|cand - ref|``, relative error ``|cand - ref| / (|ref| + EPS)``
+  with ``EPS = 1e-8`` (keeps zeros in the reference finite; a statistic only);
+* max / mean / p99 of both (p99: the element at the 99th percentile, no
+  interpolation, so an infinite error stays infinite rather than NaN);
+* pass when every element satisfies ``|cand - ref| <= atol + rtol * |ref|``
+  (the ``numpy.allclose`` rule), with a per-output ``atol`` from ``tolerances``.
+
+NaN against NaN and equal infinities count as equal; NaN against a number counts
+as an infinite error.
+
+>>> import numpy as np
+>>> r = compare({"y": np.ones(4)}, {"y": np.ones(4) + 1e-6})
+>>> r.passed, r.outputs["y"].max_abs < 2e-6
+(True, True)
+"""
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from runtime.errors import BadInputError, ParityError
+from runtime.session import make_session
+
+EPS = 1e-8
+KINDS = ("binary", "multiclass")
+
+
+class ShapeError(ParityError):
+    """An output is missing from the candidate, or its shape differs from the reference."""
+
+
+class ToleranceError(ParityError):
+    """Some outputs differ beyond ``atol + rtol * |ref|``."""
+
+
+@dataclass
+class OutputParity:
+    """Error statistics of one output."""
+
+    name: str
+    shape: tuple
+    atol: float
+    rtol: float
+    max_abs: float
+    mean_abs: float
+    p99_abs: float
+    max_rel: float
+    mean_rel: float
+    p99_rel: float
+    mismatched: float  # fraction of elements outside the tolerance
+    worst_index: tuple  # where the largest absolute error is
+    passed: bool
+
+
+@dataclass
+class ParityReport:
+    """Per-output statistics of a comparison; ``passed`` when every output passed."""
+
+    title: str
+    outputs: dict = field(default_factory=dict)
+
+    @property
+    def passed(self):
+        return all(o.passed for o in self.outputs.values())
+
+    @property
+    def failed(self):
+        return [o for o in self.outputs.values() if not o.passed]
+
+    def summary(self):
+        """Worst max and p99 absolute error over all outputs, and the verdict."""
+        outs = self.outputs.values()
+        return {
+            "max_abs": max((o.max_abs for o in outs), default=0.0),
+            "p99_abs": max((o.p99_abs for o in outs), default=0.0),
+            "passed": self.passed,
+        }
+
+    def to_dict(self):
+        """JSON-able: ``{"title", "max_abs", "p99_abs", "passed", "outputs": {name: stats}}``."""
+        outputs = {}
+        for name, o in self.outputs.items():
+            d = asdict(o)
+            d["shape"], d["worst_index"] = list(o.shape), list(o.worst_index)
+            outputs[name] = {k: _json_float(v) for k, v in d.items()}
+        return {"title": self.title, **{k: _json_float(v) for k, v in self.summary().items()}, "outputs": outputs}
+
+    def to_markdown(self):
+        """A Markdown table, one row per output."""
+        lines = [
+            f"### {self.title}: {'pass' if self.passed else 'FAIL'}",
+            "",
+            "| output | shape | max abs | mean abs | p99 abs | max rel | p99 rel | atol | rtol | outside | result |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for o in self.outputs.values():
+            lines.append(
+                f"| {o.name} | {'x'.join(map(str, o.shape))} | {o.max_abs:.3g} | {o.mean_abs:.3g} | "
+                f"{o.p99_abs:.3g} | {o.max_rel:.3g} | {o.p99_rel:.3g} | {o.atol:g} | {o.rtol:g} | "
+                f"{o.mismatched:.2%} | {'pass' if o.passed else 'FAIL'} |"
+            )
+        return "\n".join(lines) + "\n"
+
+    def raise_if_failed(self):
+        """Raise :class:`ToleranceError` naming each failing output and its max abs error."""
+        if self.passed:
+            return self
+        parts = [
+            f"{o.name!r}: max abs error {o.max_abs:.3g} at {list(o.worst_index)} "
+            f"({o.mismatched:.2%} of elements outside atol {o.atol:g} + rtol {o.rtol:g} * |ref|)"
+            for o in self.failed
+        ]
+        raise ToleranceError(f"{self.title}: {len(parts)} of {len(self.outputs)} outputs differ; " + "; ".join(parts))
+
+
+def _json_float(v):
+    if isinstance(v, float) and not np.isfinite(v):
+        return str(v)
+    return v
+
+
+def _abs_error(ref, cand):
+    """``|cand - ref|`` in float64; equal values (and NaN vs NaN) 0, NaN vs number inf."""
+    ref, cand = ref.astype(np.float64), cand.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(cand - ref)
+    err[(ref == cand) | (np.isnan(ref) & np.isnan(cand))] = 0.0
+    err[np.isnan(err)] = np.inf
+    return err
+
+
+def _stats(kind, values):
+    """``max_<kind>``, ``mean_<kind>``, ``p99_<kind>`` of ``values`` (zeros when empty)."""
+    if values.size == 0:
+        return {f"max_{kind}": 0.0, f"mean_{kind}": 0.0, f"p99_{kind}": 0.0}
+    return {
+        f"max_{kind}": float(values.max()),
+        f"mean_{kind}": float(values.mean()),
+        f"p99_{kind}": float(np.percentile(values, 99, method="higher")),
+    }
+
+
+def compare_output(name, ref, cand, atol, rtol):
+    """:class:`OutputParity` of one output; :class:`ShapeError` when shapes differ."""
+    ref, cand = np.asarray(ref), np.asarray(cand)
+    if ref.shape != cand.shape:
+        raise ShapeError(f"output {name!r}: reference has shape {list(ref.shape)}, candidate {list(cand.shape)}")
+    err = _abs_error(ref, cand)
+    mag = np.abs(ref.astype(np.float64))
+    mag[~np.isfinite(mag)] = 0.0  # a non-finite reference allows no slack
+    rel = err / (mag + EPS)
+    outside = ~(err <= atol + rtol * mag)
+    empty = err.size == 0
+    return OutputParity(
+        name=name,
+        shape=tuple(ref.shape),
+        atol=float(atol),
+        rtol=float(rtol),
+        **_stats("abs", err),
+        **_stats("rel", rel),
+        mismatched=0.0 if empty else float(outside.mean()),
+        worst_index=() if empty else tuple(int(i) for i in np.unravel_index(np.argmax(err), err.shape)),
+        passed=not outside.any(),
+    )
+
+
+def compare(reference, candidate, atol=1e-4, rtol=1e-3, tolerances=None, title="candidate vs reference"):
+    """Compare every output of ``reference`` with the same-named output of ``candidate``.
+
+    ``tolerances`` maps an output name to its own ``atol`` (``--tolerance OUTPUT:ATOL``);
+    a name that is not an output of the reference is bad input. A missing candidate
+    output or a shape mismatch raises :class:`ShapeError`; values beyond tolerance
+    give a failing report (call :meth:`ParityReport.raise_if_failed`).
+    """
+    tolerances = dict(tolerances or {})
+    unknown = sorted(set(tolerances) - set(reference))
+    if unknown:
+        raise BadInputError(f"tolerance given for {unknown}, but the outputs are {sorted(reference)}")
+    report = ParityReport(title)
+    for name, ref in reference.items():
+        if name not in candidate:
+            raise ShapeError(f"output {name!r}: the candidate has no such output (it has {sorted(candidate)})")
+        report.outputs[name] = compare_output(name, ref, candidate[name], tolerances.get(name, atol), rtol)
+    return report
+
+
+def agreement(a_logits, b_logits, kind, threshold=0.0):
+    """Fraction of task decisions on which two runners agree.
+
+    ``binary``: a decision per logit, ``logit > threshold`` (every element of a
+    multi-label head counts). ``multiclass``: the argmax over the last axis.
+    """
+    a, b = np.asarray(a_logits), np.asarray(b_logits)
+    if a.shape != b.shape:
+        raise ShapeError(f"agreement: logits of shape {list(a.shape)} and {list(b.shape)}")
+    if kind == "binary":
+        same = (a > threshold) == (b > threshold)
+    elif kind == "multiclass":
+        same = np.argmax(a, axis=-1) == np.argmax(b, axis=-1)
+    else:
+        raise BadInputError(f"task kind {kind!r}: expected one of {KINDS}")
+    return float(np.mean(same)) if same.size else 1.0
+
+
+def as_feeds(input_names, batch):
+    """``batch`` as a feed dict: a dict is checked against ``input_names``; an array
+    is accepted for a single-input model."""
+    if not isinstance(batch, dict):
+        if len(input_names) != 1:
+            raise BadInputError(f"the model has inputs {list(input_names)}: feed a dict, not one array")
+        batch = {input_names[0]: batch}
+    missing = [n for n in input_names if n not in batch]
+    if missing:
+        raise BadInputError(f"feeds lack input(s) {missing}; the model's inputs are {list(input_names)}")
+    return {n: np.asarray(batch[n]) for n in input_names}
+
+
+def onnx_runner(path_or_model, opt_level="basic", device="cpu", threads=None):
+    """A runner over an ONNX model: ``feeds -> {output name: array}`` (every output).
+
+    Validation uses ``basic`` optimisation, so fused kernels do not hide a difference.
+    """
+    session = make_session(path_or_model, device=device, threads=threads, opt_level=opt_level)
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+
+    def run(batch):
+        return dict(zip(outputs, session.run(outputs, as_feeds(inputs, batch))))
+
+    run.input_names, run.output_names = inputs, outputs
+    return run
+
+
+def collect(runner, batches):
+    """Run ``runner`` over ``batches`` and concatenate each output along the batch axis."""
+    parts = {}
+    for batch in batches:
+        for name, value in runner(batch).items():
+            parts.setdefault(name, []).append(np.asarray(value))
+    return {name: np.concatenate(values, axis=0) for name, values in parts.items()}
