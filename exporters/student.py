@@ -1,0 +1,236 @@
+"""The deployable student: one small ONNX file that says what it does.
+
+Paper terms -> code: the finished TargetNet, exported to ONNX elsewhere
+(``exporters.torch_export.export_torch``), becomes the shipped student here:
+
+* :func:`stamp_student` writes what a user of the file needs into
+  ``metadata_props``: the tasks (names, kinds, label names), decision thresholds,
+  input preprocessing, the teachers' file hashes, the toolkit version;
+* :func:`simplify` runs onnxsim with its own random-input check, keeping the
+  dynamic batch axis unless ``static_batch`` fixes it (for edge runtimes);
+* :func:`quantize_int8` applies static QDQ int8 quantization (ONNX Runtime),
+  calibrated on unlabeled batches. Dynamic quantization is not offered: it emits
+  ConvInteger, which ONNX Runtime on CPU runs slowly or not at all.
+
+Every file is written to a temporary name next to the target, then renamed.
+Metadata survives both steps; onnxsim's own bookkeeping keys (``onnxsim.*``) are
+dropped, and the step is recorded as ``amalgam.simplified`` / ``amalgam.quantization``.
+"""
+
+import itertools
+import json
+import os
+import tempfile
+import uuid
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from exporters.metadata import PREFIX, stamp
+from runtime.errors import BadInputError, ExportError
+from runtime.model_io import load_model
+from runtime.parity import as_feeds
+from runtime.teacher import TaskSpec
+
+CALIBRATION_CHUNK = 32  # rows per calibration batch when one array is given
+CHECK_BATCH = 2  # batch of onnxsim's random inputs when the batch axis is dynamic
+
+
+def save_atomic(model, out_path):
+    """Write ``model`` to ``out_path`` through a temporary file in the same folder."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        onnx.save(model, str(tmp))
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out_path
+
+
+def _load(model_or_path):
+    """A private copy of the model and a label for messages."""
+    if isinstance(model_or_path, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model_or_path)
+        return copy, f"model {model_or_path.graph.name!r}"
+    return load_model(model_or_path), str(model_or_path)
+
+
+def _carry_metadata(model, props, **record):
+    """Give ``model`` the ``props`` it had before a tool rewrote it, plus ``amalgam.<record>``."""
+    entries = {p.key: p.value for p in props if not p.key.startswith("onnxsim.")}
+    for key, value in record.items():
+        entries[PREFIX + key] = value if isinstance(value, str) else json.dumps(value)
+    del model.metadata_props[:]
+    for key, value in entries.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    return model
+
+
+def _graph_inputs(model):
+    initializers = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+def _dims(value_info):
+    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
+
+
+def _static_shapes(model, batch, label):
+    """``{input: [batch, *rest]}`` for onnxsim; every other axis must already be fixed."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise BadInputError(f"static batch {batch!r}: expected an integer >= 1")
+    shapes = {}
+    for vi in _graph_inputs(model):
+        dims = _dims(vi)
+        if not dims or None in dims[1:]:
+            raise BadInputError(
+                f"{label}: input {vi.name!r} has shape {dims}; a static batch needs every other axis fixed"
+            )
+        shapes[vi.name] = [batch] + dims[1:]
+    return shapes
+
+
+def _check_shapes(model):
+    """Shapes for onnxsim's random-input check: batch 2 where only the batch axis is free."""
+    shapes = {}
+    for vi in _graph_inputs(model):
+        dims = _dims(vi)
+        if dims and dims[0] is None and None not in dims[1:]:
+            shapes[vi.name] = [CHECK_BATCH] + dims[1:]
+    return shapes or None
+
+
+def simplify(model_or_path, out_path, check_n=3, static_batch=None):
+    """Simplify with onnxsim (checked on ``check_n`` random inputs) and write ``out_path``.
+
+    The batch axis stays dynamic unless ``static_batch`` fixes it. Raises
+    :class:`ExportError` when onnxsim fails or its check finds a difference.
+    """
+    import onnxsim
+
+    model, label = _load(model_or_path)
+    props = list(model.metadata_props)
+    shapes = _static_shapes(model, static_batch, label) if static_batch is not None else None
+    try:
+        simple, ok = onnxsim.simplify(model, check_n=check_n, overwrite_input_shapes=shapes,
+                                      test_input_shapes=None if shapes else _check_shapes(model))
+    except Exception as e:
+        raise ExportError(f"{label}: onnxsim cannot simplify it: {_first_line(e)}") from e
+    if not ok:
+        raise ExportError(f"{label}: onnxsim's check found the simplified model differs from the original")
+    record = {"tool": "onnxsim", "version": onnxsim.__version__, "check_n": check_n, "static_batch": static_batch}
+    _carry_metadata(simple, props, simplified=record)
+    return save_atomic(simple, out_path)
+
+
+def _input_names(model):
+    return [vi.name for vi in _graph_inputs(model)]
+
+
+def _calibration_batches(calibration, input_names, label):
+    """Feed dicts from ``calibration`` (dicts, arrays, or one array split in chunks)."""
+    hint = "int8 quantization needs calibration data (--calib-data SRC): unlabeled inputs like those served"
+    if calibration is None:
+        raise BadInputError(f"{label}: {hint}")
+    if isinstance(calibration, np.ndarray):
+        calibration = [calibration[i:i + CALIBRATION_CHUNK] for i in range(0, len(calibration), CALIBRATION_CHUNK)]
+    batches = iter(calibration)
+    first = next(batches, None)
+    if first is None:
+        raise BadInputError(f"{label}: the calibration data is empty; {hint}")
+    for batch in itertools.chain([first], batches):
+        yield {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in as_feeds(input_names, batch).items()}
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader over a stream of feed dicts (counts them)."""
+
+    def __init__(self, batches):
+        self.batches, self.count = batches, 0
+
+    def get_next(self):
+        batch = next(self.batches, None)
+        self.count += batch is not None
+        return batch
+
+
+def quantize_int8(in_path, out_path, calibration, per_channel=True):
+    """Static QDQ int8 copy of ``in_path`` at ``out_path``, calibrated (MinMax) on ``calibration``.
+
+    ``calibration``: an iterable of feed dicts or of input batches (single-input
+    models), or one array of rows; fed as float32. Weights are int8 per output channel, activations
+    int8; ``amalgam.precision`` becomes ``"int8"``.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    model, label = _load(in_path)
+    props = list(model.metadata_props)
+    batches = _calibration_batches(calibration, _input_names(model), label)
+    first = next(batches)  # bad or empty calibration data fails before any work
+    reader = _Reader(itertools.chain([first], batches))
+    with tempfile.TemporaryDirectory(prefix="amalgam-int8-") as tmp:
+        prepared, quantized = Path(tmp, "prepared.onnx"), Path(tmp, "int8.onnx")
+        try:
+            quant_pre_process(model, str(prepared))
+            quantize_static(
+                str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+            )
+        except BadInputError:
+            raise
+        except Exception as e:
+            raise ExportError(f"{label}: int8 quantization failed: {_first_line(e)}") from e
+        int8 = onnx.load(str(quantized))
+    record = {"format": "QDQ", "weights": "int8" + (" per-channel" if per_channel else ""),
+              "activations": "int8", "calibration": "MinMax", "calibration_batches": reader.count}
+    _carry_metadata(int8, props, precision="int8", quantization=record)
+    return save_atomic(int8, out_path)
+
+
+def _task_dict(task, outputs):
+    spec = task if isinstance(task, TaskSpec) else TaskSpec.from_dict(task)
+    if spec.output not in outputs:
+        raise BadInputError(f"task {spec.name!r}: the student has no output {spec.output!r} (outputs: {outputs})")
+    return spec.to_dict()
+
+
+def stamp_student(model, tasks, thresholds=None, preprocess=None, teacher_hashes=None, **extra):
+    """Write the student's ``amalgam.*`` metadata into ``model`` (returned).
+
+    ``tasks``: TaskSpecs or their dicts, pointing at the student's outputs;
+    ``thresholds``: ``{task name: logit threshold}``; ``preprocess``: how inputs
+    are prepared (size, channels, mean/std...); ``teacher_hashes``: ``{teacher:
+    sha256 of its ONNX file}``. Precision starts as ``"fp32"``.
+    """
+    outputs = [o.name for o in model.graph.output]
+    specs = [_task_dict(t, outputs) for t in tasks]
+    names = [t["name"] for t in specs]
+    unknown = sorted(set(thresholds or {}) - set(names))
+    if unknown:
+        raise BadInputError(f"thresholds given for {unknown}, which are not tasks of the student ({names})")
+    values = dict(role="student", precision="fp32", thresholds={k: float(v) for k, v in (thresholds or {}).items()},
+                  preprocess=preprocess or {}, teachers=dict(teacher_hashes or {}), **extra)
+    try:
+        json.dumps(values)
+    except TypeError as e:
+        raise BadInputError(f"student metadata must be JSON-able: {e}") from e
+    return stamp(model, framework="torch", framework_version=_version("torch"), tasks=specs, **values)
+
+
+def _version(package):
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
