@@ -72,8 +72,9 @@ def make_session(model, device="cpu", threads=None, opt_level="full", spinning=T
             f"device {device!r} asked for CUDA, but this onnxruntime offers only "
             f"{ort.get_available_providers()}: install 'amalgam[gpu]' or use device 'cpu'"
         )
+    options = session_options(threads, opt_level, spinning)
     try:
-        sess = ort.InferenceSession(source, session_options(threads, opt_level, spinning), providers=providers)
+        sess = ort.InferenceSession(source, options, providers=providers)
     except Exception as e:
         raise ModelFileError(f"{label}: ONNX Runtime cannot load it: {str(e).strip().splitlines()[0]}") from e
     if device != "cpu" and sess.get_providers()[0] != "CUDAExecutionProvider":

@@ -59,9 +59,6 @@ def test_opt_levels_reach_the_session(affine, level, expected):
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], ref(x), atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, raises=ModelFileError,
-                   reason="session.py builds the options inside its try, so this SessionError "
-                          "comes back as ModelFileError '<in-memory model>: ONNX Runtime cannot load it'")
 def test_unknown_opt_level_is_refused(affine):
     with pytest.raises(SessionError, match="'fastest'"):
         make_session(affine[0], opt_level="fastest")
