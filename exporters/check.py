@@ -76,9 +76,13 @@ def max_abs_error(got, expected):
 
 
 def save_model(model, path):
-    """Write ``model`` to ``path`` through a temporary file in the same folder."""
+    """Check ``model`` with the ONNX checker and write it to ``path`` through a temporary file."""
     import onnx
 
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:
+        raise ExportError(f"{path}: the exported model fails the ONNX checker: {str(e).strip().splitlines()[0]}") from e
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise ExportError(f"{path}: the folder {path.parent} does not exist")
@@ -86,6 +90,9 @@ def save_model(model, path):
     os.close(fd)
     try:
         onnx.save_model(model, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -19,11 +19,19 @@ Pitfalls handled here (docs/exporters.md):
   input (jax2onnx ``inputs_as_nchw``); otherwise ``amalgam.layout`` records NHWC.
   jax2onnx leaves stale NHWC ``value_info`` behind after its layout rewrite, so
   shapes are inferred again before saving.
+* Flax ``padding="SAME"`` becomes ``auto_pad="SAME_UPPER"``, which onnx2torch cannot
+  convert (branches cut from the teacher would fail); it is rewritten into explicit
+  ``pads`` from the inferred input shapes (:func:`explicit_pads`).
 """
 
+from importlib.metadata import version
 from pathlib import Path
 
+import flax
+import jax
 import numpy as np
+from flax import nnx, serialization
+from jax2onnx import to_onnx
 
 from exporters.check import (check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis, run_onnx,
                              save_model)
@@ -42,8 +50,6 @@ def load_params(path):
     suffix = path.suffix.lower()
     try:
         if suffix == ".msgpack":
-            from flax import serialization
-
             return serialization.msgpack_restore(path.read_bytes())
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as flat:
@@ -83,8 +89,6 @@ def apply_params(model, params, loaded, source="weights"):
                           f"unexpected {sorted(extra)[:5]}")
     if params is not None:
         return loaded
-    from flax import nnx
-
     state = nnx.state(model)
     nnx.replace_by_pure_dict(state, loaded)
     nnx.update(model, state)
@@ -92,8 +96,6 @@ def apply_params(model, params, loaded, source="weights"):
 
 
 def _pure_state(model):
-    from flax import nnx
-
     return nnx.to_pure_dict(nnx.state(model))
 
 
@@ -107,8 +109,6 @@ def _teacher_fn(model, params):
 
 def convert(fn, shape, input_name, output_names, nchw, opset):
     """jax2onnx conversion with a dynamic batch axis."""
-    from jax2onnx import to_onnx
-
     try:
         return to_onnx(fn, [("batch", *shape[1:])], opset=opset, inputs_as_nchw=[0] if nchw else None,
                        input_names=[input_name], output_names=output_names)
@@ -121,6 +121,40 @@ def convert(fn, shape, input_name, output_names, nchw, opset):
         raise ExportError(f"jax export: jax2onnx cannot convert the model: {str(e).strip().splitlines()[0]}") from e
 
 
+def _same_pads(size, kernel, stride, dilation, upper):
+    """(begin, end) padding of one spatial axis for auto_pad SAME_UPPER / SAME_LOWER."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    small, large = total // 2, total - total // 2
+    return (small, large) if upper else (large, small)
+
+
+def explicit_pads(model):
+    """Replace ``auto_pad=SAME_*`` on Conv and pooling nodes by explicit ``pads``."""
+    from onnx import helper
+
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*model.graph.input, *model.graph.value_info]}
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        mode = attrs.get("auto_pad", b"NOTSET")
+        if node.op_type not in ("Conv", "MaxPool", "AveragePool") or mode not in (b"SAME_UPPER", b"SAME_LOWER"):
+            continue
+        spatial = shapes.get(node.input[0], [])[2:]
+        kernel = attrs.get("kernel_shape") or weights.get(node.input[1], [])[2:]
+        if not spatial or not all(spatial) or len(kernel) != len(spatial):
+            raise ExportError(f"jax export: node {node.name!r} pads 'SAME' on an input of unknown spatial size; "
+                              "give a fixed --input-shape")
+        n = len(spatial)
+        strides, dilations = attrs.get("strides") or [1] * n, attrs.get("dilations") or [1] * n
+        pairs = [_same_pads(*a, mode == b"SAME_UPPER") for a in zip(spatial, kernel, strides, dilations)]
+        kept = [a for a in node.attribute if a.name != "auto_pad"]
+        del node.attribute[:]
+        node.attribute.extend(kept + [helper.make_attribute("pads", [p[0] for p in pairs] + [p[1] for p in pairs])])
+    return model
+
+
 def export_jax(model, path, input_shape, params=None, nchw=False, opset=18, tasks=None, input_name="x",
                output_names=None, samples=4, seed=0):
     """Export an NNX module, or ``model(params, x)`` when ``params`` is given, to ONNX at ``path``.
@@ -129,10 +163,6 @@ def export_jax(model, path, input_shape, params=None, nchw=False, opset=18, task
     batch axis is made dynamic). Returns a summary dict (path, outputs, layout,
     max_abs_error).
     """
-    import flax
-    import jax
-    from importlib.metadata import version
-
     shape = tuple(int(d) for d in input_shape)
     if nchw and len(shape) != 4:
         raise ExportError(f"jax export: --nchw needs a rank-4 NHWC input, got shape {list(shape)}")
@@ -147,7 +177,7 @@ def export_jax(model, path, input_shape, params=None, nchw=False, opset=18, task
         raise ExportError(f"jax export: {len(names)} output names given for {len(expected)} outputs")
     proto = convert(fn, shape, input_name, names, nchw, opset)
     name_batch_axis(proto)
-    fresh_shapes(proto)
+    explicit_pads(fresh_shapes(proto))
 
     got = run_onnx(proto, {input_name: np.transpose(x, (0, 3, 1, 2)) if nchw else x})
     reference = {n: np.asarray(y) for n, y in zip(names, expected)}

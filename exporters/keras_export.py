@@ -18,7 +18,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf2onnx  # noqa: E402
 
 from exporters.check import (check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis,  # noqa: E402
                              rename_tensor, run_onnx, save_model)
@@ -30,8 +33,6 @@ SUFFIXES = (".keras", ".h5", ".hdf5")
 
 def load_keras(path):
     """A Keras model from a ``.keras`` (Keras 3) or legacy ``.h5``/``.hdf5`` file."""
-    import keras
-
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
@@ -74,9 +75,6 @@ def model_input_shape(model, input_shape=None):
 
 def convert(model, shape, input_name="x", nchw=False, opset=18):
     """tf2onnx conversion of ``model`` through a tf.function with an input signature."""
-    import tensorflow as tf
-    import tf2onnx
-
     signature = [tf.TensorSpec(shape, tf.float32, name=input_name)]
     function = tf.function(lambda x: model(x, training=False), input_signature=signature)
     try:
@@ -103,10 +101,6 @@ def export_keras(model, path, input_shape=None, nchw=False, opset=18, tasks=None
     ``output_0..`` for several). Returns a summary dict (path, outputs, layout,
     max_abs_error).
     """
-    import keras
-    import tensorflow as tf
-    import tf2onnx
-
     if isinstance(model, (str, Path)):
         model = load_keras(model)
     shape = model_input_shape(model, input_shape)

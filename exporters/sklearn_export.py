@@ -23,6 +23,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import skl2onnx
+import sklearn
+from sklearn.base import is_classifier
+from skl2onnx.common.data_types import FloatTensorType
 
 from exporters.check import check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis, run_onnx, save_model
 from exporters.metadata import stamp
@@ -69,27 +73,18 @@ def _load_skops(path):
     return sio.load(str(path), trusted=untrusted)
 
 
-def _is_classifier(model):
-    from sklearn.base import is_classifier
-
-    return is_classifier(model)
-
-
 def convert(model, n_features, input_name, opset):
     """skl2onnx conversion with one float32 ``[batch, n_features]`` input and ZipMap off."""
-    from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType
-
-    options = {"zipmap": False} if _is_classifier(model) else None
+    options = {"zipmap": False} if is_classifier(model) else None
     try:
-        return to_onnx(model, initial_types=[(input_name, FloatTensorType([None, n_features]))],
+        return skl2onnx.to_onnx(model, initial_types=[(input_name, FloatTensorType([None, n_features]))],
                        target_opset={"": opset, "ai.onnx.ml": 3}, options=options)
     except Exception as e:
         raise ExportError(f"sklearn export: skl2onnx cannot convert {type(model).__name__}: "
                           f"{str(e).strip().splitlines()[0]}") from e
 
 
-def add_logits(proto, probabilities="probabilities", logits="logits"):
+def add_logits(proto, n_classes, probabilities="probabilities", logits="logits"):
     """Append ``logits = log(max(probabilities, 1e-7))`` as an output."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -99,7 +94,7 @@ def add_logits(proto, probabilities="probabilities", logits="logits"):
         helper.make_node("Max", [probabilities, floor.name], ["amalgam_probabilities_floored"]),
         helper.make_node("Log", ["amalgam_probabilities_floored"], [logits]),
     ])
-    proto.graph.output.append(helper.make_tensor_value_info(logits, TensorProto.FLOAT, None))
+    proto.graph.output.append(helper.make_tensor_value_info(logits, TensorProto.FLOAT, ["batch", n_classes]))
     return proto
 
 
@@ -126,7 +121,7 @@ def default_tasks(model):
 
 
 def _reference(model, x):
-    if _is_classifier(model):
+    if is_classifier(model):
         proba = model.predict_proba(x)
         return {"probabilities": proba}, model.predict(x)
     return {"variable": np.asarray(model.predict(x), np.float64).reshape(len(x), -1)}, None
@@ -153,9 +148,6 @@ def export_sklearn(model, path, input_shape=None, opset=18, tasks=None, input_na
     ``tasks=None`` gives a classifier the default task (:func:`default_tasks`).
     Returns a summary dict (path, outputs, max_abs_error, label_agreement).
     """
-    import skl2onnx
-    import sklearn
-
     if isinstance(model, (str, Path)):
         model = load_sklearn(model, trust_pickle=trust_pickle)
     if not hasattr(model, "predict"):
@@ -168,9 +160,9 @@ def export_sklearn(model, path, input_shape=None, opset=18, tasks=None, input_na
         raise ExportError(f"sklearn export: input shape {list(image)} holds {int(np.prod(image))} values; the model takes {n} features")
 
     proto = convert(model, n, input_name, opset)
-    classifier = _is_classifier(model)
+    classifier = is_classifier(model)
     if classifier:
-        add_logits(proto)
+        add_logits(proto, len(model.classes_))
         tasks = default_tasks(model) if tasks is None else tasks
     if image:
         add_flatten(proto, input_name, image)
