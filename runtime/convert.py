@@ -172,7 +172,11 @@ def _one_result_per_output(module, outputs):
 
 
 def to_torch(model):
-    """``model`` (an ONNX piece) as a torch module matching ONNX Runtime; all parameters trainable."""
+    """``model`` (an ONNX piece) as a torch module matching ONNX Runtime; all parameters trainable.
+
+    It comes in eval mode (BatchNormalization uses its running statistics, as ONNX
+    Runtime does); ``.train()`` is the trainer's call.
+    """
     missing = unsupported_ops(model)
     if missing:
         listed = "; ".join(f"{op} (nodes: {', '.join(names)})" for op, names in missing.items())
@@ -184,4 +188,4 @@ def to_torch(model):
     _one_result_per_output(module, [o.name for o in model.graph.output])
     for p in module.parameters():
         p.requires_grad_(True)
-    return module
+    return module.eval()

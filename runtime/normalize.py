@@ -3,14 +3,16 @@
 Exporters leave bookkeeping in the graph that gets in the way of cutting it into
 blocks: Constant nodes, and sub-graphs that compute a Reshape target from the
 input's shape (Shape -> Gather -> Concat -> Reshape, common in tf2onnx, jax2onnx and
-dynamo output). :func:`normalize` turns Constant nodes into initializers and folds
-every sub-graph whose value depends on the input only through its shape, for a
-fixed input shape, while the batch axis stays dynamic: each folded value is
-computed with ONNX Runtime at two batch sizes; a value that does not change is
-frozen, a Reshape target whose batch entry changes gets that entry rewritten to
--1 (or 0), anything else batch-dependent is left as it was. The result is checked
-against the original under ONNX Runtime at two batch sizes. Tensor names of the
-main path do not change; running it twice changes nothing more.
+dynamo output), and auto_pad SAME_* (jax2onnx, tf2onnx) that onnx2torch cannot
+convert. :func:`normalize` turns Constant nodes into initializers and folds every
+sub-graph whose value depends on the input only through its shape, for a fixed
+input shape, while the batch axis stays dynamic: each folded value is computed
+with ONNX Runtime at two batch sizes; a value that does not change is frozen, a
+Reshape target whose batch entry changes gets that entry rewritten to -1 (or 0),
+anything else batch-dependent is left as it was. SAME padding becomes explicit
+pads for the fixed spatial dims. The result is checked against the original
+under ONNX Runtime at two batch sizes. Tensor names of the main path do not
+change; running it twice changes nothing more.
 """
 
 import numpy as np
@@ -26,6 +28,7 @@ FOLD_BATCHES = (2, 3)
 CHECK_BATCHES = (1, 4)
 MAX_FOLDED_ELEMENTS = 1 << 20
 SHAPE_ONLY = {"Shape", "Size"}
+PADDED_OPS = {"Conv", "MaxPool", "AveragePool", "LpPool"}
 NEVER_FOLD = {
     "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
     "Bernoulli", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
@@ -52,8 +55,14 @@ def normalize(model, input_shape=None):
         _fold(out.graph, terminals, values, batches)
     _prune(out.graph)
     out = infer_shapes(out)
-    _verify(model, out, shapes)
+    _explicit_pads(out.graph)
+    if _nodes(out) != _nodes(model):  # something was moved, folded, rewritten or dropped
+        _verify(model, out, shapes)
     return out
+
+
+def _nodes(model):
+    return [n.SerializeToString() for n in model.graph.node]
 
 
 def _constant_value(node):
@@ -249,6 +258,30 @@ def _all_inputs(node):
         for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
             names += [n for inner in sub.node for n in _all_inputs(inner)]
     return names
+
+
+def _explicit_pads(graph):
+    """auto_pad SAME_UPPER/SAME_LOWER (jax2onnx, tf2onnx) -> explicit pads, for known spatial dims."""
+    shapes = {vi.name: _dims(vi) for vi in list(graph.input) + list(graph.value_info)}
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    for node in graph.node:
+        mode = _attr(node, "auto_pad", b"NOTSET")
+        if node.op_type not in PADDED_OPS or mode not in (b"SAME_UPPER", b"SAME_LOWER"):
+            continue
+        spatial = (shapes.get(node.input[0]) or [None])[2:]
+        kernel = _attr(node, "kernel_shape", None) or weights.get(node.input[1] if len(node.input) > 1 else "", [])[2:]
+        if not spatial or None in spatial or len(kernel) != len(spatial):
+            continue
+        strides = _attr(node, "strides", [1] * len(spatial))
+        dilations = _attr(node, "dilations", [1] * len(spatial))
+        total = [max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+                 for n, s, k, d in zip(spatial, strides, kernel, dilations)]
+        small = [t // 2 for t in total]
+        large = [t - t // 2 for t in total]
+        pads = small + large if mode == b"SAME_UPPER" else large + small
+        kept = [a for a in node.attribute if a.name not in ("auto_pad", "pads")]
+        del node.attribute[:]
+        node.attribute.extend(kept + [helper.make_attribute("pads", pads)])
 
 
 def _verify(original, normalized, shapes):

@@ -227,3 +227,43 @@ def test_unsupported_op_names_op_and_node():
     assert unsupported_ops(model) == {"Hardmax": ["pick"]}
     with pytest.raises(UnsupportedOpError, match=r"ops18.*Hardmax \(nodes: pick\)"):
         to_torch(model)
+
+
+def test_same_padding_becomes_explicit_pads_that_convert():
+    """auto_pad SAME_* (jax2onnx, tf2onnx) is made explicit; uneven padding goes where ONNX puts it."""
+    w = numpy_helper.from_array(np.random.randn(3, 1, 4, 4).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["conv"], strides=[2, 2], auto_pad="SAME_UPPER"),
+        helper.make_node("Relu", ["conv"], ["act"]),
+        helper.make_node("MaxPool", ["act"], ["logits"], kernel_shape=[2, 2], auto_pad="SAME_LOWER"),
+    ]
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 1, 9, 9])
+    y = helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 3, 5, 5])
+    model = helper.make_model(helper.make_graph(nodes, "same_pad", [x], [y], [w]), opset_imports=[helper.make_opsetid("", 17)])
+    normal = normalize(model)
+    pads = [[a.ints for a in n.attribute if a.name == "pads"][0] for n in normal.graph.node if n.op_type != "Relu"]
+    assert [list(p) for p in pads] == [[1, 1, 2, 2], [1, 1, 0, 0]]
+    xs = np.random.randn(2, 1, 9, 9).astype(np.float32)
+    with torch.no_grad():
+        got = to_torch(normal)(torch.from_numpy(xs)).numpy()
+    assert np.abs(got - _run(model, xs)).max() <= 1e-5
+
+
+def test_batchnorm_piece_matches_ort_in_eval_mode():
+    rng = np.random.default_rng(2)
+    c = 4
+    inits = {"w": rng.standard_normal((c, 1, 3, 3)), "scale": rng.random(c) + 0.5, "shift": rng.standard_normal(c),
+             "mean": rng.standard_normal(c) * 0.1, "var": rng.random(c) + 0.5}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["conv", "scale", "shift", "mean", "var"], ["bn"], epsilon=1e-3),
+             helper.make_node("Relu", ["bn"], ["logits"])]
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 1, 8, 8])
+    y = helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", c, 8, 8])
+    graph = helper.make_graph(nodes, "bn", [x], [y], [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    module = to_torch(model)
+    assert not module.training
+    xs = np.random.randn(3, 1, 8, 8).astype(np.float32)
+    for _ in range(2):  # running statistics are not touched by a forward pass
+        with torch.no_grad():
+            assert np.abs(module(torch.from_numpy(xs)).numpy() - _run(model, xs)).max() <= 1e-5
