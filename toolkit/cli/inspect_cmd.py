@@ -1,0 +1,141 @@
+"""``amalgam inspect``: what a teacher's ONNX file offers for amalgamation.
+
+Shows its inputs, outputs, opset, producer and candidate block boundaries (where
+its graph can be cut into the paper's blocks). ``--check`` cuts the branch after
+each boundary, converts it to torch and compares it with ONNX Runtime.
+"""
+
+import json
+
+import click
+import numpy as np
+from onnx import helper
+
+from runtime.blocks import data_inputs, find_boundaries
+from runtime.errors import BadInputError, ParityError
+from runtime.model_io import default_opset, load_model
+from runtime.normalize import normalize
+
+CHECK_BATCH = 2
+
+
+def parse_input_shape(ctx, param, values):
+    """``name:1,3,224,224`` (or ``name:[1,3,224,224]``, as Polygraphy spells it) -> dict."""
+    shapes = {}
+    for text in values:
+        name, _, dims = text.rpartition(":")
+        try:
+            shapes[name] = [int(d) for d in dims.strip("[]").split(",")]
+        except ValueError:
+            name = ""
+        if not name:
+            raise BadInputError(f"--input-shape {text!r}: expected NAME:D0,D1,... with integer dims, e.g. x:1,3,224,224")
+    return shapes
+
+
+def _value(vi):
+    t = vi.type.tensor_type
+    shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+    return {"name": vi.name, "shape": shape, "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name}
+
+
+def _random_feeds(model):
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for vi in model.graph.input:
+        if vi.name not in data_inputs(model):
+            continue
+        value = _value(vi)
+        dims = value["shape"]
+        if any(not isinstance(d, int) for d in dims[1:]):
+            example = ",".join(str(d) if isinstance(d, int) else "N" for d in [1] + dims[1:])
+            raise BadInputError(f"input {vi.name!r} has open dims {dims}: give them, e.g. --input-shape {vi.name}:{example}")
+        dims = [d if isinstance(d, int) else CHECK_BATCH for d in dims]
+        feeds[vi.name] = rng.standard_normal(dims).astype(value["dtype"])
+    return feeds
+
+
+def check_branches(model, boundaries):
+    """``{boundary: max abs diff}`` of each branch as torch vs the whole graph under ONNX Runtime."""
+    import torch
+
+    from runtime.convert import to_torch
+    from runtime.cut import cut_branch
+    from runtime.session import make_session
+    from runtime.taps import add_taps
+
+    names = [b.name for b in boundaries]
+    outputs = [o.name for o in model.graph.output]
+    session = make_session(add_taps(model, names), opt_level="basic")
+    values = dict(zip(outputs + names, session.run(outputs + names, _random_feeds(model))))
+    diffs = {}
+    for name in names:
+        branch = to_torch(cut_branch(model, name, outputs))
+        with torch.no_grad():
+            got = branch(torch.from_numpy(values[name]))
+        got = got if isinstance(got, (tuple, list)) else [got]
+        diffs[name] = max(float(np.abs(g.numpy() - values[o]).max()) for g, o in zip(got, outputs))
+    return diffs
+
+
+def _print_table(path, report):
+    click.echo(f"model:    {path}")
+    click.echo(f"producer: {report['producer'] or '(not stamped)'}    opset: {report['opset']}")
+    for title in ("inputs", "outputs"):
+        click.echo(f"{title}:")
+        for v in report[title]:
+            click.echo(f"  {v['name']:<24} {_dims(v['shape']):<24} {v['dtype']}")
+    click.echo("candidate blocks:" if report["blocks"] else "candidate blocks: none found")
+    checked = report["blocks"] and "branch_ok" in report["blocks"][0]
+    width = max([len(b["name"]) for b in report["blocks"]] + [8])
+    if report["blocks"]:
+        click.echo(f"  {'#':>2}  {'boundary':<{width}}  {'shape':<22} layout" + ("   branch  max|diff|" if checked else ""))
+    for i, b in enumerate(report["blocks"], 1):
+        line = f"  {i:>2}  {b['name']:<{width}}  {_dims(b['shape']):<22} {b['layout']:<7}"
+        if checked:
+            line += f"  {'ok' if b['branch_ok'] else 'FAIL':<6}  {b['branch_max_abs_diff']:.2e}"
+        click.echo(line)
+
+
+def _dims(shape):
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+@click.command("inspect")
+@click.argument("model_path", metavar="MODEL.onnx", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--check", is_flag=True, help="Cut, convert and compare the branch after each candidate block.")
+@click.option("--input-shape", "input_shape", multiple=True, callback=parse_input_shape, metavar="NAME:D0,D1,...",
+              help="Fix the dims the graph leaves open (repeatable), e.g. x:1,3,224,224.")
+@click.option("--tol", default=1e-4, show_default=True, help="Largest abs difference a --check branch may show.")
+def inspect(model_path, as_json, check, input_shape, tol):
+    """Show a teacher's inputs, outputs, opset, producer and candidate block boundaries.
+
+    \b
+    Examples:
+      amalgam inspect teacher.onnx
+      amalgam inspect teacher.onnx --check --input-shape input:1,3,224,224 --json
+    """
+    model = load_model(model_path)
+    graph = normalize(model, input_shape or None)
+    boundaries = find_boundaries(graph)
+    report = {
+        "inputs": [_value(vi) for vi in model.graph.input if vi.name in data_inputs(model)],
+        "outputs": [_value(vi) for vi in model.graph.output],
+        "opset": default_opset(model),
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "blocks": [{"name": b.name, "shape": b.shape, "layout": b.layout} for b in boundaries],
+    }
+    failed = []
+    if check:
+        diffs = check_branches(graph, boundaries)
+        for block in report["blocks"]:
+            block["branch_max_abs_diff"] = diffs[block["name"]]
+            block["branch_ok"] = diffs[block["name"]] <= tol
+            failed += [] if block["branch_ok"] else [block["name"]]
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        _print_table(model_path, report)
+    if failed:
+        raise ParityError(f"{model_path}: the branches after {', '.join(failed)} differ from ONNX Runtime by more than {tol}")
