@@ -27,13 +27,13 @@ frameworks: $(FRAMEWORKS:%=.venv-%/.installed)
 
 # Each framework's exporter tests, in its own environment.
 test-frameworks: frameworks
-	set -e; for f in $(FRAMEWORKS); do .venv-$$f/bin/python -m pytest -q tests/frameworks/$$f; done
+	set -e; for f in $(FRAMEWORKS); do .venv-$$f/bin/python -m pytest -q tests/frameworks/$${f}_env; done
 
 fixtures: $(FIXTURES)/keras_cnn.onnx $(FIXTURES)/keras_cnn_nhwc.onnx $(FIXTURES)/jax_cnn.onnx $(FIXTURES)/sklearn_forest.onnx
 
-$(FIXTURES)/keras_cnn.keras: .venv-keras/.installed tests/frameworks/keras/models.py
+$(FIXTURES)/keras_cnn.keras: .venv-keras/.installed tests/frameworks/keras_env/models.py
 	mkdir -p $(FIXTURES)
-	.venv-keras/bin/python -m tests.frameworks.keras.models $@
+	.venv-keras/bin/python -m tests.frameworks.keras_env.models $@
 
 $(FIXTURES)/keras_cnn.onnx: $(FIXTURES)/keras_cnn.keras exporters/keras_export.py exporters/check.py
 	.venv-keras/bin/amalgam export-teacher keras $< --nchw --tasks "$(FIXTURE_TASKS)" -o $@
@@ -41,17 +41,17 @@ $(FIXTURES)/keras_cnn.onnx: $(FIXTURES)/keras_cnn.keras exporters/keras_export.p
 $(FIXTURES)/keras_cnn_nhwc.onnx: $(FIXTURES)/keras_cnn.keras exporters/keras_export.py exporters/check.py
 	.venv-keras/bin/amalgam export-teacher keras $< --tasks "$(FIXTURE_TASKS)" -o $@
 
-$(FIXTURES)/jax_cnn.msgpack: .venv-jax/.installed tests/frameworks/jax/models.py
+$(FIXTURES)/jax_cnn.msgpack: .venv-jax/.installed tests/frameworks/jax_env/models.py
 	mkdir -p $(FIXTURES)
-	.venv-jax/bin/python -m tests.frameworks.jax.models $@
+	.venv-jax/bin/python -m tests.frameworks.jax_env.models $@
 
 $(FIXTURES)/jax_cnn.onnx: $(FIXTURES)/jax_cnn.msgpack exporters/jax_export.py exporters/check.py
-	.venv-jax/bin/amalgam export-teacher jax tests.frameworks.jax.models:small_cnn --weights $< \
+	.venv-jax/bin/amalgam export-teacher jax tests.frameworks.jax_env.models:small_cnn --weights $< \
 		--input-shape 1,28,28,1 --nchw --tasks "$(FIXTURE_TASKS)" -o $@
 
-$(FIXTURES)/sklearn_forest.skops: .venv-sklearn/.installed tests/frameworks/sklearn/models.py
+$(FIXTURES)/sklearn_forest.skops: .venv-sklearn/.installed tests/frameworks/sklearn_env/models.py
 	mkdir -p $(FIXTURES)
-	.venv-sklearn/bin/python -m tests.frameworks.sklearn.models $@
+	.venv-sklearn/bin/python -m tests.frameworks.sklearn_env.models $@
 
 $(FIXTURES)/sklearn_forest.onnx: $(FIXTURES)/sklearn_forest.skops exporters/sklearn_export.py exporters/check.py
 	.venv-sklearn/bin/amalgam export-teacher sklearn $< --input-shape 1,1,28,28 -o $@
