@@ -3,8 +3,15 @@
 METHOD.md, "How this maps onto ONNX teachers": teachers of different widths or
 layouts need an adapter at the branch point: a 1x1 conv for channels, a resize
 for spatial size, a permute for layout. Shapes are NCHW on the trunk side.
+
+A teacher other than the one the trunk came from also gets a 1x1 conv when the
+widths agree: its channels need not line up with the trunk's. The conv starts as
+the least-squares map from the trunk's feature to that teacher's own feature at
+the boundary (:func:`fit_adapter`, on cached taps), so the frozen branch sees
+nearly what its teacher saw from the first step.
 """
 
+import torch
 from torch import nn
 from torch.nn import functional as F
 
@@ -16,22 +23,26 @@ class Adapter(nn.Module):
     the result for branches cut from NHWC graphs.
     """
 
-    def __init__(self, source_channels, target_shape, target_layout="NCHW"):
+    def __init__(self, source_channels, target_shape, target_layout="NCHW", project=False):
         super().__init__()
         channels, self.height, self.width = target_shape
-        self.project = nn.Conv2d(source_channels, channels, 1) if source_channels != channels else nn.Identity()
+        project = project or source_channels != channels
+        self.project = nn.Conv2d(source_channels, channels, 1) if project else nn.Identity()
         self.nhwc = target_layout == "NHWC"
 
-    def forward(self, h):
+    def resize(self, h):
         if h.shape[-2:] != (self.height, self.width):
             h = F.interpolate(h, size=(self.height, self.width), mode="bilinear", align_corners=False)
-        h = self.project(h)
+        return h
+
+    def forward(self, h):
+        h = self.project(self.resize(h))
         return h.permute(0, 2, 3, 1) if self.nhwc else h
 
 
-def needs_adapter(source_shape, target_shape, target_layout="NCHW"):
+def needs_adapter(source_shape, target_shape, target_layout="NCHW", project=False):
     """True unless a (C, H, W) trunk feature feeds the branch as it is."""
-    return tuple(source_shape) != tuple(target_shape) or target_layout == "NHWC"
+    return project or tuple(source_shape) != tuple(target_shape) or target_layout == "NHWC"
 
 
 def to_nchw(shape, layout):
@@ -39,9 +50,29 @@ def to_nchw(shape, layout):
     return (shape[2], shape[0], shape[1]) if layout == "NHWC" else tuple(shape)
 
 
-def make_adapter(source_shape, target_shape, target_layout="NCHW"):
-    if not needs_adapter(source_shape, target_shape, target_layout):
+def make_adapter(source_shape, target_shape, target_layout="NCHW", project=False):
+    if not needs_adapter(source_shape, target_shape, target_layout, project):
         return nn.Identity()
-    return Adapter(source_shape[0], target_shape, target_layout)
+    return Adapter(source_shape[0], target_shape, target_layout, project)
+
+
+@torch.no_grad()
+def fit_adapter(adapter, features, targets, ridge=1e-3):
+    """Set the 1x1 conv to the ridge least-squares map ``features -> targets``.
+
+    ``features``: trunk features (N, C, H, W); ``targets``: the teacher's taps at
+    the same boundary, in the branch's layout. Pixels are the samples.
+    """
+    if not isinstance(adapter, Adapter) or not isinstance(adapter.project, nn.Conv2d):
+        return
+    x = adapter.resize(features).permute(0, 2, 3, 1).reshape(-1, features.shape[1]).double()
+    y = (targets if adapter.nhwc else targets.permute(0, 2, 3, 1)).reshape(x.shape[0], -1).double()
+    x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    gram = x1.T @ x1
+    gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=x.dtype)
+    solution = torch.linalg.solve(gram, x1.T @ y)
+    conv = adapter.project
+    conv.weight.copy_(solution[:-1].T.reshape(conv.weight.shape).to(conv.weight.dtype))
+    conv.bias.copy_(solution[-1].to(conv.bias.dtype))
 
 

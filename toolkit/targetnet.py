@@ -66,9 +66,13 @@ class Branch(nn.Module):
         """The gated, adapted trunk feature: what the feature hint compares with the teacher's tap."""
         return self.adapter(self.gate(h))
 
-    def forward(self, h, tasks=None):
-        outputs = _as_tuple(self.body(self.features(h)))
+    def read(self, body_outputs, tasks=None):
+        """The tasks' logits from the body's outputs (all of the branch's tasks, or ``tasks``)."""
+        outputs = _as_tuple(body_outputs)
         return {s.name: s.read(outputs) for s in self.slots if tasks is None or s.name in tasks}
+
+    def forward(self, h, tasks=None):
+        return self.read(self.body(self.features(h)), tasks)
 
 
 class TargetNet(nn.Module):

@@ -1,0 +1,62 @@
+"""Metrics of a finished run: the student (and KD baseline) against the teachers.
+
+* held-out part of the unlabeled training data: agreement with each task's
+  teacher (same decision at logit 0 / same argmax);
+* labeled evaluation data, where given: accuracy, F1 (and average precision for
+  binary tasks) per task for the student, the baseline and the teacher on its own
+  task, plus agreement.
+
+Writes ``metrics.json`` and the plots, and returns the metrics dict.
+"""
+
+import json
+
+import numpy as np
+
+from toolkit.endtoend import predict
+from toolkit.metrics import agreement, task_metrics
+from toolkit.plots import plot_run
+from toolkit.targetnet import count_params
+
+
+def _mean(rows, model, key):
+    values = [r[model][key] for r in rows if r.get(model) and r[model].get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def task_rows(teachers, models, data, indices):
+    """Per chosen task: agreement with the teacher and, with labels, accuracy / F1."""
+    rows = []
+    preds = {name: predict(net, data.inputs, indices) for name, net in models.items() if net is not None}
+    for tg in teachers:
+        for task in tg.tasks:
+            teacher_logits = np.asarray(data.logits[task.name])[indices]
+            row = {"task": task.name, "teacher_name": tg.name, "kind": task.kind}
+            labels = data.labels.get(task.name)
+            if labels is not None:
+                row["teacher"] = task_metrics(task.kind, teacher_logits, np.asarray(labels)[indices])
+            for name, p in preds.items():
+                row[name] = {"agreement": agreement(task.kind, p[task.name], teacher_logits)}
+                if labels is not None:
+                    row[name].update(task_metrics(task.kind, p[task.name], np.asarray(labels)[indices]))
+            rows.append(row)
+    return rows
+
+
+def evaluate_run(out, config, teachers, student, kd, train, holdout_idx, evaluation, teacher_params, table, log):
+    models = {"student": student, "kd": kd}
+    metrics = {"holdout": task_rows(teachers, models, train, holdout_idx)}
+    if evaluation is not None:
+        metrics["eval"] = task_rows(teachers, models, evaluation, np.arange(len(evaluation)))
+    rows = metrics.get("eval") or metrics["holdout"]
+    metrics["summary"] = {
+        model: {key: _mean(rows, model, key) for key in ("agreement", "accuracy", "f1", "ap")}
+        for model in ("student", "kd", "teacher")
+    }
+    metrics["params"] = {"student": count_params(student), "teachers": teacher_params,
+                         "ratio": count_params(student) / teacher_params}
+    metrics["excess_loss"] = {str(k): v for k, v in table.items()}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.write("eval", summary=metrics["summary"], params=metrics["params"])
+    plot_run(out, metrics, log_path=out / "metrics.jsonl")
+    return metrics

@@ -1,0 +1,96 @@
+"""One training phase: epochs over shuffled indices, a checkpoint after each.
+
+Every phase (a block-training stage, the fine-tune, the KD baseline) runs
+through :func:`run_phase`. Its shuffling depends only on (seed, phase, epoch), and
+it saves modules, optimiser and schedule after every epoch, so a killed run
+resumed with ``--resume`` redoes at most the epoch it was in and ends with the
+same numbers as an uninterrupted one.
+"""
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from toolkit.checkpoint import load_checkpoint, restore, save_checkpoint
+from toolkit.optim import make_optimizer, make_schedule
+
+
+@dataclass
+class LoopContext:
+    training: object  # TrainingConfig
+    device: torch.device
+    log: object  # RunLog
+    checkpoints: object  # Path
+    resume: bool
+
+
+def phase_seed(seed, phase, epoch=0):
+    """A seed for (run seed, phase name, epoch), stable across processes."""
+    return (seed * 1_000_003 + zlib.crc32(phase.encode()) + epoch * 7919) % (2**31)
+
+
+def seed_phase(ctx, phase):
+    """Seed torch before a phase builds its fresh modules (gates, heads, random blocks)."""
+    torch.manual_seed(phase_seed(ctx.training.seed, phase))
+
+
+def batches(indices, batch_size, seed):
+    order = np.random.default_rng(seed).permutation(indices)
+    for start in range(0, len(order), batch_size):
+        yield np.sort(order[start:start + batch_size])
+
+
+def to_tensor(array, idx, device):
+    return torch.from_numpy(np.ascontiguousarray(array[idx], dtype=np.float32)).to(device)
+
+
+def run_phase(ctx, phase, modules, groups, step, indices, epochs, train_mode):
+    """Train for ``epochs`` epochs; returns the checkpoint meta of the finished phase.
+
+    ``modules`` name what the checkpoint holds; ``groups`` are (params, lr multiplier);
+    ``step(idx)`` returns the loss tensor of one batch; ``train_mode()`` puts the
+    trainable parts in train mode and frozen ones in eval mode.
+    """
+    t = ctx.training
+    optimizer = make_optimizer(groups, t)
+    steps = math.ceil(len(indices) / t.batch_size)
+    schedule = make_schedule(optimizer, t.schedule, steps * epochs)
+    path = ctx.checkpoints / f"{phase}.pt"
+    done, meta = 0, {}
+    if ctx.resume and path.exists():
+        meta = restore(load_checkpoint(path), modules, optimizer, schedule)
+        done = meta["epochs_done"]
+        if done:
+            ctx.log.say(f"{phase}: resumed after epoch {done}/{epochs}")
+    for epoch in range(done, epochs):
+        train_mode()
+        total, count = 0.0, 0
+        bar = ctx.log.progress(batches(indices, t.batch_size, phase_seed(t.seed, phase, epoch)),
+                               f"{phase} epoch {epoch + 1}/{epochs}", total=steps)
+        for idx in bar:
+            loss = step(idx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+            bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+        ctx.log.write("epoch", phase=phase, epoch=epoch + 1, loss=total / max(count, 1))
+        meta = {"epochs_done": epoch + 1}
+        save_checkpoint(path, modules, optimizer, schedule, **meta)
+    return path, meta
+
+
+def mark_phase(ctx, phase, modules, **meta):
+    """Save a phase's final state with extra results (e.g. its held-out losses)."""
+    save_checkpoint(ctx.checkpoints / f"{phase}.pt", modules, **meta)
+
+
+def phase_results(ctx, phase):
+    """The meta of a finished phase's checkpoint, or None."""
+    path = ctx.checkpoints / f"{phase}.pt"
+    return load_checkpoint(path)["meta"] if ctx.resume and path.exists() else None

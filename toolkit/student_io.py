@@ -1,0 +1,76 @@
+"""The trained student on disk: rebuilt from the run directory with no user code.
+
+``DIR/student/`` holds ``spec.json`` (the TargetNet's structure: trunk graphs,
+branches with their gate, adapter, head and task slots, the task order and
+kinds), ``graphs/*.onnx`` (the teachers' sub-graphs the parts were converted
+from) and ``weights.safetensors``. :func:`load_student` converts the graphs
+again, builds the gates, adapters and fresh heads, and loads the weights.
+"""
+
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import onnx
+from safetensors.torch import load_model, save_model
+
+from runtime.convert import to_torch
+from runtime.errors import BadInputError
+from toolkit.assemble import build_branch
+from toolkit.targetnet import TargetNet, TaskSlot
+
+FORMAT = 1
+
+
+def save_student(net, graphs, directory, info):
+    """Write ``net`` (a TargetNet) with its part graphs (key -> ModelProto) and ``info``."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "graphs").mkdir(parents=True)
+    trunk = []
+    for i, graph in enumerate(graphs["trunk"][: len(net.trunk)], start=1):
+        trunk.append(f"graphs/trunk_{i}.onnx")
+        onnx.save(graph, tmp / trunk[-1])
+    branches = {}
+    for key, branch in net.branches.items():
+        entry = {"block": net.branch_points[key], "tasks": net.groups[key],
+                 "slots": [asdict(s) for s in branch.slots], "build": branch.build}
+        if not branch.build["fresh_head"]:
+            entry["graph"] = f"graphs/branch_{key.replace('@', '_at_')}.onnx"
+            onnx.save(graphs["branches"][key], tmp / entry["graph"])
+        branches[key] = entry
+    spec = {"format": FORMAT, "task_order": net.task_order, "trunk": trunk, "branches": branches, **info}
+    (tmp / "spec.json").write_text(json.dumps(spec, indent=2))
+    save_model(net, str(tmp / "weights.safetensors"))
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(tmp, directory)
+
+
+def read_spec(directory):
+    path = Path(directory) / "spec.json"
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise BadInputError(f"{path}: not a student spec of this toolkit ({e})") from e
+    if spec.get("format") != FORMAT:
+        raise BadInputError(f"{path}: student format {spec.get('format')!r}; this toolkit reads format {FORMAT}: "
+                            f"re-run the amalgamation with this version")
+    return spec
+
+
+def load_student(directory):
+    """The TargetNet saved in ``directory`` (eval mode) and its spec."""
+    directory = Path(directory)
+    spec = read_spec(directory)
+    trunk = [to_torch(onnx.load(directory / g)) for g in spec["trunk"]]
+    branches = {}
+    for key, entry in spec["branches"].items():
+        body = None if entry["build"]["fresh_head"] else to_torch(onnx.load(directory / entry["graph"]))
+        branches[key] = build_branch(entry["build"], body, [TaskSlot(**s) for s in entry["slots"]])
+    net = TargetNet(trunk, branches, {k: e["block"] for k, e in spec["branches"].items()},
+                    spec["task_order"], {k: e["tasks"] for k, e in spec["branches"].items()})
+    load_model(net, str(directory / "weights.safetensors"))
+    return net.eval(), spec
