@@ -17,8 +17,13 @@ $(STAMP): requirements/main.txt pyproject.toml
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-test: $(STAMP)
+include mk/frameworks.mk
+
+# The main suite (it uses teachers exported by each framework's environment), then
+# each framework's exporter tests in its own environment.
+test: $(STAMP) fixtures
 	$(BIN)/python -m pytest -q tests
+	$(MAKE) --no-print-directory test-frameworks
 
 demo: $(STAMP)
 	$(BIN)/python samples/demo.py
@@ -30,4 +35,4 @@ lock:
 	$(BIN)/pip freeze --exclude-editable | sed '1i # Pinned environment for .venv (make test / make demo). Regenerate with: make lock' > requirements/main.txt
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) .venv-keras .venv-jax .venv-sklearn runs

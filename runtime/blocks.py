@@ -177,6 +177,14 @@ def _layout_name(letters):
     return letters if letters in ("NCHW", "NHWC") else "unknown"
 
 
+def describe(model, names):
+    """Boundaries for tensors the user named (shape and layout as for found ones)."""
+    inferred = infer_shapes(model)
+    shapes = _shapes(inferred)
+    layout = layouts(inferred, shapes)
+    return [Boundary(n, shapes.get(n), _layout_name(layout.get(n))) for n in names]
+
+
 def check_boundary(model, name):
     """Raise unless ``name`` is a tensor on the main path (it dominates the outputs)."""
     require_tensor(model, name, what="boundary")

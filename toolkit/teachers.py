@@ -9,7 +9,7 @@ teaches through its outputs alone (``structured`` is False).
 
 from dataclasses import dataclass
 
-from runtime.blocks import check_boundary, find_boundaries
+from runtime.blocks import check_boundary, describe, find_boundaries
 from runtime.errors import ConfigError
 from runtime.model_io import load_model
 from runtime.normalize import normalize
@@ -44,25 +44,12 @@ def input_shape(preprocess):
 
 
 def _boundaries(tc, graph):
-    if tc.boundaries is not None:
-        names = list(tc.boundaries)
-        for name in names:
-            check_boundary(graph, name)
-        found = {b.name: b for b in find_boundaries(graph)}
-        shapes = {b.name: b for b in _all_shapes(graph, names)}
-        return [found.get(n) or shapes[n] for n in names]
-    return [b for b in find_boundaries(graph) if b.layout != "unknown" or len(b.shape) == 4]
-
-
-def _all_shapes(graph, names):
-    from runtime.blocks import Boundary, _shapes, layouts
-    from runtime.taps import infer_shapes
-
-    inferred = infer_shapes(graph)
-    shapes = _shapes(inferred)
-    layout = layouts(inferred, shapes)
-    return [Boundary(n, shapes.get(n), layout.get(n) if layout.get(n) in ("NCHW", "NHWC") else "unknown")
-            for n in names]
+    """The config's boundaries (checked to be on the main path), or the ones found."""
+    if tc.boundaries is None:
+        return find_boundaries(graph)
+    for name in tc.boundaries:
+        check_boundary(graph, name)
+    return describe(graph, tc.boundaries)
 
 
 def load_teachers(config, device="cpu"):

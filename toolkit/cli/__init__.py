@@ -12,14 +12,16 @@ import click
 
 from runtime.errors import AmalgamError
 
-# command name -> "module:function"; each module holds one command.
+# command name -> ("module:function", short help); each module holds one command.
+# The short help lives here so that `amalgam --help` imports no command (and no torch).
 COMMANDS = {
-    "inspect": "toolkit.cli.inspect_cmd:inspect",
-    "export-teacher": "toolkit.cli.export_teacher_cmd:export_teacher",
-    "amalgamate": "toolkit.cli.amalgamate_cmd:amalgamate",
-    "export": "toolkit.cli.export_cmd:export",
-    "validate": "toolkit.cli.validate_cmd:validate",
-    "run": "toolkit.cli.run_cmd:run",
+    "inspect": ("toolkit.cli.inspect_cmd:inspect", "Show a model's inputs, outputs and candidate blocks."),
+    "export-teacher": ("toolkit.cli.export_teacher_cmd:export_teacher",
+                       "Export a torch, Keras, JAX or scikit-learn teacher to ONNX."),
+    "amalgamate": ("toolkit.cli.amalgamate_cmd:amalgamate", "Train a task-customized student from the teachers."),
+    "export": ("toolkit.cli.export_cmd:export", "Export a trained student to a deployable ONNX file."),
+    "validate": ("toolkit.cli.validate_cmd:validate", "Check a student ONNX file: numeric and task-level parity."),
+    "run": ("toolkit.cli.run_cmd:run", "Amalgamate, export and validate in one go."),
 }
 
 
@@ -27,10 +29,15 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)
 
+    def format_commands(self, ctx, formatter):
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
     def get_command(self, ctx, name):
         if name not in COMMANDS:
             return None
-        module, attr = COMMANDS[name].split(":")
+        module, attr = COMMANDS[name][0].split(":")
         return getattr(importlib.import_module(module), attr)
 
 
