@@ -33,6 +33,7 @@ from toolkit.student_io import save_student
 from toolkit.targetnet import TargetNet, count_params
 from toolkit.targets import split_data
 from toolkit.teachers import load_teachers
+from toolkit.width import scale_width
 
 
 def prepare_run_dir(config, out, resume, overwrite):
@@ -106,10 +107,10 @@ def assemble(blocks, stage_branches, points, teachers, task_order):
     return net, graphs
 
 
-def fresh_like(net, graphs, trunk, init, seed):
+def fresh_like(net, graphs, trunk, init, seed, width=1.0):
     """The same architecture, freshly initialised (the KD baseline's start)."""
     torch.manual_seed(seed)
-    blocks = [trunk_block(g, init, seed + i) for i, g in enumerate(trunk[: len(net.trunk)])]
+    blocks = scale_width([trunk_block(g, init, seed + i) for i, g in enumerate(trunk[: len(net.trunk)])], width)
     branches = {}
     for key, b in net.branches.items():
         body = None if graphs.get(key) is None else to_torch(graphs[key])
@@ -139,15 +140,17 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     blocks = []
     prefix = PrefixFeatures(out / "cache" / "prefix", train.inputs)
     stage_parts, table = {}, {}
-    for block_no, graph in enumerate(trunk, start=1):  # step 2
+    for block_no, graph in enumerate(trunk, start=1):
         seed_phase(ctx, f"block{block_no}")
-        blocks.append(trunk_block(graph, config.student.init, t.seed + block_no).to(device))
+        blocks.append(trunk_block(graph, config.student.init, t.seed + block_no))
+    blocks = [b.to(device) for b in scale_width(blocks, config.student.width)]
+    for block_no, block in enumerate(blocks, start=1):  # step 2
         stage_parts[block_no], table[block_no] = train_stage(
-            ctx, block_no, blocks[-1], teachers, prefix, train, train_idx, holdout_idx,
+            ctx, block_no, block, teachers, prefix, train, train_idx, holdout_idx,
             config.student.gate_reduction, t.epochs_per_block,
             trunk_source=reference.name if config.student.init == "teacher" else None)
         if block_no < len(trunk):
-            prefix.extend(blocks[-1], device, log)
+            prefix.extend(block, device, log)
 
     total = teacher_params(teachers)
 
@@ -169,7 +172,7 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     if config.baseline.kd:
         epochs = config.baseline.epochs or len(trunk) * t.epochs_per_block + t.finetune_epochs
         seed_phase(ctx, "kd")
-        kd = fresh_like(student, graphs, trunk, config.student.init, t.seed + 100).to(device)
+        kd = fresh_like(student, graphs, trunk, config.student.init, t.seed + 100, config.student.width).to(device)
         fit_net_adapters(kd, train, train_idx, device)
         kd = train_end_to_end(ctx, "kd", kd, train, train_idx, epochs)
         save_student(kd, {"trunk": trunk, "branches": graphs}, out / "kd", info)
@@ -180,6 +183,6 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
 def _student_info(config, teachers, reference):
     tasks = {task.name: {"teacher": tg.name, **task.to_dict()} for tg in teachers for task in tg.tasks}
     p = reference.config.preprocess
-    return {"tasks": tasks, "preprocess": p.model_dump(mode="json"),
+    return {"tasks": tasks, "preprocess": p.model_dump(mode="json"), "width": config.student.width,
             "input_name": "input", "teachers": {tg.name: tg.runner.sha256 for tg in teachers if tg.tasks},
             "toolkit_version": __version__}

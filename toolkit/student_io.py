@@ -20,6 +20,7 @@ from runtime.convert import to_torch
 from runtime.errors import BadInputError
 from toolkit.assemble import build_branch
 from toolkit.targetnet import TargetNet, TaskSlot
+from toolkit.width import scale_width
 
 FORMAT = 1
 
@@ -65,7 +66,7 @@ def load_student(directory):
     """The TargetNet saved in ``directory`` (eval mode) and its spec."""
     directory = Path(directory)
     spec = read_spec(directory)
-    trunk = [to_torch(onnx.load(directory / g)) for g in spec["trunk"]]
+    trunk = scale_width([to_torch(onnx.load(directory / g)) for g in spec["trunk"]], spec.get("width", 1.0))
     branches = {}
     for key, entry in spec["branches"].items():
         body = None if entry["build"]["fresh_head"] else to_torch(onnx.load(directory / entry["graph"]))

@@ -1,0 +1,62 @@
+"""Width multiplier for a randomly initialised trunk (``student.width``, ours).
+
+Every convolution of the trunk blocks gets ``round(width x channels)`` output
+channels (and matching inputs), BatchNorm layers follow; the image's channels
+stay as they are. Branches keep their teachers' widths: the adapters' 1x1 convs
+map the narrower (or wider) trunk onto them. Only layers whose shapes are known
+can be scaled: a trunk block holding other per-channel weights is refused.
+"""
+
+from torch import nn
+
+from runtime.errors import ConfigError
+
+SCALABLE = (nn.Conv2d, nn.BatchNorm2d)
+SHAPELESS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Hardswish, nn.Hardsigmoid,
+             nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Identity, nn.Dropout, nn.Flatten)
+
+
+def scaled(channels, width):
+    return max(1, int(round(channels * width)))
+
+
+def _replace(root, dotted, module):
+    *parents, leaf = dotted.split(".")
+    parent = root
+    for p in parents:
+        parent = getattr(parent, p)
+    setattr(parent, leaf, module)
+
+
+def _check(block, index):
+    for name, module in block.named_modules():
+        if module is block or isinstance(module, SCALABLE) or len(list(module.children())):
+            continue
+        if any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False)):
+            if not isinstance(module, SHAPELESS):
+                raise ConfigError(f"student.width: trunk block {index} has a layer {name!r} "
+                                  f"({type(module).__name__}) whose weights cannot be rescaled; use width 1.0")
+
+
+def _conv(conv, width, scale_in):
+    c_in = scaled(conv.in_channels, width) if scale_in else conv.in_channels
+    c_out = scaled(conv.out_channels, width)
+    depthwise = conv.groups == conv.in_channels and conv.groups > 1
+    groups = c_in if depthwise else conv.groups
+    return nn.Conv2d(c_in, c_out, conv.kernel_size, conv.stride, conv.padding, conv.dilation, groups,
+                     conv.bias is not None, conv.padding_mode)
+
+
+def scale_width(blocks, width):
+    """``blocks`` (converted trunk blocks, in order) with every channel count scaled."""
+    if width == 1.0:
+        return blocks
+    for index, block in enumerate(blocks, start=1):
+        _check(block, index)
+        for name, module in list(block.named_modules()):
+            if isinstance(module, nn.Conv2d):
+                scale_in = not (index == 1 and module.in_channels <= 4)
+                _replace(block, name, _conv(module, width, scale_in))
+            elif isinstance(module, nn.BatchNorm2d):
+                _replace(block, name, nn.BatchNorm2d(scaled(module.num_features, width), module.eps, module.momentum))
+    return blocks
