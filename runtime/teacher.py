@@ -172,6 +172,10 @@ class Teacher:
     def name(self):
         return self.path.stem
 
+    def output_width(self, output):
+        """Logits per sample of a task output (None where the graph leaves it open)."""
+        return self._widths[output]
+
     @functools.cached_property
     def sha256(self):
         """Hex sha256 of the ONNX file (the teacher's identity in the target cache)."""

@@ -97,7 +97,7 @@ def export(model, path, opset=18, dynamo=True, input_shape=(2, 1, 28, 28), input
     x = torch.randn(*input_shape)
     kwargs = dict(input_names=[input_name], output_names=[output_name], opset_version=opset)
     if dynamo:
-        kwargs["dynamic_shapes"] = {"x": {0: torch.export.Dim("batch")}}
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
     else:
         kwargs["dynamic_axes"] = {input_name: {0: "batch"}, output_name: {0: "batch"}}
     torch.onnx.export(model, (x,), str(path), dynamo=dynamo, verbose=False, **kwargs)

@@ -48,14 +48,13 @@ def trunk_block(graph, init, seed):
 def head_plan(teacher):
     """Output -> kept logit indices for a teacher's chosen tasks, and each task's slot."""
     keep, slots = {}, []
-    widths = teacher.runner._widths
     for task in teacher.tasks:
         cols = keep.setdefault(task.output, [])
         if task.kind == "binary":
             cols.append(task.index or 0)
             slots.append((task, task.output, len(cols) - 1, None, None))
         else:
-            start, stop = task.slice or (0, widths[task.output])
+            start, stop = task.slice or (0, teacher.runner.output_width(task.output))
             slots.append((task, task.output, None, len(cols), len(cols) + stop - start))
             cols.extend(range(start, stop))
     order = list(keep)
