@@ -9,6 +9,7 @@ the model's folder, or a graph the ONNX checker rejects.
 
 import functools
 import hashlib
+import os
 from pathlib import Path
 
 import onnx
@@ -17,6 +18,7 @@ from onnx import helper
 from runtime.errors import ModelFileError
 
 DEFAULT_MAX_BYTES = 2**31
+MAX_BYTES_ENV = "AMALGAM_MAX_MODEL_BYTES"
 # An ONNX file written by onnx starts with field 1 (ir_version, varint): byte 0x08.
 _ONNX_FIRST_BYTE = 0x08
 
@@ -30,17 +32,31 @@ def file_sha256(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
-def load_model(path, max_bytes=DEFAULT_MAX_BYTES):
-    """The checked :class:`onnx.ModelProto` at ``path`` (external data loaded)."""
+def max_model_bytes():
+    """How many bytes of a model (file plus external data) may be read into memory:
+    ``$AMALGAM_MAX_MODEL_BYTES`` when set, else 2 GiB."""
+    text = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_BYTES
+    if not text.isdigit() or int(text) < 1:
+        raise ModelFileError(f"{MAX_BYTES_ENV}={text!r}: expected a positive whole number of bytes")
+    return int(text)
+
+
+def load_model(path, max_bytes=None):
+    """The checked :class:`onnx.ModelProto` at ``path`` (external data loaded); at most
+    ``max_bytes`` (default :func:`max_model_bytes`) are read."""
     path = Path(path)
+    max_bytes = max_bytes or max_model_bytes()
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     size = path.stat().st_size
     if size > max_bytes:
-        raise ModelFileError(f"{path}: {size} bytes is over the size limit of {max_bytes} bytes")
+        raise ModelFileError(f"{path}: {size} bytes is over the size limit of {max_bytes} bytes "
+                             f"(set {MAX_BYTES_ENV} to raise it)")
     model = _parse(path)
     _check_opset(path, model)
-    _load_external_data(path, model, max_bytes - size)
+    _load_external_data(path, model, max_bytes, size)
     _run_checker(path, model)
     return model
 
@@ -123,7 +139,7 @@ def _all_tensors(graph):
                 yield from _all_tensors(sub)
 
 
-def _load_external_data(path, model, budget):
+def _load_external_data(path, model, max_bytes, size):
     folder = path.parent.resolve()
     files = set()
     for tensor in _all_tensors(model.graph):
@@ -142,8 +158,9 @@ def _load_external_data(path, model, budget):
     if not files:
         return
     total = sum(f.stat().st_size for f in files)
-    if total > budget:
-        raise ModelFileError(f"{path}: with its external data the model is over the size limit")
+    if size + total > max_bytes:
+        raise ModelFileError(f"{path}: with its external data ({total} bytes) the model is over the size limit "
+                             f"of {max_bytes} bytes (set {MAX_BYTES_ENV} to raise it)")
     try:
         onnx.load_external_data_for_model(model, str(folder))
     except Exception as e:
