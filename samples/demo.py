@@ -1,0 +1,141 @@
+"""`make demo`: a student for five Fashion-MNIST tasks amalgamated, without labels,
+from a PyTorch teacher and a JAX teacher (both committed as ONNX), then exported,
+validated and compared with them.
+
+    .venv/bin/python samples/demo.py [--data DIR] [--out runs/demo]
+
+1. the data: Fashion-MNIST IDX files in /usr/share/datasets/fashion-mnist (Debian's
+   `dataset-fashion-mnist`, installed here when missing and running as root), or
+   any folder of the four IDX files given with --data;
+2. `amalgam run samples/fashion_mnist/config.yaml --out runs/demo`: amalgamate,
+   export student.onnx, validate it, write report.json / report.md / plots;
+3. a table per task (teacher F1, student F1, agreement, KD baseline F1) and the
+   student's params, ONNX size and latency against each teacher and both together.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "samples" / "fashion_mnist" / "config.yaml"
+DEBIAN_DATA = Path("/usr/share/datasets/fashion-mnist")
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def has_idx(folder):
+    """True when ``folder`` holds the four Fashion-MNIST IDX files (gzipped or not)."""
+    return all(any((Path(folder) / f"{name}{ext}").is_file() for ext in ("", ".gz")) for name in FILES)
+
+
+def apt_install():
+    """Install Debian's dataset-fashion-mnist (apt-get update first when the plain install fails)."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"]
+    if subprocess.run(install, env=env).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, check=False)
+        subprocess.run(install, env=env, check=False)
+
+
+def find_data(given):
+    """The IDX folder to use, or None after saying what to do."""
+    if given:
+        if has_idx(given):
+            return Path(given)
+        print(f"demo: {given}: expected the Fashion-MNIST IDX files {', '.join(FILES)} (or .gz) in this folder",
+              file=sys.stderr)
+        return None
+    if not has_idx(DEBIAN_DATA) and os.geteuid() == 0 and shutil.which("apt-get"):
+        print("demo: Fashion-MNIST missing; installing the Debian package dataset-fashion-mnist")
+        apt_install()
+    if has_idx(DEBIAN_DATA):
+        return DEBIAN_DATA
+    print(f"demo: Fashion-MNIST not found in {DEBIAN_DATA} and it cannot be installed here (needs root and "
+          f"apt-get: apt-get install dataset-fashion-mnist).\n"
+          f"Download the four IDX files ({', '.join(FILES)}, gzipped or not) into a folder and run\n"
+          f"  .venv/bin/python samples/demo.py --data DIR", file=sys.stderr)
+    return None
+
+
+def run_amalgam(data, out):
+    """`amalgam run` on the sample config; returns its exit code."""
+    cmd = [sys.executable, "-m", "toolkit.cli", "run", str(CONFIG), "--out", str(out), "--overwrite", "--quiet",
+           "--set", f"data.train.path={data}", "--set", f"data.eval.path={data}"]
+    print("$ amalgam " + " ".join(cmd[3:]), flush=True)
+    return subprocess.run(cmd, cwd=ROOT).returncode
+
+
+def _f(value, fmt=".3f"):
+    return "-" if value is None else format(value, fmt)
+
+
+def task_table(report, metrics):
+    """Per task: teacher F1, student F1, agreement with the teacher, KD baseline F1 (test split)."""
+    kd = {row["task"]: (row.get("kd") or {}).get("f1") for row in metrics.get("eval", [])}
+    lines = [f"{'task':10} {'teacher':8} {'teacher F1':>10} {'student F1':>10} {'agreement':>9} {'KD F1':>7}"]
+    for t in report["tasks"]:
+        lines.append(f"{t['name']:10} {t['teacher']['name']:8} {_f(t['teacher']['f1']):>10} "
+                     f"{_f(t['student']['f1']):>10} {_f(t['student']['agreement']):>9} {_f(kd.get(t['name'])):>7}")
+    mean = lambda xs: sum(xs) / len(xs) if xs and None not in xs else None  # noqa: E731
+    lines.append(f"{'mean':10} {'':8} {_f(mean([t['teacher']['f1'] for t in report['tasks']])):>10} "
+                 f"{_f(mean([t['student']['f1'] for t in report['tasks']])):>10} "
+                 f"{_f(mean([t['student']['agreement'] for t in report['tasks']])):>9} "
+                 f"{_f(mean([kd.get(t['name']) for t in report['tasks']])):>7}")
+    return "\n".join(lines)
+
+
+def footprint_table(report, config):
+    """Student against each teacher alone and both together: params, ONNX KiB, latency (ms)."""
+    from toolkit.latency import footprint
+
+    rows = {"student": report["student"]}
+    for teacher in config.teachers:
+        rows[f"teacher {teacher.name}"] = footprint(teacher.onnx, (teacher.preprocess.channels, *teacher.preprocess.size))
+    rows["teachers A+B"] = report["teachers"]
+    lines = [f"{'model':14} {'params':>9} {'ONNX KiB':>9} {'ms b1':>7} {'ms b64':>7}"]
+    for name, r in rows.items():
+        lat = r["latency_ms"]
+        lines.append(f"{name:14} {r['params']:>9,} {r['onnx_bytes'] / 1024:>9.1f} {_f(lat['b1'], '.3f'):>7} "
+                     f"{_f(lat['b64'], '.2f'):>7}")
+    s, t = report["student"], report["teachers"]
+    ratio = lambda a, b: "-" if a is None or not b else f"{a / b:.2f}x"  # noqa: E731
+    lines.append(f"{'student/both':14} {ratio(s['params'], t['params']):>9} {ratio(s['onnx_bytes'], t['onnx_bytes']):>9} "
+                 f"{ratio(s['latency_ms']['b1'], t['latency_ms']['b1']):>7} "
+                 f"{ratio(s['latency_ms']['b64'], t['latency_ms']['b64']):>7}")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", help="folder of the Fashion-MNIST IDX files (default: the Debian package's)")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "demo"), help="run dir")
+    args = ap.parse_args()
+    data = find_data(args.data)
+    if data is None:
+        return 2
+    start = time.perf_counter()
+    code = run_amalgam(data, Path(args.out).resolve())
+    out = Path(args.out)
+    if not (out / "report.json").is_file():
+        print(f"demo: amalgam run failed (exit {code}); see {out}", file=sys.stderr)
+        return code or 1
+    sys.path.insert(0, str(ROOT))
+    from toolkit.config import load_config
+
+    report = json.loads((out / "report.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    print("\nTest split, per chosen task (F1 at each model's own decision threshold):")
+    print(task_table(report, metrics))
+    print("\nONNX Runtime, CPU, each model in its own session, spinning off:")
+    print(footprint_table(report, load_config(CONFIG)))
+    print(f"\ndemo: {time.perf_counter() - start:.0f} s; {out}/report.json, report.md, student.onnx, plots/")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
