@@ -139,17 +139,20 @@ class TargetCache:
         found = _open(final, key, n)
         if found is not None:
             return found
-        self.root.mkdir(parents=True, exist_ok=True)
-        _sweep_stale(self.root, final.name)
         tmp = self.root / f".tmp-{final.name}-{uuid.uuid4().hex[:12]}"
-        tmp.mkdir()
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            _sweep_stale(self.root, final.name)
+            tmp.mkdir()
             (tmp / OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
             arrays = _write_arrays(tmp, teacher, batches, n, progress)
             _write_json(tmp / MANIFEST, {"format": FORMAT_VERSION, "key": key, "parts": parts, "n": n,
                                          "teacher": str(teacher.path), "arrays": arrays})
             (tmp / OWNER).unlink()
             _publish(tmp, final, key, n)
+        except OSError as e:  # disk full, read-only or unwritable cache folder
+            raise DataError(f"{self.root}: cannot write the target cache of {teacher.path} "
+                            f"({e.strerror or e}); free space there or use another cache folder") from e
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         targets = _open(final, key, n)
