@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.cache import TargetCache
+from runtime.errors import DataError
 from toolkit.data import Preprocess, eval_labels, open_source
 
 BATCH = 256
@@ -46,6 +47,17 @@ def _batches(source, preprocess, n):
     return gen
 
 
+def _write_inputs(path, source, preprocess, n):
+    """An .npy of the preprocessed inputs, written through the file (a full disk is an
+    OSError here, where writing through a memory map would be a SIGBUS)."""
+    with open(path, "wb") as f:
+        for start, batch in zip(range(0, n, BATCH), _batches(source, preprocess, n)()):
+            if start == 0:
+                np.lib.format.write_array_header_1_0(
+                    f, {"descr": "<f4", "fortran_order": False, "shape": (n, *batch.shape[1:])})
+            f.write(np.ascontiguousarray(batch, dtype="<f4").data)
+
+
 def cached_inputs(root, source, preprocess, n):
     """The student's inputs: ``source`` preprocessed, as a read-only memmap (built once)."""
     key = hashlib.sha256(f"{source.fingerprint()}|{preprocess.fingerprint()}|{n}".encode()).hexdigest()[:24]
@@ -53,14 +65,14 @@ def cached_inputs(root, source, preprocess, n):
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        out = None
-        for start, batch in zip(range(0, n, BATCH), _batches(source, preprocess, n)()):
-            if out is None:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *batch.shape[1:]))
-            out[start:start + len(batch)] = batch
-        out.flush()
-        del out
-        os.replace(tmp, path)
+        try:
+            _write_inputs(tmp, source, preprocess, n)
+            os.replace(tmp, path)
+        except OSError as e:  # disk full, read-only or unwritable cache folder
+            raise DataError(f"{path.parent}: cannot write the student's inputs ({e.strerror or e}); "
+                            f"free space there or use another cache folder") from e
+        finally:
+            tmp.unlink(missing_ok=True)
     return np.load(path, mmap_mode="r")
 
 
@@ -68,14 +80,14 @@ def split_data(config, teachers, spec, cache_root, progress=True):
     """SplitData of one source (``config.data.train`` or ``.eval``) for all teachers."""
     reference = next(t for t in teachers if t.name == config.student.reference)
     ref_p = reference.config.preprocess
-    source = open_source(spec, ref_p.size, ref_p.channels)
+    source = open_source(spec, ref_p.size, ref_p.channels, config.data.on_corrupt)
     n = len(source)
     cache = TargetCache(Path(cache_root) / "targets")
     logits, taps = {}, {}
     for t in teachers:
         prep = preprocess_of(t.config)
         src = source if (prep.size, prep.channels) == (tuple(ref_p.size), ref_p.channels) else \
-            open_source(spec, t.config.preprocess.size, t.config.preprocess.channels)
+            open_source(spec, t.config.preprocess.size, t.config.preprocess.channels, config.data.on_corrupt)
         found = cache.get_or_build(t.runner, _batches(src, prep, n), n, src.fingerprint(),
                                    extra_key=prep.fingerprint(), progress=progress)
         for task in t.tasks:
