@@ -10,7 +10,9 @@ teaches through its outputs alone (``structured`` is False).
 from dataclasses import dataclass
 
 from runtime.blocks import check_boundary, describe, find_boundaries
-from runtime.errors import ConfigError
+from runtime.convert import unsupported_ops
+from runtime.cut import cut_branch
+from runtime.errors import BadInputError, ConfigError, UnsupportedOpError
 from runtime.model_io import load_model
 from runtime.normalize import normalize
 from runtime.teacher import TaskSpec, Teacher
@@ -52,17 +54,45 @@ def _boundaries(tc, graph):
     return describe(graph, tc.boundaries)
 
 
+def _graph(where, tc):
+    """The teacher's graph normalised for the input its preprocessing gives."""
+    shape = input_shape(tc.preprocess)
+    model = load_model(tc.onnx)
+    try:
+        return normalize(model, {tc.input: shape} if tc.input else shape)
+    except BadInputError as e:
+        raise type(e)(f"{where}.preprocess ({tc.onnx}): the images come out as {shape} (size, channels, layout); "
+                      f"the model does not take that: {e}") from e
+
+
+def _check_convertible(where, graph, boundaries, whole):
+    """Refuse, before the target pass, a teacher whose layers the student copies (the
+    whole graph for the reference, those after block 1 for the others) hold an op no
+    converter handles."""
+    part = graph if whole else cut_branch(graph, boundaries[0].name, [o.name for o in graph.graph.output])
+    missing = unsupported_ops(part)
+    if missing:
+        listed = "; ".join(f"{op} (nodes: {', '.join(names)})" for op, names in missing.items())
+        raise UnsupportedOpError(f"{where}: the student copies layers with ops no converter handles: {listed}")
+
+
 def load_teachers(config, device="cpu"):
     """TeacherGraphs of the teachers that own a chosen task, in config order."""
     chosen = {}
     for teacher_name, task in config.chosen_tasks():
         chosen.setdefault(teacher_name, []).append(TaskSpec.from_dict(task))
     out = []
-    for tc in config.teachers:
+    for i, tc in enumerate(config.teachers):
         if tc.name not in chosen and tc.name != config.student.reference:
             continue
-        graph = normalize(load_model(tc.onnx), {tc.input: input_shape(tc.preprocess)} if tc.input else input_shape(tc.preprocess))
-        boundaries = _boundaries(tc, graph)
+        where = f"teachers[{i}]"
+        graph = _graph(where, tc)
+        try:
+            boundaries = _boundaries(tc, graph)
+        except BadInputError as e:
+            raise type(e)(f"{where}.boundaries ({tc.onnx}): {e}") from e
+        if boundaries:
+            _check_convertible(f"{where} ({tc.onnx})", graph, boundaries, tc.name == config.student.reference)
         tasks = chosen.get(tc.name, [])
         all_tasks = [TaskSpec.from_dict(t.model_dump(by_alias=True)) for t in tc.tasks]
         runner = Teacher(tc.onnx, tasks or all_tasks[:1], [b.name for b in boundaries], tc.input, device="cpu")
