@@ -42,7 +42,11 @@ def prepare_run_dir(config, out, resume, overwrite):
     run_json = out / "run.json"
     stamp = {"toolkit_version": __version__, "config_hash": config_hash(config)}
     if run_json.exists() and resume:
-        found = json.loads(run_json.read_text())
+        try:
+            found = json.loads(run_json.read_text())
+        except (OSError, ValueError) as e:
+            raise BadInputError(f"{run_json}: not a run record of this toolkit ({e}); "
+                                f"start a new run (--out) instead of --resume") from e
         if found.get("toolkit_version") != __version__:
             raise BadInputError(f"{run_json}: run made by toolkit {found.get('toolkit_version')!r}; "
                                 f"this is {__version__}: start a new run (--out) instead of --resume")
