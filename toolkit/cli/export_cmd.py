@@ -1,0 +1,37 @@
+"""``amalgam export RUN_DIR -o student.onnx``: the trained student as one deployable ONNX file."""
+
+import click
+
+
+@click.command("export")
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="The student's ONNX file.")
+@click.option("--opset", default=18, show_default=True, help="ONNX opset of the export.")
+@click.option("--static-batch", type=int, metavar="N", help="Fix the batch axis to N (default: dynamic).")
+@click.option("--no-simplify", is_flag=True, help="Skip onnxsim (no <name>.raw.onnx is kept then).")
+@click.option("--quantize", type=click.Choice(["int8"]), help="Static QDQ int8, calibrated on --calib-data.")
+@click.option("--calib-data", metavar="SRC", help="Unlabeled calibration images: FORMAT:PATH, an .npz or a folder.")
+def export(run_dir, out, opset, static_batch, no_simplify, quantize, calib_data):
+    """Export the student of RUN_DIR to ONNX: simplified, stamped with its tasks, maybe int8.
+
+    The outputs are the chosen tasks' logits, one per task, named after it; the
+    input is "input". Next to OUT: <name>.raw.onnx (the unsimplified export, which
+    `amalgam validate` compares with) and, with --quantize int8, <name>.fp32.onnx.
+
+    \b
+    Examples:
+      amalgam export runs/fm -o student.onnx
+      amalgam export runs/fm -o student_int8.onnx --quantize int8 --calib-data numpy:calib.npz
+    """
+    from exporters.metadata import read_metadata
+    from toolkit.deploy import export_student
+
+    done = export_student(run_dir, out, opset=opset, static_batch=static_batch, simplified=not no_simplify,
+                          quantize=quantize, calib_data=calib_data)
+    meta = read_metadata(done.student)
+    size = done.student.stat().st_size
+    click.echo(f"student: {done.student} ({meta['precision']}, {size / 1024:.1f} KiB, "
+               f"batch {static_batch or 'dynamic'}, tasks {', '.join(t['name'] for t in meta['tasks'])})")
+    for label, path in (("unsimplified", done.raw), ("fp32", done.fp32)):
+        if path is not None:
+            click.echo(f"{label}: {path}")

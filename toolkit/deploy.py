@@ -1,0 +1,167 @@
+"""From a run dir to the deployable student: export -> simplify -> stamp -> optional int8.
+
+Paper terms -> code: the trained TargetNet (``RUN_DIR/student``, rebuilt by
+:func:`toolkit.student_io.load_student`) becomes one ONNX file whose outputs are
+the chosen tasks' logits, named after the tasks, in the run's task order; its
+input is ``"input"``, preprocessed as ``metadata amalgam.preprocess`` says.
+
+Files written for ``-o student.onnx`` (each to a temporary name, then renamed):
+
+* ``student.onnx``: what ships (simplified by onnxsim unless ``simplify=False``;
+  int8 when ``quantize="int8"``);
+* ``student.raw.onnx``: the unsimplified export, kept when simplifying, so that
+  ``amalgam validate`` can compare the simplified graph with it;
+* ``student.fp32.onnx``: the fp32 model the int8 one was calibrated from (int8 only).
+"""
+
+import contextlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+
+from exporters.student import quantize_int8, save_atomic, simplify, stamp_student
+from exporters.torch_export import export_torch
+from runtime.errors import BadInputError
+from toolkit.data import FORMATS, Preprocess, open_source
+from toolkit.student_io import load_student
+
+INPUT_NAME = "input"
+EXPORT_BATCH = 2  # the dynamo exporter specialises a batch of 1
+CALIBRATION_BATCH = 32
+CALIBRATION_SAMPLES = 512
+
+
+@dataclass
+class Exported:
+    """Paths of one export: the shipped file, the unsimplified one, the fp32 one (int8 only)."""
+
+    student: Path
+    raw: Path | None = None
+    fp32: Path | None = None
+
+
+def sibling(path, tag):
+    """``student.onnx`` -> ``student.<tag>.onnx`` in the same folder."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.{tag}{path.suffix or '.onnx'}")
+
+
+def open_run(run_dir):
+    """The trained TargetNet of ``run_dir`` and its spec; a clear error when it is no run dir."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "student" / "spec.json").is_file():
+        raise BadInputError(f"{run_dir}: not a run dir (no student/spec.json); "
+                            f"give the folder `amalgam amalgamate --out DIR` wrote")
+    return load_student(run_dir / "student")
+
+
+def student_tasks(spec):
+    """Task specs pointing at the student's outputs: one output per task, named after it."""
+    out = []
+    for name in spec["task_order"]:
+        task = spec["tasks"][name]
+        out.append({"name": name, "output": name, "index": None, "slice": None,
+                    "kind": task["kind"], "labels": task.get("labels")})
+    return out
+
+
+def student_thresholds(spec):
+    """Decision thresholds on the logits: 0.0 (probability 0.5) for every binary task."""
+    return {name: 0.0 for name in spec["task_order"] if spec["tasks"][name]["kind"] == "binary"}
+
+
+def input_shape(preprocess, batch):
+    """The student's input shape for ``batch`` rows, from the run's preprocessing."""
+    h, w = preprocess["size"]
+    c = preprocess["channels"]
+    return (batch, h, w, c) if preprocess.get("layout", "NCHW") == "NHWC" else (batch, c, h, w)
+
+
+def source_spec(text, split="train"):
+    """``FORMAT:PATH`` or a bare path (format inferred) -> a data source spec dict.
+
+    Inferred: ``*.npz`` -> numpy; a folder with ``list_attr_celeba.txt`` (or
+    ``Anno/``) -> celeba; a folder with ``*-idx3-ubyte*`` files -> idx; any other
+    folder -> folder of images.
+    """
+    fmt, sep, rest = str(text).partition(":")
+    if sep and fmt in FORMATS:
+        return {"format": fmt, "path": rest, "split": split}
+    path = Path(text)
+    if not path.exists():
+        raise BadInputError(f"{path}: no such data file or folder (expected FORMAT:PATH with FORMAT "
+                            f"one of {list(FORMATS)}, or a path to an .npz file or a folder)")
+    if path.is_file():
+        if path.suffix == ".npz":
+            return {"format": "numpy", "path": str(path), "split": split}
+        raise BadInputError(f"{path}: cannot tell the data format from the file; use FORMAT:PATH "
+                            f"with FORMAT one of {list(FORMATS)}")
+    if (path / "list_attr_celeba.txt").exists() or (path / "Anno").is_dir():
+        fmt = "celeba"
+    elif any(path.glob("*-idx3-ubyte*")) or any(path.glob("*.idx3-ubyte*")):
+        fmt = "idx"
+    else:
+        fmt = "folder"
+    return {"format": fmt, "path": str(path), "split": split}
+
+
+def calibration_batches(text, preprocess, limit=CALIBRATION_SAMPLES):
+    """Unlabeled inputs for int8 calibration, preprocessed exactly like the student's input."""
+    prep = Preprocess(**preprocess)
+    spec = {**source_spec(text), "limit": limit}
+    source = open_source(spec, prep.size, prep.channels)
+    return [prep(images) for _, images in source.batches(CALIBRATION_BATCH)]
+
+
+def _quiet_simplify(raw, out, static_batch):
+    """onnxsim prints "Checking i/n..." on stdout: keep it out of the command's output."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return simplify(raw, out, static_batch=static_batch)
+
+
+def _export_raw(net, spec, path, opset, static_batch):
+    """TargetNet -> ONNX (checked against torch by export_torch), stamped as the student."""
+    batch = static_batch or EXPORT_BATCH
+    sample = torch.rand(*input_shape(spec["preprocess"], batch))
+    export_torch(net, sample, path, input_names=[INPUT_NAME], output_names=list(spec["task_order"]),
+                 opset=opset, dynamic_batch=static_batch is None)
+    model = onnx.load(str(path))
+    task_teachers = {name: spec["tasks"][name]["teacher"] for name in spec["task_order"]}
+    stamp_student(model, student_tasks(spec), thresholds=student_thresholds(spec),
+                  preprocess=spec["preprocess"], teacher_hashes=spec["teachers"],
+                  task_teachers=task_teachers, export={"opset": opset, "static_batch": static_batch})
+    return save_atomic(model, path)
+
+
+def export_student(run_dir, out, opset=18, static_batch=None, simplified=True, quantize=None, calib_data=None):
+    """Export the student of ``run_dir`` to ``out``; returns :class:`Exported`.
+
+    ``static_batch``: fix the batch axis (default: dynamic). ``quantize="int8"``
+    needs ``calib_data`` (a data source, see :func:`source_spec`).
+    """
+    if quantize not in (None, "int8"):
+        raise BadInputError(f"--quantize {quantize!r}: expected 'int8'")
+    if quantize and not calib_data:
+        raise BadInputError("--quantize int8 needs calibration data: give --calib-data SRC "
+                            "(unlabeled images like those the student will see, e.g. numpy:train.npz)")
+    if static_batch is not None and static_batch < 1:
+        raise BadInputError(f"--static-batch {static_batch}: expected an integer >= 1")
+    net, spec = open_run(run_dir)
+    calibration = calibration_batches(calib_data, spec["preprocess"]) if quantize else None
+    out = Path(out)
+    raw = _export_raw(net, spec, sibling(out, "raw"), opset, static_batch)
+    fp32 = sibling(out, "fp32") if quantize else out
+    if simplified:
+        _quiet_simplify(raw, fp32, None)
+    else:
+        os.replace(raw, fp32)
+        raw = None
+    if not quantize:
+        return Exported(out, raw)
+    quantize_int8(fp32, out, calibration)
+    return Exported(out, raw, fp32)
+
