@@ -1,0 +1,63 @@
+"""``amalgam validate STUDENT.onnx``: the parity gate (exit 0 pass, 1 parity failure, 2 bad input)."""
+
+import click
+
+from runtime.errors import BadInputError
+
+
+def parse_tolerances(ctx, param, values):
+    """``OUTPUT:ATOL`` (repeatable) -> ``{output: atol}``."""
+    out = {}
+    for text in values:
+        name, _, atol = text.rpartition(":")
+        try:
+            out[name] = float(atol)
+        except ValueError:
+            name = ""
+        if not name:
+            raise BadInputError(f"--tolerance {text!r}: expected OUTPUT:ATOL, e.g. smiling:1e-3")
+    return out
+
+
+@click.command("validate")
+@click.argument("student", metavar="STUDENT.onnx", type=click.Path(dir_okay=False))
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), help="Run dir the student was exported from.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Run config naming the teachers and data (default: RUN_DIR/config.json).")
+@click.option("--data", metavar="SRC", help="Evaluation images (FORMAT:PATH, .npz or folder) instead of data.eval.")
+@click.option("--atol", default=1e-4, show_default=True, help="Absolute tolerance of numeric parity.")
+@click.option("--rtol", default=1e-3, show_default=True, help="Relative tolerance of numeric parity.")
+@click.option("--tolerance", "tolerances", multiple=True, callback=parse_tolerances, metavar="OUTPUT:ATOL",
+              help="Own atol for one output (repeatable).")
+@click.option("--max-degradation", default=0.01, show_default=True,
+              help="How far a task's student F1 may fall below its teacher's "
+                   "(without labels: its teacher agreement below the PyTorch student's).")
+@click.option("--report", type=click.Path(dir_okay=False), metavar="FILE.json",
+              help="JSON report (Markdown next to it); default <student>.validation.json.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Target cache root for the teachers' pass.")
+def validate(student, run_dir, config_path, data, atol, rtol, tolerances, max_degradation, report, cache_dir):
+    """Check STUDENT.onnx against the PyTorch student and against its teachers.
+
+    Numeric parity (fp32 only): per output max / mean / p99 of absolute and
+    relative error, ONNX vs PyTorch and simplified vs unsimplified. Task level:
+    agreement with teachers and PyTorch student; with labels, accuracy and F1,
+    failing a task whose F1 falls more than --max-degradation below its teacher's.
+
+    \b
+    Example:
+      amalgam validate student.onnx --run runs/fm --max-degradation 0.01 --report report.json
+    """
+    from toolkit.validate import task_table, validate_student, write_reports
+
+    result = validate_student(student, run=run_dir, config=config_path, data=data, atol=atol, rtol=rtol,
+                              tolerances=tolerances, max_degradation=max_degradation, cache_dir=cache_dir)
+    json_path, md_path = write_reports(result, report)
+    click.echo(task_table(result.tasks, result.torch_agreement))
+    summary = result.parity_summary()
+    if result.numeric:
+        click.echo(f"\nnumeric parity: worst max abs {summary['max_abs']:.3g}, p99 abs {summary['p99_abs']:.3g}: "
+                   f"{'pass' if summary['passed'] else 'FAIL'}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"{'PASS' if result.passed else 'FAIL'}; report: {json_path} and {md_path}")
+    result.raise_if_failed()
