@@ -1,0 +1,60 @@
+"""`amalgam run`: amalgamate, export, validate, and a report.json of the documented schema."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from tests.student_run import CHOSEN, one_thread, student_run  # noqa: F401 (fixture)
+from toolkit.cli import main
+
+NUMBER = (int, float)
+
+
+def _is(value, types, nullable=False):
+    return (nullable and value is None) or (isinstance(value, types) and not isinstance(value, bool))
+
+
+def check_footprint(f):
+    assert set(f) == {"params", "onnx_bytes", "latency_ms"}
+    assert _is(f["params"], int) and f["params"] > 0 and _is(f["onnx_bytes"], int) and f["onnx_bytes"] > 0
+    assert set(f["latency_ms"]) == {"b1", "b64"}
+    assert all(_is(v, NUMBER) and v > 0 for v in f["latency_ms"].values())
+
+
+def check_schema(report):
+    """report.json as docs/report.md documents it: keys and types."""
+    assert set(report) == {"tasks", "student", "teachers", "parity", "passed"}
+    for task in report["tasks"]:
+        assert set(task) == {"name", "teacher", "kind", "student"}
+        assert _is(task["name"], str) and task["kind"] in ("binary", "multiclass")
+        assert set(task["teacher"]) == {"name", "accuracy", "f1"} and _is(task["teacher"]["name"], str)
+        assert set(task["student"]) == {"accuracy", "f1", "agreement"}
+        assert _is(task["student"]["agreement"], NUMBER)
+        for who in ("teacher", "student"):
+            assert all(_is(task[who][k], NUMBER, nullable=True) for k in ("accuracy", "f1"))
+    check_footprint(report["student"])
+    check_footprint(report["teachers"])
+    assert set(report["parity"]) == {"max_abs", "p99_abs", "passed"}
+    assert _is(report["parity"]["max_abs"], NUMBER) and _is(report["parity"]["p99_abs"], NUMBER)
+    assert isinstance(report["parity"]["passed"], bool) and isinstance(report["passed"], bool)
+
+
+def test_run_end_to_end_writes_the_four_outputs(student_run, tmp_path, capsys):
+    config, _ = student_run
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as done, one_thread():
+        main(["run", str(config), "--out", str(out), "--quiet", "--cache-dir", str(tmp_path / "cache")])
+    captured = capsys.readouterr()
+    assert done.value.code == 0, captured.err
+    for name in ("report.json", "report.md", "student.onnx", "plots/report_tasks.png"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    check_schema(report)
+    assert report["passed"] and report["parity"]["passed"]
+    assert [t["name"] for t in report["tasks"]] == CHOSEN
+    assert all(t["student"]["f1"] is not None for t in report["tasks"])
+    assert report["teachers"]["params"] > report["student"]["params"] / 2
+    assert Image.open(out / "plots" / "report_tasks.png").size[0] > 100
+    assert (out / "report.md").read_text().startswith("# amalgam run: PASS")
+    assert "| task |" in captured.out and "latency batch 64" in captured.out
