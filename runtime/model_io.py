@@ -24,12 +24,32 @@ _ONNX_FIRST_BYTE = 0x08
 
 
 def file_sha256(path, chunk=1 << 20):
-    """Hex sha256 of the file's bytes (the teacher's identity in the target cache)."""
+    """Hex sha256 of a model: the ONNX file's bytes, then the name and bytes of each
+    external data file it points to (the teacher's identity in the target cache and
+    in a student's metadata; a weight changed in a ``.data`` file changes it)."""
+    path = Path(path)
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
+    for file, name in [(path, None)] + [(path.parent / loc, loc) for loc in _external_locations(path)]:
+        if name is not None:
+            digest.update(name.encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(chunk), b""):
+                digest.update(block)
     return digest.hexdigest()
+
+
+def _external_locations(path):
+    """Sorted external data locations of the model at ``path`` (none for a one-file model)."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return []
+    locations = {
+        {e.key: e.value for e in t.external_data}.get("location", "")
+        for t in _all_tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL
+    }
+    return sorted(loc for loc in locations if loc and (path.parent / loc).resolve().is_relative_to(path.parent.resolve())
+                  and (path.parent / loc).is_file())
 
 
 def max_model_bytes():

@@ -97,3 +97,16 @@ def test_checker_message_names_file(tmp_path):
     onnx.save(model, path)
     with pytest.raises(ModelFileError, match="broken.onnx: the ONNX checker rejects the model: .*not_there"):
         load_model(path)
+
+
+def test_hash_covers_external_data(tmp_path):
+    w = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 64])
+    model = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [w]))
+    onnx.save(model, tmp_path / "m.onnx", save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    before = file_sha256(tmp_path / "m.onnx")
+    data = bytearray((tmp_path / "m.onnx.data").read_bytes())
+    data[0] ^= 0xFF
+    (tmp_path / "m.onnx.data").write_bytes(bytes(data))
+    assert file_sha256(tmp_path / "m.onnx") != before
