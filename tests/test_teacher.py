@@ -1,6 +1,5 @@
 """Teacher and TaskSpec against real exported CNNs and their torch originals."""
 
-import hashlib
 
 import numpy as np
 import onnx
@@ -10,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runtime.errors import BadInputError, ConfigError, UnknownTapError
+from runtime.model_io import file_sha256
 from runtime.teacher import TaskSpec, Teacher
 from tests.builders import PlainCNN, SECNN, export, randomize_bn
 
@@ -61,7 +61,7 @@ def test_task_logits_and_taps_equal_torch(plain):
 def test_identity_and_input(plain):
     _, path = plain
     teacher = Teacher(path, [TaskSpec("a", "logits", index=0)])
-    assert teacher.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert teacher.sha256 == file_sha256(path)  # the file and its external data (test_model_io)
     assert (teacher.input_name, teacher.input_shape[1:]) == ("x", [1, 28, 28])
     assert teacher.input_shape[0] is None  # dynamic batch
     assert teacher.path == path and [t.name for t in teacher.tasks] == ["a"]
