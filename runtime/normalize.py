@@ -175,8 +175,19 @@ def _evaluate(model, names, shapes, batch):
     probe.CopyFrom(model)
     del probe.graph.output[:]
     probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names)
-    values = make_session(probe, opt_level="basic").run(names, _feed(model, shapes, batch))
+    values = _run(make_session(probe, opt_level="basic"), names, _feed(model, shapes, batch), model)
     return dict(zip(names, values))
+
+
+def _run(session, names, feeds, model):
+    """``session.run``; a graph that loads but fails to run (e.g. a weight of the wrong
+    rank) is bad input, named by its graph and the input shapes it was run with."""
+    try:
+        return session.run(names, feeds)
+    except Exception as e:  # onnxruntime's Fail, InvalidArgument, RuntimeException
+        given = {k: list(v.shape) for k, v in feeds.items()}
+        raise BadInputError(f"graph {model.graph.name!r} does not run under ONNX Runtime on inputs {given}: "
+                            f"{str(e).strip().splitlines()[0]}") from e
 
 
 def _fold(graph, terminals, values, batches):
@@ -293,7 +304,7 @@ def _verify(original, normalized, shapes):
     a, b = make_session(original, opt_level="basic"), make_session(normalized, opt_level="basic")
     for batch in batches:
         feeds = _feed(normalized, shapes, batch)
-        for name, want, got in zip(names, a.run(names, feeds), b.run(names, feeds)):
+        for name, want, got in zip(names, _run(a, names, feeds, original), _run(b, names, feeds, normalized)):
             if want.shape != got.shape or not np.allclose(want, got, rtol=1e-4, atol=1e-5):
                 raise ParityError(
                     f"normalising graph {original.graph.name!r} changed output {name!r} at batch size {batch}; "
