@@ -117,7 +117,10 @@ def inspect(model_path, as_json, check, input_shape, tol):
       amalgam inspect teacher.onnx --check --input-shape input:1,3,224,224 --json
     """
     model = load_model(model_path)
-    graph = normalize(model, input_shape or None)
+    try:
+        graph = normalize(model, input_shape or None)
+    except BadInputError as e:
+        raise type(e)(f"{model_path}: {e}") from e
     boundaries = find_boundaries(graph)
     report = {
         "inputs": [_value(vi) for vi in model.graph.input if vi.name in data_inputs(model)],
