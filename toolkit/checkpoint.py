@@ -7,6 +7,7 @@ read with ``torch.load(weights_only=True)``: tensors and plain containers only.
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -29,7 +30,9 @@ def save_checkpoint(path, modules, optimizer=None, schedule=None, **meta):
 
 def load_checkpoint(path):
     try:
-        return torch.load(Path(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on a foreign pickle protocol: the error below says it
+            warnings.simplefilter("ignore")
+            return torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as e:
         raise BadInputError(f"{path}: not a readable checkpoint of this toolkit ({type(e).__name__}); "
                             f"checkpoints are read as weights only, never as pickled code: "
