@@ -36,7 +36,7 @@ def test_int8_without_calibration_data(cli, student, tmp_path):
 def test_export_from_a_folder_that_is_no_run(cli, tmp_path):
     (tmp_path / "run").mkdir()
     result = cli("export", tmp_path / "run", "-o", tmp_path / "student.onnx")
-    assert_bad_input(result, str(tmp_path / "run"))
+    assert_bad_input(result, f"{tmp_path / 'run'}: not a run dir (no student/spec.json)")
     assert not (tmp_path / "student.onnx").exists()
     assert_no_partial_files(tmp_path)
 
