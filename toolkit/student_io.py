@@ -73,5 +73,10 @@ def load_student(directory):
         branches[key] = build_branch(entry["build"], body, [TaskSlot(**s) for s in entry["slots"]])
     net = TargetNet(trunk, branches, {k: e["block"] for k, e in spec["branches"].items()},
                     spec["task_order"], {k: e["tasks"] for k, e in spec["branches"].items()})
-    load_model(net, str(directory / "weights.safetensors"))
+    weights = directory / "weights.safetensors"
+    try:
+        load_model(net, str(weights))
+    except Exception as e:  # missing, not safetensors, or tensors that do not fit the spec
+        raise BadInputError(f"{weights}: not the weights of this student "
+                            f"({type(e).__name__}: {str(e).strip()[:200]})") from e
     return net.eval(), spec
