@@ -91,7 +91,9 @@ def open_npz(path, size=None, channels=None, limit=None) -> ArraySource:
     except IsADirectoryError:
         raise DataError(f"{path}: expected an .npz file, found a folder") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: cannot read as .npz ({e})") from None
+        reason = "reading it would mean unpickling objects, which is never done: store plain uint8 or " \
+            "float arrays with np.savez" if "pickle" in str(e) else str(e)
+        raise DataError(f"{path}: cannot read as .npz ({reason})") from None
     if "images" not in arrays:
         raise DataError(f"{path}: no 'images' array; found {sorted(arrays)}")
     if len(arrays["images"]) == 0:
