@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from tests.builders import PlainCNN, export, randomize_bn
-from tests.robustness.contract import (assert_bad_input, assert_no_partial_files, base_config, run_cli,
+from tests.robustness.contract import (assert_bad_input, assert_no_partial_files, base_config, partial_files,
                                        write_config)
 from tests.synthetic import SIZE
 
@@ -66,3 +66,29 @@ def test_validate_a_truncated_student(cli, student, tmp_path):
     (tmp_path / "student.onnx").write_bytes(data[: len(data) // 3])
     result = cli("validate", tmp_path / "student.onnx", "--run", student / "run")
     assert_bad_input(result, "student.onnx", "truncated or corrupt ONNX file")
+
+
+def test_export_to_an_unwritable_folder(cli, student, tmp_path):
+    out = tmp_path / "plain" / "student.onnx"
+    (tmp_path / "plain").write_text("a file, not a folder")
+    result = cli("export", student / "run", "-o", out)
+    assert_bad_input(result, "student.raw.onnx: cannot write the ONNX file (")
+    assert_no_partial_files(tmp_path)
+
+
+def test_export_with_corrupt_student_weights(cli, student, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(student / "run" / "student", run / "student")
+    (run / "student" / "weights.safetensors").write_bytes(b"junk")
+    result = cli("export", run, "-o", tmp_path / "student.onnx")
+    assert_bad_input(result, "weights.safetensors: not the weights of this student")
+    assert not (tmp_path / "student.onnx").exists()
+
+
+def test_calibration_data_that_is_not_an_npz(cli, student, tmp_path):
+    (tmp_path / "calib.npz").write_bytes(b"garbage")
+    out = tmp_path / "student_int8.onnx"
+    result = cli("export", student / "run", "-o", out, "--quantize", "int8", "--calib-data", tmp_path / "calib.npz")
+    assert_bad_input(result, "calib.npz: cannot read as .npz", "never done")
+    assert "allow_pickle" not in result.err
+    assert not out.exists() and not partial_files(tmp_path)
