@@ -307,11 +307,17 @@ def validate_student(student, run=None, config=None, data=None, atol=1e-4, rtol=
 
 
 def write_text_atomic(path, text):
+    """Write ``text`` to a temporary name beside ``path``, then rename it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise BadInputError(f"{path}: cannot write the report ({e.strerror or e})") from e
     return path
 
 

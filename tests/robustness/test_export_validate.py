@@ -92,3 +92,14 @@ def test_calibration_data_that_is_not_an_npz(cli, student, tmp_path):
     assert_bad_input(result, "calib.npz: cannot read as .npz", "never done")
     assert "allow_pickle" not in result.err
     assert not out.exists() and not partial_files(tmp_path)
+
+
+def test_report_path_not_writable(tmp_path):
+    from toolkit.validate import write_text_atomic
+    from runtime.errors import BadInputError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(BadInputError, match="cannot write the report"):
+        write_text_atomic(blocker / "r.json", "{}")
+    assert not list(tmp_path.glob(".*.tmp"))
