@@ -57,7 +57,7 @@ def run_phase(ctx, phase, modules, groups, step, indices, epochs, train_mode):
     t = ctx.training
     optimizer = make_optimizer(groups, t)
     steps = math.ceil(len(indices) / t.batch_size)
-    schedule = make_schedule(optimizer, t.schedule, steps * epochs)
+    schedule = make_schedule(optimizer, t, steps, epochs)
     path = ctx.checkpoints / f"{phase}.pt"
     done, meta = 0, {}
     if ctx.resume and path.exists():

@@ -3,7 +3,8 @@
 Branch bodies (the teachers' layers after the branch point, heads included) may
 take a larger rate (``head_lr_mult``; the re-implementation used 10x).
 The schedule steps once per batch: ``cosine`` decays to zero over the phase,
-``step`` divides by 10 at two thirds of it, ``constant`` keeps the rate.
+``step`` multiplies the rate by ``step_gamma`` every ``step_epochs`` epochs,
+``constant`` keeps it.
 """
 
 import math
@@ -24,14 +25,15 @@ def make_optimizer(groups, training):
     return torch.optim.Adam(param_groups, lr=training.lr, weight_decay=training.weight_decay)
 
 
-def make_schedule(optimizer, kind, total_steps):
-    total = max(1, int(total_steps))
+def make_schedule(optimizer, training, steps_per_epoch, epochs):
+    total = max(1, int(steps_per_epoch * epochs))
+    kind = training.schedule
 
     def factor(step):
         if kind == "cosine":
             return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
         if kind == "step":
-            return 0.1 if step >= 2 * total // 3 else 1.0
+            return training.step_gamma ** (step // (steps_per_epoch * training.step_epochs))
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
