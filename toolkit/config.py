@@ -1,5 +1,5 @@
 """The run config: one YAML file naming the teachers, the chosen tasks, the data,
-the student and the training recipe (every key is documented in docs/config.md).
+the student and the training recipe (every key is documented in README.md, "Config format").
 
 Paper terms: a *teacher* is an ONNX file with declared *tasks*; the *chosen tasks*
 are the subset the student (TargetNet) learns; `branching` decides where each task's
