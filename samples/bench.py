@@ -51,6 +51,7 @@ from toolkit.targets import split_data  # noqa: E402
 from toolkit.teachers import load_teachers  # noqa: E402
 
 TORCH_REPEATS = 20
+ORT_REPEATS = 1000  # median of up to this many runs (toolkit.latency stops after ~3 s)
 
 
 def test_set(config, data, preprocess):
@@ -158,11 +159,14 @@ def main():
     run0 = out / f"seed{args.seeds[0]}"
     teacher_files = [t.onnx for t in load_config(CONFIG).teachers]
     shape = (1, 28, 28)
+    def ort(path, batch):
+        return latency_ms(path, shape, batch, repeats=ORT_REPEATS)
+
     latency = {
-        "student_b1": latency_ms(first[0], shape, 1), "student_b64": latency_ms(first[0], shape, 64),
-        "teachers_b1": sum(latency_ms(p, shape, 1) for p in teacher_files),
-        "teachers_b64": sum(latency_ms(p, shape, 64) for p in teacher_files),
-        "student_torch_b64": torch_latency_ms(run0), "student_int8_b64": latency_ms(first[1], shape, 64),
+        "student_b1": ort(first[0], 1), "student_b64": ort(first[0], 64),
+        "teachers_b1": sum(ort(p, 1) for p in teacher_files),
+        "teachers_b64": sum(ort(p, 64) for p in teacher_files),
+        "student_torch_b64": torch_latency_ms(run0), "student_int8_b64": ort(first[1], 64),
     }
     print("latency measured; timing block training", flush=True)
     t0 = time.perf_counter()
