@@ -89,20 +89,23 @@ def task_table(report, metrics):
     return "\n".join(lines)
 
 
-def footprint_table(report, config):
-    """Student against each teacher alone and both together: params, ONNX KiB, latency (ms)."""
-    from toolkit.latency import footprint
+def footprint_table(out, config):
+    """Student against each teacher alone and both together: params, ONNX KiB, latency (ms),
+    every model timed here, one after another, each in its own session (toolkit.latency)."""
+    from toolkit.latency import footprint, total
 
-    rows = {"student": report["student"]}
+    shape = lambda t: (t.preprocess.channels, *t.preprocess.size)  # noqa: E731
+    reference = next(t for t in config.teachers if t.name == config.student.reference)
+    rows = {"student": footprint(out / "student.onnx", shape(reference))}
     for teacher in config.teachers:
-        rows[f"teacher {teacher.name}"] = footprint(teacher.onnx, (teacher.preprocess.channels, *teacher.preprocess.size))
-    rows["teachers A+B"] = report["teachers"]
+        rows[f"teacher {teacher.name}"] = footprint(teacher.onnx, shape(teacher))
+    rows["teachers A+B"] = total([rows[f"teacher {t.name}"] for t in config.teachers])
     lines = [f"{'model':14} {'params':>9} {'ONNX KiB':>9} {'ms b1':>7} {'ms b64':>7}"]
     for name, r in rows.items():
         lat = r["latency_ms"]
         lines.append(f"{name:14} {r['params']:>9,} {r['onnx_bytes'] / 1024:>9.1f} {_f(lat['b1'], '.3f'):>7} "
                      f"{_f(lat['b64'], '.2f'):>7}")
-    s, t = report["student"], report["teachers"]
+    s, t = rows["student"], rows["teachers A+B"]
     ratio = lambda a, b: "-" if a is None or not b else f"{a / b:.2f}x"  # noqa: E731
     lines.append(f"{'student/both':14} {ratio(s['params'], t['params']):>9} {ratio(s['onnx_bytes'], t['onnx_bytes']):>9} "
                  f"{ratio(s['latency_ms']['b1'], t['latency_ms']['b1']):>7} "
@@ -132,7 +135,7 @@ def main():
     print("\nTest split, per chosen task (F1 at each model's own decision threshold):")
     print(task_table(report, metrics))
     print("\nONNX Runtime, CPU, each model in its own session, spinning off:")
-    print(footprint_table(report, load_config(CONFIG)))
+    print(footprint_table(out, load_config(CONFIG)))
     print(f"\ndemo: {time.perf_counter() - start:.0f} s; {out}/report.json, report.md, student.onnx, plots/")
     return code
 
