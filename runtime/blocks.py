@@ -15,6 +15,7 @@ shape next (or none follows: the last map before global pooling).
 from dataclasses import dataclass
 
 from runtime.errors import BoundaryError
+from runtime.graph import data_inputs, node_inputs
 from runtime.taps import infer_shapes, require_tensor
 
 ACTIVATIONS = {
@@ -43,21 +44,6 @@ class Boundary:
     layout: str  # "NCHW", "NHWC" or "unknown"
 
 
-def data_inputs(model):
-    """Graph inputs that are fed at run time (not initializers)."""
-    init = {t.name for t in model.graph.initializer}
-    return [i.name for i in model.graph.input if i.name not in init]
-
-
-def _node_inputs(node):
-    """Tensors a node reads, including outer-scope names used by its sub-graphs."""
-    names = [n for n in node.input if n]
-    for attr in node.attribute:
-        for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-            names += [n for inner in sub.node for n in _node_inputs(inner)]
-    return names
-
-
 def reachable(model, blocked=None):
     """Tensors that carry data from the graph inputs, not passing through ``blocked``.
 
@@ -66,7 +52,7 @@ def reachable(model, blocked=None):
     """
     reach = {n for n in data_inputs(model) if n != blocked}
     for node in model.graph.node:
-        if node.op_type in SHAPE_ONLY or not any(n in reach for n in _node_inputs(node)):
+        if node.op_type in SHAPE_ONLY or not any(n in reach for n in node_inputs(node)):
             continue
         reach.update(o for o in node.output if o and o != blocked)
     return reach

@@ -12,7 +12,8 @@ inferred shape with a dynamic batch axis, and holds only the initializers it nee
 import onnx
 from onnx.utils import Extractor
 
-from runtime.blocks import check_boundary, data_inputs
+from runtime.blocks import check_boundary
+from runtime.graph import data_inputs
 from runtime.errors import BoundaryError
 from runtime.taps import infer_shapes, require_tensor
 

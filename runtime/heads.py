@@ -12,6 +12,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from runtime.errors import BadInputError
+from runtime.graph import prune_dead
 from runtime.taps import infer_shapes
 
 
@@ -99,20 +100,5 @@ def prune_outputs(model, keep):
         pruned.graph.initializer.append(numpy_helper.from_array(np.asarray(indices, dtype=np.int64), idx_name))
         pruned.graph.node.append(helper.make_node("Gather", [full, idx_name], [name], axis=-1, name=f"{name}__prune"))
         pruned.graph.output.append(helper.make_empty_tensor_value_info(name))
-    return infer_shapes(_drop_dead(pruned))
-
-
-def _drop_dead(model):
-    """Remove nodes and initializers that no graph output depends on."""
-    needed = {o.name for o in model.graph.output}
-    kept_nodes = []
-    for node in reversed(model.graph.node):
-        if any(o in needed for o in node.output):
-            kept_nodes.append(node)
-            needed.update(i for i in node.input if i)
-    del model.graph.node[:]
-    model.graph.node.extend(reversed(kept_nodes))
-    inits = [t for t in model.graph.initializer if t.name in needed]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(inits)
-    return model
+    prune_dead(pruned.graph)
+    return infer_shapes(pruned)

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from runtime.blocks import data_inputs
+from runtime.graph import data_inputs, prune_dead
 from runtime.errors import BadInputError, ParityError
 from runtime.session import make_session
 from runtime.taps import infer_shapes
@@ -53,7 +53,7 @@ def normalize(model, input_shape=None):
         batches = FOLD_BATCHES if _batch_is_dynamic(out) else (None,)
         values = [_evaluate(out, terminals, shapes, b) for b in batches]
         _fold(out.graph, terminals, values, batches)
-    _prune(out.graph)
+    prune_dead(out.graph)
     out = infer_shapes(out)
     _explicit_pads(out.graph)
     if _nodes(out) != _nodes(model):  # something was moved, folded, rewritten or dropped
@@ -246,29 +246,6 @@ def _drop_producer(graph, name):
             outputs = [("" if o == name else o) for o in node.output]
             del node.output[:]
             node.output.extend(outputs)
-
-
-def _prune(graph):
-    """Drop nodes and initializers that nothing reads any more."""
-    needed = {o.name for o in graph.output}
-    keep = []
-    for node in reversed(graph.node):
-        if any(o in needed for o in node.output if o):
-            keep.append(node)
-            needed.update(n for n in _all_inputs(node))
-    del graph.node[:]
-    graph.node.extend(reversed(keep))
-    inits = [t for t in graph.initializer if t.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-
-
-def _all_inputs(node):
-    names = [n for n in node.input if n]
-    for a in node.attribute:
-        for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-            names += [n for inner in sub.node for n in _all_inputs(inner)]
-    return names
 
 
 def _explicit_pads(graph):

@@ -11,7 +11,8 @@ import click
 import numpy as np
 from onnx import helper
 
-from runtime.blocks import data_inputs, find_boundaries
+from runtime.blocks import find_boundaries
+from runtime.graph import data_inputs
 from runtime.errors import BadInputError, ParityError
 from runtime.model_io import default_opset, load_model
 from runtime.normalize import normalize

@@ -1,0 +1,32 @@
+"""Small facts about an ONNX graph that several runtime modules need."""
+
+
+def data_inputs(model):
+    """Graph inputs that are fed at run time (not initializers)."""
+    init = {t.name for t in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in init]
+
+
+def node_inputs(node):
+    """Tensors a node reads, including outer-scope names used by its sub-graphs."""
+    names = [n for n in node.input if n]
+    for attr in node.attribute:
+        for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            names += [n for inner in sub.node for n in node_inputs(inner)]
+    return names
+
+
+def prune_dead(graph):
+    """Drop the nodes and initializers that no graph output depends on (in place)."""
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output if o):
+            keep.append(node)
+            needed.update(node_inputs(node))
+    del graph.node[:]
+    graph.node.extend(reversed(keep))
+    inits = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    return graph
