@@ -24,6 +24,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       ValidationError, ValidationInfo, field_validator)
 
 from runtime.errors import ConfigError
+from toolkit.config_checks import cross_check
 
 
 def _matches(pattern: str, expected: str) -> AfterValidator:
@@ -245,7 +246,7 @@ def load_config(path, overrides=None) -> Config:
         config = Config.model_validate(raw, context={"base": path.resolve().parent})
     except ValidationError as e:
         raise ConfigError("\n".join(f"{path}: {line}" for line in _explain(e))) from None
-    problems = _cross_check(config)
+    problems = cross_check(config)
     if problems:
         raise ConfigError("\n".join(f"{path}: {line}" for line in problems))
     config.student.reference = config.student.reference or config.teachers[0].name
@@ -310,77 +311,6 @@ def _explain(error: ValidationError) -> list[str]:
             msg = "expected: " + msg[0].lower() + msg[1:]
         lines.append(f"{where}: {msg}, found {item['input']!r}")
     return lines
-
-
-def _cross_check(c: Config) -> list[str]:
-    """Checks that span fields; each problem names its field path."""
-    problems = []
-    teacher_names = [t.name for t in c.teachers]
-    owner = {}
-    for i, t in enumerate(c.teachers):
-        if teacher_names.index(t.name) != i:
-            problems.append(f"teachers[{i}].name: teacher name {t.name!r} is used twice")
-        p = t.preprocess
-        for key in ("mean", "std"):
-            if len(getattr(p, key)) not in (1, p.channels):
-                problems.append(f"teachers[{i}].preprocess.{key}: expected 1 or "
-                                f"{p.channels} values (channels), found {len(getattr(p, key))}")
-        for j, k in enumerate(t.tasks):
-            where = f"teachers[{i}].tasks[{j}]"
-            if k.name in owner:
-                problems.append(f"{where}.name: task name {k.name!r} is already used by "
-                                f"teacher {owner[k.name]!r}; task names must be unique")
-            owner.setdefault(k.name, t.name)
-            problems += [f"{where}.{msg}" for msg in _task_problems(k)]
-    chosen = c.tasks or list(owner)
-    for i, name in enumerate(c.tasks or []):
-        if name not in owner:
-            problems.append(f"tasks[{i}]: no teacher has a task {name!r}; known tasks: "
-                            f"{list(owner)}")
-        elif c.tasks.index(name) != i:
-            problems.append(f"tasks[{i}]: task {name!r} is chosen twice")
-    if c.student.width != 1.0 and c.student.init == "teacher":
-        problems.append(f"student.width: {c.student.width} needs init: random (a teacher's weights "
-                        f"have the teacher's width)")
-    if c.student.reference is not None and c.student.reference not in teacher_names:
-        problems.append(f"student.reference: expected a teacher name {teacher_names}, "
-                        f"found {c.student.reference!r}")
-    for key in c.branching.fixed:
-        if key not in chosen:
-            problems.append(f"branching.fixed.{key}: not a chosen task; chosen: {chosen}")
-    if c.branching.fixed and c.branching.mode != "fixed":
-        problems.append("branching.fixed: given, but branching.mode is 'auto'; "
-                        "set mode: fixed or remove fixed")
-    for key, rule in c.data.labels.items():
-        if key not in chosen:
-            problems.append(f"data.labels.{key}: not a chosen task; chosen: {chosen}")
-        given = rule.model_dump(by_alias=True, exclude_none=True)
-        if len(given) != 1:
-            problems.append(f"data.labels.{key}: expected exactly one of 'class', "
-                            f"'attribute', 'classes', found {given}")
-    for role, src in (("train", c.data.train), ("eval", c.data.eval)):
-        if src and src.format == "idx" and src.split not in ("train", "test"):
-            problems.append(f"data.{role}.split: idx data has splits 'train' and 'test', "
-                            f"found {src.split!r}")
-    return problems
-
-
-def _task_problems(k: TaskConfig) -> list[str]:
-    if k.kind == "binary":
-        if k.slice is not None:
-            return [f"slice: a binary task takes one logit (index), found slice {list(k.slice)}"]
-        if k.labels is not None and len(k.labels) != 2:
-            return [f"labels: a binary task has 2 label names (negative, positive), "
-                    f"found {len(k.labels)}"]
-        return []
-    if k.index is not None:
-        return [f"index: a multiclass task takes a slice [start, stop], found index {k.index}"]
-    if k.slice is not None and k.slice[1] <= k.slice[0]:
-        return [f"slice: expected start < stop, found {list(k.slice)}"]
-    if k.slice is not None and k.labels is not None and len(k.labels) != k.slice[1] - k.slice[0]:
-        return [f"labels: expected {k.slice[1] - k.slice[0]} names (one per class in the "
-                f"slice), found {len(k.labels)}"]
-    return []
 
 
 # --- writing -------------------------------------------------------------------------
