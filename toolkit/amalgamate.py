@@ -11,6 +11,7 @@ then the multi-teacher KD baseline on the same architecture, and the metrics.
 import copy
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from runtime.convert import to_torch
 from runtime.errors import BadInputError
 from runtime.model_io import load_model
 from toolkit import __version__
-from toolkit.assemble import build_branch, make_branch, trunk_block, trunk_graphs
+from toolkit.assemble import build_branch, trunk_block, trunk_graphs
 from toolkit.blockwise import PrefixFeatures, train_stage
 from toolkit.branching import auto_branch_points, branch_table, fit_budget
 from toolkit.config import config_hash, dump_config
@@ -94,7 +95,7 @@ def decide_branch_points(config, table, teachers, size_of, log):
     return points, met
 
 
-def assemble(blocks, stage_branches, points, teachers, task_order):
+def assemble_student(blocks, stage_branches, points, teachers, task_order):
     """The TargetNet for branch points ``points`` from the trained stage parts."""
     groups = {}
     for t in teachers:
@@ -122,66 +123,105 @@ def fresh_like(net, graphs, trunk, init, seed, width=1.0):
     return TargetNet(blocks, branches, net.branch_points, net.task_order, net.groups)
 
 
-def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cache_root=None):
+@dataclass
+class Run:
+    """What every step of one amalgamation shares."""
+
+    config: object
+    out: Path
+    ctx: LoopContext
+    teachers: list
+    task_order: list
+    train: object  # SplitData of data.train
+    evaluation: object  # SplitData of data.eval, or None
+    train_idx: np.ndarray
+    holdout_idx: np.ndarray
+    reference: object  # the TeacherGraph giving the trunk
+    trunk: list  # its graph cut into blocks
+
+
+def open_run(config, out, resume, overwrite, quiet, cache_root):
+    """Step 1: the run dir, the teachers and their cached targets."""
     out = prepare_run_dir(config, out or config.output, resume, overwrite)
-    log = RunLog(out / "metrics.jsonl", quiet=quiet)
     t = config.training
     torch.manual_seed(t.seed)
-    device = torch.device(t.device)
-    ctx = LoopContext(t, device, log, out / "checkpoints", resume)
-    cache_root = Path(cache_root or out.parent / ".cache")
-
+    ctx = LoopContext(t, torch.device(t.device), RunLog(out / "metrics.jsonl", quiet=quiet), out / "checkpoints", resume)
     teachers = load_teachers(config)
-    task_order = [task["name"] for _, task in config.chosen_tasks()]
-    log.say(f"teachers: {', '.join(f'{tg.name} ({len(tg.boundaries)} blocks)' for tg in teachers)}")
+    ctx.log.say(f"teachers: {', '.join(f'{tg.name} ({len(tg.boundaries)} blocks)' for tg in teachers)}")
     train = split_data(config, teachers, config.data.train, cache_root, progress=not quiet)
     evaluation = split_data(config, teachers, config.data.eval, cache_root, progress=not quiet) \
         if config.data.eval else None
     train_idx, holdout_idx = split_holdout(len(train), config.data.holdout, t.seed)
-
     reference = next(tg for tg in teachers if tg.name == config.student.reference)
-    trunk = trunk_graphs(reference)
-    blocks = []
-    prefix = PrefixFeatures(out / "cache" / "prefix", train.inputs)
-    stage_parts, table = {}, {}
-    for block_no, graph in enumerate(trunk, start=1):
-        seed_phase(ctx, f"block{block_no}")
-        blocks.append(trunk_block(graph, config.student.init, t.seed + block_no))
-    blocks = [b.to(device) for b in scale_width(blocks, config.student.width)]
-    for block_no, block in enumerate(blocks, start=1):  # step 2
-        stage_parts[block_no], table[block_no] = train_stage(
-            ctx, block_no, block, teachers, prefix, train, train_idx, holdout_idx,
-            config.student.gate_reduction, t.epochs_per_block,
-            trunk_source=reference.name if config.student.init == "teacher" else None)
-        if block_no < len(trunk):
-            prefix.extend(block, device, log)
+    return Run(config, out, ctx, teachers, [task["name"] for _, task in config.chosen_tasks()], train,
+               evaluation, train_idx, holdout_idx, reference, trunk_graphs(reference))
 
-    total = teacher_params(teachers)
+
+def train_blocks(run):
+    """Step 2: the trunk grown block by block; returns blocks, stage branches, loss table."""
+    config, ctx = run.config, run.ctx
+    blocks = []
+    for block_no, graph in enumerate(run.trunk, start=1):
+        seed_phase(ctx, f"block{block_no}")
+        blocks.append(trunk_block(graph, config.student.init, ctx.training.seed + block_no))
+    blocks = [b.to(ctx.device) for b in scale_width(blocks, config.student.width)]
+    prefix = PrefixFeatures(run.out / "cache" / "prefix", run.train.inputs)
+    source = run.reference.name if config.student.init == "teacher" else None
+    stage_parts, table = {}, {}
+    for block_no, block in enumerate(blocks, start=1):
+        stage_parts[block_no], table[block_no] = train_stage(
+            ctx, block_no, block, run.teachers, prefix, run.train, run.train_idx, run.holdout_idx,
+            config.student.gate_reduction, ctx.training.epochs_per_block, trunk_source=source)
+        if block_no < len(blocks):
+            prefix.extend(block, ctx.device, ctx.log)
+    return blocks, stage_parts, table
+
+
+def branch_out(run, blocks, stage_parts, table, teachers_size):
+    """Step 3: each task's branch point, written to branches.json."""
 
     def size_of(points):
-        net, _ = assemble(blocks, stage_parts, points, teachers, task_order)
-        return count_params(net) / total
+        net, _ = assemble_student(blocks, stage_parts, points, run.teachers, run.task_order)
+        return count_params(net) / teachers_size
 
-    points, budget_met = decide_branch_points(config, table, teachers, size_of, log)  # step 3
-    rows = branch_table(points, table, {task.name: tg.name for tg in teachers for task in tg.tasks})
-    (out / "branches.json").write_text(json.dumps({"points": points, "budget_met": budget_met, "rows": rows}, indent=2))
-    log.write("branching", points=points, table={str(k): v for k, v in table.items()})
+    points, budget_met = decide_branch_points(run.config, table, run.teachers, size_of, run.ctx.log)
+    rows = branch_table(points, table, {task.name: tg.name for tg in run.teachers for task in tg.tasks})
+    (run.out / "branches.json").write_text(json.dumps({"points": points, "budget_met": budget_met, "rows": rows},
+                                                      indent=2))
+    run.ctx.log.write("branching", points=points, table={str(k): v for k, v in table.items()})
+    return points
 
-    student, graphs = assemble(blocks, stage_parts, points, teachers, task_order)
-    student = train_end_to_end(ctx, "finetune", student, train, train_idx, t.finetune_epochs)  # step 4
-    info = _student_info(config, teachers, reference)
-    save_student(student, {"trunk": trunk, "branches": graphs}, out / "student", info)
 
-    kd = None
-    if config.baseline.kd:
-        epochs = config.baseline.epochs or len(trunk) * t.epochs_per_block + t.finetune_epochs
-        seed_phase(ctx, "kd")
-        kd = fresh_like(student, graphs, trunk, config.student.init, t.seed + 100, config.student.width).to(device)
-        fit_net_adapters(kd, train, train_idx, device)
-        kd = train_end_to_end(ctx, "kd", kd, train, train_idx, epochs)
-        save_student(kd, {"trunk": trunk, "branches": graphs}, out / "kd", info)
+def train_baseline(run, student, graphs, info):
+    """Multi-teacher KD on the student's final architecture, from a fresh start, same epochs."""
+    config, ctx = run.config, run.ctx
+    t = ctx.training
+    epochs = config.baseline.epochs or len(run.trunk) * t.epochs_per_block + t.finetune_epochs
+    seed_phase(ctx, "kd")
+    kd = fresh_like(student, graphs, run.trunk, config.student.init, t.seed + 100, config.student.width)
+    kd = kd.to(ctx.device)
+    fit_net_adapters(kd, run.train, run.train_idx, ctx.device)
+    kd = train_end_to_end(ctx, "kd", kd, run.train, run.train_idx, epochs)
+    save_student(kd, {"trunk": run.trunk, "branches": graphs}, run.out / "kd", info)
+    return kd
 
-    return evaluate_run(out, config, teachers, student, kd, train, holdout_idx, evaluation, total, table, log)
+
+def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cache_root=None):
+    """The four steps and the baseline into the run dir; returns the metrics."""
+    out = Path(out or config.output)
+    cache_root = Path(cache_root or out.parent / ".cache")
+    run = open_run(config, out, resume, overwrite, quiet, cache_root)
+    blocks, stage_parts, table = train_blocks(run)
+    teachers_size = teacher_params(run.teachers)
+    points = branch_out(run, blocks, stage_parts, table, teachers_size)
+    student, graphs = assemble_student(blocks, stage_parts, points, run.teachers, run.task_order)
+    student = train_end_to_end(run.ctx, "finetune", student, run.train, run.train_idx,  # step 4
+                               config.training.finetune_epochs)
+    info = _student_info(config, run.teachers, run.reference)
+    save_student(student, {"trunk": run.trunk, "branches": graphs}, run.out / "student", info)
+    kd = train_baseline(run, student, graphs, info) if config.baseline.kd else None
+    return evaluate_run(run.out, config, run.teachers, student, kd, run.train, run.holdout_idx, run.evaluation,
+                        teachers_size, table, run.ctx.log)
 
 
 def _student_info(config, teachers, reference):

@@ -10,7 +10,6 @@ into the convolutions) is checked against PyTorch under ONNX Runtime.
 
 import argparse
 
-import numpy as np
 import torch
 from torch import nn
 

@@ -1,7 +1,6 @@
 """Bad teacher ONNX files through ``amalgam inspect``: each is refused with exit 2 and
 one message naming the file and what was expected; nothing is executed or written."""
 
-import shutil
 
 import numpy as np
 import onnx
