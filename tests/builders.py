@@ -4,8 +4,10 @@ Each builder returns an eval-mode torch module; :func:`export` writes it at a
 chosen opset with the dynamo or the legacy exporter (dynamic batch axis).
 """
 
+import onnx
 import torch
 import torch.nn as nn
+from onnx import helper, numpy_helper
 
 
 class PlainCNN(nn.Module):
@@ -102,3 +104,13 @@ def export(model, path, opset=18, dynamo=True, input_shape=(2, 1, 28, 28), input
         kwargs["dynamic_axes"] = {input_name: {0: "batch"}, output_name: {0: "batch"}}
     torch.onnx.export(model, (x,), str(path), dynamo=dynamo, verbose=False, **kwargs)
     return path
+
+
+def linear_model(weight, opset=17):
+    """A one-MatMul ONNX model ``y = x @ weight`` (square weight), for file-level tests."""
+    n = weight.shape[0]
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", n])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", n])
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "linear", [x], [y],
+                              [numpy_helper.from_array(weight, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

@@ -3,25 +3,16 @@ import hashlib
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
 
 from runtime.errors import ModelFileError
 from runtime.model_io import default_opset, file_sha256, load_model, ort_max_opset, ort_runs_opset
 from runtime.session import make_session
-from tests.builders import PlainCNN, export, randomize_bn
+from tests.builders import PlainCNN, export, linear_model, randomize_bn
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     return export(randomize_bn(PlainCNN()), tmp_path_factory.mktemp("io") / "teacher.onnx", opset=17, dynamo=False)
-
-
-def _linear(weight):
-    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 4])
-    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4])
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "linear", [x], [y],
-                              [numpy_helper.from_array(weight, "w")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def test_loads_checked_model_and_hashes_file(teacher):
@@ -68,7 +59,7 @@ def test_opset_newer_than_onnxruntime(tmp_path, teacher):
 
 def test_external_data_inside_folder_loads(tmp_path):
     weight = np.random.randn(4, 4).astype(np.float32)
-    onnx.save(_linear(weight), tmp_path / "m.onnx", save_as_external_data=True, location="m.bin", size_threshold=0)
+    onnx.save(linear_model(weight), tmp_path / "m.onnx", save_as_external_data=True, location="m.bin", size_threshold=0)
     loaded = load_model(tmp_path / "m.onnx")
     x = np.random.randn(2, 4).astype(np.float32)
     want = x @ weight
@@ -76,7 +67,7 @@ def test_external_data_inside_folder_loads(tmp_path):
 
 
 def test_external_data_outside_folder_is_refused(tmp_path):
-    model = _linear(np.random.randn(4, 4).astype(np.float32))
+    model = linear_model(np.random.randn(4, 4).astype(np.float32))
     inner = tmp_path / "models"
     inner.mkdir()
     onnx.save(model, inner / "m.onnx", save_as_external_data=True, location="m.bin", size_threshold=0)
@@ -91,7 +82,7 @@ def test_external_data_outside_folder_is_refused(tmp_path):
 
 
 def test_checker_message_names_file(tmp_path):
-    model = _linear(np.eye(4, dtype=np.float32))
+    model = linear_model(np.eye(4, dtype=np.float32))
     model.graph.node[0].input[1] = "not_there"
     path = tmp_path / "broken.onnx"
     onnx.save(model, path)
@@ -100,11 +91,7 @@ def test_checker_message_names_file(tmp_path):
 
 
 def test_hash_covers_external_data(tmp_path):
-    w = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
-    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])
-    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 64])
-    model = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [w]))
-    onnx.save(model, tmp_path / "m.onnx", save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    onnx.save(linear_model(np.ones((64, 64), np.float32)), tmp_path / "m.onnx", save_as_external_data=True, location="m.onnx.data", size_threshold=0)
     before = file_sha256(tmp_path / "m.onnx")
     data = bytearray((tmp_path / "m.onnx.data").read_bytes())
     data[0] ^= 0xFF

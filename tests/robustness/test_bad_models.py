@@ -5,18 +5,11 @@ one message naming the file and what was expected; nothing is executed or writte
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from runtime.model_io import MAX_BYTES_ENV, ort_max_opset
+from tests.builders import linear_model
 from tests.robustness.contract import assert_bad_input
-
-
-def _linear(weight):
-    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 4])
-    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4])
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "linear", [x], [y],
-                              [numpy_helper.from_array(weight, "w")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def test_not_onnx(cli, tmp_path):
@@ -64,7 +57,7 @@ def test_opset_newer_than_the_runtime(cli, assets, tmp_path):
 def test_external_data_outside_the_model_folder(cli, tmp_path):
     inner = tmp_path / "models"
     inner.mkdir()
-    onnx.save(_linear(np.eye(4, dtype=np.float32)), inner / "m.onnx", save_as_external_data=True,
+    onnx.save(linear_model(np.eye(4, dtype=np.float32)), inner / "m.onnx", save_as_external_data=True,
               location="m.bin", size_threshold=0)
     (inner / "m.bin").rename(tmp_path / "secret.bin")
     model = onnx.load(inner / "m.onnx", load_external_data=False)
@@ -76,7 +69,7 @@ def test_external_data_outside_the_model_folder(cli, tmp_path):
 
 
 def test_external_data_missing(cli, tmp_path):
-    onnx.save(_linear(np.eye(4, dtype=np.float32)), tmp_path / "m.onnx", save_as_external_data=True,
+    onnx.save(linear_model(np.eye(4, dtype=np.float32)), tmp_path / "m.onnx", save_as_external_data=True,
               location="m.bin", size_threshold=0)
     (tmp_path / "m.bin").unlink()
     assert_bad_input(cli("inspect", tmp_path / "m.onnx"), "external data 'm.bin'", "is missing")
@@ -90,7 +83,7 @@ def test_model_over_the_size_limit(cli, assets, monkeypatch):
 
 
 def test_external_data_counts_toward_the_size_limit(cli, tmp_path, monkeypatch):
-    onnx.save(_linear(np.ones((4, 4), np.float32)), tmp_path / "m.onnx", save_as_external_data=True,
+    onnx.save(linear_model(np.ones((4, 4), np.float32)), tmp_path / "m.onnx", save_as_external_data=True,
               location="m.bin", size_threshold=0)
     monkeypatch.setenv(MAX_BYTES_ENV, str((tmp_path / "m.onnx").stat().st_size + 10))
     assert_bad_input(cli("inspect", tmp_path / "m.onnx"), "with its external data (64 bytes)", MAX_BYTES_ENV)
@@ -102,7 +95,7 @@ def test_size_limit_setting_must_be_a_number(cli, assets, monkeypatch):
 
 
 def test_graph_the_checker_rejects(cli, tmp_path):
-    model = _linear(np.eye(4, dtype=np.float32))
+    model = linear_model(np.eye(4, dtype=np.float32))
     model.graph.node[0].input[1] = "not_there"
     onnx.save(model, tmp_path / "broken.onnx")
     assert_bad_input(cli("inspect", tmp_path / "broken.onnx"), "broken.onnx: the ONNX checker rejects", "not_there")
