@@ -6,7 +6,9 @@ later learns from all 60k train images without labels. Nothing here imports a
 framework, so both environments (.venv, .venv-jax) can use it.
 """
 
+import argparse
 import gzip
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +49,37 @@ def mean_f1(logits, targets):
     tp = (pred & (targets > 0.5)).sum(0)
     f1 = 2 * tp / np.maximum(pred.sum(0) + (targets > 0.5).sum(0), 1)
     return float(f1.mean())
+
+
+def parse_args(doc, out_help):
+    """The training scripts' command line: OUT, --data, --epochs, --seed."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("out", help=out_help)
+    ap.add_argument("--data", default=str(DATA), help="folder of Fashion-MNIST IDX files")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    return ap.parse_args()
+
+
+@dataclass
+class TeacherData:
+    """One teacher's labeled slice, the validation slice and the test split, as task targets."""
+
+    classes: list
+    train_x: np.ndarray
+    train_y: np.ndarray
+    valid_x: np.ndarray
+    valid_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+    @classmethod
+    def load(cls, folder, teacher):
+        classes, part = TEACHERS[teacher]
+        images, labels = read_idx(folder, "train")
+        test_x, test_y = read_idx(folder, "test")
+        return cls(classes, images[part], task_targets(labels[part], classes), images[VALID],
+                   task_targets(labels[VALID], classes), test_x, task_targets(test_y, classes))
+
+    def summary(self, valid_f1, test_logits):
+        return f"kept validation F1 {valid_f1:.4f}; test mean F1 {mean_f1(test_logits, self.test_y):.4f}"

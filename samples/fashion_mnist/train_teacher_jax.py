@@ -10,15 +10,13 @@ Same recipe as teacher A (Adam 2e-3, cosine decay, batch 64, the epoch with the 
 validation mean F1 on train[50000:55000] kept); writes the weights as a Flax msgpack.
 """
 
-import argparse
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx, serialization
 
-from samples.fashion_mnist.common import DATA, TEACHERS, VALID, mean_f1, read_idx, task_targets
+from samples.fashion_mnist.common import TeacherData, mean_f1, parse_args
 from samples.fashion_mnist.jax_model import teacher_cnn
 
 
@@ -65,18 +63,10 @@ def train(images, targets, valid_x, valid_y, epochs, seed, batch=64, lr=2e-3):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out", help="weights file to write (.msgpack)")
-    ap.add_argument("--data", default=str(DATA), help="folder of Fashion-MNIST IDX files")
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    classes, part = TEACHERS["b"]
-    images, labels = read_idx(args.data, "train")
-    model, state, f1 = train(images[part], task_targets(labels[part], classes), images[VALID],
-                             task_targets(labels[VALID], classes), args.epochs, args.seed)
-    test_x, test_y = read_idx(args.data, "test")
-    print(f"kept validation F1 {f1:.4f}; test mean F1 {mean_f1(predict(model, test_x), task_targets(test_y, classes)):.4f}")
+    args = parse_args(__doc__, "weights file to write (.msgpack)")
+    data = TeacherData.load(args.data, "b")
+    model, state, f1 = train(data.train_x, data.train_y, data.valid_x, data.valid_y, args.epochs, args.seed)
+    print(data.summary(f1, predict(model, data.test_x)))
     with open(args.out, "wb") as f:
         f.write(serialization.msgpack_serialize(state))
     print(f"wrote {args.out}")

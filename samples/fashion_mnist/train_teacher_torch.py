@@ -8,14 +8,11 @@ The epoch kept is the one with the best mean F1 on a labeled validation slice
 into the convolutions) is checked against PyTorch under ONNX Runtime.
 """
 
-import argparse
-
 import torch
 from torch import nn
 
 from exporters.torch_export import export_torch
-from samples.fashion_mnist.common import (CHANNELS, CLASSES, DATA, TEACHERS, VALID, mean_f1, read_idx,
-                                          task_targets)
+from samples.fashion_mnist.common import CHANNELS, CLASSES, TeacherData, mean_f1, parse_args
 
 
 class TeacherCNN(nn.Module):
@@ -68,20 +65,12 @@ def predict(model, images):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out", help="ONNX file to write")
-    ap.add_argument("--data", default=str(DATA), help="folder of Fashion-MNIST IDX files")
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    classes, part = TEACHERS["a"]
-    images, labels = read_idx(args.data, "train")
-    model, f1 = train(images[part], task_targets(labels[part], classes), images[VALID],
-                      task_targets(labels[VALID], classes), args.epochs, args.seed)
-    test_x, test_y = read_idx(args.data, "test")
-    print(f"kept validation F1 {f1:.4f}; test mean F1 {mean_f1(predict(model, test_x), task_targets(test_y, classes)):.4f}")
-    tasks = [{"name": CLASSES[c], "output": "logits", "index": k, "kind": "binary"} for k, c in enumerate(classes)]
-    export_torch(model, torch.from_numpy(test_x[:2, None]), args.out, input_names=["input"],
+    args = parse_args(__doc__, "ONNX file to write")
+    data = TeacherData.load(args.data, "a")
+    model, f1 = train(data.train_x, data.train_y, data.valid_x, data.valid_y, args.epochs, args.seed)
+    print(data.summary(f1, predict(model, data.test_x)))
+    tasks = [{"name": CLASSES[c], "output": "logits", "index": k, "kind": "binary"} for k, c in enumerate(data.classes)]
+    export_torch(model, torch.from_numpy(data.test_x[:2, None]), args.out, input_names=["input"],
                  output_names=["logits"], tasks=tasks)
     print(f"wrote {args.out}")
 
