@@ -181,8 +181,10 @@ def branch_out(run, blocks, stage_parts, table, teachers_size):
     """Step 3: each task's branch point, written to branches.json."""
 
     def size_of(points):
-        net, _ = assemble_student(blocks, stage_parts, points, run.teachers, run.task_order)
-        return count_params(net) / teachers_size
+        """Params of the student these points would assemble, without assembling it."""
+        groups = {(tg.name, points[task.name]) for tg in run.teachers for task in tg.tasks}
+        trunk = sum(count_params(b) for b in blocks[:max(points.values())])
+        return (trunk + sum(count_params(stage_parts[b][t].module) for t, b in groups)) / teachers_size
 
     points, budget_met = decide_branch_points(run.config, table, run.teachers, size_of, run.ctx.log)
     rows = branch_table(points, table, {task.name: tg.name for tg in run.teachers for task in tg.tasks})
