@@ -1,4 +1,4 @@
-"""The target cache: each teacher's task logits and taps for a dataset, on disk.
+"""The target cache: each teacher's task logits and taps for a dataset, on disk, in chunks.
 
 The paper's targets (a teacher's predictions on the chosen tasks, and its features at
 every block boundary for the layer-wise hints) do not change while the student
@@ -6,22 +6,34 @@ trains, so one ONNX Runtime pass per teacher writes them once; every later epoch
 (and every later run on the same data) reads them back as read-only memory maps.
 
 Identity: a directory per key, the sha256 of (teacher file sha256, data fingerprint,
-sorted tap names, task specs, preprocessing fingerprint, format version). The data
-and preprocessing fingerprints come from the caller (:func:`array_fingerprint` for an
-in-memory array; a data source's own ``fingerprint()`` otherwise).
+sorted tap names, task specs, preprocessing fingerprint, tap dtype, format version).
+The data and preprocessing fingerprints come from the caller (:func:`array_fingerprint`
+for an in-memory array; a data source's own ``fingerprint()`` otherwise).
 
-Crash safety: arrays are written into ``root/.tmp-<dir>-<random>`` and the manifest
-(key parts, shapes, dtypes, n, format version) last; the directory is renamed into
-place only when complete. A directory without a valid manifest, or whose arrays do
-not have the manifest's shapes, is never reused: it is rebuilt.
+Chunks: rows ``[i * chunk_rows, (i + 1) * chunk_rows)`` (a whole number of batches)
+form chunk ``i``, a folder ``c000000/`` with one ``.npy`` per array and ``chunk.json``
+(its rows and each file's sha256). In a job of ``world`` processes, rank ``r`` computes
+chunks ``r, r + world, ...``; the chunks do not depend on the world size, so any world
+size writes the same bytes. A chunk is written into ``.tmp-c000000-<random>`` and
+renamed into place when complete. After a barrier, rank 0 checks every chunk and
+publishes ``manifest.json`` (key parts with the teacher and preprocessing hashes, each
+array's dtype and shape, each chunk's checksums), renamed into place last.
 
-Flat memory: each array is created as ``.npy`` (``np.lib.format.open_memmap`` writes
-the header and sizes the file) and batches are written through the file, row range
-by row range, as they arrive. Writing through a writable memory map instead would
-leave every written page resident in the process, so its RSS would grow with n.
+Reuse: a directory whose manifest matches and whose chunk files have the manifest's
+shapes is reused as is. Otherwise a chunk is kept only if its files match the
+checksums in its own ``chunk.json``; only missing or corrupt chunks are recomputed.
+
+Flat memory: each chunk file is written through the file, batch by batch, hashed as
+it goes; writing through a writable memory map would leave every written page
+resident, so RSS would grow with n. Readers see a :class:`ChunkedArray` over the
+chunks' read-only memory maps.
+
+This module never imports ``toolkit``: a job's rank, world size and barrier come in
+as plain arguments.
 """
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -37,9 +49,13 @@ from tqdm import tqdm
 
 from runtime.errors import DataError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+CHUNK = "chunk.json"
 OWNER = "owner.json"
+BATCH = 256
+CHUNK_BATCHES = 32
+TAP_DTYPES = ("float32", "float16")
 
 
 def array_fingerprint(x, samples=256):
@@ -63,13 +79,14 @@ def array_fingerprint(x, samples=256):
     return digest.hexdigest()
 
 
-def key_parts(teacher, data_fingerprint, extra_key=""):
+def key_parts(teacher, data_fingerprint, extra_key="", tap_dtype="float32"):
     """Everything the cached targets depend on, as a JSON-able dict."""
     return {
         "format": FORMAT_VERSION,
         "teacher_sha256": teacher.sha256,
         "data": data_fingerprint,
         "taps": sorted(teacher.boundaries),
+        "tap_dtype": tap_dtype,
         "tasks": sorted((t.to_dict() for t in teacher.tasks), key=lambda d: d["name"]),
         "preprocessing": extra_key,
     }
@@ -79,10 +96,62 @@ def cache_key(parts):
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+def chunk_rows(batch=BATCH, chunk_batches=CHUNK_BATCHES):
+    return batch * chunk_batches
+
+
+def chunk_ranges(n, rows):
+    """``(index, start, stop)`` of every chunk of ``n`` rows, ``rows`` per chunk."""
+    return [(i, start, min(n, start + rows)) for i, start in enumerate(range(0, n, rows))]
+
+
+class ChunkedArray:
+    """One cached array of shape ``(n, ...)`` over its chunks' read-only memory maps.
+
+    Indexing by an int, a slice or an index array returns numpy rows (copied from the
+    chunks that hold them); ``np.asarray`` gives the whole array.
+    """
+
+    def __init__(self, chunks):
+        self.chunks = chunks
+        self.starts = np.cumsum([0] + [len(c) for c in chunks])
+        self.shape = (int(self.starts[-1]), *chunks[0].shape[1:])
+        self.dtype = chunks[0].dtype
+        self.ndim = len(self.shape)
+        self.nbytes = sum(c.nbytes for c in chunks)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        rows, rest = (index[0], index[1:]) if isinstance(index, tuple) else (index, ())
+        if isinstance(rows, (int, np.integer)):
+            row = int(rows) + (self.shape[0] if rows < 0 else 0)
+            c = int(np.searchsorted(self.starts, row, "right")) - 1
+            return self.chunks[c][(row - self.starts[c], *rest)]
+        rows = np.arange(self.shape[0])[rows] if isinstance(rows, slice) else np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        rows = np.where(rows < 0, rows + self.shape[0], rows)
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        which = np.searchsorted(self.starts, rows, "right") - 1
+        for c in np.unique(which):
+            here = which == c
+            out[here] = self.chunks[c][rows[here] - self.starts[c]]
+        return out[(slice(None), *rest)] if rest else out
+
+    def __setitem__(self, index, value):
+        raise ValueError("the target cache is read-only")
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+
 @dataclass
 class CachedTargets:
     """A teacher's targets for n samples: ``tasks[name]`` and ``taps[name]`` are
-    read-only memory maps of shape ``(n, ...)``; ``built`` is False when reused."""
+    :class:`ChunkedArray` of shape ``(n, ...)``; ``built`` is False when reused as is."""
 
     tasks: dict
     taps: dict
@@ -90,28 +159,6 @@ class CachedTargets:
     built: bool
     path: Path
     n: int
-
-
-class _RowWriter:
-    """One ``.npy`` of shape ``(n, *row_shape)``, filled in row order, batch by batch."""
-
-    def __init__(self, path, label, n, first):
-        self.path, self.label, self.row_shape = path, label, first.shape[1:]
-        self.dtype = first.dtype
-        header = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=(n, *self.row_shape))
-        self.offset, self.row_bytes = header.offset, first[:1].nbytes
-        del header
-        self.file = open(path, "r+b")
-
-    def write(self, start, values):
-        if values.shape[1:] != self.row_shape or values.dtype != self.dtype:
-            raise DataError(f"{self.label}: a batch gave rows {values.shape[1:]} {values.dtype}, "
-                            f"earlier batches {self.row_shape} {self.dtype}")
-        self.file.seek(self.offset + start * self.row_bytes)
-        self.file.write(np.ascontiguousarray(values).data)
-
-    def close(self):
-        self.file.close()
 
 
 class TargetCache:
@@ -124,37 +171,37 @@ class TargetCache:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", teacher.name)[:48]
         return self.root / f"{safe}-{key[:24]}"
 
-    def get_or_build(self, teacher, batches, n, data_fingerprint, extra_key="", progress=True):
-        """The cached targets of ``teacher`` on a dataset, built by one pass if needed.
+    def get_or_build(self, teacher, read, n, data_fingerprint, extra_key="", progress=True, batch=BATCH,
+                     chunk_batches=CHUNK_BATCHES, tap_dtype="float32", rank=0, world=1, barrier=None):
+        """The cached targets of ``teacher`` on a dataset, built (or completed) if needed.
 
-        ``batches()`` returns an iterable of preprocessed input batches ``(b, ...)``
-        that together hold exactly ``n`` samples in dataset order; it is called only
-        when the cache has to be built.
+        ``read(start, stop)`` returns the preprocessed inputs of rows ``[start, stop)``;
+        it is called only for chunks that have to be computed. In a job, every rank
+        calls this with its ``rank``, the ``world`` size and a ``barrier()`` callable.
         """
         if n < 1:
             raise DataError(f"target cache for {teacher.path}: the dataset is empty (n={n})")
-        parts = key_parts(teacher, data_fingerprint, extra_key)
+        if tap_dtype not in TAP_DTYPES:
+            raise DataError(f"target cache: tap dtype {tap_dtype!r}: expected one of {TAP_DTYPES}")
+        parts = key_parts(teacher, data_fingerprint, extra_key, tap_dtype)
         key = cache_key(parts)
         final = self.directory(teacher, key)
         found = _open(final, key, n)
         if found is not None:
             return found
-        tmp = self.root / f".tmp-{final.name}-{uuid.uuid4().hex[:12]}"
+        chunks = chunk_ranges(n, chunk_rows(batch, chunk_batches))
+        writer = _ChunkWriter(final, teacher, read, n, batch, np.dtype(tap_dtype))
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            _sweep_stale(self.root, final.name)
-            tmp.mkdir()
-            (tmp / OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-            arrays = _write_arrays(tmp, teacher, batches, n, progress)
-            _write_json(tmp / MANIFEST, {"format": FORMAT_VERSION, "key": key, "parts": parts, "n": n,
-                                         "teacher": str(teacher.path), "arrays": arrays})
-            (tmp / OWNER).unlink()
-            _publish(tmp, final, key, n)
+            writer.write_all(chunks[rank::world], progress)
+            (barrier or _no_barrier)()
+            if rank == 0:
+                _publish_manifest(final, teacher, key, parts, n, chunks)
+            (barrier or _no_barrier)()
         except OSError as e:  # disk full, read-only or unwritable cache folder
             raise DataError(f"{self.root}: cannot write the target cache of {teacher.path} "
                             f"({e.strerror or e}); free space there or use another cache folder") from e
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove_if_empty(final)
         targets = _open(final, key, n)
         if targets is None:
             raise DataError(f"{final}: the target cache just written does not read back")
@@ -162,32 +209,142 @@ class TargetCache:
         return targets
 
 
-def _write_arrays(tmp, teacher, batches, n, progress):
-    """One pass of ``teacher`` over ``batches()``; returns the manifest's array entries."""
-    writers, written = {}, 0
-    try:
-        with tqdm(total=n, unit="img", desc=f"targets {teacher.name}", file=sys.stderr,
-                  disable=not progress) as bar:
-            for batch in batches():
-                out = teacher.run(batch)
-                rows = len(batch)
-                if written + rows > n:
-                    raise DataError(f"target cache for {teacher.path}: the batches hold more than n={n} samples")
-                named = [("task", k, v) for k, v in out.tasks.items()] + [("tap", k, v) for k, v in out.taps.items()]
-                if not writers:
-                    writers = {(kind, name): _RowWriter(tmp / f"{kind}-{i:03d}.npy", f"{kind} {name!r}", n, v)
-                               for i, (kind, name, v) in enumerate(named)}
+def _no_barrier():
+    pass
+
+
+class _ChunkWriter:
+    """Computes chunks of one teacher's targets into ``final``, each renamed into place."""
+
+    def __init__(self, final, teacher, read, n, batch, tap_dtype):
+        self.final, self.teacher, self.read, self.n = final, teacher, read, n
+        self.batch, self.tap_dtype = batch, tap_dtype
+
+    def write_all(self, chunks, progress):
+        todo = [c for c in chunks if _chunk_files(self.final / _chunk_name(c[0]), c[1], c[2], verify=True) is None]
+        if not todo:
+            return
+        self.final.mkdir(parents=True, exist_ok=True)
+        with tqdm(total=sum(stop - start for _, start, stop in todo), unit="img", file=sys.stderr,
+                  desc=f"targets {self.teacher.name}", disable=not progress) as bar:
+            for index, start, stop in todo:
+                self.write_chunk(index, start, stop, bar)
+
+    def write_chunk(self, index, start, stop, bar):
+        name = _chunk_name(index)
+        _sweep_stale(self.final, name)
+        tmp = self.final / f".tmp-{name}-{uuid.uuid4().hex[:12]}"
+        try:
+            tmp.mkdir()
+            (tmp / OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+            arrays = self._arrays(tmp, start, stop, bar)
+            _write_json(tmp / CHUNK, {"rows": [start, stop], "arrays": arrays})
+            (tmp / OWNER).unlink()
+            _replace_dir(tmp, self.final / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _arrays(self, tmp, start, stop, bar):
+        """One pass of the teacher over rows ``[start, stop)``; the chunk's array entries."""
+        files = {}
+        try:
+            for lo in range(start, stop, self.batch):
+                hi = min(stop, lo + self.batch)
+                inputs = self.read(lo, hi)
+                if len(inputs) != hi - lo:
+                    raise DataError(f"target cache for {self.teacher.path}: reading rows [{lo}, {hi}) gave "
+                                    f"{len(inputs)} samples; the dataset should hold n={self.n}")
+                out = self.teacher.run(inputs)
+                named = [("task", k, v) for k, v in out.tasks.items()]
+                named += [("tap", k, v.astype(self.tap_dtype, copy=False)) for k, v in out.taps.items()]
+                if not files:
+                    files = {(kind, name): _NpyWriter(tmp / f"{kind}-{i:03d}.npy", f"{kind} {name!r}",
+                                                      stop - start, v)
+                             for i, (kind, name, v) in enumerate(named)}
                 for kind, name, values in named:
-                    writers[kind, name].write(written, values)
-                written += rows
-                bar.update(rows)
-    finally:
-        for w in writers.values():
-            w.close()
-    if written != n:
-        raise DataError(f"target cache for {teacher.path}: the batches held {written} samples, expected n={n}")
-    return [{"kind": kind, "name": name, "file": w.path.name, "shape": [n, *w.row_shape], "dtype": w.dtype.str}
-            for (kind, name), w in writers.items()]
+                    files[kind, name].write(values)
+                bar.update(hi - lo)
+        finally:
+            for f in files.values():
+                f.close()
+        return [{"kind": kind, "name": name, **f.entry()} for (kind, name), f in files.items()]
+
+
+class _NpyWriter:
+    """One ``.npy`` of shape ``(rows, *row_shape)``, appended batch by batch and hashed."""
+
+    def __init__(self, path, label, rows, first):
+        self.path, self.label, self.rows = path, label, rows
+        self.row_shape, self.dtype = first.shape[1:], first.dtype
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                     "shape": (rows, *self.row_shape)})
+        self.digest = hashlib.sha256(header.getvalue())
+        self.file = open(path, "wb")
+        self.file.write(header.getvalue())
+
+    def write(self, values):
+        if values.shape[1:] != self.row_shape or values.dtype != self.dtype:
+            raise DataError(f"{self.label}: a batch gave rows {values.shape[1:]} {values.dtype}, "
+                            f"earlier batches {self.row_shape} {self.dtype}")
+        data = np.ascontiguousarray(values).data
+        self.digest.update(data)
+        self.file.write(data)
+
+    def entry(self):
+        return {"file": self.path.name, "shape": [self.rows, *self.row_shape], "dtype": self.dtype.str,
+                "sha256": self.digest.hexdigest()}
+
+    def close(self):
+        self.file.close()
+
+
+def _chunk_name(index):
+    return f"c{index:06d}"
+
+
+def _file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _chunk_files(directory, start, stop, verify):
+    """``chunk.json`` of a complete chunk of rows ``[start, stop)``, else None.
+
+    ``verify``: compare every file with its checksum (a rerun deciding what to recompute)."""
+    try:
+        chunk = json.loads((directory / CHUNK).read_text())
+        if chunk["rows"] != [start, stop]:
+            return None
+        for entry in chunk["arrays"]:
+            path = directory / entry["file"]
+            if verify and _file_sha256(path) != entry["sha256"]:
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return chunk
+
+
+def _publish_manifest(final, teacher, key, parts, n, chunks):
+    """Rank 0, after every chunk is written: check them and write ``manifest.json`` last."""
+    entries, arrays = [], None
+    for index, start, stop in chunks:
+        chunk = _chunk_files(final / _chunk_name(index), start, stop, verify=False)
+        if chunk is None:
+            raise DataError(f"{final / _chunk_name(index)}: chunk of rows [{start}, {stop}) is missing after "
+                            f"every rank finished; rerun to compute it")
+        entries.append({"dir": _chunk_name(index), "rows": [start, stop],
+                        "sha256": {a["file"]: a["sha256"] for a in chunk["arrays"]}})
+        arrays = arrays or [{"kind": a["kind"], "name": a["name"], "file": a["file"], "dtype": a["dtype"],
+                             "shape": [n, *a["shape"][1:]]} for a in chunk["arrays"]]
+    tmp = final / f".{MANIFEST}.{uuid.uuid4().hex[:12]}"
+    _write_json(tmp, {"format": FORMAT_VERSION, "key": key, "parts": parts, "n": n,
+                      "teacher": str(teacher.path), "arrays": arrays, "chunks": entries})
+    os.replace(tmp, final / MANIFEST)
 
 
 def _write_json(path, obj):
@@ -198,17 +355,23 @@ def _write_json(path, obj):
 
 
 def _open(directory, key, n):
-    """The cached targets in ``directory`` if it is complete and valid, else None."""
+    """The cached targets in ``directory`` if its manifest is complete and valid, else None."""
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
         if (manifest["format"], manifest["key"], manifest["n"]) != (FORMAT_VERSION, key, n):
             return None
         out = {"task": {}, "tap": {}}
         for entry in manifest["arrays"]:
-            array = np.load(directory / entry["file"], mmap_mode="r", allow_pickle=False)
-            if list(array.shape) != entry["shape"] or array.dtype.str != entry["dtype"] or array.shape[0] != n:
+            maps = []
+            for chunk in manifest["chunks"]:
+                start, stop = chunk["rows"]
+                array = np.load(directory / chunk["dir"] / entry["file"], mmap_mode="r", allow_pickle=False)
+                if list(array.shape) != [stop - start, *entry["shape"][1:]] or array.dtype.str != entry["dtype"]:
+                    return None
+                maps.append(array)
+            out[entry["kind"]][entry["name"]] = ChunkedArray(maps)
+            if len(out[entry["kind"]][entry["name"]]) != n:
                 return None
-            out[entry["kind"]][entry["name"]] = array
     except (OSError, ValueError, KeyError, TypeError):
         return None
     parts = manifest["parts"]
@@ -217,20 +380,25 @@ def _open(directory, key, n):
     return CachedTargets(out["task"], out["tap"], key, False, directory, n)
 
 
-def _publish(tmp, final, key, n):
+def _replace_dir(tmp, final):
     """Rename the complete ``tmp`` into place; an invalid ``final`` is moved aside first."""
     if final.exists():
-        if _open(final, key, n) is not None:  # another process finished first
-            return
         stale = final.with_name(f".stale-{final.name}-{uuid.uuid4().hex[:12]}")
         os.replace(final, stale)
         shutil.rmtree(stale, ignore_errors=True)
     os.replace(tmp, final)
 
 
-def _sweep_stale(root, name):
-    """Remove temp dirs for ``name`` left by killed builds on this host."""
-    for tmp in root.glob(f".tmp-{name}-*"):
+def _remove_if_empty(directory):
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
+
+
+def _sweep_stale(directory, name):
+    """Remove temp dirs for chunk ``name`` left by killed builds on this host."""
+    for tmp in directory.glob(f".tmp-{name}-*"):
         try:
             owner = json.loads((tmp / OWNER).read_text())
         except (OSError, ValueError):

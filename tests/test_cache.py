@@ -45,12 +45,13 @@ def data():
     return np.random.rand(50, 1, 28, 28).astype(np.float32)
 
 
-def _batches(data, size=16):
-    return lambda: (data[i:i + size] for i in range(0, len(data), size))
+def _reader(data):
+    return lambda start, stop: data[start:stop]
 
 
 def _build(cache, teacher, data, **kw):
-    return cache.get_or_build(teacher, _batches(data), len(data), array_fingerprint(data), progress=False, **kw)
+    return cache.get_or_build(teacher, _reader(data), len(data), array_fingerprint(data), progress=False,
+                              batch=16, **kw)
 
 
 def test_built_then_reused_without_running_the_teacher(tmp_path, teacher_file, taps, data):
@@ -70,7 +71,9 @@ def test_built_then_reused_without_running_the_teacher(tmp_path, teacher_file, t
     assert not reused.built and second.calls == 0 and reused.key == built.key
     np.testing.assert_array_equal(reused.tasks["hair"], built.tasks["hair"])
     with pytest.raises(ValueError):
-        reused.taps[taps[0]][0] = 1.0  # read-only memory map
+        reused.taps[taps[0]][0] = 1.0  # read-only
+    with pytest.raises(ValueError):
+        reused.taps[taps[0]].chunks[0][0] = 1.0  # read-only memory map
 
 
 @pytest.mark.parametrize("change", ["data", "preprocessing", "taps", "tasks"])
@@ -96,24 +99,35 @@ def _break(path, how):
     if how == "no manifest":
         (path / "manifest.json").unlink()
     elif how == "bad manifest":
-        (path / "manifest.json").write_text('{"format": 1, "key": ')
+        (path / "manifest.json").write_text('{"format": 2, "key": ')
     elif how == "truncated array":
-        npy = sorted(path.glob("tap-*.npy"))[0]
+        npy = sorted(path.glob("c000001/tap-*.npy"))[0]
         npy.write_bytes(npy.read_bytes()[: npy.stat().st_size // 2])
     elif how == "wrong shape":
-        npy = sorted(path.glob("task-*.npy"))[0]
-        np.save(npy, np.zeros(49, np.float32))
+        npy = sorted(path.glob("c000001/task-*.npy"))[0]
+        np.save(npy, np.zeros(15, np.float32))
+    elif how == "flipped byte":  # same size: only the chunk's checksum sees it
+        (path / "manifest.json").unlink()
+        npy = sorted(path.glob("c000001/tap-*.npy"))[0]
+        raw = bytearray(npy.read_bytes())
+        raw[-1] ^= 0xFF
+        npy.write_bytes(bytes(raw))
+    elif how == "missing chunk":
+        shutil.rmtree(path / "c000001")
 
 
-@pytest.mark.parametrize("how", ["no manifest", "bad manifest", "truncated array", "wrong shape"])
-def test_broken_cache_is_rebuilt_not_reused(tmp_path, teacher_file, taps, data, how):
+# what a rerun recomputes: nothing when only the manifest is gone, else the one broken chunk
+# (rows 32..49 of 50 in chunks of 2 batches of 16: 2 teacher calls)
+@pytest.mark.parametrize("how,calls", [("no manifest", 0), ("bad manifest", 0), ("truncated array", 2),
+                                       ("wrong shape", 2), ("flipped byte", 2), ("missing chunk", 2)])
+def test_broken_cache_recomputes_only_broken_chunks(tmp_path, teacher_file, taps, data, how, calls):
     cache = TargetCache(tmp_path)
-    good = _build(cache, Teacher(teacher_file, TASKS, boundaries=taps), data)
+    good = _build(cache, Teacher(teacher_file, TASKS, boundaries=taps), data, chunk_batches=2)
     expected = {k: np.array(v) for k, v in good.taps.items()}
     _break(good.path, how)
     teacher = CountingTeacher(teacher_file, TASKS, boundaries=taps)
-    again = _build(cache, teacher, data)
-    assert again.built and teacher.calls == 4 and again.path == good.path
+    again = _build(cache, teacher, data, chunk_batches=2)
+    assert again.built and teacher.calls == calls and again.path == good.path
     for name, value in expected.items():
         np.testing.assert_array_equal(again.taps[name], value)
     assert [p.name for p in tmp_path.iterdir()] == [good.path.name]
@@ -121,34 +135,35 @@ def test_broken_cache_is_rebuilt_not_reused(tmp_path, teacher_file, taps, data, 
 
 def test_temp_dir_of_a_killed_build_is_ignored_and_swept(tmp_path, teacher_file, taps, data):
     cache = TargetCache(tmp_path)
-    name = _build(cache, Teacher(teacher_file, TASKS, boundaries=taps), data).path.name
-    shutil.rmtree(tmp_path / name)  # as if killed before the rename: only a temp dir is left
-    killed = tmp_path / f".tmp-{name}-deadbeef"
+    path = _build(cache, Teacher(teacher_file, TASKS, boundaries=taps), data).path
+    shutil.rmtree(path / "c000000")  # as if killed before the rename: only a temp dir is left
+    killed = path / ".tmp-c000000-deadbeef"
     killed.mkdir()
     (killed / "owner.json").write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
     np.lib.format.open_memmap(killed / "task-000.npy", mode="w+", dtype=np.float32, shape=(50,))
     teacher = CountingTeacher(teacher_file, TASKS, boundaries=taps)
     built = _build(cache, teacher, data)
-    assert built.built and teacher.calls == 4 and built.path.name == name
-    assert [p.name for p in tmp_path.iterdir()] == [name]
+    assert built.built and teacher.calls == 4 and built.path == path
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert sorted(p.name for p in path.iterdir()) == ["c000000", "manifest.json"]
 
 
 def test_temp_dir_of_a_live_build_is_left_alone(tmp_path, teacher_file, data):
     cache = TargetCache(tmp_path)
-    name = _build(cache, Teacher(teacher_file, TASKS), data).path.name
-    shutil.rmtree(tmp_path / name)
-    running = tmp_path / f".tmp-{name}-cafe"
+    path = _build(cache, Teacher(teacher_file, TASKS), data).path
+    shutil.rmtree(path / "c000000")
+    running = path / ".tmp-c000000-cafe"
     running.mkdir()
     (running / "owner.json").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     assert _build(cache, Teacher(teacher_file, TASKS), data).built
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, running.name])
+    assert sorted(p.name for p in path.iterdir()) == sorted(["c000000", "manifest.json", running.name])
 
 
-@pytest.mark.parametrize("n", [49, 51])
-def test_batches_not_holding_n_samples_leave_nothing(tmp_path, teacher_file, taps, data, n):
+def test_a_source_shorter_than_n_leaves_nothing(tmp_path, teacher_file, taps, data):
     cache = TargetCache(tmp_path)
-    with pytest.raises(DataError, match=f"n={n}"):
-        cache.get_or_build(Teacher(teacher_file, TASKS, boundaries=taps), _batches(data), n, "d", progress=False)
+    with pytest.raises(DataError, match=r"rows \[48, 51\) gave 2 samples.*n=51"):
+        cache.get_or_build(Teacher(teacher_file, TASKS, boundaries=taps), _reader(data), 51, "d", progress=False,
+                           batch=16)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -160,7 +175,7 @@ def test_teacher_failure_midway_leaves_nothing(tmp_path, teacher_file, taps, dat
 
 
 def test_progress_bar_goes_to_stderr(tmp_path, teacher_file, data, capsys):
-    TargetCache(tmp_path).get_or_build(Teacher(teacher_file, TASKS), _batches(data), 50, "d")
+    TargetCache(tmp_path).get_or_build(Teacher(teacher_file, TASKS), _reader(data), 50, "d")
     captured = capsys.readouterr()
     assert "targets plain" in captured.err and "50/50" in captured.err and captured.out == ""
 
@@ -190,14 +205,12 @@ def rss():  # resident set now (ru_maxrss is a high-water mark that start-up may
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 teacher = Teacher(path, [TaskSpec("hair", "logits", slice=(0, 5), kind="multiclass")], boundaries=taps, threads=1)
 peak = []
-def batches():
-    rng = np.random.default_rng(0)
-    for start in range(0, n, 250):
-        peak.append(rss())
-        yield rng.random((min(250, n - start), 1, 28, 28), dtype=np.float32)
-teacher.run(next(iter(batches())))  # warm up ONNX Runtime's arena at this batch size
+def read(start, stop):
+    peak.append(rss())
+    return np.random.default_rng(start).random((stop - start, 1, 28, 28), dtype=np.float32)
+teacher.run(read(0, 250))  # warm up ONNX Runtime's arena at this batch size
 before = rss()
-out = TargetCache(root).get_or_build(teacher, batches, n, f"random-{n}", progress=False)
+out = TargetCache(root).get_or_build(teacher, read, n, f"random-{n}", progress=False, batch=250, chunk_batches=8)
 peak.append(rss())
 print(json.dumps({"growth_mb": (max(peak[1:]) - before) / 2**20,
                   "bytes": sum(a.nbytes for a in [*out.tasks.values(), *out.taps.values()])}))

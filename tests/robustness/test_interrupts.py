@@ -25,10 +25,10 @@ N = 3000  # long enough a pass per teacher to land a kill in it
 
 
 def wait_for_partial_cache(targets, proc, timeout=120):
-    """The cache temp dir once its first batch is on disk (None if the run ends first)."""
+    """A chunk's temp dir once its first batch is on disk (None if the run ends first)."""
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        for tmp in targets.glob(".tmp-*") if targets.exists() else []:
+        for tmp in targets.glob("*/.tmp-*") if targets.exists() else []:
             if list(tmp.glob("tap-*.npy")):
                 return tmp
         time.sleep(0.005)
@@ -40,7 +40,9 @@ def published(targets):
     out = {}
     for entry in sorted(p for p in targets.iterdir() if (p / MANIFEST).exists()):
         manifest = json.loads((entry / MANIFEST).read_text())
-        out[entry.name] = {a["name"]: np.load(entry / a["file"]) for a in manifest["arrays"]}
+        out[entry.name] = {a["name"]: np.concatenate([np.load(entry / c["dir"] / a["file"])
+                                                      for c in manifest["chunks"]])
+                           for a in manifest["arrays"]}
     return out
 
 

@@ -105,6 +105,7 @@ class DataConfig(_Model):
     labels: dict[str, LabelRule] = {}
     holdout: Annotated[float, Field(ge=0, lt=1)] = 0.1
     on_corrupt: Literal["skip", "fail"] = "skip"
+    tap_dtype: Literal["float32", "float16"] = "float32"
 
 
 class StudentConfig(_Model):

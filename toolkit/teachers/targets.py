@@ -40,29 +40,33 @@ def preprocess_of(teacher_config):
     return Preprocess(p.size, p.channels, p.mean, p.std, p.layout)
 
 
-def _batches(source, preprocess, n):
-    def gen():
-        for start in range(0, n, BATCH):
-            yield preprocess(source.images(np.arange(start, min(n, start + BATCH))))
-    return gen
+def _reader(source, preprocess):
+    """``read(start, stop)``: rows ``[start, stop)`` of ``source``, preprocessed."""
+    return lambda start, stop: preprocess(source.images(np.arange(start, stop)))
 
 
 def _write_inputs(path, source, preprocess, n):
     """An .npy of the preprocessed inputs, written through the file (a full disk is an
     OSError here, where writing through a memory map would be a SIGBUS)."""
     with open(path, "wb") as f:
-        for start, batch in zip(range(0, n, BATCH), _batches(source, preprocess, n)()):
+        read = _reader(source, preprocess)
+        for start in range(0, n, BATCH):
+            batch = read(start, min(n, start + BATCH))
             if start == 0:
                 np.lib.format.write_array_header_1_0(
                     f, {"descr": "<f4", "fortran_order": False, "shape": (n, *batch.shape[1:])})
             f.write(np.ascontiguousarray(batch, dtype="<f4").data)
 
 
-def cached_inputs(root, source, preprocess, n):
-    """The student's inputs: ``source`` preprocessed, as a read-only memmap (built once)."""
+def cached_inputs(root, source, preprocess, n, ranks=None):
+    """The student's inputs: ``source`` preprocessed, as a read-only memmap (built once,
+    by rank 0 in a job; the other ranks wait for it)."""
     key = hashlib.sha256(f"{source.fingerprint()}|{preprocess.fingerprint()}|{n}".encode()).hexdigest()[:24]
     path = Path(root) / f"inputs-{key}.npy"
-    if not path.exists():
+    main = ranks is None or ranks.is_main
+    if not main:
+        ranks.barrier()
+    if main and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         try:
@@ -73,11 +77,16 @@ def cached_inputs(root, source, preprocess, n):
                             f"free space there or use another cache folder") from e
         finally:
             tmp.unlink(missing_ok=True)
+    if main and ranks is not None:
+        ranks.barrier()
     return np.load(path, mmap_mode="r")
 
 
-def split_data(config, teachers, spec, cache_root, progress=True):
-    """SplitData of one source (``config.data.train`` or ``.eval``) for all teachers."""
+def split_data(config, teachers, spec, cache_root, progress=True, ranks=None):
+    """SplitData of one source (``config.data.train`` or ``.eval``) for all teachers.
+
+    ``ranks`` (a ``toolkit.dist.Ranks``, or None alone): in a job, each rank computes its
+    share of the target chunks and rank 0 writes the student's inputs."""
     reference = next(t for t in teachers if t.name == config.student.reference)
     ref_p = reference.config.preprocess
     source = open_source(spec, ref_p.size, ref_p.channels, config.data.on_corrupt)
@@ -88,13 +97,14 @@ def split_data(config, teachers, spec, cache_root, progress=True):
         prep = preprocess_of(t.config)
         src = source if (prep.size, prep.channels) == (tuple(ref_p.size), ref_p.channels) else \
             open_source(spec, t.config.preprocess.size, t.config.preprocess.channels, config.data.on_corrupt)
-        found = cache.get_or_build(t.runner, _batches(src, prep, n), n, src.fingerprint(),
-                                   extra_key=prep.fingerprint(), progress=progress)
+        job = {} if ranks is None else {"rank": ranks.rank, "world": ranks.world, "barrier": ranks.barrier}
+        found = cache.get_or_build(t.runner, _reader(src, prep), n, src.fingerprint(), extra_key=prep.fingerprint(),
+                                   progress=progress, batch=BATCH, tap_dtype=config.data.tap_dtype, **job)
         for task in t.tasks:
             logits[task.name] = found.tasks[task.name]
         for block, b in enumerate(t.boundaries, start=1):
             taps[(t.name, block)] = found.taps[b.name]
-    inputs = cached_inputs(Path(cache_root) / "inputs", source, preprocess_of(reference.config), n)
+    inputs = cached_inputs(Path(cache_root) / "inputs", source, preprocess_of(reference.config), n, ranks)
     labels = {}
     if config.data.labels and source.labels() is not None:
         labels = eval_labels(source, config.data.labels, list(logits))
