@@ -2,12 +2,15 @@
 
 * provider: ``device="cuda"`` puts CUDAExecutionProvider first; if the session did
   not get it, :class:`SessionError` is raised instead of running on CPU silently.
-* threads: intra-op thread count (``None`` = ONNX Runtime's default).
+* threads: intra-op thread count (``None`` = ONNX Runtime's default); in a job of
+  several processes per machine, :func:`threads_for_rank` splits the cores and
+  :func:`device_for_rank` gives each process its own GPU.
 * optimisation: ``"full"`` (ORT_ENABLE_ALL) to produce targets fast, ``"basic"``
   for validation, where fused kernels must not hide a numerical difference.
 * spinning: off when several sessions share few cores (latency benchmarks).
 """
 
+import os
 from pathlib import Path
 
 from runtime.errors import AmalgamError, ModelFileError
@@ -57,6 +60,17 @@ def providers_for(device):
         index = int(device.split(":")[1]) if ":" in device else 0
         return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     raise SessionError(f"device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+
+
+def threads_for_rank(local_world):
+    """Intra-op threads of one of ``local_world`` processes on this machine: its share of the cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, int(local_world)))
+
+
+def device_for_rank(device, local_rank):
+    """The ONNX Runtime device of the process ``local_rank`` on its machine: ``cuda`` becomes
+    ``cuda:LOCAL_RANK`` (one GPU per process); ``cpu`` and an explicit ``cuda:N`` stay."""
+    return f"cuda:{int(local_rank)}" if device == "cuda" else device
 
 
 def make_session(model, device="cpu", threads=None, opt_level="full", spinning=True):

@@ -20,14 +20,26 @@ def amalgamate(config_path, out, resume, overwrite, overrides, cache_dir, quiet)
     the student (rebuildable with no user code), branches.json, metrics.json,
     metrics.jsonl and plots/ into the run dir.
 
+    Under torchrun, every process runs this command: the target pass and each
+    phase's batches are shared across them (docs/scaling.md); a process torchrun
+    restarts (--max-restarts) resumes from the last checkpoint.
+
     \b
     Example:
       amalgam amalgamate samples/fashion_mnist/config.yaml --out runs/fm
+      torchrun --nproc-per-node 2 -m toolkit.cli amalgamate samples/fashion_mnist/config.yaml --out runs/fm
     """
     from toolkit.config import load_config
+    from toolkit.dist import close, init_from_env
     from toolkit.eval.report import print_summary
     from toolkit.method.amalgamate import amalgamate as run
 
     config = load_config(config_path, list(overrides))
-    metrics = run(config, out=out, resume=resume, overwrite=overwrite, quiet=quiet, cache_root=cache_dir)
-    print_summary(metrics)
+    ranks = init_from_env(config.training.device)
+    try:
+        metrics = run(config, out=out, resume=resume or ranks.restarted, overwrite=overwrite and not ranks.restarted,
+                      quiet=quiet, cache_root=cache_dir, ranks=ranks)
+    finally:
+        close()
+    if ranks.is_main:
+        print_summary(metrics)

@@ -41,6 +41,9 @@ def run(config_path, out, overwrite, overrides, max_degradation, cache_dir, quie
     Writes into the run dir: student.onnx (and student.raw.onnx), report.json
     (schema: docs/report.md), report.md and plots/report_tasks.png.
 
+    Under torchrun, every process trains (as `amalgam amalgamate`); rank 0 then
+    exports, validates and reports.
+
     \b
     Example:
       amalgam run samples/fashion_mnist/config.yaml --out runs/fm
@@ -48,6 +51,7 @@ def run(config_path, out, overwrite, overrides, max_degradation, cache_dir, quie
     import json
 
     from toolkit.config import load_config
+    from toolkit.dist import close, init_from_env
     from toolkit.method.amalgamate import amalgamate
     from toolkit.ship.export import export_student, input_shape
     from toolkit.ship.latency import footprint, total
@@ -56,7 +60,14 @@ def run(config_path, out, overwrite, overrides, max_degradation, cache_dir, quie
 
     config = load_config(config_path, list(overrides))
     out = Path(out or config.output)
-    amalgamate(config, out=out, overwrite=overwrite, quiet=quiet, cache_root=cache_dir)
+    ranks = init_from_env(config.training.device)
+    try:
+        amalgamate(config, out=out, resume=ranks.restarted, overwrite=overwrite and not ranks.restarted, quiet=quiet,
+                   cache_root=cache_dir, ranks=ranks)
+    finally:
+        close()
+    if not ranks.is_main:
+        return
     exported = export_student(out, out / "student.onnx")
     validation = validate_student(exported.student, run=out, max_degradation=max_degradation, cache_dir=cache_dir)
     write_text_atomic(out / "validation.json", json.dumps(validation.to_dict(), indent=2))

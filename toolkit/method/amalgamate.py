@@ -10,6 +10,7 @@ then the multi-teacher KD baseline on the same architecture, and the metrics.
 
 import copy
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,11 @@ import torch
 from runtime.convert import to_torch
 from runtime.errors import BadInputError
 from runtime.model_io import load_model
+from runtime.session import threads_for_rank
 from toolkit import __version__
 from toolkit.config import config_hash, dump_config
 from toolkit.data import split_holdout
+from toolkit.dist import Ranks
 from toolkit.eval.evaluate import evaluate_run
 from toolkit.method.blockwise import PrefixFeatures, train_stage
 from toolkit.method.branching import auto_branch_points, branch_table, fit_budget
@@ -139,16 +142,19 @@ class Run:
     trunk: list  # its graph cut into blocks
 
 
-def open_run(config, out, resume, overwrite, quiet, cache_root):
-    """Step 1: the run dir, the teachers and their cached targets."""
-    out = prepare_run_dir(config, out or config.output, resume, overwrite)
+def open_run(config, out, resume, overwrite, quiet, cache_root, ranks):
+    """Step 1: the run dir (made by rank 0), the teachers and their cached targets (each
+    rank computing its share of the chunks)."""
+    out = ranks.on_main(prepare_run_dir, config, out or config.output, resume, overwrite)
     t = config.training
     torch.manual_seed(t.seed)
-    ctx = LoopContext(t, torch.device(t.device), RunLog(out / "metrics.jsonl", quiet=quiet), out / "checkpoints", resume)
-    teachers = load_teachers(config)
+    log = RunLog(out / "metrics.jsonl", quiet=quiet) if ranks.is_main else RunLog(os.devnull, quiet=True)
+    ctx = LoopContext(t, ranks.device(t.device), log, out / "checkpoints", resume, ranks)
+    teachers = load_teachers(config, threads=threads_for_rank(ranks.local_world) if ranks.world > 1 else None)
     ctx.log.say(f"teachers: {', '.join(f'{tg.name} ({len(tg.boundaries)} blocks)' for tg in teachers)}")
-    train = split_data(config, teachers, config.data.train, cache_root, progress=not quiet)
-    evaluation = split_data(config, teachers, config.data.eval, cache_root, progress=not quiet) \
+    progress = not log.quiet
+    train = split_data(config, teachers, config.data.train, cache_root, progress, ranks)
+    evaluation = split_data(config, teachers, config.data.eval, cache_root, progress, ranks) \
         if config.data.eval else None
     train_idx, holdout_idx = split_holdout(len(train), config.data.holdout, t.seed)
     reference = next(tg for tg in teachers if tg.name == config.student.reference)
@@ -172,7 +178,7 @@ def train_blocks(run):
             ctx, block_no, block, run.teachers, prefix, run.train, run.train_idx, run.holdout_idx,
             config.student.gate_reduction, ctx.training.epochs_per_block, trunk_source=source)
         if block_no < len(blocks):
-            prefix.extend(block, ctx.device, ctx.log)
+            prefix.extend(block, ctx.device, ctx.log, ctx.ranks)
     return blocks, stage_parts, table
 
 
@@ -187,7 +193,8 @@ def branch_out(run, blocks, stage_parts, table, teachers_size):
 
     points, budget_met = decide_branch_points(run.config, table, run.teachers, size_of, run.ctx.log)
     rows = branch_table(points, table, {task.name: tg.name for tg in run.teachers for task in tg.tasks})
-    (run.out / "branches.json").write_text(json.dumps({"points": points, "budget_met": budget_met, "rows": rows},
+    if run.ctx.ranks.is_main:
+        (run.out / "branches.json").write_text(json.dumps({"points": points, "budget_met": budget_met, "rows": rows},
                                                       indent=2))
     run.ctx.log.write("branching", points=points, table={str(k): v for k, v in table.items()})
     return points
@@ -203,15 +210,18 @@ def train_baseline(run, student, graphs, info):
     kd = kd.to(ctx.device)
     fit_net_adapters(kd, run.train, run.train_idx, ctx.device)
     kd = train_end_to_end(ctx, "kd", kd, run.train, run.train_idx, epochs)
-    save_student(kd, {"trunk": run.trunk, "branches": graphs}, run.out / "kd", info)
+    if ctx.ranks.is_main:
+        save_student(kd, {"trunk": run.trunk, "branches": graphs}, run.out / "kd", info)
     return kd
 
 
-def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cache_root=None):
-    """The four steps and the baseline into the run dir; returns the metrics."""
+def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cache_root=None, ranks=None):
+    """The four steps and the baseline into the run dir; returns the metrics (on rank 0
+    of a torchrun job; the other ranks train with it and return None)."""
     out = Path(out or config.output)
     cache_root = Path(cache_root or out.parent / ".cache")
-    run = open_run(config, out, resume, overwrite, quiet, cache_root)
+    ranks = ranks or Ranks()
+    run = open_run(config, out, resume, overwrite, quiet, cache_root, ranks)
     blocks, stage_parts, table = train_blocks(run)
     teachers_size = teacher_params(run.teachers)
     points = branch_out(run, blocks, stage_parts, table, teachers_size)
@@ -219,8 +229,11 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     student = train_end_to_end(run.ctx, "finetune", student, run.train, run.train_idx,  # step 4
                                config.training.finetune_epochs)
     info = _student_info(config, run.teachers, run.reference)
-    save_student(student, {"trunk": run.trunk, "branches": graphs}, run.out / "student", info)
+    if ranks.is_main:
+        save_student(student, {"trunk": run.trunk, "branches": graphs}, run.out / "student", info)
     kd = train_baseline(run, student, graphs, info) if config.baseline.kd else None
+    if not ranks.is_main:
+        return None
     return evaluate_run(run.out, config, run.teachers, student, kd, run.train, run.holdout_idx, run.evaluation,
                         teachers_size, table, run.ctx.log)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from toolkit.dist import Ranks
 from toolkit.method.checkpoint import load_checkpoint, restore
 from toolkit.method.loop import mark_phase, phase_results, run_phase, seed_phase
 from toolkit.method.losses import excess_loss, hint_loss, task_loss
@@ -42,11 +43,19 @@ class PrefixFeatures:
         self.levels = [inputs]
 
     @torch.no_grad()
-    def extend(self, block, device, log=None):
-        """Add the output of ``block`` applied to the last level (eval mode)."""
+    def extend(self, block, device, log=None, ranks=None):
+        """Add the output of ``block`` applied to the last level (eval mode); in a job,
+        rank 0 computes it and the other ranks read it."""
+        path = self.root / f"prefix_{len(self.levels)}.npy"
+        ranks = ranks or Ranks()
+        if ranks.is_main:
+            self._compute(block, path, device, log)
+        ranks.barrier()
+        self.levels.append(np.load(path, mmap_mode="r"))
+
+    def _compute(self, block, path, device, log):
         block.eval()
         prev, n = self.levels[-1], len(self.levels[-1])
-        path = self.root / f"prefix_{len(self.levels)}.npy"
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         out = None
         starts = range(0, n, EVAL_BATCH)
@@ -59,7 +68,6 @@ class PrefixFeatures:
         out.flush()
         del out
         os.replace(tmp, path)
-        self.levels.append(np.load(path, mmap_mode="r"))
 
 
 def stage_branches(teachers, block, trunk_shape, gate_reduction, trunk_source):
@@ -90,11 +98,13 @@ def branch_loss(t, branch, h, data, idx, block, training, device):
 
 
 @torch.no_grad()
-def heldout_excess(teachers, block_module, branches, features, data, indices, device):
-    """Mean excess loss per task on held-out samples, after this stage."""
+def heldout_excess(teachers, block_module, branches, features, data, indices, device, ranks=Ranks()):
+    """Mean excess loss per task on held-out samples, after this stage (each rank its
+    share of the samples, the sums gathered)."""
     sums = {task.name: 0.0 for t in teachers for task in t.tasks}
-    for start in range(0, len(indices), EVAL_BATCH):
-        idx = indices[start:start + EVAL_BATCH]
+    mine = ranks.split(indices)
+    for start in range(0, len(mine), EVAL_BATCH):
+        idx = mine[start:start + EVAL_BATCH]
         h = block_module(to_tensor(features, idx, device))
         for t in teachers:
             if t.name not in branches:
@@ -103,7 +113,7 @@ def heldout_excess(teachers, block_module, branches, features, data, indices, de
             for task in t.tasks:
                 teacher = to_tensor(data.logits[task.name], idx, device)
                 sums[task.name] += float(excess_loss(task.kind, out[task.name], teacher).sum())
-    return {k: v / max(len(indices), 1) for k, v in sums.items()}
+    return {k: v / max(len(indices), 1) for k, v in zip(sums, ranks.sum(sums.values()))}
 
 
 @torch.no_grad()
@@ -156,7 +166,7 @@ def train_stage(ctx, block_no, block, teachers, prefix, data, train_idx, holdout
     block.eval()
     for p in branches.values():
         p.module.eval()
-    excess = heldout_excess(teachers, block, branches, features, data, holdout_idx, device)
+    excess = heldout_excess(teachers, block, branches, features, data, holdout_idx, device, ctx.ranks)
     mark_phase(ctx, phase, modules, epochs_done=epochs, excess=excess)
     ctx.log.write("stage", block=block_no, excess=excess)
     return branches, excess

@@ -2,18 +2,23 @@
 
 Every phase (a block-training stage, the fine-tune, the KD baseline) runs
 through :func:`run_phase`. Its shuffling depends only on (seed, phase, epoch), and
-it saves modules, optimiser and schedule after every epoch, so a killed run
-resumed with ``--resume`` redoes at most the epoch it was in and ends with the
-same numbers as an uninterrupted one.
+it saves modules, optimiser, schedule and torch's RNG after every epoch, so a killed
+run resumed with ``--resume`` (or restarted by ``torchrun --max-restarts``) redoes at
+most the epoch it was in and ends with the same numbers as an uninterrupted one.
+
+In a torchrun job every rank draws the same global batches (the sampler's state is
+(seed, phase, epoch)) and trains on its share (``Ranks.shard``) with the trainable
+parameters' gradients averaged by DDP; rank 0 writes the checkpoints.
 """
 
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from toolkit.dist import Ranks
 from toolkit.method.checkpoint import load_checkpoint, restore, save_checkpoint
 from toolkit.method.optim import make_optimizer, make_schedule
 
@@ -25,6 +30,7 @@ class LoopContext:
     log: object  # RunLog
     checkpoints: object  # Path
     resume: bool
+    ranks: Ranks = field(default_factory=Ranks)  # this process in a torchrun job (world size 1 alone)
 
 
 def phase_seed(seed, phase, epoch=0):
@@ -59,15 +65,21 @@ def run_phase(ctx, phase, modules, groups, step, indices, epochs, train_mode):
     if ctx.resume and path.exists():
         meta = restore(load_checkpoint(path), modules, optimizer, schedule)
         done = meta["epochs_done"]
+        if "rng" in meta:
+            torch.set_rng_state(meta["rng"])
         if done:
             ctx.log.say(f"{phase}: resumed after epoch {done}/{epochs}")
+    ranks = ctx.ranks
+    trainable = {k: m for k, m in modules.items() if any(q.requires_grad for q in m.parameters())}
+    shared_step = ranks.data_parallel(trainable, step)
     for epoch in range(done, epochs):
         train_mode()
         total, count = 0.0, 0
         bar = ctx.log.progress(batches(indices, t.batch_size, phase_seed(t.seed, phase, epoch)),
                                f"{phase} epoch {epoch + 1}/{epochs}", total=steps)
         for idx in bar:
-            loss = step(idx)
+            idx = ranks.shard(idx)
+            loss = shared_step(idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -75,15 +87,20 @@ def run_phase(ctx, phase, modules, groups, step, indices, epochs, train_mode):
             total += loss.item() * len(idx)
             count += len(idx)
             bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+        total, count = ranks.sum((total, count))
         ctx.log.write("epoch", phase=phase, epoch=epoch + 1, loss=total / max(count, 1))
-        meta = {"epochs_done": epoch + 1}
-        save_checkpoint(path, modules, optimizer, schedule, **meta)
+        meta = {"epochs_done": epoch + 1, "sampler": {"seed": t.seed, "phase": phase, "epoch": epoch + 1}}
+        if ranks.is_main:
+            save_checkpoint(path, modules, optimizer, schedule, rng=torch.get_rng_state(), **meta)
+        ranks.barrier()
     return path, meta
 
 
 def mark_phase(ctx, phase, modules, **meta):
-    """Save a phase's final state with extra results (e.g. its held-out losses)."""
-    save_checkpoint(ctx.checkpoints / f"{phase}.pt", modules, **meta)
+    """Save a phase's final state with extra results (e.g. its held-out losses); rank 0 writes."""
+    if ctx.ranks.is_main:
+        save_checkpoint(ctx.checkpoints / f"{phase}.pt", modules, **meta)
+    ctx.ranks.barrier()
 
 
 def phase_results(ctx, phase):

@@ -1,0 +1,76 @@
+"""Jobs the distributed tests start under torchrun (``python -m tests.dist_jobs JOB ...``).
+
+Each job runs real code at whatever world size torchrun gives it and writes what the
+test compares (a cache folder, a weights file) into the folder it is given.
+"""
+
+import sys
+
+import numpy as np
+
+from toolkit.dist import close, init_from_env
+
+
+def targets(teacher_path, data_path, root, *taps):
+    """The target cache of a teacher over an .npy dataset, computed by every rank's share."""
+    from runtime.cache import TargetCache, array_fingerprint
+    from runtime.session import threads_for_rank
+    from runtime.teacher import TaskSpec, Teacher
+
+    ranks = init_from_env()
+    data = np.load(data_path, mmap_mode="r")
+    teacher = Teacher(teacher_path, [TaskSpec("hair", "logits", slice=(0, 5), kind="multiclass")], boundaries=taps,
+                      threads=threads_for_rank(ranks.local_world))
+    TargetCache(root).get_or_build(teacher, lambda a, b: np.asarray(data[a:b]), len(data),
+                                   array_fingerprint(data), progress=False, batch=8, chunk_batches=2,
+                                   rank=ranks.rank, world=ranks.world, barrier=ranks.barrier)
+    print(f"rank {ranks.rank}/{ranks.world} done", flush=True)
+    close()
+
+
+def train(out, kill_at_step="0"):
+    """Two epochs of run_phase on a small CNN without BatchNorm (plain SGD, MSE to fixed
+    targets, global batch 16); rank 0 saves the final weights to ``out/weights.npz``.
+
+    ``kill_at_step`` > 0: in the first attempt, the last rank SIGKILLs itself at that
+    step (counted over both epochs); torchrun restarts the job, which resumes."""
+    import os
+    import signal
+    from pathlib import Path
+
+    import torch
+
+    from tests.builders import SECNN
+    from toolkit.config.schema import TrainingConfig
+    from toolkit.method.loop import LoopContext, run_phase
+    from toolkit.runlog import RunLog
+
+    ranks = init_from_env()
+    torch.set_num_threads(1)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((96, 1, 16, 16), dtype=np.float32))
+    y = torch.from_numpy(rng.standard_normal((96, 3)).astype(np.float32))
+    torch.manual_seed(0)
+    model = SECNN(n_out=3)
+    training = TrainingConfig(optimizer="sgd", momentum=0.0, lr=0.5, schedule="constant", batch_size=16, seed=3)
+    log = RunLog(out / "metrics.jsonl" if ranks.is_main else os.devnull)
+    ctx = LoopContext(training, torch.device("cpu"), log, out / "checkpoints", ranks.restarted, ranks)
+    steps = [0]
+
+    def step(idx):
+        steps[0] += 1
+        if int(kill_at_step) == steps[0] and not ranks.restarted and ranks.rank == ranks.world - 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return torch.nn.functional.mse_loss(model(x[idx]), y[idx])
+
+    run_phase(ctx, "toy", {"model": model}, [(list(model.parameters()), 1.0)], step, np.arange(96), 2, model.train)
+    if ranks.is_main:
+        np.savez(out / "weights.npz", **{k: v.detach().numpy() for k, v in model.state_dict().items()})
+    print(f"rank {ranks.rank}/{ranks.world} restarted={ranks.restarted} steps={steps[0]}", flush=True)
+    close()
+
+
+if __name__ == "__main__":
+    {"targets": targets, "train": train}[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,88 @@
+"""The torchrun path on CPU (gloo, 127.0.0.1 only): a job of 2 processes gives what 1 gives."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.builders import PlainCNN, export, randomize_bn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def torchrun(nproc, *args, max_restarts=0, timeout=300):
+    """``torchrun --nproc-per-node nproc -m ARGS`` on this machine, c10d rendezvous on 127.0.0.1."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--max-restarts", str(max_restarts),
+           "-m", *map(str, args)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def tree_bytes(root):
+    """Every file under ``root`` (relative path -> bytes)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("t")
+    path = export(randomize_bn(PlainCNN()), folder / "plain.onnx", opset=17, dynamo=False)
+    relus = [n.output[0] for n in onnx.load(path).graph.node if n.op_type == "Relu"]
+    return path, [relus[1], relus[3]]
+
+
+def test_two_processes_write_the_same_target_cache_as_one(tmp_path, teacher):
+    path, taps = teacher
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(0).random((70, 1, 28, 28), dtype=np.float32))  # 5 chunks of 16 rows
+    torchrun(1, "tests.dist_jobs", "targets", path, data, tmp_path / "one", *taps)
+    two = torchrun(2, "tests.dist_jobs", "targets", path, data, tmp_path / "two", *taps)
+    assert "rank 1/2 done" in two.stdout
+    one, two = tree_bytes(tmp_path / "one"), tree_bytes(tmp_path / "two")
+    assert len([k for k in one if k.endswith("chunk.json")]) == 5
+    assert one.keys() == two.keys() and all(one[k] == two[k] for k in one)
+
+
+def weights(folder):
+    with np.load(Path(folder) / "weights.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+def test_two_ranks_train_to_the_weights_of_one(tmp_path):
+    """Same global batch (16), plain SGD, no BatchNorm: 2 ranks x 8 rows = 1 rank x 16 rows."""
+    torchrun(1, "tests.dist_jobs", "train", tmp_path / "one")
+    two = torchrun(2, "tests.dist_jobs", "train", tmp_path / "two")
+    assert "rank 1/2 restarted=False steps=12" in two.stdout  # 96 rows / 16 per step x 2 epochs
+    one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert one.keys() == two.keys()
+    for name in one:
+        np.testing.assert_allclose(two[name], one[name], atol=1e-6, rtol=0, err_msg=name)
+    assert any(np.abs(one[name] - weights_at_start()[name]).max() > 1e-3 for name in one)  # it did train
+
+
+def weights_at_start():
+    import torch
+
+    from tests.builders import SECNN
+
+    torch.manual_seed(0)
+    return {k: v.numpy() for k, v in SECNN(n_out=3).state_dict().items()}
+
+
+@pytest.mark.slow
+def test_a_rank_killed_mid_phase_restarts_and_resumes_to_the_same_weights(tmp_path):
+    """torchrun --max-restarts=1: the last rank dies at step 9 (epoch 2); the restarted job
+    resumes after epoch 1 from rank 0's checkpoint and ends where an uninterrupted run ends."""
+    torchrun(2, "tests.dist_jobs", "train", tmp_path / "whole")
+    killed = torchrun(2, "tests.dist_jobs", "train", tmp_path / "killed", 9, max_restarts=1)
+    assert "rank 1/2 restarted=True steps=6" in killed.stdout  # only epoch 2 redone
+    whole, resumed = weights(tmp_path / "whole"), weights(tmp_path / "killed")
+    for name in whole:
+        np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
