@@ -22,6 +22,7 @@ COMMANDS = {
     "export": ("toolkit.cli.export_cmd:export", "Export a trained student to a deployable ONNX file."),
     "validate": ("toolkit.cli.validate_cmd:validate", "Check a student ONNX file: numeric and task-level parity."),
     "run": ("toolkit.cli.run_cmd:run", "Amalgamate, export and validate in one go."),
+    "plan": ("toolkit.cli.plan_cmd:plan", "Estimate a run's cache bytes, params and time before it runs."),
 }
 
 

@@ -1,0 +1,162 @@
+"""``amalgam plan``: what a run will cost, measured on a short sample before anything long runs.
+
+* images of the training (and evaluation) source;
+* target-cache bytes per teacher: each teacher runs once on a sample batch, which
+  gives its row sizes (task logits in float32, taps in ``data.tap_dtype``); the
+  cache holds them for every image of both splits, in chunks of ``runtime.cache``;
+* the student's cached inputs, and the frozen-prefix bytes of each stage (stage
+  ``l`` reads blocks ``1..l-1``'s output over the training images, kept on disk);
+* student params: the trunk, and the trunk plus every teacher's branch after the
+  last block (the most shared student branch-out can pick);
+* a time estimate: the teachers' target pass and the student's epochs, scaled from
+  timed passes over the sample and divided by the job's world size (an estimate:
+  the real rate depends on I/O and on the other stage parts).
+"""
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from runtime.cache import CHUNK_BATCHES, chunk_rows
+from toolkit.data import open_source
+from toolkit.student.infer import to_tensor
+from toolkit.student.parts import make_branch, trunk_block, trunk_graphs
+from toolkit.student.targetnet import count_params
+from toolkit.student.width import scale_width
+from toolkit.teachers import load_teachers
+from toolkit.teachers.targets import BATCH, preprocess_of
+
+NPY_HEADER = 128  # bytes of a .npy header for these shapes (numpy pads it to a multiple of 64)
+SAMPLE = 32
+
+
+@dataclass
+class Plan:
+    images: dict  # split -> images
+    teachers: list  # per teacher: name, cache bytes (logits, taps, total), seconds per image
+    inputs_bytes: int
+    prefix_bytes: list  # stage l (2..L) -> bytes of blocks 1..l-1's output
+    trunk_params: int
+    student_params: int
+    seconds: dict  # targets, training, total (divided by world)
+    world: int
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def array_bytes(n, row_bytes, files):
+    """Bytes on disk of ``files`` arrays of ``n`` rows in target-cache chunks."""
+    chunks = math.ceil(n / chunk_rows(BATCH, CHUNK_BATCHES)) if n else 0
+    return n * row_bytes + chunks * files * NPY_HEADER
+
+
+def _timed(fn, repeats=2):
+    fn()  # warm up (ONNX Runtime arenas, torch kernels)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def _teacher_row(t, source, tap_dtype, splits):
+    prep = preprocess_of(t.config)
+    x = prep(source.images(np.arange(min(SAMPLE, len(source)))))
+    out = t.runner.run(x)
+    logits = sum(v[:1].nbytes for v in out.tasks.values())
+    taps = sum(v[:1].astype(tap_dtype).nbytes for v in out.taps.values())
+    n = sum(splits.values())
+    per_image = _timed(lambda: t.runner.run(x)) / len(x)
+    return {"name": t.name, "logits_bytes": array_bytes(n, logits, len(out.tasks)),
+            "taps_bytes": array_bytes(n, taps, len(out.taps)),
+            "bytes": array_bytes(n, logits + taps, len(out.tasks) + len(out.taps)),
+            "seconds_per_image": per_image}
+
+
+def _student(config, teachers, reference, x):
+    """Trunk blocks (at the configured width), the prefix row sizes, params and the seconds
+    per image of one forward and backward pass through the trunk."""
+    blocks = scale_width([trunk_block(g, config.student.init, i) for i, g in enumerate(trunk_graphs(reference))],
+                         config.student.width)
+    rows, h = [], x
+    with torch.no_grad():
+        for block in blocks:
+            h = block.eval()(h)
+            rows.append(h[:1].numel() * 4)
+    trunk = sum(count_params(b) for b in blocks)
+    last = tuple(h.shape[1:])
+    branches = sum(count_params(make_branch(t, len(blocks), last, config.student.gate_reduction,
+                                            project=t.name != reference.name).module)
+                   for t in teachers if t.tasks)
+
+    def step():
+        y = x
+        for block in blocks:
+            y = block.train()(y)
+        y.float().pow(2).mean().backward()
+
+    return rows, trunk, trunk + branches, _timed(step) / len(x)
+
+
+def make_plan(config, world=1):
+    """The :class:`Plan` of ``config`` for a job of ``world`` processes."""
+    teachers = load_teachers(config)
+    reference = next(t for t in teachers if t.name == config.student.reference)
+    ref = reference.config.preprocess
+    specs = {"train": config.data.train, **({"eval": config.data.eval} if config.data.eval else {})}
+    sources = {k: open_source(s, ref.size, ref.channels, config.data.on_corrupt) for k, s in specs.items()}
+    splits = {k: len(s) for k, s in sources.items()}
+    tap_dtype = np.dtype(config.data.tap_dtype)
+    rows = []
+    for t in teachers:
+        p = t.config.preprocess
+        same = (tuple(p.size), p.channels) == (tuple(ref.size), ref.channels)
+        source = sources["train"] if same else open_source(config.data.train, p.size, p.channels,
+                                                            config.data.on_corrupt)
+        rows.append(_teacher_row(t, source, tap_dtype, splits))
+    x_np = preprocess_of(reference.config)(sources["train"].images(np.arange(min(SAMPLE, splits["train"]))))
+    x = to_tensor(x_np, np.arange(len(x_np)), "cpu")
+    prefix_rows, trunk, student, step = _student(config, teachers, reference, x)
+    n = splits["train"]
+    inputs = sum(splits.values()) * x_np[:1].nbytes + len(splits) * NPY_HEADER
+    t = config.training
+    epochs = len(prefix_rows) * t.epochs_per_block + t.finetune_epochs
+    if config.baseline.kd:
+        epochs += config.baseline.epochs or epochs
+    targets = sum(r["seconds_per_image"] for r in rows) * sum(splits.values()) / world
+    training = step * n * (1 - config.data.holdout) * epochs / world
+    return Plan(splits, rows, inputs, [n * r + NPY_HEADER for r in prefix_rows[:-1]], trunk, student,
+                {"targets": targets, "training": training, "total": targets + training}, world)
+
+
+def _size(n):
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+def _duration(s):
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def plan_text(plan):
+    """The plan as the lines ``amalgam plan`` prints."""
+    lines = [f"images: {', '.join(f'{k} {v}' for k, v in plan.images.items())}", "",
+             "target cache (all splits)       logits        taps       total   s/image"]
+    for r in plan.teachers:
+        lines.append(f"  {r['name']:<28}{_size(r['logits_bytes']):>9}{_size(r['taps_bytes']):>12}"
+                     f"{_size(r['bytes']):>12}{r['seconds_per_image']:>10.2e}")
+    lines.append(f"  {'all teachers':<28}{'':>21}{_size(sum(r['bytes'] for r in plan.teachers)):>12}")
+    lines.append(f"student inputs: {_size(plan.inputs_bytes)}")
+    lines += [f"frozen prefix of stage {i}: {_size(b)}" for i, b in enumerate(plan.prefix_bytes, start=2)]
+    lines += ["", f"student params: trunk {plan.trunk_params:,}; with every branch after the last block "
+                  f"{plan.student_params:,}",
+              f"time estimate ({plan.world} process{'es' if plan.world > 1 else ''}): target pass "
+              f"{_duration(plan.seconds['targets'])}, training {_duration(plan.seconds['training'])}, "
+              f"total {_duration(plan.seconds['total'])}"]
+    return "\n".join(lines)
+
