@@ -199,7 +199,7 @@ import json, os, sys
 import numpy as np
 from runtime.cache import TargetCache
 from runtime.teacher import TaskSpec, Teacher
-path, root, n, taps = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+path, root, n, size, tap_dtype, taps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6:]
 def rss():  # resident set now (ru_maxrss is a high-water mark that start-up may already hold)
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -207,10 +207,11 @@ teacher = Teacher(path, [TaskSpec("hair", "logits", slice=(0, 5), kind="multicla
 peak = []
 def read(start, stop):
     peak.append(rss())
-    return np.random.default_rng(start).random((stop - start, 1, 28, 28), dtype=np.float32)
+    return np.random.default_rng(start).random((stop - start, 1, size, size), dtype=np.float32)
 teacher.run(read(0, 250))  # warm up ONNX Runtime's arena at this batch size
 before = rss()
-out = TargetCache(root).get_or_build(teacher, read, n, f"random-{n}", progress=False, batch=250, chunk_batches=8)
+out = TargetCache(root).get_or_build(teacher, read, n, f"random-{n}", progress=False, batch=250, chunk_batches=8,
+                                     tap_dtype=tap_dtype)
 peak.append(rss())
 print(json.dumps({"growth_mb": (max(peak[1:]) - before) / 2**20,
                   "bytes": sum(a.nbytes for a in [*out.tasks.values(), *out.taps.values()])}))
@@ -220,11 +221,29 @@ print(json.dumps({"growth_mb": (max(peak[1:]) - before) / 2**20,
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident set from /proc")
 def test_memory_stays_flat_as_the_dataset_grows(tmp_path, teacher_file, taps):
     def probe(n):
-        done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(teacher_file), str(tmp_path / f"c{n}"),
-                               str(n), *taps], capture_output=True, text=True, check=True, timeout=120)
-        return json.loads(done.stdout)
+        return _probe(teacher_file, tmp_path / f"c{n}", n, 28, "float32", taps)
 
     small, large = probe(2000), probe(8000)
     extra_mb = (large["bytes"] - small["bytes"]) / 2**20
     assert extra_mb > 80  # 6000 more samples of (5 + 16*14*14 + 64*3*3) float32
     assert large["growth_mb"] - small["growth_mb"] < 0.15 * extra_mb, (small, large, extra_mb)
+
+
+def _probe(teacher_file, root, n, size, tap_dtype, taps, timeout=120):
+    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(teacher_file), str(root), str(n), str(size),
+                           tap_dtype, *taps], capture_output=True, text=True, check=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return json.loads(done.stdout)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident set from /proc")
+def test_memory_stays_under_a_fixed_bound_for_200k_images(tmp_path):
+    """A synthetic source of 200k 8x8 images, a float16 tap of 4x8x8 per image (about 100 MB of
+    cache): the build's resident set grows by less than a fixed 25 MB over a 2k-image build."""
+    teacher = export(randomize_bn(PlainCNN(channels=(4, 8), n_out=5)), tmp_path / "tiny.onnx", opset=17,
+                     dynamo=False, input_shape=(2, 1, 8, 8))
+    tap = [n.output[0] for n in onnx.load(teacher).graph.node if n.op_type == "Relu"][0]
+    small = _probe(teacher, tmp_path / "small", 2000, 8, "float16", [tap])
+    large = _probe(teacher, tmp_path / "large", 200_000, 8, "float16", [tap], timeout=600)
+    assert large["bytes"] > 100 * 2**20 * 0.95  # 200k x (5 float32 logits + 256 float16 values)
+    assert large["growth_mb"] - small["growth_mb"] < 25, (small, large)
