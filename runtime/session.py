@@ -73,6 +73,16 @@ def device_for_rank(device, local_rank):
     return f"cuda:{int(local_rank)}" if device == "cuda" else device
 
 
+def teacher_device(device, local_rank):
+    """Where the teachers of a run training on ``device`` run, in process ``local_rank``:
+    the CUDA EP on the process's GPU when it trains on CUDA and this onnxruntime has
+    the CUDA EP (a session that then does not get it raises, see :func:`make_session`);
+    else the CPU, which the caller reports (a CPU-only onnxruntime still trains on CUDA)."""
+    if device.startswith("cuda") and "CUDAExecutionProvider" in _ort().get_available_providers():
+        return device_for_rank(device, local_rank)
+    return "cpu"
+
+
 def make_session(model, device="cpu", threads=None, opt_level="full", spinning=True):
     """An InferenceSession for ``model`` (a path, serialized bytes or a ModelProto)."""
     ort = _ort()

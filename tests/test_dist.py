@@ -86,3 +86,37 @@ def test_a_rank_killed_mid_phase_restarts_and_resumes_to_the_same_weights(tmp_pa
     whole, resumed = weights(tmp_path / "whole"), weights(tmp_path / "killed")
     for name in whole:
         np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """Two small untrained 16x16 teachers and 160 images: a config that trains in seconds."""
+    from tests.robustness.contract import base_config, write_config
+    from tests.synthetic import SIZE, make_images, save_npz
+
+    root = tmp_path_factory.mktemp("dist-run")
+    for name in ("a", "b"):
+        export(randomize_bn(PlainCNN(channels=(4, 8, 8, 8), n_out=5)), root / f"{name}.onnx",
+               input_shape=(2, 1, SIZE, SIZE), opset=17, dynamo=False)
+    save_npz(root / "train.npz", *make_images(160, seed=2))
+    config = base_config(root)
+    config["training"] = {"epochs_per_block": 1, "finetune_epochs": 1, "batch_size": 32}
+    return write_config(root, config)
+
+
+def test_amalgamate_under_torchrun_matches_one_process(tmp_path, small_run):
+    """`torchrun -m toolkit.cli amalgamate` at world size 2: rank 0 writes the run dir once;
+    the student agrees with its teachers as the world-size-1 student does (BatchNorm in the
+    blocks sees each rank's half batch, so the weights are close, not equal)."""
+    import json
+
+    first = torchrun(1, "toolkit.cli", "amalgamate", small_run, "--out", tmp_path / "one", "--quiet",
+                     "--cache-dir", tmp_path / "cache")
+    second = torchrun(2, "toolkit.cli", "amalgamate", small_run, "--out", tmp_path / "two", "--quiet",
+                      "--cache-dir", tmp_path / "cache")
+    assert first.stdout.strip() and second.stdout.count("student") == first.stdout.count("student")  # rank 0 prints
+    one, two = (json.loads((tmp_path / d / "metrics.json").read_text())["summary"]["student"] for d in ("one", "two"))
+    assert abs(one["agreement"] - two["agreement"]) < 0.1, (one, two)
+    epochs = [r for r in map(json.loads, (tmp_path / "two" / "metrics.jsonl").read_text().splitlines())
+              if r["event"] == "epoch"]
+    assert len(epochs) == len({(r["phase"], r["epoch"]) for r in epochs})  # logged once, by rank 0

@@ -1,5 +1,7 @@
 """runtime.session.make_session: sources, optimisation levels, devices, threads."""
 
+import os
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -108,3 +110,23 @@ def test_missing_file_names_the_file(tmp_path):
     path = tmp_path / "absent.onnx"
     with pytest.raises(ModelFileError, match="absent.onnx"):
         make_session(path)
+
+
+def test_each_process_of_a_job_gets_its_gpu_and_its_share_of_the_cores():
+    from runtime.session import device_for_rank, teacher_device, threads_for_rank
+
+    assert device_for_rank("cuda", 3) == "cuda:3" and device_for_rank("cuda:0", 3) == "cuda:0"
+    assert device_for_rank("cpu", 3) == "cpu"
+    assert threads_for_rank(1) == os.cpu_count() and threads_for_rank(10 * os.cpu_count()) == 1
+    assert teacher_device("cpu", 1) == "cpu"
+    if "CUDAExecutionProvider" not in ort.get_available_providers():  # this CPU-only onnxruntime
+        assert teacher_device("cuda", 1) == "cpu"
+
+
+def test_a_rank_asking_for_its_gpu_on_a_cpu_only_runtime_is_refused(affine):
+    from runtime.session import device_for_rank
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA EP")
+    with pytest.raises(SessionError, match="cuda:1"):
+        make_session(affine, device=device_for_rank("cuda", 1))

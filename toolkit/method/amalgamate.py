@@ -21,7 +21,7 @@ import torch
 from runtime.convert import to_torch
 from runtime.errors import BadInputError
 from runtime.model_io import load_model
-from runtime.session import threads_for_rank
+from runtime.session import teacher_device, threads_for_rank
 from toolkit import __version__
 from toolkit.config import config_hash, dump_config
 from toolkit.data import split_holdout
@@ -150,8 +150,11 @@ def open_run(config, out, resume, overwrite, quiet, cache_root, ranks):
     torch.manual_seed(t.seed)
     log = RunLog(out / "metrics.jsonl", quiet=quiet) if ranks.is_main else RunLog(os.devnull, quiet=True)
     ctx = LoopContext(t, ranks.device(t.device), log, out / "checkpoints", resume, ranks)
-    teachers = load_teachers(config, threads=threads_for_rank(ranks.local_world) if ranks.world > 1 else None)
-    ctx.log.say(f"teachers: {', '.join(f'{tg.name} ({len(tg.boundaries)} blocks)' for tg in teachers)}")
+    where = teacher_device(t.device, ranks.local_rank)
+    threads = threads_for_rank(ranks.local_world) if ranks.world > 1 and where == "cpu" else None
+    teachers = load_teachers(config, where, threads)
+    ctx.log.say(f"teachers: {', '.join(f'{tg.name} ({len(tg.boundaries)} blocks)' for tg in teachers)}; "
+                f"ONNX Runtime on {where}" + (f" ({threads} threads)" if threads else ""))
     progress = not log.quiet
     train = split_data(config, teachers, config.data.train, cache_root, progress, ranks)
     evaluation = split_data(config, teachers, config.data.eval, cache_root, progress, ranks) \

@@ -78,7 +78,8 @@ def _check_convertible(where, graph, boundaries, whole):
 
 def load_teachers(config, device="cpu", threads=None):
     """TeacherGraphs of the teachers that own a chosen task, in config order; their ONNX
-    Runtime sessions use ``threads`` intra-op threads (None: ONNX Runtime's default)."""
+    Runtime sessions run on ``device`` with ``threads`` intra-op threads (None: ONNX
+    Runtime's default)."""
     chosen = {}
     for teacher_name, task in config.chosen_tasks():
         chosen.setdefault(teacher_name, []).append(TaskSpec.from_dict(task))
@@ -96,7 +97,7 @@ def load_teachers(config, device="cpu", threads=None):
             _check_convertible(f"{where} ({tc.onnx})", graph, boundaries, tc.name == config.student.reference)
         tasks = chosen.get(tc.name, [])
         all_tasks = [TaskSpec.from_dict(t.model_dump(by_alias=True)) for t in tc.tasks]
-        runner = Teacher(tc.onnx, tasks or all_tasks[:1], [b.name for b in boundaries], tc.input, device="cpu",
+        runner = Teacher(tc.onnx, tasks or all_tasks[:1], [b.name for b in boundaries], tc.input, device=device,
                          threads=threads)
         out.append(TeacherGraph(tc.name, tc, graph, boundaries, tasks, runner))
     _check_alignment(out, config.student.reference)
