@@ -79,13 +79,13 @@ def array_fingerprint(x, samples=256):
     return digest.hexdigest()
 
 
-def key_parts(teacher, data_fingerprint, extra_key="", tap_dtype="float32"):
+def key_parts(teacher, data_fingerprint, extra_key="", tap_dtype="float32", keep_taps=True):
     """Everything the cached targets depend on, as a JSON-able dict."""
     return {
         "format": FORMAT_VERSION,
         "teacher_sha256": teacher.sha256,
         "data": data_fingerprint,
-        "taps": sorted(teacher.boundaries),
+        "taps": sorted(teacher.boundaries) if keep_taps else [],
         "tap_dtype": tap_dtype,
         "tasks": sorted((t.to_dict() for t in teacher.tasks), key=lambda d: d["name"]),
         "preprocessing": extra_key,
@@ -172,25 +172,27 @@ class TargetCache:
         return self.root / f"{safe}-{key[:24]}"
 
     def get_or_build(self, teacher, read, n, data_fingerprint, extra_key="", progress=True, batch=BATCH,
-                     chunk_batches=CHUNK_BATCHES, tap_dtype="float32", rank=0, world=1, barrier=None):
+                     chunk_batches=CHUNK_BATCHES, tap_dtype="float32", keep_taps=True, rank=0, world=1,
+                     barrier=None):
         """The cached targets of ``teacher`` on a dataset, built (or completed) if needed.
 
         ``read(start, stop)`` returns the preprocessed inputs of rows ``[start, stop)``;
-        it is called only for chunks that have to be computed. In a job, every rank
-        calls this with its ``rank``, the ``world`` size and a ``barrier()`` callable.
+        it is called only for chunks that have to be computed. ``keep_taps=False``
+        caches the task logits alone. In a job, every rank calls this with its
+        ``rank``, the ``world`` size and a ``barrier()`` callable.
         """
         if n < 1:
             raise DataError(f"target cache for {teacher.path}: the dataset is empty (n={n})")
         if tap_dtype not in TAP_DTYPES:
             raise DataError(f"target cache: tap dtype {tap_dtype!r}: expected one of {TAP_DTYPES}")
-        parts = key_parts(teacher, data_fingerprint, extra_key, tap_dtype)
+        parts = key_parts(teacher, data_fingerprint, extra_key, tap_dtype, keep_taps)
         key = cache_key(parts)
         final = self.directory(teacher, key)
         found = _open(final, key, n)
         if found is not None:
             return found
         chunks = chunk_ranges(n, chunk_rows(batch, chunk_batches))
-        writer = _ChunkWriter(final, teacher, read, n, batch, np.dtype(tap_dtype))
+        writer = _ChunkWriter(final, teacher, read, n, batch, np.dtype(tap_dtype) if keep_taps else None)
         try:
             writer.write_all(chunks[rank::world], progress)
             (barrier or _no_barrier)()
@@ -217,6 +219,7 @@ class _ChunkWriter:
     """Computes chunks of one teacher's targets into ``final``, each renamed into place."""
 
     def __init__(self, final, teacher, read, n, batch, tap_dtype):
+        """``tap_dtype`` None: the taps are not kept."""
         self.final, self.teacher, self.read, self.n = final, teacher, read, n
         self.batch, self.tap_dtype = batch, tap_dtype
 
@@ -256,7 +259,8 @@ class _ChunkWriter:
                                     f"{len(inputs)} samples; the dataset should hold n={self.n}")
                 out = self.teacher.run(inputs)
                 named = [("task", k, v) for k, v in out.tasks.items()]
-                named += [("tap", k, v.astype(self.tap_dtype, copy=False)) for k, v in out.taps.items()]
+                if self.tap_dtype is not None:
+                    named += [("tap", k, v.astype(self.tap_dtype, copy=False)) for k, v in out.taps.items()]
                 if not files:
                     files = {(kind, name): _NpyWriter(tmp / f"{kind}-{i:03d}.npy", f"{kind} {name!r}",
                                                       stop - start, v)

@@ -10,6 +10,7 @@ from tests.robustness.contract import base_config, write_config
 from tests.synthetic import SIZE, make_images, save_npz
 from toolkit.cli import main
 from toolkit.config import load_config
+from toolkit.method.amalgamate import tap_rows
 from toolkit.teachers import load_teachers, split_data
 
 
@@ -37,11 +38,14 @@ def plan_json(capsys, config_path, *args):
     return json.loads(out)
 
 
-@pytest.mark.parametrize("tap_dtype", ["float32", "float16"])
-def test_cache_estimate_is_within_ten_percent_of_the_written_cache(tmp_path, assets, capsys, tap_dtype):
+# float32 / float16 taps of every training row (feature hint on); without the hint, only
+# the adapter-fit sample's taps (a second, small cache per teacher)
+@pytest.mark.parametrize("tap_dtype,hint", [("float32", 0.1), ("float16", 0.1), ("float32", 0.0)])
+def test_cache_estimate_is_within_ten_percent_of_the_written_cache(tmp_path, assets, capsys, tap_dtype, hint):
     config = base_config(assets)
     config["data"]["eval"] = {"format": "numpy", "path": str(assets / "test.npz")}
     config["data"]["tap_dtype"] = tap_dtype
+    config["training"]["hint_weight"] = hint
     path = write_config(tmp_path, config)
     plan = plan_json(capsys, path, "--nproc", "2")
     assert plan["images"] == {"train": 700, "eval": 300} and plan["world"] == 2
@@ -50,8 +54,8 @@ def test_cache_estimate_is_within_ten_percent_of_the_written_cache(tmp_path, ass
     loaded = load_config(path)
     teachers = load_teachers(loaded)
     assert len(plan["prefix_bytes"]) == len(teachers[0].boundaries) - 1 >= 1  # stages 2..L
-    for spec in (loaded.data.train, loaded.data.eval):
-        split_data(loaded, teachers, spec, tmp_path / "cache", progress=False)
+    split_data(loaded, teachers, loaded.data.train, tmp_path / "cache", progress=False, tap_rows=tap_rows(loaded))
+    split_data(loaded, teachers, loaded.data.eval, tmp_path / "cache", progress=False, tap_rows=None)
     for row in plan["teachers"]:  # teacher A's cache folder is named after its file, a.onnx
         actual = sum(folder_bytes(d) for d in (tmp_path / "cache" / "targets").glob(f"{row['name'].lower()}-*"))
         assert abs(row["bytes"] - actual) <= 0.1 * actual, (row, actual)
@@ -67,3 +71,32 @@ def test_plan_prints_a_table(tmp_path, assets, capsys):
     assert e.value.code == 0
     assert "images: train 700" in out and "frozen prefix of stage 2" in out and "student params" in out
     assert "time estimate (1 process)" in out
+
+
+def test_without_the_hint_only_the_adapter_fit_sample_keeps_features(tmp_path, assets):
+    """hint_weight 0: the training split's cache holds logits alone; a second cache holds the
+    first 1024 training rows' taps, which fit the adapters; the run trains to the end."""
+    import json
+
+    import numpy as np
+
+    from runtime.errors import DataError
+    from toolkit.method.amalgamate import amalgamate
+
+    save_npz(tmp_path / "train.npz", *make_images(1500, seed=4))  # 1125 training rows after the holdout
+    config = base_config(assets)
+    config["data"]["train"]["path"] = str(tmp_path / "train.npz")
+    config["training"].update(hint_weight=0.0, epochs_per_block=1)
+    loaded = load_config(write_config(tmp_path, config))
+    amalgamate(loaded, out=tmp_path / "run", quiet=True, cache_root=tmp_path / "cache")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["summary"]["student"]["agreement"] > 0
+
+    manifests = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "targets").glob("*/manifest.json")]
+    assert sorted((m["n"], bool(m["parts"]["taps"])) for m in manifests) == [(1024, True)] * 2 + [(1500, False)] * 2
+    data = split_data(loaded, load_teachers(loaded), loaded.data.train, tmp_path / "cache", progress=False,
+                      tap_rows=tap_rows(loaded))
+    sample = tap_rows(loaded)(1500)
+    assert len(sample) == 1024 and data.taps[("A", 1)][sample[:3]].shape[0] == 3
+    missing = np.setdiff1d(np.arange(1500), sample)[:1]
+    with pytest.raises(DataError, match="not cached"):
+        data.taps[("A", 1)][missing]

@@ -27,7 +27,7 @@ from toolkit.config import config_hash, dump_config
 from toolkit.data import split_holdout
 from toolkit.dist import Ranks
 from toolkit.eval.evaluate import evaluate_run
-from toolkit.method.blockwise import PrefixFeatures, train_stage
+from toolkit.method.blockwise import FIT_SAMPLES, PrefixFeatures, train_stage
 from toolkit.method.branching import auto_branch_points, branch_table, fit_budget
 from toolkit.method.endtoend import fit_net_adapters, train_end_to_end
 from toolkit.method.loop import LoopContext, seed_phase
@@ -142,6 +142,15 @@ class Run:
     trunk: list  # its graph cut into blocks
 
 
+def tap_rows(config):
+    """The training rows whose teacher features the run uses: every row with the feature
+    hint, else only the adapter-fit sample (the first FIT_SAMPLES training indices)."""
+    t = config.training
+    if t.hint_weight:
+        return "all"
+    return lambda n: split_holdout(n, config.data.holdout, t.seed)[0][:FIT_SAMPLES]
+
+
 def open_run(config, out, resume, overwrite, quiet, cache_root, ranks):
     """Step 1: the run dir (made by rank 0), the teachers and their cached targets (each
     rank computing its share of the chunks)."""
@@ -156,8 +165,8 @@ def open_run(config, out, resume, overwrite, quiet, cache_root, ranks):
     ctx.log.say(f"teachers: {', '.join(f'{tg.name} ({len(tg.boundaries)} blocks)' for tg in teachers)}; "
                 f"ONNX Runtime on {where}" + (f" ({threads} threads)" if threads else ""))
     progress = not log.quiet
-    train = split_data(config, teachers, config.data.train, cache_root, progress, ranks)
-    evaluation = split_data(config, teachers, config.data.eval, cache_root, progress, ranks) \
+    train = split_data(config, teachers, config.data.train, cache_root, progress, ranks, tap_rows(config))
+    evaluation = split_data(config, teachers, config.data.eval, cache_root, progress, ranks, tap_rows=None) \
         if config.data.eval else None
     train_idx, holdout_idx = split_holdout(len(train), config.data.holdout, t.seed)
     reference = next(tg for tg in teachers if tg.name == config.student.reference)

@@ -3,7 +3,9 @@
 * images of the training (and evaluation) source;
 * target-cache bytes per teacher: each teacher runs once on a sample batch, which
   gives its row sizes (task logits in float32, taps in ``data.tap_dtype``); the
-  cache holds them for every image of both splits, in chunks of ``runtime.cache``;
+  cache holds the logits of every image of both splits and the taps the run uses
+  (every training image with the feature hint, else the adapter-fit sample), in
+  chunks of ``runtime.cache``;
 * the student's cached inputs, and the frozen-prefix bytes of each stage (stage
   ``l`` reads blocks ``1..l-1``'s output over the training images, kept on disk);
 * student params: the trunk, and the trunk plus every teacher's branch after the
@@ -21,7 +23,8 @@ import numpy as np
 import torch
 
 from runtime.cache import CHUNK_BATCHES, chunk_rows
-from toolkit.data import open_source
+from toolkit.data import open_source, split_holdout
+from toolkit.method.blockwise import FIT_SAMPLES
 from toolkit.student.infer import to_tensor
 from toolkit.student.parts import make_branch, trunk_block, trunk_graphs
 from toolkit.student.targetnet import count_params
@@ -62,17 +65,26 @@ def _timed(fn, repeats=2):
     return (time.perf_counter() - start) / repeats
 
 
-def _teacher_row(t, source, tap_dtype, splits):
+def _teacher_row(t, source, config, splits):
+    """Cache bytes of one teacher, as ``split_data`` keeps them: logits of every row;
+    taps of every training row with the feature hint, else of the adapter-fit sample;
+    no taps for the evaluation split."""
     prep = preprocess_of(t.config)
     x = prep(source.images(np.arange(min(SAMPLE, len(source)))))
     out = t.runner.run(x)
     logits = sum(v[:1].nbytes for v in out.tasks.values())
-    taps = sum(v[:1].astype(tap_dtype).nbytes for v in out.taps.values())
+    taps = sum(v[:1].astype(config.data.tap_dtype).nbytes for v in out.taps.values())
+    tasks, tapped = len(out.tasks), len(out.taps)
     n = sum(splits.values())
+    if config.training.hint_weight:
+        logit_bytes = array_bytes(n, logits, tasks)
+        tap_bytes = array_bytes(splits["train"], taps, tapped)
+    else:
+        sample = min(FIT_SAMPLES, len(split_holdout(splits["train"], config.data.holdout)[0])) if tapped else 0
+        logit_bytes = array_bytes(n, logits, tasks) + array_bytes(sample, logits, tasks)
+        tap_bytes = array_bytes(sample, taps, tapped)
     per_image = _timed(lambda: t.runner.run(x)) / len(x)
-    return {"name": t.name, "logits_bytes": array_bytes(n, logits, len(out.tasks)),
-            "taps_bytes": array_bytes(n, taps, len(out.taps)),
-            "bytes": array_bytes(n, logits + taps, len(out.tasks) + len(out.taps)),
+    return {"name": t.name, "logits_bytes": logit_bytes, "taps_bytes": tap_bytes, "bytes": logit_bytes + tap_bytes,
             "seconds_per_image": per_image}
 
 
@@ -109,14 +121,13 @@ def make_plan(config, world=1):
     specs = {"train": config.data.train, **({"eval": config.data.eval} if config.data.eval else {})}
     sources = {k: open_source(s, ref.size, ref.channels, config.data.on_corrupt) for k, s in specs.items()}
     splits = {k: len(s) for k, s in sources.items()}
-    tap_dtype = np.dtype(config.data.tap_dtype)
     rows = []
     for t in teachers:
         p = t.config.preprocess
         same = (tuple(p.size), p.channels) == (tuple(ref.size), ref.channels)
         source = sources["train"] if same else open_source(config.data.train, p.size, p.channels,
                                                             config.data.on_corrupt)
-        rows.append(_teacher_row(t, source, tap_dtype, splits))
+        rows.append(_teacher_row(t, source, config, splits))
     x_np = preprocess_of(reference.config)(sources["train"].images(np.arange(min(SAMPLE, splits["train"]))))
     x = to_tensor(x_np, np.arange(len(x_np)), "cpu")
     prefix_rows, trunk, student, step = _student(config, teachers, reference, x)

@@ -250,7 +250,7 @@ def _teacher_split(config, data, run, cache_dir):
     source, label = _eval_source(config, data)
     with contextlib.ExitStack() as stack:
         cache = cache_dir or (Path(run).parent / ".cache" if run else stack.enter_context(tempfile.TemporaryDirectory()))
-        return split_data(config, load_teachers(config), source, cache, progress=False), label
+        return split_data(config, load_teachers(config), source, cache, progress=False, tap_rows=None), label
 
 
 def _judge_tasks(result, meta, onnx_out, torch_out, split):

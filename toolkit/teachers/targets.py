@@ -82,8 +82,14 @@ def cached_inputs(root, source, preprocess, n, ranks=None):
     return np.load(path, mmap_mode="r")
 
 
-def split_data(config, teachers, spec, cache_root, progress=True, ranks=None):
+def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, tap_rows="all"):
     """SplitData of one source (``config.data.train`` or ``.eval``) for all teachers.
+
+    ``tap_rows``: which rows' block features (taps) the run uses and the cache keeps:
+    ``"all"`` (the feature hint trains on every row), None (none: an evaluation split),
+    or sorted row indices, or a function of the split's size giving them (the
+    adapter-fit sample alone; ``taps`` then read those rows only, through
+    :class:`SampledRows`). Task logits are always kept for every row.
 
     ``ranks`` (a ``toolkit.dist.Ranks``, or None alone): in a job, each rank computes its
     share of the target chunks and rank 0 writes the student's inputs."""
@@ -92,20 +98,52 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None):
     source = open_source(spec, ref_p.size, ref_p.channels, config.data.on_corrupt)
     n = len(source)
     cache = TargetCache(Path(cache_root) / "targets")
+    job = {} if ranks is None else {"rank": ranks.rank, "world": ranks.world, "barrier": ranks.barrier}
+    every = isinstance(tap_rows, str) and tap_rows == "all"
+    tap_rows = tap_rows(n) if callable(tap_rows) else tap_rows
     logits, taps = {}, {}
     for t in teachers:
         prep = preprocess_of(t.config)
         src = source if (prep.size, prep.channels) == (tuple(ref_p.size), ref_p.channels) else \
             open_source(spec, t.config.preprocess.size, t.config.preprocess.channels, config.data.on_corrupt)
-        job = {} if ranks is None else {"rank": ranks.rank, "world": ranks.world, "barrier": ranks.barrier}
-        found = cache.get_or_build(t.runner, _reader(src, prep), n, src.fingerprint(), extra_key=prep.fingerprint(),
-                                   progress=progress, batch=BATCH, tap_dtype=config.data.tap_dtype, **job)
+        common = dict(extra_key=prep.fingerprint(), progress=progress, batch=BATCH, tap_dtype=config.data.tap_dtype,
+                      **job)
+        found = cache.get_or_build(t.runner, _reader(src, prep), n, src.fingerprint(), keep_taps=every, **common)
         for task in t.tasks:
             logits[task.name] = found.tasks[task.name]
-        for block, b in enumerate(t.boundaries, start=1):
-            taps[(t.name, block)] = found.taps[b.name]
+        if every:
+            taps.update({(t.name, block): found.taps[b.name] for block, b in enumerate(t.boundaries, start=1)})
+        elif tap_rows is not None and t.boundaries:
+            rows = np.asarray(tap_rows, dtype=np.int64)
+            sample = cache.get_or_build(t.runner, _sample_reader(src, prep, rows), len(rows),
+                                        f"{src.fingerprint()}|rows:{hashlib.sha256(rows.tobytes()).hexdigest()}",
+                                        **common)
+            taps.update({(t.name, block): SampledRows(sample.taps[b.name], rows)
+                         for block, b in enumerate(t.boundaries, start=1)})
     inputs = cached_inputs(Path(cache_root) / "inputs", source, preprocess_of(reference.config), n, ranks)
     labels = {}
     if config.data.labels and source.labels() is not None:
         labels = eval_labels(source, config.data.labels, list(logits))
     return SplitData(inputs, logits, taps, labels)
+
+
+def _sample_reader(source, preprocess, rows):
+    """``read(start, stop)`` over the sample: rows ``rows[start:stop]`` of ``source``, preprocessed."""
+    return lambda start, stop: preprocess(source.images(rows[start:stop]))
+
+
+class SampledRows:
+    """Cached taps of some rows of a split, indexed by the split's row numbers."""
+
+    def __init__(self, values, rows):
+        self.values, self.rows = values, np.asarray(rows)
+        self.shape = (None, *values.shape[1:])
+
+    def __getitem__(self, idx):
+        idx = np.asarray(idx)
+        at = np.clip(np.searchsorted(self.rows, idx), 0, len(self.rows) - 1)
+        if not np.array_equal(self.rows[at], idx):
+            missing = idx[self.rows[at] != idx][:5].tolist()
+            raise DataError(f"block features of rows {missing} are not cached: only the adapter-fit sample's "
+                            f"({len(self.rows)} rows) are kept when training.hint_weight is 0")
+        return self.values[at]
