@@ -120,3 +120,38 @@ def test_amalgamate_under_torchrun_matches_one_process(tmp_path, small_run):
     epochs = [r for r in map(json.loads, (tmp_path / "two" / "metrics.jsonl").read_text().splitlines())
               if r["event"] == "epoch"]
     assert len(epochs) == len({(r["phase"], r["epoch"]) for r in epochs})  # logged once, by rank 0
+
+
+def _workers(launcher_pid):
+    """Pids of the processes torchrun started (its children)."""
+    found = subprocess.run(["ps", "-o", "pid=", "--ppid", str(launcher_pid)], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+@pytest.mark.slow
+def test_a_rank_killed_mid_stage_resumes_to_the_metrics_of_an_uninterrupted_run(tmp_path, small_run):
+    """`torchrun --max-restarts=1 -m toolkit.cli amalgamate`: one worker is SIGKILLed once
+    stage 1 has checkpointed its first epoch; the restarted job resumes and ends with the
+    metrics of an uninterrupted run at the same world size."""
+    import json
+    import signal
+    import time
+
+    args = ["--set", "training.epochs_per_block=2", "--quiet", "--cache-dir", tmp_path / "cache"]
+    torchrun(2, "toolkit.cli", "amalgamate", small_run, "--out", tmp_path / "whole", *args)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--max-restarts", "1",
+           "-m", "toolkit.cli", "amalgamate", str(small_run), "--out", str(tmp_path / "killed"), *map(str, args)]
+    launcher = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint, deadline = tmp_path / "killed" / "checkpoints" / "stage1.pt", time.time() + 240
+    while not checkpoint.exists() and time.time() < deadline and launcher.poll() is None:
+        time.sleep(0.05)
+    workers = _workers(launcher.pid)
+    assert checkpoint.exists() and len(workers) == 2, "the job ended before a rank could be killed"
+    os.kill(workers[-1], signal.SIGKILL)
+    out, err = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, err[-4000:]
+    assert "exitcode: -9" in err  # torchrun saw the SIGKILL and restarted the job
+    whole, killed = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "killed"))
+    assert killed["summary"] == whole["summary"] and killed["excess_loss"] == whole["excess_loss"]
