@@ -28,6 +28,24 @@ def targets(teacher_path, data_path, root, *taps):
     close()
 
 
+def prefix(out):
+    """The frozen-prefix cache of a small conv block over 1100 rows (3 batches of 512),
+    written by every rank's share."""
+    from pathlib import Path
+
+    import torch
+
+    from toolkit.method.blockwise import PrefixFeatures
+
+    ranks = init_from_env()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU())
+    inputs = np.random.default_rng(0).random((1100, 1, 8, 8), dtype=np.float32)
+    PrefixFeatures(Path(out), inputs).extend(block, torch.device("cpu"), ranks=ranks)
+    close()
+
+
 def train(out, kill_at_step="0"):
     """Two epochs of run_phase on a small CNN without BatchNorm (plain SGD, MSE to fixed
     targets, global batch 16); rank 0 saves the final weights to ``out/weights.npz``.
@@ -73,4 +91,4 @@ def train(out, kill_at_step="0"):
 
 
 if __name__ == "__main__":
-    {"targets": targets, "train": train}[sys.argv[1]](*sys.argv[2:])
+    {"targets": targets, "prefix": prefix, "train": train}[sys.argv[1]](*sys.argv[2:])

@@ -50,6 +50,15 @@ def test_two_processes_write_the_same_target_cache_as_one(tmp_path, teacher):
     assert one.keys() == two.keys() and all(one[k] == two[k] for k in one)
 
 
+def test_two_processes_write_the_frozen_prefix_of_one(tmp_path):
+    torchrun(1, "tests.dist_jobs", "prefix", tmp_path / "one")
+    torchrun(2, "tests.dist_jobs", "prefix", tmp_path / "two")
+    one, two = tree_bytes(tmp_path / "one"), tree_bytes(tmp_path / "two")
+    assert list(one) == ["prefix_1.npy"] and one == two
+    written = np.load(tmp_path / "two" / "prefix_1.npy")
+    assert written.shape == (1100, 4, 8, 8) and all(written[i].any() for i in (0, 511, 512, 1023, 1024, 1099))
+
+
 def weights(folder):
     with np.load(Path(folder) / "weights.npz") as f:
         return {k: f[k] for k in f.files}

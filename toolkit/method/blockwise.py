@@ -44,30 +44,30 @@ class PrefixFeatures:
 
     @torch.no_grad()
     def extend(self, block, device, log=None, ranks=None):
-        """Add the output of ``block`` applied to the last level (eval mode); in a job,
-        rank 0 computes it and the other ranks read it."""
-        path = self.root / f"prefix_{len(self.levels)}.npy"
+        """Add the output of ``block`` applied to the last level (eval mode). In a job the
+        ranks share the work: rank 0 sizes the file, each rank writes its batches
+        (``EVAL_BATCH`` rows, every ``world``-th) through the file, rank 0 renames it."""
         ranks = ranks or Ranks()
-        if ranks.is_main:
-            self._compute(block, path, device, log)
-        ranks.barrier()
-        self.levels.append(np.load(path, mmap_mode="r"))
-
-    def _compute(self, block, path, device, log):
         block.eval()
         prev, n = self.levels[-1], len(self.levels[-1])
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        out = None
-        starts = range(0, n, EVAL_BATCH)
-        for start in (log.progress(starts, f"caching block {len(self.levels)} output") if log else starts):
-            idx = np.arange(start, min(n, start + EVAL_BATCH))
-            y = block(to_tensor(prev, idx, device)).cpu().numpy()
-            if out is None:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *y.shape[1:]))
-            out[idx[0]:idx[-1] + 1] = y
-        out.flush()
-        del out
-        os.replace(tmp, path)
+        path = self.root / f"prefix_{len(self.levels)}.npy"
+        tmp = path.with_name(f"{path.name}.tmp")
+        row = block(to_tensor(prev, np.arange(1), device)).cpu().numpy()
+        if ranks.is_main:
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *row.shape[1:]))
+        ranks.barrier()
+        header = np.load(tmp, mmap_mode="r").offset
+        starts = ranks.split(range(0, n, EVAL_BATCH))
+        with open(tmp, "r+b") as f:  # through the file: written pages do not stay resident
+            for start in (log.progress(starts, f"caching block {len(self.levels)} output") if log else starts):
+                y = block(to_tensor(prev, np.arange(start, min(n, start + EVAL_BATCH)), device)).cpu().numpy()
+                f.seek(header + int(start) * row.nbytes)
+                f.write(np.ascontiguousarray(y, dtype=np.float32).data)
+        ranks.barrier()
+        if ranks.is_main:
+            os.replace(tmp, path)
+        ranks.barrier()
+        self.levels.append(np.load(path, mmap_mode="r"))
 
 
 def stage_branches(teachers, block, trunk_shape, gate_reduction, trunk_source):
