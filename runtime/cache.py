@@ -32,6 +32,7 @@ This module never imports ``toolkit``: a job's rank, world size and barrier come
 as plain arguments.
 """
 
+import contextlib
 import hashlib
 import io
 import json
@@ -250,7 +251,7 @@ class _ChunkWriter:
     def _arrays(self, tmp, start, stop, bar):
         """One pass of the teacher over rows ``[start, stop)``; the chunk's array entries."""
         files = {}
-        try:
+        with contextlib.ExitStack() as closing:  # every file closed, even when closing one fails (disk full)
             for lo in range(start, stop, self.batch):
                 hi = min(stop, lo + self.batch)
                 inputs = self.read(lo, hi)
@@ -262,15 +263,13 @@ class _ChunkWriter:
                 if self.tap_dtype is not None:
                     named += [("tap", k, v.astype(self.tap_dtype, copy=False)) for k, v in out.taps.items()]
                 if not files:
-                    files = {(kind, name): _NpyWriter(tmp / f"{kind}-{i:03d}.npy", f"{kind} {name!r}",
-                                                      stop - start, v)
-                             for i, (kind, name, v) in enumerate(named)}
+                    for i, (kind, name, v) in enumerate(named):
+                        files[kind, name] = _NpyWriter(tmp / f"{kind}-{i:03d}.npy", f"{kind} {name!r}",
+                                                       stop - start, v)
+                        closing.callback(files[kind, name].close)
                 for kind, name, values in named:
                     files[kind, name].write(values)
                 bar.update(hi - lo)
-        finally:
-            for f in files.values():
-                f.close()
         return [{"kind": kind, "name": name, **f.entry()} for (kind, name), f in files.items()]
 
 
@@ -286,7 +285,11 @@ class _NpyWriter:
                      "shape": (rows, *self.row_shape)})
         self.digest = hashlib.sha256(header.getvalue())
         self.file = open(path, "wb")
-        self.file.write(header.getvalue())
+        try:
+            self.file.write(header.getvalue())
+        except OSError:
+            self.file.close()
+            raise
 
     def write(self, values):
         if values.shape[1:] != self.row_shape or values.dtype != self.dtype:
