@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import ExportError
+from runtime.errors import ExportError, first_line
 from runtime.session import make_session
 
 # Absolute and relative tolerance of ONNX Runtime vs the framework, per framework.
@@ -82,7 +82,7 @@ def save_model(model, path):
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as e:
-        raise ExportError(f"{path}: the exported model fails the ONNX checker: {str(e).strip().splitlines()[0]}") from e
+        raise ExportError(f"{path}: the exported model fails the ONNX checker: {first_line(e)}") from e
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise ExportError(f"{path}: the folder {path.parent} does not exist")

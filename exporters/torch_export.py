@@ -18,7 +18,6 @@ import contextlib
 import io
 import logging
 import os
-import re
 import uuid
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import onnx
 import torch
 
 from exporters.metadata import stamp
-from runtime.errors import AmalgamError, ExportError
+from runtime.errors import AmalgamError, ExportError, first_line
 from runtime.session import make_session
 
 log = logging.getLogger(__name__)
@@ -72,9 +71,8 @@ def _outputs(module, inputs):
     return list(flat)
 
 
-def _first_line(error):
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+def _why(error):
+    return f"{type(error).__name__}: {first_line(error)}"
 
 
 def _export(module, sample, input_names, output_names, opset, dynamic_batch, dynamo, path):
@@ -84,12 +82,12 @@ def _export(module, sample, input_names, output_names, opset, dynamic_batch, dyn
         try:
             return _export_dynamo(module, sample, input_names, output_names, opset, dynamic_batch)
         except Exception as e:
-            failures.append(f"dynamo exporter: {_first_line(e)}")
-            log.warning("%s: the dynamo exporter failed (%s); trying the legacy exporter", path, _first_line(e))
+            failures.append(f"dynamo exporter: {_why(e)}")
+            log.warning("%s: the dynamo exporter failed (%s); trying the legacy exporter", path, _why(e))
     try:
         return _export_legacy(module, sample, input_names, output_names, opset, dynamic_batch)
     except Exception as e:
-        failures.append(f"legacy exporter: {_first_line(e)}")
+        failures.append(f"legacy exporter: {_why(e)}")
     raise ExportError(f"{path}: cannot export {type(module).__name__} to ONNX; " + "; ".join(failures))
 
 

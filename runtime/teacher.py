@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from runtime.errors import BadInputError, ConfigError, UnknownTapError
+from runtime.graph import dims
 from runtime.model_io import file_sha256, load_model
 from runtime.session import make_session
 from runtime.taps import add_taps, infer_shapes, tensor_names
@@ -129,13 +130,6 @@ class TeacherOutputs(NamedTuple):
     taps: dict
 
 
-def _dims(value_info):
-    """Shape of a value_info as ints and None (symbolic or unknown)."""
-    if not value_info.type.tensor_type.HasField("shape"):
-        return None
-    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
-
-
 def _width(dims):
     """Logits per sample of an output ``(N, ...)``; None when a non-batch dim is unknown."""
     if dims is None or any(d is None for d in dims[1:]):
@@ -192,7 +186,7 @@ class Teacher:
             raise ConfigError(f"{self.path}: no graph input {name!r}; inputs are {list(inputs)}")
         vi = inputs[name]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
-        return name, _dims(vi), dtype
+        return name, dims(vi), dtype
 
     def _check_task_names(self):
         if not self.tasks:
@@ -212,7 +206,7 @@ class Teacher:
                 raise ConfigError(f"{self.path}: task {task.name!r} reads output {task.output!r}, "
                                   f"which the graph does not have; outputs are "
                                   f"{[o.name for o in model.graph.output]}")
-            widths[task.output] = _width(_dims(known[task.output])) if task.output in known else None
+            widths[task.output] = _width(dims(known[task.output])) if task.output in known else None
         return widths
 
     def _check_width(self, task, width):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from runtime.errors import BadInputError, ExportError
+from runtime.errors import BadInputError, ExportError, first_line
 
 FRAMEWORKS = ("keras", "jax", "sklearn", "torch")
 NEEDS = {"keras": "tensorflow-cpu, tf2onnx", "jax": "jax, flax, jax2onnx", "sklearn": "scikit-learn, skl2onnx, skops",
@@ -169,7 +169,7 @@ def _torch_weights(path, module):
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
         raise BadInputError(f"{path}: cannot read weights (safetensors, or a state dict for torch.load with "
-                            f"weights_only=True): {str(e).strip().splitlines()[0]}") from e
+                            f"weights_only=True): {first_line(e)}") from e
     own = set(module.state_dict())
     if not isinstance(state, dict) or set(state) != own:
         got = set(state) if isinstance(state, dict) else set()

@@ -12,7 +12,7 @@ import numpy as np
 from onnx import helper
 
 from runtime.blocks import find_boundaries
-from runtime.graph import data_inputs
+from runtime.graph import data_inputs, dims
 from runtime.errors import BadInputError, ParityError
 from runtime.model_io import default_opset, load_model
 from runtime.normalize import normalize
@@ -36,7 +36,7 @@ def parse_input_shape(ctx, param, values):
 
 def _value(vi):
     t = vi.type.tensor_type
-    shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+    shape = dims(vi, symbolic=True) or []
     return {"name": vi.name, "shape": shape, "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name}
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from exporters.metadata import read_metadata
 from runtime.errors import BadInputError, DegradationError, ParityError
+from runtime.graph import dims
 from runtime.model_io import file_sha256, load_model
 from runtime.parity import collect, compare, onnx_runner
 from toolkit.data import source_spec
@@ -239,8 +240,7 @@ def _batch_dim(model, path):
     if not found:
         raise BadInputError(f"{path}: the student has no input {INPUT_NAME!r} "
                             f"(inputs: {[i.name for i in model.graph.input]})")
-    dim = found[0].type.tensor_type.shape.dim[0]
-    return dim.dim_value if dim.HasField("dim_value") else None
+    return (dims(found[0]) or [None])[0]
 
 
 def _teacher_split(config, data, run, cache_dir):
