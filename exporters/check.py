@@ -7,13 +7,12 @@ fused kernels cannot hide a difference. The file is written to a temporary name
 in the destination folder and renamed, so a failed export leaves nothing behind.
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from runtime.errors import ExportError, first_line
+from runtime.files import atomic_path
 from runtime.session import make_session
 
 # Absolute and relative tolerance of ONNX Runtime vs the framework, per framework.
@@ -86,18 +85,8 @@ def save_model(model, path):
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise ExportError(f"{path}: the folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
-        onnx.save_model(model, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        onnx.save_model(model, str(tmp))
     return path
 
 

@@ -19,9 +19,7 @@ dropped, and the step is recorded as ``amalgam.simplified`` / ``amalgam.quantiza
 
 import itertools
 import json
-import os
 import tempfile
-import uuid
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import onnx
 
 from exporters.metadata import PREFIX, stamp
 from runtime.errors import BadInputError, ExportError, first_line
+from runtime.files import atomic_path
 from runtime.graph import dims as graph_dims
 from runtime.model_io import load_model
 from runtime.parity import as_feeds
@@ -42,14 +41,8 @@ CHECK_BATCH = 2  # batch of onnxsim's random inputs when the batch axis is dynam
 def save_atomic(model, out_path):
     """Write ``model`` to ``out_path`` through a temporary file in the same folder."""
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(out_path) as tmp:
         onnx.save(model, str(tmp))
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out_path
 
 

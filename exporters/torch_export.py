@@ -17,8 +17,6 @@ check at a second batch then catches.
 import contextlib
 import io
 import logging
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ import torch
 
 from exporters.metadata import stamp
 from runtime.errors import AmalgamError, ExportError, first_line
+from runtime.files import atomic_path
 from runtime.session import make_session
 
 log = logging.getLogger(__name__)
@@ -115,21 +114,16 @@ def _write_checked(model, path, module, sample, dynamic_batch, check, atol):
     if external:
         raise ExportError(f"{path}: the export keeps {len(external)} weights in external data "
                           f"(e.g. {external[0]!r}); expected one self-contained file")
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            onnx.save_model(model, str(tmp), save_as_external_data=False)
-        except ValueError as e:  # protobuf's 2 GB limit
-            raise ExportError(f"{path}: cannot write one self-contained ONNX file: {e}") from e
-        except OSError as e:  # unwritable folder, full disk
-            raise ExportError(f"{path}: cannot write the ONNX file ({e.strerror or e})") from e
-        if check:
-            _check(tmp, path, module, sample, dynamic_batch, atol)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):  # absent, or its folder never existed
-            tmp.unlink()
+        with atomic_path(path) as tmp:
+            try:
+                onnx.save_model(model, str(tmp), save_as_external_data=False)
+            except ValueError as e:  # protobuf's 2 GB limit
+                raise ExportError(f"{path}: cannot write one self-contained ONNX file: {e}") from e
+            if check:
+                _check(tmp, path, module, sample, dynamic_batch, atol)
+    except OSError as e:  # unwritable folder, full disk
+        raise ExportError(f"{path}: cannot write the ONNX file ({e.strerror or e})") from e
 
 
 def _check_batches(sample, dynamic_batch):

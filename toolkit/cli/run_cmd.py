@@ -52,7 +52,8 @@ def run(config_path, out, overwrite, overrides, max_degradation, cache_dir, quie
     from toolkit.ship.export import export_student, input_shape
     from toolkit.ship.latency import footprint, total
     from toolkit.ship.report import footprint_table, run_markdown, run_report
-    from toolkit.ship.validate import task_table, validate_student, write_text_atomic
+    from runtime.files import write_text_atomic
+    from toolkit.ship.validate import task_table, validate_student
 
     config = load_config(config_path, list(overrides))
     out = Path(out or config.output)

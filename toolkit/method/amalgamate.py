@@ -19,6 +19,7 @@ import torch
 
 from runtime.convert import to_torch
 from runtime.errors import BadInputError
+from runtime.files import write_json_atomic
 from runtime.model_io import load_model
 from toolkit import __version__
 from toolkit.config import config_hash, dump_config
@@ -61,8 +62,8 @@ def prepare_run_dir(config, out, resume, overwrite):
         shutil.rmtree(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(dump_config(config), indent=2))
-        run_json.write_text(json.dumps(stamp, indent=2))
+        write_json_atomic(out / "config.json", dump_config(config))
+        write_json_atomic(run_json, stamp)
     except OSError as e:
         raise BadInputError(f"{out}: cannot write the run dir ({e.strerror})") from e
     return out
@@ -187,8 +188,7 @@ def branch_out(run, blocks, stage_parts, table, teachers_size):
 
     points, budget_met = decide_branch_points(run.config, table, run.teachers, size_of, run.ctx.log)
     rows = branch_table(points, table, {task.name: tg.name for tg in run.teachers for task in tg.tasks})
-    (run.out / "branches.json").write_text(json.dumps({"points": points, "budget_met": budget_met, "rows": rows},
-                                                      indent=2))
+    write_json_atomic(run.out / "branches.json", {"points": points, "budget_met": budget_met, "rows": rows})
     run.ctx.log.write("branching", points=points, table={str(k): v for k, v in table.items()})
     return points
 

@@ -22,7 +22,6 @@ the student's metadata (``amalgam.teachers``).
 
 import contextlib
 import json
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 
 from exporters.metadata import read_metadata
 from runtime.errors import BadInputError, DegradationError, ParityError
+from runtime.files import write_text_atomic
 from runtime.graph import dims
 from runtime.model_io import file_sha256, load_model
 from runtime.parity import collect, compare, onnx_runner
@@ -304,21 +304,6 @@ def validate_student(student, run=None, config=None, data=None, atol=1e-4, rtol=
                                          atol, rtol, tolerances, result.notes)
     _judge_tasks(result, meta, onnx_out, torch_out, split)
     return result
-
-
-def write_text_atomic(path, text):
-    """Write ``text`` to a temporary name beside ``path``, then rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise BadInputError(f"{path}: cannot write the report ({e.strerror or e})") from e
-    return path
 
 
 def write_reports(validation, report=None):
