@@ -16,7 +16,6 @@ or given by repeating the option::
 
 import importlib
 import os
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -24,11 +23,11 @@ from pathlib import Path
 import click
 
 from runtime.errors import BadInputError, ExportError, first_line
+from runtime.rules import name_problem
 
 FRAMEWORKS = ("keras", "jax", "sklearn", "torch")
 NEEDS = {"keras": "tensorflow-cpu, tf2onnx", "jax": "jax, flax, jax2onnx", "sklearn": "scikit-learn, skl2onnx, skops",
          "torch": "torch"}
-NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 def _item(output, item, position):
@@ -36,8 +35,8 @@ def _item(output, item, position):
     if not item:
         return None, 1
     name, _, labels = item.partition("=")
-    if not NAME.match(name):
-        raise BadInputError(f"--tasks: task name {name!r} in output {output!r}: use letters, digits, '_', '.', '-'")
+    if name_problem(name):
+        raise BadInputError(f"--tasks: task name {name!r} in output {output!r}: {name_problem(name)}")
     if not labels:
         return {"name": name, "output": output, "index": position, "slice": None, "kind": "binary", "labels": None}, 1
     names = labels.split("|")

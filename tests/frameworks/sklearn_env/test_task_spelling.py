@@ -33,6 +33,7 @@ def test_binary_index_is_the_position(items):
     ("logits:a,a", "repeated: ['a']"),
     ("logits:digit=one", "two or more labels"),
     ("logits:bad name", "task name 'bad name'"),
+    ("logits:a.b", "task name 'a.b' in output 'logits': expected a non-empty name without spaces"),
 ])
 def test_bad_spellings(spec, message):
     with pytest.raises(BadInputError, match=message.replace("[", r"\[").replace("]", r"\]")):
