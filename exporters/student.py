@@ -8,6 +8,8 @@ Paper terms -> code: the finished TargetNet, exported to ONNX elsewhere
   input preprocessing, the teachers' file hashes, the toolkit version;
 * :func:`simplify` runs onnxsim with its own random-input check, keeping the
   dynamic batch axis unless ``static_batch`` fixes it (for edge runtimes);
+* :func:`fold` applies the exact graph folds of :mod:`exporters.fold` (gates past
+  global pooling, adapters into the next layer, Gemm chains, duplicate nodes);
 * :func:`quantize_int8` applies static QDQ int8 quantization (ONNX Runtime),
   calibrated on unlabeled batches. Dynamic quantization is not offered: it emits
   ConvInteger, which ONNX Runtime on CPU runs slowly or not at all.
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from exporters.fold import fold_student
 from exporters.metadata import PREFIX, stamp
 from runtime.errors import BadInputError, ExportError
 from runtime.model_io import load_model
@@ -128,6 +131,16 @@ def simplify(model_or_path, out_path, check_n=3, static_batch=None):
     record = {"tool": "onnxsim", "version": onnxsim.__version__, "check_n": check_n, "static_batch": static_batch}
     _carry_metadata(simple, props, simplified=record)
     return save_atomic(simple, out_path)
+
+
+def fold(model_or_path, out_path):
+    """The exact folds of :mod:`exporters.fold` on a (simplified) student, written to ``out_path``;
+    how many of each were made is recorded as ``amalgam.folds``."""
+    model, _ = _load(model_or_path)
+    props = list(model.metadata_props)
+    folded, counts = fold_student(model)
+    _carry_metadata(folded, props, folds=counts)
+    return save_atomic(folded, out_path)
 
 
 def _input_names(model):

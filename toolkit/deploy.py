@@ -23,7 +23,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from exporters.student import quantize_int8, save_atomic, simplify, stamp_student
+from exporters.student import fold, quantize_int8, save_atomic, simplify, stamp_student
 from exporters.torch_export import export_torch
 from runtime.errors import BadInputError
 from toolkit.data import FORMATS, Preprocess, open_source
@@ -156,7 +156,7 @@ def export_student(run_dir, out, opset=18, static_batch=None, simplified=True, q
     raw = _export_raw(net, spec, sibling(out, "raw"), opset, static_batch)
     fp32 = sibling(out, "fp32") if quantize else out
     if simplified:
-        _quiet_simplify(raw, fp32, None)
+        fold(_quiet_simplify(raw, fp32, None), fp32)  # checked against raw by the parity gate
     else:
         os.replace(raw, fp32)
         raw = None
