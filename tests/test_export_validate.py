@@ -170,9 +170,12 @@ def test_int8_without_calibration_data_exits_2(student_run, capsys, tmp_path):
 def test_int8_student_is_3x_smaller_and_passes_the_task_gate(student_run, capsys, tmp_path):
     config, run = student_run
     out = tmp_path / "student_int8.onnx"
-    code, _, err = amalgam(capsys, "export", run, "-o", out, "--quantize", "int8",
-                           "--calib-data", config.parent / "train.npz")
+    code, said, err = amalgam(capsys, "export", run, "-o", out, "--quantize", "int8",
+                              "--calib-data", config.parent / "train.npz")
     assert code == 0, err
+    speed = read_metadata(out)["int8_speed"]  # measured here: the line is printed exactly when int8 is slower
+    assert speed["slower"] == (speed["int8_b64_ms"] > speed["fp32_b64_ms"])
+    assert ("note: int8 is slower than fp32" in said) == speed["slower"]
     fp32 = tmp_path / "student_int8.fp32.onnx"
     assert read_metadata(out)["precision"] == "int8" and read_metadata(fp32)["precision"] == "fp32"
     assert fp32.stat().st_size / out.stat().st_size >= 3
@@ -180,6 +183,7 @@ def test_int8_student_is_3x_smaller_and_passes_the_task_gate(student_run, capsys
     assert code == 0, err
     found = json.loads((tmp_path / "student_int8.validation.json").read_text())
     assert found["precision"] == "int8" and found["numeric"] == [] and found["passed"]
+    assert any("slower than fp32" in n for n in found["notes"]) == speed["slower"]
     assert all(t["student"]["f1"] >= t["teacher"]["f1"] - 0.01 for t in found["tasks"])
     assert min(found["agreement_torch"].values()) > 0.97
     unlabeled = json.loads((run / "config.json").read_text())

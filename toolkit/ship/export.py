@@ -23,7 +23,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from exporters.student import quantize_int8, save_atomic, simplify, stamp_student
+from exporters.student import cpu_int8_support, fold, quantize_int8, record, save_atomic, simplify, stamp_student
 from exporters.torch_export import export_torch
 from runtime.errors import BadInputError
 from toolkit.data import Preprocess, open_source, source_spec
@@ -41,6 +41,7 @@ class Exported:
     student: Path
     raw: Path | None = None
     fp32: Path | None = None
+    int8_speed: dict | None = None  # int8 only: see int8_speed()
 
 
 def student_tasks(spec):
@@ -112,12 +113,25 @@ def export_student(run_dir, out, opset=18, static_batch=None, simplified=True, q
     raw = _export_raw(net, spec, sibling(out, "raw"), opset, static_batch)
     fp32 = sibling(out, "fp32") if quantize else out
     if simplified:
-        _quiet_simplify(raw, fp32, None)
+        fold(_quiet_simplify(raw, fp32, None), fp32)  # checked against raw by the parity gate
     else:
         os.replace(raw, fp32)
         raw = None
     if not quantize:
         return Exported(out, raw)
     quantize_int8(fp32, out, calibration)
-    return Exported(out, raw, fp32)
+    return Exported(out, raw, fp32, int8_speed(fp32, out, spec["preprocess"]))
+
+
+def int8_speed(fp32, int8, preprocess):
+    """fp32 vs int8 ONNX Runtime latency at batch 64 on this CPU and its int8 instructions,
+    recorded in the int8 file as ``amalgam.int8_speed``: int8 that runs slower is said so."""
+    from toolkit.latency import latency_ms
+
+    shape = input_shape(preprocess, 1)[1:]
+    speed = {"fp32_b64_ms": latency_ms(fp32, shape, 64), "int8_b64_ms": latency_ms(int8, shape, 64),
+             "cpu_int8": cpu_int8_support()}
+    speed["slower"] = speed["int8_b64_ms"] > speed["fp32_b64_ms"]
+    record(int8, int8_speed=speed)
+    return speed
 

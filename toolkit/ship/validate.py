@@ -213,6 +213,11 @@ def _numeric(path, meta, net, onnx_out, inputs, batch_dim, atol, rtol, tolerance
         torch_out = run_rows(runner, inputs, batch_dim)
     if meta.get("precision") == "int8":
         notes.append("int8 student: judged on the task level only (no numeric parity)")
+        speed = meta.get("int8_speed") or {}
+        if speed.get("slower"):
+            notes.append(f"int8 student: slower than fp32 where it was exported ({speed['int8_b64_ms']:.2f} ms vs "
+                         f"{speed['fp32_b64_ms']:.2f} ms at batch 64; CPU int8 support: "
+                         f"{', '.join(speed['cpu_int8']) or 'none'})")
         return reports, torch_out
     if torch_out is not None:
         reports.append(compare(torch_out, onnx_out, atol, rtol, tolerances, "ONNX student vs PyTorch student"))
