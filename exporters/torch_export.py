@@ -8,6 +8,9 @@
 * check: the file is run in ONNX Runtime at two batch sizes and compared with the
   module's own outputs; beyond ``atol`` -> :class:`ExportError` with the max abs diff.
 * the file is written to a temporary name and renamed only after the check passed.
+* quiet: what torch prints while exporting (progress, TracerWarnings, torch.fx
+  source of a failed ``torch.export``) goes to ``log_path``, or to the
+  ``amalgam.framework`` logger at DEBUG (:mod:`runtime.quiet`), never the terminal.
 
 Data-dependent Python control flow is the usual cause of trouble: ``torch.export``
 refuses it, and the legacy tracer records the one path the sample took, which the
@@ -28,18 +31,20 @@ import torch
 
 from exporters.metadata import stamp
 from runtime.errors import AmalgamError, ExportError
+from runtime.quiet import framework_output
 from runtime.session import make_session
 
 log = logging.getLogger(__name__)
 
 
 def export_torch(module, sample, path, input_names=("input",), output_names=("output",), opset=18,
-                 dynamic_batch=True, tasks=None, dynamo=True, check=True, atol=1e-4):
+                 dynamic_batch=True, tasks=None, dynamo=True, check=True, atol=1e-4, log_path=None):
     """Export ``module`` on ``sample`` (a tensor or a tuple of tensors) to ``path``.
 
     Returns the path. ``tasks``: task specs (dicts, or objects with ``to_dict``) for
     the metadata. Raises :class:`ExportError` when neither exporter can export the
     module, when the file would need external data, or when the check fails.
+    ``log_path``: a file that receives what the exporters print (appended).
     """
     path = Path(path)
     sample = tuple(sample) if isinstance(sample, (tuple, list)) else (sample,)
@@ -48,13 +53,14 @@ def export_torch(module, sample, path, input_names=("input",), output_names=("ou
     modes = {m: m.training for m in module.modules()}
     module.eval()
     try:
-        n_out = len(_outputs(module, sample))
-        if len(output_names) != n_out:
-            raise ExportError(f"{path}: the module returns {n_out} tensors but output_names is {list(output_names)}")
-        model = _export(module, sample, list(input_names), list(output_names), opset, dynamic_batch, dynamo, path)
-        stamp(model, framework="torch", framework_version=torch.__version__,
-              tasks=None if tasks is None else [t.to_dict() if hasattr(t, "to_dict") else dict(t) for t in tasks])
-        _write_checked(model, path, module, sample, dynamic_batch, check, atol)
+        with framework_output(f"torch export of {path}", log_path):
+            n_out = len(_outputs(module, sample))
+            if len(output_names) != n_out:
+                raise ExportError(f"{path}: the module returns {n_out} tensors but output_names is {list(output_names)}")
+            model = _export(module, sample, list(input_names), list(output_names), opset, dynamic_batch, dynamo, path)
+            stamp(model, framework="torch", framework_version=torch.__version__,
+                  tasks=None if tasks is None else [t.to_dict() if hasattr(t, "to_dict") else dict(t) for t in tasks])
+            _write_checked(model, path, module, sample, dynamic_batch, check, atol)
     finally:
         for m, training in modes.items():
             m.train(training)
@@ -85,7 +91,8 @@ def _export(module, sample, input_names, output_names, opset, dynamic_batch, dyn
             return _export_dynamo(module, sample, input_names, output_names, opset, dynamic_batch)
         except Exception as e:
             failures.append(f"dynamo exporter: {_first_line(e)}")
-            log.warning("%s: the dynamo exporter failed (%s); trying the legacy exporter", path, _first_line(e))
+            print(f"{path}: the dynamo exporter failed ({_first_line(e)}); trying the legacy exporter")
+            log.info("%s: the dynamo exporter failed (%s); trying the legacy exporter", path, _first_line(e))
     try:
         return _export_legacy(module, sample, input_names, output_names, opset, dynamic_batch)
     except Exception as e:
@@ -96,10 +103,9 @@ def _export(module, sample, input_names, output_names, opset, dynamic_batch, dyn
 def _export_dynamo(module, sample, input_names, output_names, opset, dynamic_batch):
     batch = torch.export.Dim("batch")
     shapes = tuple({0: batch} for _ in sample) if dynamic_batch else None
-    with contextlib.redirect_stdout(io.StringIO()):
-        program = torch.onnx.export(module, sample, None, dynamo=True, verbose=False, opset_version=opset,
-                                    input_names=input_names, output_names=output_names,
-                                    dynamic_shapes=shapes, external_data=False)
+    program = torch.onnx.export(module, sample, None, dynamo=True, verbose=False, opset_version=opset,
+                                input_names=input_names, output_names=output_names,
+                                dynamic_shapes=shapes, external_data=False)
     return program.model_proto
 
 

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from runtime.errors import BadInputError, ParityError
+from runtime.errors import BadInputError, ModelFileError, ParityError
 from runtime.session import make_session
 
 EPS = 1e-8
@@ -226,17 +226,27 @@ def as_feeds(input_names, batch):
     return {n: np.asarray(batch[n]) for n in input_names}
 
 
-def onnx_runner(path_or_model, opt_level="basic", device="cpu", threads=None):
+def onnx_runner(path_or_model, opt_level="basic", device="cpu", threads=None, label=None):
     """A runner over an ONNX model: ``feeds -> {output name: array}`` (every output).
 
     Validation uses ``basic`` optimisation, so fused kernels do not hide a difference.
+    A model that ONNX Runtime cannot run on the feeds (a batch fixed in a Reshape,
+    a wrong dtype) raises :class:`ModelFileError` naming ``label`` and the shapes fed.
     """
     session = make_session(path_or_model, device=device, threads=threads, opt_level=opt_level)
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
+    label = label or (str(path_or_model) if isinstance(path_or_model, (str, bytes)) or hasattr(path_or_model, "stem")
+                      else "the model")
 
     def run(batch):
-        return dict(zip(outputs, session.run(outputs, as_feeds(inputs, batch))))
+        feeds = as_feeds(inputs, batch)
+        try:
+            return dict(zip(outputs, session.run(outputs, feeds)))
+        except Exception as e:
+            shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelFileError(f"{label}: ONNX Runtime cannot run it on {shapes}: {text}") from e
 
     run.input_names, run.output_names = inputs, outputs
     return run

@@ -28,7 +28,7 @@ def _no_external_data(path):
 def test_round_trip_at_batch_1_and_7(tmp_path, dynamo, caplog):
     module = randomize_bn(ResidualCNN(n_out=4))
     tasks = [{"name": "cat", "output": "logits", "index": 0, "kind": "binary"}]
-    with caplog.at_level(logging.WARNING, logger="exporters.torch_export"):
+    with caplog.at_level(logging.INFO, logger="exporters.torch_export"):
         path = export_torch(module, torch.randn(2, 1, 28, 28), tmp_path / "m.onnx", input_names=("image",),
                             output_names=("logits",), tasks=tasks, dynamo=dynamo)
     assert "failed" not in caplog.text  # the dynamo exporter did it, no fallback
@@ -99,7 +99,7 @@ class SignSwitch(torch.nn.Module):
 
 def test_data_dependent_flow_falls_back_and_the_check_catches_it(tmp_path, caplog):
     sample = torch.stack([torch.ones(4), -torch.ones(4)])  # first row positive, last row negative
-    with caplog.at_level(logging.WARNING, logger="exporters.torch_export"):
+    with caplog.at_level(logging.INFO, logger="exporters.torch_export"):
         with pytest.raises(ExportError) as e:
             export_torch(SignSwitch(), sample, tmp_path / "s.onnx")
     assert "dynamo exporter failed" in caplog.text and "trying the legacy exporter" in caplog.text
@@ -109,7 +109,7 @@ def test_data_dependent_flow_falls_back_and_the_check_catches_it(tmp_path, caplo
 
 
 def test_legacy_only_when_asked(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="exporters.torch_export"):
+    with caplog.at_level(logging.INFO, logger="exporters.torch_export"):
         path = export_torch(torch.nn.Linear(3, 2), torch.randn(4, 3), tmp_path / "l.onnx", dynamo=False)
     assert caplog.text == "" and _no_external_data(path)
     x = np.random.rand(7, 3).astype(np.float32)

@@ -56,19 +56,18 @@ def _random_feeds(model):
     return feeds
 
 
-def check_branches(model, boundaries):
+def check_branches(model, boundaries, label="the model"):
     """``{boundary: max abs diff}`` of each branch as torch vs the whole graph under ONNX Runtime."""
     import torch
 
     from runtime.convert import to_torch
     from runtime.cut import cut_branch
-    from runtime.session import make_session
+    from runtime.parity import onnx_runner
     from runtime.taps import add_taps
 
     names = [b.name for b in boundaries]
     outputs = [o.name for o in model.graph.output]
-    session = make_session(add_taps(model, names), opt_level="basic")
-    values = dict(zip(outputs + names, session.run(outputs + names, _random_feeds(model))))
+    values = onnx_runner(add_taps(model, names), label=label)(_random_feeds(model))
     diffs = {}
     for name in names:
         branch = to_torch(cut_branch(model, name, outputs))
@@ -132,7 +131,7 @@ def inspect(model_path, as_json, check, input_shape, tol):
     }
     failed = []
     if check:
-        diffs = check_branches(graph, boundaries)
+        diffs = check_branches(graph, boundaries, model_path)
         for block in report["blocks"]:
             block["branch_max_abs_diff"] = diffs[block["name"]]
             block["branch_ok"] = diffs[block["name"]] <= tol
