@@ -33,6 +33,7 @@ from runtime.errors import BadInputError, ModelFileError, ParityError
 from runtime.session import make_session
 
 EPS = 1e-8
+ATOL, RTOL = 1e-4, 1e-3  # the default tolerance of every parity check (docs/design.md: how they were chosen)
 KINDS = ("binary", "multiclass")
 
 
@@ -61,6 +62,12 @@ class OutputParity:
     mismatched: float  # fraction of elements outside the tolerance
     worst_index: tuple  # where the largest absolute error is
     passed: bool
+
+    def describe(self):
+        """One clause for a message: the output, its error statistics and its tolerance."""
+        return (f"{self.name!r}: max abs error {self.max_abs:.3g} at {list(self.worst_index)} "
+                f"(mean {self.mean_abs:.3g}, p99 {self.p99_abs:.3g}, max rel {self.max_rel:.3g}; "
+                f"{self.mismatched:.2%} of elements outside atol {self.atol:g} + rtol {self.rtol:g} * |ref|)")
 
 
 @dataclass
@@ -116,11 +123,7 @@ class ParityReport:
         """Raise :class:`ToleranceError` naming each failing output and its max abs error."""
         if self.passed:
             return self
-        parts = [
-            f"{o.name!r}: max abs error {o.max_abs:.3g} at {list(o.worst_index)} "
-            f"({o.mismatched:.2%} of elements outside atol {o.atol:g} + rtol {o.rtol:g} * |ref|)"
-            for o in self.failed
-        ]
+        parts = [o.describe() for o in self.failed]
         raise ToleranceError(f"{self.title}: {len(parts)} of {len(self.outputs)} outputs differ; " + "; ".join(parts))
 
 
@@ -175,7 +178,7 @@ def compare_output(name, ref, cand, atol, rtol):
     )
 
 
-def compare(reference, candidate, atol=1e-4, rtol=1e-3, tolerances=None, title="candidate vs reference"):
+def compare(reference, candidate, atol=ATOL, rtol=RTOL, tolerances=None, title="candidate vs reference"):
     """Compare every output of ``reference`` with the same-named output of ``candidate``.
 
     ``tolerances`` maps an output name to its own ``atol`` (``--tolerance OUTPUT:ATOL``);
