@@ -15,6 +15,7 @@ or given by repeating the option::
 """
 
 import importlib
+import json
 import os
 import sys
 import warnings
@@ -98,6 +99,30 @@ def load_factory(spec):
     return factory
 
 
+def parse_kwargs(text):
+    """``--kwargs '{"image_size": 32}'`` -> a dict of keyword arguments for the factory."""
+    if text is None:
+        return {}
+    try:
+        kwargs = json.loads(text)
+    except ValueError as e:
+        kwargs = e
+    if not isinstance(kwargs, dict):
+        raise BadInputError(f"--kwargs {text!r}: expected a JSON object, e.g. --kwargs '{{\"image_size\": 32}}'")
+    return kwargs
+
+
+def build(source, kwargs):
+    """Call the factory named by ``source`` with ``kwargs``; its failure is bad input, in one line."""
+    factory = load_factory(source)
+    try:
+        return factory(**kwargs)
+    except Exception as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise BadInputError(f"{source}: the factory failed with {kwargs or 'no arguments'}: "
+                            f"{type(e).__name__}: {text}") from e
+
+
 def _exporter(framework):
     try:
         return importlib.import_module(f"exporters.{framework}_export")
@@ -125,7 +150,7 @@ def _sklearn(source, out, shape, opts, trust_pickle):
 
 def _jax(source, out, shape, weights, opts):
     mod = _exporter("jax")
-    made = load_factory(source)()
+    made = build(source, opts.pop("kwargs"))
     model, params = made if isinstance(made, tuple) else (made, None)
     if weights:
         loaded = mod.load_params(weights)
@@ -138,7 +163,7 @@ def _torch(source, out, shape, weights, opts):
     mod = _exporter("torch")
     import torch
 
-    module = load_factory(source)()
+    module = build(source, opts.pop("kwargs"))
     if not isinstance(module, torch.nn.Module):
         raise BadInputError(f"{source}: the factory returned {type(module).__name__}, expected a torch.nn.Module")
     if weights:
@@ -148,7 +173,7 @@ def _torch(source, out, shape, weights, opts):
     name = opts.pop("input_name")
     mod.export_torch(module.eval(), torch.rand(*shape), out, input_names=[name],
                      output_names=opts.pop("output_names") or ["logits"], opset=opts["opset"], dynamic_batch=True,
-                     tasks=opts["tasks"])
+                     tasks=opts["tasks"], log_path=opts.pop("log"))
     return {"path": str(out)}
 
 
@@ -184,6 +209,7 @@ Examples:
   amalgam export-teacher sklearn forest.skops --input-shape 1,1,28,28 -o forest.onnx
   amalgam export-teacher jax mypkg.models:make_cnn --weights cnn.msgpack --input-shape 1,28,28,1 --nchw -o cnn.onnx
   amalgam export-teacher torch mypkg.models:make_cnn --weights cnn.safetensors --input-shape 1,1,28,28 -o cnn.onnx
+  amalgam export-teacher torch torchvision.models:vit_b_16 --kwargs '{"image_size": 32}' --input-shape 1,3,32,32 -o vit.onnx
 """
 
 
@@ -201,8 +227,12 @@ Examples:
 @click.option("--trust-pickle", is_flag=True, help="sklearn: allow .pkl/.joblib files (they run code when loaded).")
 @click.option("--input-name", default="x", show_default=True, help="Name of the ONNX input.")
 @click.option("--output-names", help="Comma-separated names of the ONNX outputs, in order (default: logits).")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False),
+              help="torch: append what the exporters print (progress, warnings, a fallback) to this file.")
+@click.option("--kwargs", "factory_kwargs", metavar="JSON",
+              help='torch, jax: keyword arguments for the factory, e.g. \'{"image_size": 32, "num_classes": 5}\'.')
 def export_teacher(framework, source, out, task_specs, opset, input_shape, nchw, weights, trust_pickle, input_name,
-                   output_names):
+                   output_names, factory_kwargs, log_path):
     """Export a teacher from FRAMEWORK to ONNX, check it against the framework, stamp its tasks.
 
     SOURCE is a model file (keras: .keras/.h5/.hdf5; sklearn: .skops) or, for torch
@@ -210,12 +240,17 @@ def export_teacher(framework, source, out, task_specs, opset, input_shape, nchw,
     module, or a (function(params, x), params) pair).
     """
     shape = parse_shape(input_shape)
+    kwargs = parse_kwargs(factory_kwargs)
+    if kwargs and framework not in ("torch", "jax"):
+        raise BadInputError(f"--kwargs is for torch and jax factories; a {framework} model file is already built")
     opts = {"opset": opset, "tasks": parse_tasks(task_specs), "input_name": input_name, "nchw": nchw,
             "output_names": output_names.split(",") if output_names else None}
     if framework in ("torch", "jax") and shape is None:
         raise BadInputError(f"export-teacher {framework}: --input-shape is required, e.g. --input-shape 1,1,28,28")
     if weights and framework in ("keras", "sklearn"):
         raise BadInputError(f"--weights is for torch and jax factories; a {framework} model file holds its weights")
+    if log_path and framework != "torch":
+        raise BadInputError("--log is for torch exports")
     if trust_pickle and framework != "sklearn":
         raise BadInputError("--trust-pickle is for scikit-learn model files only")
     if framework == "sklearn":
@@ -224,9 +259,9 @@ def export_teacher(framework, source, out, task_specs, opset, input_shape, nchw,
     elif framework == "keras":
         summary = _keras(source, out, shape, opts)
     elif framework == "jax":
-        summary = _jax(source, out, shape, weights, opts)
+        summary = _jax(source, out, shape, weights, {**opts, "kwargs": kwargs})
     else:
-        summary = _torch(source, out, shape, weights, opts)
+        summary = _torch(source, out, shape, weights, {**opts, "kwargs": kwargs, "log": log_path})
     if not Path(out).is_file():
         raise ExportError(f"{out}: the {framework} exporter wrote nothing")
     details = ", ".join(f"{k} {v:.2g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items() if k != "path" and v is not None)

@@ -11,7 +11,8 @@ Files written for ``-o student.onnx`` (each to a temporary name, then renamed):
   int8 when ``quantize="int8"``);
 * ``student.raw.onnx``: the unsimplified export, kept when simplifying, so that
   ``amalgam validate`` can compare the simplified graph with it;
-* ``student.fp32.onnx``: the fp32 model the int8 one was calibrated from (int8 only).
+* ``student.fp32.onnx``: the fp32 model the int8 one was calibrated from (int8 only);
+* ``RUN_DIR/export.log``: what torch printed while exporting (appended).
 """
 
 import contextlib
@@ -30,6 +31,7 @@ from toolkit.data import Preprocess, open_source, source_spec
 from toolkit.student.io import INPUT_NAME, open_run, sibling
 
 EXPORT_BATCH = 2  # the dynamo exporter specialises a batch of 1
+EXPORT_LOG = "export.log"  # in the run dir: what torch printed while exporting
 CALIBRATION_BATCH = 32
 CALIBRATION_SAMPLES = 512
 
@@ -80,12 +82,16 @@ def _quiet_simplify(raw, out, static_batch):
         return simplify(raw, out, static_batch=static_batch)
 
 
-def _export_raw(net, spec, path, opset, static_batch):
-    """TargetNet -> ONNX (checked against torch by export_torch), stamped as the student."""
+def _export_raw(net, spec, path, opset, static_batch, log_path):
+    """TargetNet -> ONNX (checked against torch by export_torch), stamped as the student.
+
+    Dynamo only: the student's converted pieces export under torch.export, so a
+    legacy fallback would only hide a regression.
+    """
     batch = static_batch or EXPORT_BATCH
     sample = torch.rand(*input_shape(spec["preprocess"], batch))
     export_torch(net, sample, path, input_names=[INPUT_NAME], output_names=list(spec["task_order"]),
-                 opset=opset, dynamic_batch=static_batch is None)
+                 opset=opset, dynamic_batch=static_batch is None, fallback=False, log_path=log_path)
     model = onnx.load(str(path))
     task_teachers = {name: spec["tasks"][name]["teacher"] for name in spec["task_order"]}
     stamp_student(model, student_tasks(spec), thresholds=student_thresholds(spec),
@@ -110,7 +116,7 @@ def export_student(run_dir, out, opset=18, static_batch=None, simplified=True, q
     net, spec = open_run(run_dir)
     calibration = calibration_batches(calib_data, spec["preprocess"]) if quantize else None
     out = Path(out)
-    raw = _export_raw(net, spec, sibling(out, "raw"), opset, static_batch)
+    raw = _export_raw(net, spec, sibling(out, "raw"), opset, static_batch, Path(run_dir) / EXPORT_LOG)
     fp32 = sibling(out, "fp32") if quantize else out
     if simplified:
         fold(_quiet_simplify(raw, fp32, None), fp32)  # checked against raw by the parity gate

@@ -94,8 +94,7 @@ class Validation:
     def raise_if_failed(self):
         """ParityError naming the outputs that differ, else DegradationError naming the tasks."""
         if not self.parity_passed:
-            parts = [f"{r.title}: " + ", ".join(f"{o.name!r} (max abs error {o.max_abs:.3g})" for o in r.failed)
-                     for r in self.numeric if not r.passed]
+            parts = [f"{r.title}: " + ", ".join(o.describe() for o in r.failed) for r in self.numeric if not r.passed]
             raise ParityError(f"{self.student}: outputs differ beyond tolerance: " + "; ".join(parts)
                               + (f"; also {len(self.failures)} task(s) degraded" if self.failures else ""))
         if self.failures:
