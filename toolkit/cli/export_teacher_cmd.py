@@ -132,8 +132,13 @@ def _exporter(framework):
 
 
 def _keras(source, out, shape, opts):
-    mod = _exporter("keras")
-    return mod.export_keras(source, out, input_shape=shape, **opts)
+    """TensorFlow's banners, from its import on, go where the export's messages go (``--log``)."""
+    from runtime.quiet import framework_output
+
+    log = opts.pop("log")
+    with framework_output("import tensorflow", log):
+        mod = _exporter("keras")
+    return mod.export_keras(source, out, input_shape=shape, log_path=log, **opts)
 
 
 def _sklearn(source, out, shape, opts, trust_pickle):
@@ -228,7 +233,7 @@ Examples:
 @click.option("--input-name", default="x", show_default=True, help="Name of the ONNX input.")
 @click.option("--output-names", help="Comma-separated names of the ONNX outputs, in order (default: logits).")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False),
-              help="torch: append what the exporters print (progress, warnings, a fallback) to this file.")
+              help="torch, keras: append what the frameworks print (progress, warnings, banners) to this file.")
 @click.option("--kwargs", "factory_kwargs", metavar="JSON",
               help='torch, jax: keyword arguments for the factory, e.g. \'{"image_size": 32, "num_classes": 5}\'.')
 def export_teacher(framework, source, out, task_specs, opset, input_shape, nchw, weights, trust_pickle, input_name,
@@ -249,15 +254,15 @@ def export_teacher(framework, source, out, task_specs, opset, input_shape, nchw,
         raise BadInputError(f"export-teacher {framework}: --input-shape is required, e.g. --input-shape 1,1,28,28")
     if weights and framework in ("keras", "sklearn"):
         raise BadInputError(f"--weights is for torch and jax factories; a {framework} model file holds its weights")
-    if log_path and framework != "torch":
-        raise BadInputError("--log is for torch exports")
+    if log_path and framework not in ("torch", "keras"):
+        raise BadInputError("--log is for torch and keras exports")
     if trust_pickle and framework != "sklearn":
         raise BadInputError("--trust-pickle is for scikit-learn model files only")
     if framework == "sklearn":
         opts.pop("output_names")
         summary = _sklearn(source, out, shape, opts, trust_pickle)
     elif framework == "keras":
-        summary = _keras(source, out, shape, opts)
+        summary = _keras(source, out, shape, {**opts, "log": log_path})
     elif framework == "jax":
         summary = _jax(source, out, shape, weights, {**opts, "kwargs": kwargs})
     else:
