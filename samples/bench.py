@@ -15,7 +15,7 @@ Writes ``runs/bench/bench.json``::
   amalgamations (meta.f1_seeds has each seed, meta.f1_spread max - min), and for
   the teachers (each task scored on the teacher it comes from);
 * latency_ms: median ONNX Runtime CPU latency, each model in its own session with
-  thread spinning off (toolkit.latency); "teachers" is both teachers, each timed
+  thread spinning off (toolkit.ship.latency); "teachers" is both teachers, each timed
   alone, summed (running both is what the student replaces); student_torch_b64 is
   the student as a PyTorch module (torch.inference_mode);
 * size_bytes: the ONNX files (teachers: both together);
@@ -38,20 +38,19 @@ from demo import CONFIG, ROOT, find_data  # samples/demo.py
 sys.path.insert(0, str(ROOT))
 import bench_training  # noqa: E402  samples/bench_training.py
 from runtime.session import make_session  # noqa: E402
-from toolkit.amalgamate import amalgamate  # noqa: E402
 from toolkit.config import load_config  # noqa: E402
 from toolkit.data import Preprocess, eval_labels, open_source  # noqa: E402
-from toolkit.deploy import export_student  # noqa: E402
-from toolkit.latency import latency_ms  # noqa: E402
-from toolkit.loop import LoopContext  # noqa: E402
-from toolkit.metrics import task_metrics  # noqa: E402
+from toolkit.eval.metrics import task_metrics  # noqa: E402
+from toolkit.method.amalgamate import amalgamate  # noqa: E402
+from toolkit.method.loop import LoopContext  # noqa: E402
 from toolkit.runlog import RunLog  # noqa: E402
-from toolkit.student_io import load_student  # noqa: E402
-from toolkit.targets import split_data  # noqa: E402
-from toolkit.teachers import load_teachers  # noqa: E402
+from toolkit.ship.export import export_student  # noqa: E402
+from toolkit.ship.latency import latency_ms  # noqa: E402
+from toolkit.student.io import load_student  # noqa: E402
+from toolkit.teachers import load_teachers, split_data  # noqa: E402
 
 TORCH_REPEATS = 20
-ORT_REPEATS = 1000  # median of up to this many runs (toolkit.latency stops after ~3 s)
+ORT_REPEATS = 1000  # median of up to this many runs (toolkit.ship.latency stops after ~3 s)
 
 
 def test_set(config, data, preprocess):

@@ -1,6 +1,6 @@
 """The block-training part of `make bench`: one epoch per stage, three ways.
 
-* ``cached``: the toolkit's own stages (toolkit.blockwise.train_stage over
+* ``cached``: the toolkit's own stages (toolkit.method.blockwise.train_stage over
   PrefixFeatures): teacher targets read from the target cache, the frozen earlier
   blocks' output computed once per stage and kept on disk;
 * ``eager``: what KamalEngine or torchdistill do: the teachers, converted to PyTorch
@@ -12,7 +12,7 @@
 
 All three train the same modules (block l, each teacher's stage branch: gate,
 adapter and the teacher's own frozen remaining layers) with the same loss
-(toolkit.blockwise.branch_loss) and batch size.
+(toolkit.method.blockwise.branch_loss) and batch size.
 """
 
 import copy
@@ -23,12 +23,13 @@ import torch
 
 from runtime.convert import to_torch
 from runtime.taps import add_taps
-from toolkit.assemble import trunk_block, trunk_graphs
-from toolkit.blockwise import PrefixFeatures, branch_loss, stage_branches, train_stage
 from toolkit.data import split_holdout
-from toolkit.loop import batches, run_phase, seed_phase, to_tensor
-from toolkit.optim import make_optimizer
-from toolkit.targets import SplitData
+from toolkit.method.blockwise import PrefixFeatures, branch_loss, stage_branches, train_stage
+from toolkit.method.loop import batches, run_phase, seed_phase
+from toolkit.method.optim import make_optimizer
+from toolkit.student.infer import to_tensor
+from toolkit.student.parts import trunk_block, trunk_graphs
+from toolkit.teachers import SplitData
 
 
 def cached(ctx, config, teachers, data, root):

@@ -91,8 +91,8 @@ def task_table(report, metrics):
 
 def footprint_table(out, config):
     """Student against each teacher alone and both together: params, ONNX KiB, latency (ms),
-    every model timed here, one after another, each in its own session (toolkit.latency)."""
-    from toolkit.latency import footprint, total
+    every model timed here, one after another, each in its own session (toolkit.ship.latency)."""
+    from toolkit.ship.latency import footprint, total
 
     shape = lambda t: (t.preprocess.channels, *t.preprocess.size)  # noqa: E731
     reference = next(t for t in config.teachers if t.name == config.student.reference)

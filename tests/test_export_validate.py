@@ -25,7 +25,7 @@ def amalgam(capsys, *args):
 @pytest.fixture(scope="module")
 def exported(student_run, tmp_path_factory):
     """student.onnx (simplified, dynamic batch) and student.raw.onnx of the shared run."""
-    from toolkit.deploy import export_student
+    from toolkit.ship.export import export_student
 
     return export_student(student_run[1], tmp_path_factory.mktemp("export") / "student.onnx")
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from toolkit.config import TrainingConfig
-from toolkit.optim import make_optimizer, make_schedule
+from toolkit.method.optim import make_optimizer, make_schedule
 
 
 def _rates(schedule, steps_per_epoch=5, epochs=6, **training):

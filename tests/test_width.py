@@ -7,7 +7,7 @@ from runtime.convert import to_torch
 from runtime.cut import cut_block, cut_prefix
 from runtime.errors import ConfigError
 from tests.builders import PlainCNN, ResidualCNN, export
-from toolkit.width import scale_width
+from toolkit.student.width import scale_width
 
 
 def _blocks(model, tmp_path):

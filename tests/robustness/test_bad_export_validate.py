@@ -95,8 +95,8 @@ def test_calibration_data_that_is_not_an_npz(cli, student, tmp_path):
 
 
 def test_report_path_not_writable(tmp_path):
-    from toolkit.validate import write_text_atomic
     from runtime.errors import BadInputError
+    from toolkit.ship.validate import write_text_atomic
 
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -19,8 +19,7 @@ from runtime.cache import MANIFEST
 from tests.robustness.contract import assert_no_partial_files, base_config, write_config
 from tests.synthetic import make_images, save_npz
 from toolkit.config import load_config
-from toolkit.targets import split_data
-from toolkit.teachers import load_teachers
+from toolkit.teachers import load_teachers, split_data
 
 N = 3000  # long enough a pass per teacher to land a kill in it
 

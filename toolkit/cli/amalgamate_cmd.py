@@ -24,9 +24,9 @@ def amalgamate(config_path, out, resume, overwrite, overrides, cache_dir, quiet)
     Example:
       amalgam amalgamate samples/fashion_mnist/config.yaml --out runs/fm
     """
-    from toolkit.amalgamate import amalgamate as run
     from toolkit.config import load_config
-    from toolkit.report import print_summary
+    from toolkit.eval.report import print_summary
+    from toolkit.method.amalgamate import amalgamate as run
 
     config = load_config(config_path, list(overrides))
     metrics = run(config, out=out, resume=resume, overwrite=overwrite, quiet=quiet, cache_root=cache_dir)

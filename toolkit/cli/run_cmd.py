@@ -7,7 +7,7 @@ import click
 
 def teacher_footprints(config):
     """Footprints of the teachers serving a chosen task (config order), each timed alone."""
-    from toolkit.latency import footprint
+    from toolkit.ship.latency import footprint
     from toolkit.teachers import input_shape
 
     owners = {teacher for teacher, _ in config.chosen_tasks()}
@@ -16,7 +16,7 @@ def teacher_footprints(config):
 
 def plot_tasks(report, path):
     """Per-task bars, teacher vs student: F1 with labels, else agreement with the teacher."""
-    from toolkit.plots import plot_task_bars
+    from toolkit.eval.plots import plot_task_bars
 
     key = "f1" if any(t["student"]["f1"] is not None for t in report["tasks"]) else "agreement"
     rows = [{"task": t["name"], "teacher": t["teacher"], "student": t["student"]} for t in report["tasks"]]
@@ -47,12 +47,12 @@ def run(config_path, out, overwrite, overrides, max_degradation, cache_dir, quie
     """
     import json
 
-    from toolkit.amalgamate import amalgamate
     from toolkit.config import load_config
-    from toolkit.deploy import export_student, input_shape
-    from toolkit.latency import footprint, total
-    from toolkit.report_schema import footprint_table, run_markdown, run_report
-    from toolkit.validate import task_table, validate_student, write_text_atomic
+    from toolkit.method.amalgamate import amalgamate
+    from toolkit.ship.export import export_student, input_shape
+    from toolkit.ship.latency import footprint, total
+    from toolkit.ship.report import footprint_table, run_markdown, run_report
+    from toolkit.ship.validate import task_table, validate_student, write_text_atomic
 
     config = load_config(config_path, list(overrides))
     out = Path(out or config.output)

@@ -47,7 +47,7 @@ def validate(student, run_dir, config_path, data, atol, rtol, tolerances, max_de
     Example:
       amalgam validate student.onnx --run runs/fm --max-degradation 0.01 --report report.json
     """
-    from toolkit.validate import task_table, validate_student, write_reports
+    from toolkit.ship.validate import task_table, validate_student, write_reports
 
     result = validate_student(student, run=run_dir, config=config_path, data=data, atol=atol, rtol=rtol,
                               tolerances=tolerances, max_degradation=max_degradation, cache_dir=cache_dir)

@@ -6,7 +6,7 @@ teachers' preprocessing. numpy in, numpy out: nothing here needs torch.
 
 from pathlib import Path
 
-from runtime.errors import DataError
+from runtime.errors import BadInputError, DataError
 from toolkit.data.arrays import ArraySource, open_npz
 from toolkit.data.celeba import CelebASource
 from toolkit.data.folder import FolderSource
@@ -39,5 +39,33 @@ def open_source(spec, size=None, channels=None, on_corrupt="skip") -> Source:
     return FolderSource(path, size, channels, limit, on_corrupt)
 
 
+def source_spec(text, split="train"):
+    """``FORMAT:PATH`` or a bare path (format inferred) -> a data source spec dict.
+
+    Inferred: ``*.npz`` -> numpy; a folder with ``list_attr_celeba.txt`` (or
+    ``Anno/``) -> celeba; a folder with ``*-idx3-ubyte*`` files -> idx; any other
+    folder -> folder of images.
+    """
+    fmt, sep, rest = str(text).partition(":")
+    if sep and fmt in FORMATS:
+        return {"format": fmt, "path": rest, "split": split}
+    path = Path(text)
+    if not path.exists():
+        raise BadInputError(f"{path}: no such data file or folder (expected FORMAT:PATH with FORMAT "
+                            f"one of {list(FORMATS)}, or a path to an .npz file or a folder)")
+    if path.is_file():
+        if path.suffix == ".npz":
+            return {"format": "numpy", "path": str(path), "split": split}
+        raise BadInputError(f"{path}: cannot tell the data format from the file; use FORMAT:PATH "
+                            f"with FORMAT one of {list(FORMATS)}")
+    if (path / "list_attr_celeba.txt").exists() or (path / "Anno").is_dir():
+        fmt = "celeba"
+    elif any(path.glob("*-idx3-ubyte*")) or any(path.glob("*.idx3-ubyte*")):
+        fmt = "idx"
+    else:
+        fmt = "folder"
+    return {"format": fmt, "path": str(path), "split": split}
+
+
 __all__ = ["ArraySource", "CelebASource", "FolderSource", "Preprocess", "Source",
-           "eval_labels", "open_idx", "open_npz", "open_source", "split_holdout"]
+           "eval_labels", "open_idx", "open_npz", "open_source", "source_spec", "split_holdout"]

@@ -13,10 +13,10 @@ import json
 
 import numpy as np
 
-from toolkit.endtoend import predict
-from toolkit.metrics import agreement, task_metrics
-from toolkit.plots import plot_run
-from toolkit.targetnet import count_params
+from toolkit.eval.metrics import agreement, task_metrics
+from toolkit.eval.plots import plot_run
+from toolkit.student.infer import predict
+from toolkit.student.targetnet import count_params
 
 
 def _mean(rows, model, key):

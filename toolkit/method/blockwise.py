@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toolkit.adapters import fit_adapter
-from toolkit.assemble import make_branch
-from toolkit.checkpoint import load_checkpoint, restore
-from toolkit.losses import excess_loss, hint_loss, task_loss
-from toolkit.loop import mark_phase, phase_results, run_phase, seed_phase, to_tensor
-from toolkit.targetnet import freeze
+from toolkit.method.checkpoint import load_checkpoint, restore
+from toolkit.method.loop import mark_phase, phase_results, run_phase, seed_phase
+from toolkit.method.losses import excess_loss, hint_loss, task_loss
+from toolkit.student.adapters import fit_adapter
+from toolkit.student.infer import to_tensor
+from toolkit.student.parts import make_branch
+from toolkit.student.targetnet import freeze
 
 EVAL_BATCH = 512
 FIT_SAMPLES = 1024
@@ -107,7 +108,7 @@ def heldout_excess(teachers, block_module, branches, features, data, indices, de
 
 @torch.no_grad()
 def fit_adapters(block, branches, teachers, features, data, indices, block_no, device):
-    """Least-squares start for each structured branch's adapter (toolkit.adapters)."""
+    """Least-squares start for each structured branch's adapter (toolkit.student.adapters)."""
     sample = np.sort(indices[:FIT_SAMPLES])
     h = block.eval()(to_tensor(features, sample, device))
     for t in teachers:

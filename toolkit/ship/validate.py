@@ -33,8 +33,9 @@ from exporters.metadata import read_metadata
 from runtime.errors import BadInputError, DegradationError, ParityError
 from runtime.model_io import file_sha256, load_model
 from runtime.parity import collect, compare, onnx_runner
-from toolkit.deploy import INPUT_NAME, open_run, sibling, source_spec
-from toolkit.metrics import agreement, task_metrics
+from toolkit.data import source_spec
+from toolkit.eval.metrics import agreement, task_metrics
+from toolkit.student.io import INPUT_NAME, open_run, sibling
 
 BATCH = 64
 TRAIN_LIMIT = 1024  # rows of the training source used when the config has no eval data
@@ -244,8 +245,7 @@ def _batch_dim(model, path):
 
 def _teacher_split(config, data, run, cache_dir):
     """The evaluation inputs, the teachers' logits on them, and labels where known."""
-    from toolkit.targets import split_data
-    from toolkit.teachers import load_teachers
+    from toolkit.teachers import load_teachers, split_data
 
     source, label = _eval_source(config, data)
     with contextlib.ExitStack() as stack:

@@ -24,7 +24,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       ValidationError, ValidationInfo, field_validator)
 
 from runtime.errors import ConfigError
-from toolkit.config_checks import cross_check
+from toolkit.config.checks import cross_check
 
 
 def _matches(pattern: str, expected: str) -> AfterValidator:

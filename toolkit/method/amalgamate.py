@@ -1,10 +1,10 @@
 """``amalgam amalgamate``: the four steps of METHOD.md, end to end, into a run dir.
 
 1. teachers given (ONNX, frozen): their targets cached by one ONNX Runtime pass;
-2. block-by-block training of the trunk (toolkit.blockwise);
+2. block-by-block training of the trunk (toolkit.method.blockwise);
 3. branch-out: each task's branch point, from the held-out excess loss table
-   (toolkit.branching), or fixed by the config;
-4. fine-tune of the assembled TargetNet end to end (toolkit.endtoend);
+   (toolkit.method.branching), or fixed by the config;
+4. fine-tune of the assembled TargetNet end to end (toolkit.method.endtoend);
 then the multi-teacher KD baseline on the same architecture, and the metrics.
 """
 
@@ -21,20 +21,19 @@ from runtime.convert import to_torch
 from runtime.errors import BadInputError
 from runtime.model_io import load_model
 from toolkit import __version__
-from toolkit.assemble import build_branch, trunk_block, trunk_graphs
-from toolkit.blockwise import PrefixFeatures, train_stage
-from toolkit.branching import auto_branch_points, branch_table, fit_budget
 from toolkit.config import config_hash, dump_config
 from toolkit.data import split_holdout
-from toolkit.endtoend import fit_net_adapters, train_end_to_end
-from toolkit.evaluate import evaluate_run
-from toolkit.loop import LoopContext, seed_phase
+from toolkit.eval.evaluate import evaluate_run
+from toolkit.method.blockwise import PrefixFeatures, train_stage
+from toolkit.method.branching import auto_branch_points, branch_table, fit_budget
+from toolkit.method.endtoend import fit_net_adapters, train_end_to_end
+from toolkit.method.loop import LoopContext, seed_phase
 from toolkit.runlog import RunLog
-from toolkit.student_io import save_student
-from toolkit.targetnet import TargetNet, count_params
-from toolkit.targets import split_data
-from toolkit.teachers import load_teachers
-from toolkit.width import scale_width
+from toolkit.student.io import save_student
+from toolkit.student.parts import build_branch, trunk_block, trunk_graphs
+from toolkit.student.targetnet import TargetNet, count_params
+from toolkit.student.width import scale_width
+from toolkit.teachers import load_teachers, split_data
 
 
 def prepare_run_dir(config, out, resume, overwrite):

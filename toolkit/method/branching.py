@@ -1,7 +1,7 @@
 """Branch-out (METHOD.md, step 3): where each task leaves the shared trunk.
 
 The per-(block, task) table holds the held-out *excess* distillation loss
-(KL from teacher to student, see :func:`toolkit.losses.excess_loss`) measured
+(KL from teacher to student, see :func:`toolkit.method.losses.excess_loss`) measured
 after stage ``block`` of the block-by-block training. A task may share the trunk
 up to the deepest block whose excess loss is within ``tolerance`` (relative) of
 its best block, plus an absolute ``margin`` above run-to-run noise (ours: the

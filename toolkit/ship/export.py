@@ -1,7 +1,7 @@
 """From a run dir to the deployable student: export -> simplify -> stamp -> optional int8.
 
 Paper terms -> code: the trained TargetNet (``RUN_DIR/student``, rebuilt by
-:func:`toolkit.student_io.load_student`) becomes one ONNX file whose outputs are
+:func:`toolkit.student.io.load_student`) becomes one ONNX file whose outputs are
 the chosen tasks' logits, named after the tasks, in the run's task order; its
 input is ``"input"``, preprocessed as ``metadata amalgam.preprocess`` says.
 
@@ -26,10 +26,9 @@ import torch
 from exporters.student import quantize_int8, save_atomic, simplify, stamp_student
 from exporters.torch_export import export_torch
 from runtime.errors import BadInputError
-from toolkit.data import FORMATS, Preprocess, open_source
-from toolkit.student_io import load_student
+from toolkit.data import Preprocess, open_source, source_spec
+from toolkit.student.io import INPUT_NAME, open_run, sibling
 
-INPUT_NAME = "input"
 EXPORT_BATCH = 2  # the dynamo exporter specialises a batch of 1
 CALIBRATION_BATCH = 32
 CALIBRATION_SAMPLES = 512
@@ -42,21 +41,6 @@ class Exported:
     student: Path
     raw: Path | None = None
     fp32: Path | None = None
-
-
-def sibling(path, tag):
-    """``student.onnx`` -> ``student.<tag>.onnx`` in the same folder."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}.{tag}{path.suffix or '.onnx'}")
-
-
-def open_run(run_dir):
-    """The trained TargetNet of ``run_dir`` and its spec; a clear error when it is no run dir."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "student" / "spec.json").is_file():
-        raise BadInputError(f"{run_dir}: not a run dir (no student/spec.json); "
-                            f"give the folder `amalgam amalgamate --out DIR` wrote")
-    return load_student(run_dir / "student")
 
 
 def student_tasks(spec):
@@ -79,34 +63,6 @@ def input_shape(preprocess, batch):
     h, w = preprocess["size"]
     c = preprocess["channels"]
     return (batch, h, w, c) if preprocess.get("layout", "NCHW") == "NHWC" else (batch, c, h, w)
-
-
-def source_spec(text, split="train"):
-    """``FORMAT:PATH`` or a bare path (format inferred) -> a data source spec dict.
-
-    Inferred: ``*.npz`` -> numpy; a folder with ``list_attr_celeba.txt`` (or
-    ``Anno/``) -> celeba; a folder with ``*-idx3-ubyte*`` files -> idx; any other
-    folder -> folder of images.
-    """
-    fmt, sep, rest = str(text).partition(":")
-    if sep and fmt in FORMATS:
-        return {"format": fmt, "path": rest, "split": split}
-    path = Path(text)
-    if not path.exists():
-        raise BadInputError(f"{path}: no such data file or folder (expected FORMAT:PATH with FORMAT "
-                            f"one of {list(FORMATS)}, or a path to an .npz file or a folder)")
-    if path.is_file():
-        if path.suffix == ".npz":
-            return {"format": "numpy", "path": str(path), "split": split}
-        raise BadInputError(f"{path}: cannot tell the data format from the file; use FORMAT:PATH "
-                            f"with FORMAT one of {list(FORMATS)}")
-    if (path / "list_attr_celeba.txt").exists() or (path / "Anno").is_dir():
-        fmt = "celeba"
-    elif any(path.glob("*-idx3-ubyte*")) or any(path.glob("*.idx3-ubyte*")):
-        fmt = "idx"
-    else:
-        fmt = "folder"
-    return {"format": fmt, "path": str(path), "split": split}
 
 
 def calibration_batches(text, preprocess, limit=CALIBRATION_SAMPLES):

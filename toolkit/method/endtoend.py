@@ -9,13 +9,12 @@ torchdistill do), so that one command compares the two under one harness.
 import numpy as np
 import torch
 
-from toolkit.adapters import fit_adapter
-from toolkit.losses import task_loss
-from toolkit.loop import run_phase, to_tensor
+from toolkit.method.loop import run_phase
+from toolkit.method.losses import task_loss
+from toolkit.student.adapters import fit_adapter
+from toolkit.student.infer import to_tensor
 
 FIT_SAMPLES = 1024
-
-PREDICT_BATCH = 512
 
 
 def task_kinds(net):
@@ -64,16 +63,3 @@ def train_end_to_end(ctx, phase, net, data, indices, epochs):
 
     run_phase(ctx, phase, {"net": net}, param_groups(net, training.head_lr_mult), step, indices, epochs, net.train)
     return net.eval()
-
-
-@torch.no_grad()
-def predict(net, inputs, indices=None, device="cpu"):
-    """Task logits of ``net`` on ``inputs`` (or the rows ``indices``), as numpy arrays."""
-    net.eval()
-    indices = np.arange(len(inputs)) if indices is None else np.asarray(indices)
-    chunks = {}
-    for start in range(0, len(indices), PREDICT_BATCH):
-        out = net.forward_dict(to_tensor(inputs, indices[start:start + PREDICT_BATCH], device))
-        for name, value in out.items():
-            chunks.setdefault(name, []).append(value.cpu().numpy())
-    return {name: np.concatenate(v) for name, v in chunks.items()}

@@ -19,9 +19,9 @@ from torch import nn
 from runtime.convert import to_torch
 from runtime.cut import cut_block, cut_branch, cut_prefix
 from runtime.heads import prune_outputs
-from toolkit.adapters import make_adapter, to_nchw
-from toolkit.gates import ChannelGate
-from toolkit.targetnet import Branch, FreshHead, TaskSlot, reinit
+from toolkit.student.adapters import make_adapter, to_nchw
+from toolkit.student.gates import ChannelGate
+from toolkit.student.targetnet import Branch, FreshHead, TaskSlot, reinit
 
 
 @dataclass

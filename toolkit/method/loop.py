@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from toolkit.checkpoint import load_checkpoint, restore, save_checkpoint
-from toolkit.optim import make_optimizer, make_schedule
+from toolkit.method.checkpoint import load_checkpoint, restore, save_checkpoint
+from toolkit.method.optim import make_optimizer, make_schedule
 
 
 @dataclass
@@ -41,10 +41,6 @@ def batches(indices, batch_size, seed):
     order = np.random.default_rng(seed).permutation(indices)
     for start in range(0, len(order), batch_size):
         yield np.sort(order[start:start + batch_size])
-
-
-def to_tensor(array, idx, device):
-    return torch.from_numpy(np.ascontiguousarray(array[idx], dtype=np.float32)).to(device)
 
 
 def run_phase(ctx, phase, modules, groups, step, indices, epochs, train_mode):

@@ -18,11 +18,12 @@ from safetensors.torch import load_model, save_model
 
 from runtime.convert import to_torch
 from runtime.errors import BadInputError
-from toolkit.assemble import build_branch
-from toolkit.targetnet import TargetNet, TaskSlot
-from toolkit.width import scale_width
+from toolkit.student.parts import build_branch
+from toolkit.student.targetnet import TargetNet, TaskSlot
+from toolkit.student.width import scale_width
 
 FORMAT = 1
+INPUT_NAME = "input"  # the exported student's one input
 
 
 def save_student(net, graphs, directory, info):
@@ -80,3 +81,18 @@ def load_student(directory):
         raise BadInputError(f"{weights}: not the weights of this student "
                             f"({type(e).__name__}: {str(e).strip()[:200]})") from e
     return net.eval(), spec
+
+
+def open_run(run_dir):
+    """The trained TargetNet of ``run_dir`` and its spec; a clear error when it is no run dir."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "student" / "spec.json").is_file():
+        raise BadInputError(f"{run_dir}: not a run dir (no student/spec.json); "
+                            f"give the folder `amalgam amalgamate --out DIR` wrote")
+    return load_student(run_dir / "student")
+
+
+def sibling(path, tag):
+    """``student.onnx`` -> ``student.<tag>.onnx`` in the same folder."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.{tag}{path.suffix or '.onnx'}")

@@ -1,0 +1,8 @@
+"""The teachers of a run: their graphs opened through ``runtime/`` with boundaries
+resolved and checked (``graphs``), and the target splits their outputs and taps give
+on the training data (``targets``)."""
+
+from toolkit.teachers.graphs import TeacherGraph, input_shape, load_teachers
+from toolkit.teachers.targets import SplitData, split_data
+
+__all__ = ["SplitData", "TeacherGraph", "input_shape", "load_teachers", "split_data"]
