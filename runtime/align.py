@@ -47,7 +47,7 @@ class Pairing:
     @property
     def resized(self):
         """True when the trunk feature must be resized for the other teacher's branch."""
-        return spatial_size(self.reference) is None or spatial_size(self.reference) != spatial_size(self.other)
+        return spatial_size(self.reference) != spatial_size(self.other)
 
     def to_dict(self):
         return {"block": self.block,
@@ -59,11 +59,15 @@ class Pairing:
 
 def spatial_size(boundary):
     """(H, W) of a rank-4 boundary, read in its layout; None where a dim is open."""
+    if len(boundary.shape or []) != 4:
+        return None
     h, w = (boundary.shape[1], boundary.shape[2]) if boundary.layout == "NHWC" else (boundary.shape[2], boundary.shape[3])
     return (h, w) if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 else None
 
 
 def channels(boundary):
+    if len(boundary.shape or []) != 4:
+        return None
     c = boundary.shape[3] if boundary.layout == "NHWC" else boundary.shape[1]
     return c if isinstance(c, int) else None
 
@@ -104,7 +108,7 @@ def align(reference, reference_image, other, other_image, names=("reference", "o
     ref_strides = [stride(b, reference_image) for b in reference]
     other_strides = [stride(b, other_image) for b in other]
     if ref_strides == other_strides:
-        return [Pairing(i, r, s, o, s) for i, (r, o, s) in enumerate(zip(reference, other, ref_strides), start=1)]
+        return in_order(reference, reference_image, other, other_image)
     last = {s: b for b, s in zip(other, other_strides)}  # the last boundary at each stride
     rows = []
     for block, (boundary, s) in enumerate(zip(reference, ref_strides), start=1):
@@ -119,6 +123,16 @@ def align(reference, reference_image, other, other_image, names=("reference", "o
     return rows
 
 
+def in_order(reference, reference_image, other, other_image):
+    """Boundary ``l`` with boundary ``l`` (same architecture, or boundaries named by
+    hand: there a stride that cannot be measured is None)."""
+    def known(b, image):
+        return stride(b, image) if image and spatial_size(b) else None
+
+    return [Pairing(i, r, known(r, reference_image), o, known(o, other_image))
+            for i, (r, o) in enumerate(zip(reference, other), start=1)]
+
+
 def _listed(strides):
     return ", ".join(map(str, strides)) or "(none)"
 
@@ -126,7 +140,7 @@ def _listed(strides):
 def table(rows, names=("reference", "other")):
     """The alignment as text lines, one per reference block."""
     def cell(b, s):
-        return f"{b.name} (stride {s}, {channels(b)} ch)"
+        return f"{b.name} (stride {s or '?'}, {channels(b) or '?'} ch)"
 
     width = max([len(cell(r.reference, r.reference_stride)) for r in rows] + [len(names[0])])
     lines = [f"  {'#':>2}  {names[0]:<{width}}  {names[1]}"]
