@@ -8,9 +8,13 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 import yaml
 from PIL import Image
+
+from runtime.blocks import find_boundaries
+from runtime.normalize import normalize
 
 from tests.builders import PlainCNN, export, torchvision_teacher
 from tests.synthetic import make_images, save_npz
@@ -37,7 +41,7 @@ def amalgam(*args, **kwargs):
                           **kwargs)
 
 
-def write_config(root, teachers, tasks, reference):
+def write_config(root, teachers, tasks, reference, boundaries=None):
     prep = {"size": [SIZE, SIZE], "channels": 3}
     config = {
         "teachers": [{"name": name, "onnx": str(path), "preprocess": prep,
@@ -51,6 +55,8 @@ def write_config(root, teachers, tasks, reference):
         "training": {"epochs_per_block": 1, "finetune_epochs": 1, "batch_size": 50},
         "baseline": {"kd": False},
     }
+    for teacher in config["teachers"]:
+        teacher["boundaries"] = (boundaries or {}).get(teacher["name"])
     path = root / f"config-{reference}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -112,3 +118,20 @@ def test_a_teacher_that_stops_at_a_finer_stride_is_refused(setup):
     assert line.startswith("error: teachers[1]") and "'resnet'" in line and "'shallow'" in line
     assert "resnet 4, 8, 16, 32" in line and "shallow 2, 2" in line
     assert not (root / "refused" / "branches.json").exists()
+
+
+def test_boundaries_named_by_hand_win_and_pair_one_to_one(setup):
+    root, teachers = setup
+    graph = normalize(onnx.load(teachers["regnet"][0]), [1, 3, SIZE, SIZE])
+    named = [b.name for b in find_boundaries(graph)][::-1][:4]  # any four, even out of stride order
+    config = write_config(root, {k: teachers[k] for k in ("resnet", "regnet")}, ["Male", "Smiling"], "resnet",
+                          boundaries={"regnet": named})
+    shown = amalgam("inspect", "--config", config, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert [r["other"]["name"] for r in json.loads(shown.stdout)["alignment"]["regnet"]] == named
+    config = write_config(root, {k: teachers[k] for k in ("resnet", "regnet")}, ["Male", "Smiling"], "resnet",
+                          boundaries={"regnet": named[:3]})
+    shown = amalgam("inspect", "--config", config)
+    assert shown.returncode == 2
+    (line,) = shown.stderr.strip().splitlines()
+    assert "teachers.regnet.boundaries: 3 block boundaries" in line and "'resnet' has 4" in line
