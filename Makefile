@@ -1,11 +1,12 @@
-# Two commands matter: `make demo` and `make test`. Everything else is a helper.
+# Two commands matter: `make demo` and `make test`. Everything else is a helper
+# (`make demo-real`: the second sample, samples/real_archs).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export XDG_CACHE_HOME ?= $(CURDIR)/runs/.cache
 
-.PHONY: demo test test-main bench lock clean env
+.PHONY: demo demo-real test test-main bench lock clean env
 
 env: $(STAMP)
 
@@ -18,6 +19,7 @@ $(STAMP): requirements/main.txt pyproject.toml
 	touch $@
 
 include mk/frameworks.mk
+include samples/real_archs/teachers.mk
 
 # The main suite (it uses teachers exported by each framework's environment), then
 # each framework's exporter tests in its own environment.
@@ -27,6 +29,10 @@ test: $(STAMP) fixtures
 
 demo: $(STAMP)
 	$(BIN)/python samples/demo.py
+
+# Two real architectures of two frameworks, lined up by stride (samples/real_archs/README.md).
+demo-real: $(STAMP) teachers-real
+	$(BIN)/python samples/demo.py --config samples/real_archs/config.yaml --out runs/demo-real
 
 bench: $(STAMP)
 	$(BIN)/python samples/bench.py

@@ -68,7 +68,8 @@ def dominates_outputs(model, name):
     return not any(o in blocked for o in outputs)
 
 
-def _shapes(inferred):
+def tensor_shapes(inferred):
+    """Each tensor's shape in an inferred graph: ints, dim names, or None for open dims."""
     graph = inferred.graph
     shapes = {}
     for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
@@ -134,7 +135,7 @@ def _consumers(model, name):
 def find_boundaries(model):
     """Candidate block boundaries of a CNN-like graph, in graph order."""
     inferred = infer_shapes(model)
-    shapes = _shapes(inferred)
+    shapes = tensor_shapes(inferred)
     layout = layouts(inferred, shapes)
     producer = {o: n for n in inferred.graph.node for o in n.output}
     reach = reachable(inferred)
@@ -166,7 +167,7 @@ def _layout_name(letters):
 def describe(model, names):
     """Boundaries for tensors the user named (shape and layout as for found ones)."""
     inferred = infer_shapes(model)
-    shapes = _shapes(inferred)
+    shapes = tensor_shapes(inferred)
     layout = layouts(inferred, shapes)
     return [Boundary(n, shapes.get(n), _layout_name(layout.get(n))) for n in names]
 

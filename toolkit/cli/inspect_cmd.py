@@ -3,6 +3,11 @@
 Shows its inputs, outputs, opset, producer and candidate block boundaries (where
 its graph can be cut into the paper's blocks). ``--check`` cuts the branch after
 each boundary, converts it to torch and compares it with ONNX Runtime.
+
+Given two models, or ``--config CONFIG``, it also shows how the teachers line up
+block by block (runtime.align): each of the reference teacher's boundaries (the
+first model, or the config's ``student.reference``) and the other teacher's
+boundary at the same stride, as ``amalgamate`` will pair them.
 """
 
 import json
@@ -11,6 +16,7 @@ import click
 import numpy as np
 from onnx import helper
 
+from runtime.align import align, image_size, table
 from runtime.blocks import find_boundaries
 from runtime.graph import data_inputs, dims
 from runtime.errors import BadInputError, ParityError
@@ -104,21 +110,55 @@ def _dims(shape):
 
 
 @click.command("inspect")
-@click.argument("model_path", metavar="MODEL.onnx", type=click.Path(dir_okay=False))
+@click.argument("model_paths", metavar="MODEL.onnx [OTHER.onnx]", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Show how the config's teachers line up with its student.reference (no MODEL then).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--check", is_flag=True, help="Cut, convert and compare the branch after each candidate block.")
 @click.option("--input-shape", "input_shape", multiple=True, callback=parse_input_shape, metavar="NAME:D0,D1,...",
               help="Fix the dims the graph leaves open (repeatable), e.g. x:1,3,224,224.")
 @click.option("--atol", default=ATOL, show_default=True, help="--check: absolute tolerance, |a-b| <= atol + rtol*|b|.")
 @click.option("--rtol", default=RTOL, show_default=True, help="--check: relative tolerance.")
-def inspect(model_path, as_json, check, input_shape, atol, rtol):
-    """Show a teacher's inputs, outputs, opset, producer and candidate block boundaries.
+def inspect(model_paths, config_path, as_json, check, input_shape, atol, rtol):
+    """Show a teacher's inputs, outputs, opset, producer and candidate block boundaries;
+    given a second model, or --config, how the teachers line up block by block.
 
     \b
     Examples:
       amalgam inspect teacher.onnx
       amalgam inspect teacher.onnx --check --input-shape input:1,3,224,224 --json
+      amalgam inspect resnet.onnx mobilenet.onnx
+      amalgam inspect --config config.yaml
     """
+    if config_path:
+        if model_paths:
+            raise BadInputError("inspect: give MODEL.onnx [OTHER.onnx] or --config CONFIG, not both")
+        return _show_config_alignment(config_path, as_json)
+    if not 1 <= len(model_paths) <= 2:
+        raise BadInputError(f"inspect: expected one or two ONNX files (or --config CONFIG), got {len(model_paths)}")
+    inspected = [_inspect_model(path, check, input_shape, atol, rtol) for path in model_paths]
+    reports = [report for _, _, report, _ in inspected]
+    failed = [(path, len(found), bad) for path, (_, found, _, bad) in zip(model_paths, inspected) if bad]
+    alignment = _alignment(model_paths, inspected) if len(model_paths) == 2 else None
+    if as_json:
+        click.echo(json.dumps(reports[0] if alignment is None else
+                              {"models": reports, "alignment": [p.to_dict() for p in alignment]}))
+    else:
+        for path, report in zip(model_paths, reports):
+            _print_table(path, report)
+        if alignment:
+            click.echo(f"blocks lined up by stride (reference {model_paths[0]}):")
+            for line in table(alignment, tuple(model_paths)):
+                click.echo(line)
+    if failed:
+        raise ParityError("; ".join(
+            f"{path}: {len(bad)} of {count} branches differ from ONNX Runtime: "
+            + "; ".join(f"{r.title}: " + ", ".join(o.describe() for o in r.failed) for r in bad)
+            for path, count, bad in failed))
+
+
+def _inspect_model(model_path, check, input_shape, atol, rtol):
+    """(normalised graph, boundaries, report dict, boundaries whose --check failed) of one model."""
     model = load_model(model_path)
     try:
         graph = normalize(model, input_shape or None)
@@ -141,10 +181,30 @@ def inspect(model_path, as_json, check, input_shape, atol, rtol):
             block["branch_p99_abs_diff"] = result.summary()["p99_abs"]
             block["branch_ok"] = result.passed
             failed += [] if result.passed else [result]
+    return graph, boundaries, report, failed
+
+
+def _alignment(paths, inspected):
+    """The second model's boundaries paired with the first's by stride."""
+    (graph_a, found_a, *_), (graph_b, found_b, *_) = inspected
+    try:
+        return align(found_a, image_size(graph_a), found_b, image_size(graph_b), tuple(paths))
+    except BadInputError as e:
+        raise type(e)(f"{paths[0]} and {paths[1]}: {e}") from e
+
+
+def _show_config_alignment(config_path, as_json):
+    """Each of the config's teachers lined up with its student.reference, as amalgamate does."""
+    from toolkit.config import load_config
+    from toolkit.teachers import alignment_lines, alignment_tables, load_teachers
+
+    config = load_config(config_path)
+    teachers = load_teachers(config)
     if as_json:
-        click.echo(json.dumps(report))
-    else:
-        _print_table(model_path, report)
-    if failed:
-        raise ParityError(f"{model_path}: {len(failed)} of {len(boundaries)} branches differ from ONNX Runtime: "
-                          + "; ".join(f"{r.title}: " + ", ".join(o.describe() for o in r.failed) for r in failed))
+        click.echo(json.dumps({"reference": config.student.reference, "alignment": alignment_tables(teachers)}))
+        return
+    lines = alignment_lines(teachers, config.student.reference)
+    blocks = len(next(t for t in teachers if t.name == config.student.reference).boundaries)
+    click.echo(f"reference {config.student.reference}: {blocks} blocks")
+    for line in lines or ["(no other structured teacher to line up)"]:
+        click.echo(line)

@@ -34,7 +34,7 @@ from toolkit.student.io import save_student
 from toolkit.student.parts import build_branch, trunk_block, trunk_graphs
 from toolkit.student.targetnet import TargetNet, count_params
 from toolkit.student.width import scale_width
-from toolkit.teachers import load_teachers, split_data
+from toolkit.teachers import alignment_lines, alignment_tables, load_teachers, split_data
 
 
 def prepare_run_dir(config, out, resume, overwrite):
@@ -148,6 +148,9 @@ def open_run(config, out, resume, overwrite, quiet, cache_root):
     ctx = LoopContext(t, torch.device(t.device), RunLog(out / "metrics.jsonl", quiet=quiet), out / "checkpoints", resume)
     teachers = load_teachers(config)
     ctx.log.say(f"teachers: {', '.join(f'{tg.name} ({len(tg.boundaries)} blocks)' for tg in teachers)}")
+    for line in alignment_lines(teachers, config.student.reference):
+        ctx.log.say(line)
+    ctx.log.write("alignment", teachers=alignment_tables(teachers))
     train = split_data(config, teachers, config.data.train, cache_root, progress=not quiet)
     evaluation = split_data(config, teachers, config.data.eval, cache_root, progress=not quiet) \
         if config.data.eval else None
@@ -188,7 +191,8 @@ def branch_out(run, blocks, stage_parts, table, teachers_size):
 
     points, budget_met = decide_branch_points(run.config, table, run.teachers, size_of, run.ctx.log)
     rows = branch_table(points, table, {task.name: tg.name for tg in run.teachers for task in tg.tasks})
-    write_json_atomic(run.out / "branches.json", {"points": points, "budget_met": budget_met, "rows": rows})
+    write_json_atomic(run.out / "branches.json", {"points": points, "budget_met": budget_met, "rows": rows,
+                                                  "alignment": alignment_tables(run.teachers)})
     run.ctx.log.write("branching", points=points, table={str(k): v for k, v in table.items()})
     return points
 

@@ -1,14 +1,20 @@
 """Teachers as the toolkit sees them: the runtime teacher (targets) plus its
 normalised graph and block boundaries (where branches are cut).
 
-Teachers of one architecture line up block by block: boundary ``l`` of every
-structured teacher corresponds to block ``l`` of the trunk. A teacher whose graph
-has no usable block structure (no rank-4 boundary, e.g. a scikit-learn model)
-teaches through its outputs alone (``structured`` is False).
+Teachers line up block by block: boundary ``l`` of every structured teacher
+corresponds to block ``l`` of the trunk. A teacher whose boundaries were found (not
+named in the config) is lined up with the reference teacher's by stride
+(runtime.align: the last tensor at each of the reference's resolutions), so a ResNet,
+a RegNet and a MobileNet amalgamate with no boundary named by hand; its
+``alignment`` keeps the table. Boundaries named in the config win: they pair one to
+one with the reference's. A teacher whose graph has no usable block structure (no
+rank-4 boundary, e.g. a scikit-learn model) teaches through its outputs alone
+(``structured`` is False).
 """
 
 from dataclasses import dataclass
 
+from runtime.align import align, image_size, in_order, table
 from runtime.blocks import check_boundary, describe, find_boundaries
 from runtime.convert import unsupported_ops
 from runtime.cut import cut_branch
@@ -26,6 +32,7 @@ class TeacherGraph:
     boundaries: list  # runtime.blocks.Boundary, in graph order
     tasks: list  # chosen TaskSpecs of this teacher, in config order
     runner: Teacher  # ONNX Runtime session for targets (all chosen tasks, boundary taps)
+    alignment: list | None = None  # runtime.align.Pairing per reference block; None for the reference
 
     @property
     def structured(self):
@@ -77,40 +84,83 @@ def _check_convertible(where, graph, boundaries, whole):
 
 
 def load_teachers(config, device="cpu"):
-    """TeacherGraphs of the teachers that own a chosen task, in config order."""
+    """TeacherGraphs of the teachers that own a chosen task, in config order, each
+    structured one's boundaries lined up with the reference's (one per trunk block)."""
     chosen = {}
     for teacher_name, task in config.chosen_tasks():
         chosen.setdefault(teacher_name, []).append(TaskSpec.from_dict(task))
+    opened = [(i, tc) for i, tc in enumerate(config.teachers)
+              if tc.name in chosen or tc.name == config.student.reference]
+    graphs = {tc.name: _graph(f"teachers[{i}]", tc) for i, tc in opened}
+    found = {tc.name: _named_or_found(f"teachers[{i}]", tc, graphs[tc.name]) for i, tc in opened}
+    reference = config.student.reference
+    _check_reference(reference, found[reference])
     out = []
-    for i, tc in enumerate(config.teachers):
-        if tc.name not in chosen and tc.name != config.student.reference:
-            continue
-        where = f"teachers[{i}]"
-        graph = _graph(where, tc)
-        try:
-            boundaries = _boundaries(tc, graph)
-        except BadInputError as e:
-            raise type(e)(f"{where}.boundaries ({tc.onnx}): {e}") from e
+    for i, tc in opened:
+        where = f"teachers[{i}] ({tc.onnx})"
+        alignment = None
+        if found[tc.name] and tc.name != reference:
+            alignment = _align(where, config.teacher(reference), tc, graphs, found)
+        boundaries = [p.other for p in alignment] if alignment else found[tc.name]
         if boundaries:
-            _check_convertible(f"{where} ({tc.onnx})", graph, boundaries, tc.name == config.student.reference)
+            _check_convertible(where, graphs[tc.name], boundaries, tc.name == reference)
         tasks = chosen.get(tc.name, [])
         all_tasks = [TaskSpec.from_dict(t.model_dump(by_alias=True)) for t in tc.tasks]
         runner = Teacher(tc.onnx, tasks or all_tasks[:1], [b.name for b in boundaries], tc.input, device="cpu")
-        out.append(TeacherGraph(tc.name, tc, graph, boundaries, tasks, runner))
-    _check_alignment(out, config.student.reference)
+        out.append(TeacherGraph(tc.name, tc, graphs[tc.name], boundaries, tasks, runner, alignment))
     return out
 
 
-def _check_alignment(teachers, reference):
-    ref = next(t for t in teachers if t.name == reference)
-    if not ref.structured:
+def _named_or_found(where, tc, graph):
+    try:
+        return _boundaries(tc, graph)
+    except BadInputError as e:
+        raise type(e)(f"{where}.boundaries ({tc.onnx}): {e}") from e
+
+
+def _check_reference(reference, boundaries):
+    if not boundaries:
         raise ConfigError(f"student.reference: teacher {reference!r} has no block boundaries, "
                           f"so it cannot give the trunk; name boundaries under teachers[].boundaries "
                           f"or pick a CNN teacher")
+
+
+def _align(where, ref_tc, tc, graphs, found):
+    """``tc``'s boundaries paired with the reference's: one to one where the config
+    names them, by stride where they were found."""
+    ref, other = found[ref_tc.name], found[tc.name]
+    if tc.boundaries is None:
+        try:
+            sizes = image_size(graphs[ref_tc.name]), image_size(graphs[tc.name])
+            return align(ref, sizes[0], other, sizes[1], (ref_tc.name, tc.name))
+        except BadInputError as e:
+            raise type(e)(f"{where}: {e}") from e
+    if len(other) != len(ref):
+        raise ConfigError(
+            f"teachers.{tc.name}.boundaries: {len(other)} block boundaries ({[b.name for b in other]}), but the "
+            f"reference teacher {ref_tc.name!r} has {len(ref)}; named boundaries pair one to one with the "
+            f"reference's: name {len(ref)}, or leave boundaries out to line them up by stride")
+    return in_order(ref, _image_size(graphs[ref_tc.name]), other, _image_size(graphs[tc.name]))
+
+
+def _image_size(graph):
+    """(H, W) of the graph's image input, or None where it has none (strides unknown)."""
+    try:
+        return image_size(graph)
+    except BadInputError:
+        return None
+
+
+def alignment_tables(teachers):
+    """``{teacher: [row dict per reference block]}`` for every teacher lined up with the reference."""
+    return {t.name: [p.to_dict() for p in t.alignment] for t in teachers if t.alignment}
+
+
+def alignment_lines(teachers, reference):
+    """The alignment tables as text: a title line per teacher, then its rows."""
+    lines = []
     for t in teachers:
-        if t.structured and len(t.boundaries) != len(ref.boundaries):
-            raise ConfigError(
-                f"teachers.{t.name}.boundaries: {len(t.boundaries)} block boundaries "
-                f"({[b.name for b in t.boundaries]}), but the reference teacher {reference!r} has "
-                f"{len(ref.boundaries)}; teachers line up block by block: name the same number of boundaries"
-            )
+        if t.alignment:
+            lines.append(f"{t.name}'s boundaries lined up with {reference}'s blocks:")
+            lines += table(t.alignment, (reference, t.name))
+    return lines

@@ -92,6 +92,6 @@ def split_data(config, teachers, spec, cache_root, progress=True):
             taps[(t.name, block)] = found.taps[b.name]
     inputs = cached_inputs(Path(cache_root) / "inputs", source, preprocess_of(reference.config), n)
     labels = {}
-    if config.data.labels and source.labels() is not None:
+    if source.labels() is not None:  # data.labels rules, else each task's label of its own name
         labels = eval_labels(source, config.data.labels, list(logits))
     return SplitData(inputs, logits, taps, labels)
