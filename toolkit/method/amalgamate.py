@@ -30,9 +30,8 @@ from toolkit.method.endtoend import fit_net_adapters, train_end_to_end
 from toolkit.method.loop import LoopContext, seed_phase
 from toolkit.runlog import RunLog
 from toolkit.student.io import save_student
-from toolkit.student.parts import build_branch, trunk_block, trunk_graphs
+from toolkit.student.parts import build_branch, trunk_blocks, trunk_graphs
 from toolkit.student.targetnet import TargetNet, count_params
-from toolkit.student.width import scale_width
 from toolkit.teachers import load_teachers, split_data
 
 
@@ -114,7 +113,7 @@ def assemble_student(blocks, stage_branches, points, teachers, task_order):
 def fresh_like(net, graphs, trunk, init, seed, width=1.0):
     """The same architecture, freshly initialised (the KD baseline's start)."""
     torch.manual_seed(seed)
-    blocks = scale_width([trunk_block(g, init, seed + i) for i, g in enumerate(trunk[: len(net.trunk)])], width)
+    blocks = trunk_blocks(trunk[: len(net.trunk)], init, width, seed)
     branches = {}
     for key, b in net.branches.items():
         body = None if graphs.get(key) is None else to_torch(graphs[key])
@@ -159,11 +158,8 @@ def open_run(config, out, resume, overwrite, quiet, cache_root):
 def train_blocks(run):
     """Step 2: the trunk grown block by block; returns blocks, stage branches, loss table."""
     config, ctx = run.config, run.ctx
-    blocks = []
-    for block_no, graph in enumerate(run.trunk, start=1):
-        seed_phase(ctx, f"block{block_no}")
-        blocks.append(trunk_block(graph, config.student.init, ctx.training.seed + block_no))
-    blocks = [b.to(ctx.device) for b in scale_width(blocks, config.student.width)]
+    blocks = [b.to(ctx.device) for b in trunk_blocks(run.trunk, config.student.init, config.student.width,
+                                                      ctx.training.seed)]
     prefix = PrefixFeatures(run.out / "cache" / "prefix", run.train.inputs)
     source = run.reference.name if config.student.init == "teacher" else None
     stage_parts, table = {}, {}
@@ -229,5 +225,6 @@ def _student_info(config, teachers, reference):
     tasks = {task.name: {"teacher": tg.name, **task.to_dict()} for tg in teachers for task in tg.tasks}
     p = reference.config.preprocess
     return {"tasks": tasks, "preprocess": p.model_dump(mode="json"), "width": config.student.width,
+            "trunk_batchnorm": config.student.init == "random",
             "input_name": "input", "teachers": {tg.name: tg.runner.sha256 for tg in teachers if tg.tasks},
             "toolkit_version": __version__}
