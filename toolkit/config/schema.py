@@ -138,7 +138,8 @@ class BranchingConfig(_Model):
     mode: Literal["auto", "fixed"] = "auto"
     tolerance: Annotated[float, Field(ge=0)] = 0.1
     margin: Annotated[float, Field(ge=0)] = 0.01
-    size_budget: Annotated[float, Field(gt=0)] | None = None
+    size_budget: Annotated[float, Field(gt=0)] | None = 0.6
+    max_vs_largest: Annotated[float, Field(gt=0)] | None = 1.0
     fixed: dict[str, PosInt] = {}
 
 

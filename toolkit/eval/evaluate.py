@@ -43,7 +43,7 @@ def task_rows(teachers, models, data, indices):
     return rows
 
 
-def evaluate_run(out, config, teachers, student, kd, train, holdout_idx, evaluation, teacher_params, table, log):
+def evaluate_run(out, config, teachers, student, kd, train, holdout_idx, evaluation, teacher_sizes, table, log):
     models = {"student": student, "kd": kd}
     metrics = {"holdout": task_rows(teachers, models, train, holdout_idx)}
     if evaluation is not None:
@@ -53,8 +53,11 @@ def evaluate_run(out, config, teachers, student, kd, train, holdout_idx, evaluat
         model: {key: _mean(rows, model, key) for key in ("agreement", "accuracy", "f1", "ap")}
         for model in ("student", "kd", "teacher")
     }
-    metrics["params"] = {"student": count_params(student), "teachers": teacher_params,
-                         "ratio": count_params(student) / teacher_params}
+    params = count_params(student)
+    metrics["params"] = {"student": params, "teachers": sum(teacher_sizes.values()),
+                         "largest_teacher": max(teacher_sizes.values()),
+                         "ratio": params / sum(teacher_sizes.values()),
+                         "ratio_largest": params / max(teacher_sizes.values())}
     metrics["excess_loss"] = {str(k): v for k, v in table.items()}
     write_json_atomic(out / "metrics.json", metrics)
     log.write("eval", summary=metrics["summary"], params=metrics["params"])

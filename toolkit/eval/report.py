@@ -26,4 +26,5 @@ def print_summary(metrics):
                f"KD {_fmt(s['kd']['f1'])}; mean agreement: student {_fmt(s['student']['agreement'])}, "
                f"KD {_fmt(s['kd']['agreement'])}")
     p = metrics["params"]
-    click.echo(f"params: student {p['student']:,} vs teachers {p['teachers']:,} ({p['ratio']:.2f}x)")
+    click.echo(f"params: student {p['student']:,} vs teachers {p['teachers']:,} ({p['ratio']:.2f}x; "
+               f"{p['ratio_largest']:.2f}x the largest)")

@@ -26,14 +26,13 @@ from toolkit.config import config_hash, dump_config
 from toolkit.data import split_holdout
 from toolkit.eval.evaluate import evaluate_run
 from toolkit.method.blockwise import PrefixFeatures, train_stage
-from toolkit.method.branching import auto_branch_points, branch_table, fit_budget
+from toolkit.method.branching import auto_branch_points, branch_table, candidates, size_limit
 from toolkit.method.endtoend import fit_net_adapters, train_end_to_end
 from toolkit.method.loop import LoopContext, seed_phase
 from toolkit.runlog import RunLog
 from toolkit.student.io import save_student
-from toolkit.student.parts import build_branch, trunk_block, trunk_graphs
+from toolkit.student.parts import build_branch, trunk_blocks, trunk_graphs
 from toolkit.student.targetnet import TargetNet, count_params
-from toolkit.student.width import scale_width
 from toolkit.teachers import alignment_lines, alignment_tables, load_teachers, split_data
 
 
@@ -69,30 +68,37 @@ def prepare_run_dir(config, out, resume, overwrite):
     return out
 
 
-def teacher_params(teachers):
-    """Weights of all teachers that serve a chosen task, together (ONNX initializers)."""
-    return sum(int(np.prod(t.dims)) for tg in teachers if tg.tasks
-               for t in load_model(tg.config.onnx).graph.initializer)
+def teacher_sizes(teachers):
+    """Weights of each teacher that serves a chosen task (ONNX initializers)."""
+    return {tg.name: sum(int(np.prod(t.dims)) for t in load_model(tg.config.onnx).graph.initializer)
+            for tg in teachers if tg.tasks}
 
 
-def decide_branch_points(config, table, teachers, size_of, log):
-    chosen = [task.name for t in teachers for task in t.tasks]
-    if config.branching.mode == "fixed":
-        depth = max(table)
-        points = {task: config.branching.fixed.get(task, depth) for task in chosen}
+def decide_branch_points(config, table, teachers, size_of, sizes, log):
+    """Each chosen task's branch point, and the record of the choice for branches.json."""
+    b = config.branching
+    teacher_of = {task.name: t.name for t in teachers for task in t.tasks}
+    pinned = {task.name for t in teachers if not t.structured for task in t.tasks}
+    limit = size_limit(sizes, b.size_budget, b.max_vs_largest)
+    depth = max(table)
+    moves = []
+    if b.mode == "fixed":
+        points = {task: b.fixed.get(task, depth) for task in teacher_of}
     else:
-        points = auto_branch_points(table, config.branching.tolerance, config.branching.margin)
-    met = True
-    if config.branching.size_budget:
-        points, met = fit_budget(points, table, size_of, config.branching.size_budget)
-        if not met:
-            log.say(f"branching: size budget {config.branching.size_budget} cannot be met; "
-                    f"every branch already leaves after the last block")
-    for t in teachers:  # an output-only teacher always leaves after the deepest block
-        if not t.structured:
-            for task in t.tasks:
-                points[task.name] = max(table)
-    return points, met
+        points, moves = auto_branch_points(table, teacher_of, size_of, b.tolerance, b.margin, limit, pinned)
+    for task in pinned:  # an output-only teacher always leaves after the deepest block
+        points[task] = depth
+    params = size_of(points)
+    met = limit is None or params <= limit
+    if not met:
+        log.say(f"branching: the student has {params:,} params, over the size limit of {int(limit):,} "
+                f"(size_budget {b.size_budget}, max_vs_largest {b.max_vs_largest})"
+                + ("; every branch already leaves after the last block" if b.mode == "auto" else ""))
+    record = {"points": points, "budget_met": met, "params": params, "limit": limit,
+              "teachers_params": sizes, "moves": moves,
+              "candidates": candidates(table, teacher_of, points, size_of),
+              "rows": branch_table(points, table, teacher_of)}
+    return points, record
 
 
 def assemble_student(blocks, stage_branches, points, teachers, task_order):
@@ -115,7 +121,7 @@ def assemble_student(blocks, stage_branches, points, teachers, task_order):
 def fresh_like(net, graphs, trunk, init, seed, width=1.0):
     """The same architecture, freshly initialised (the KD baseline's start)."""
     torch.manual_seed(seed)
-    blocks = scale_width([trunk_block(g, init, seed + i) for i, g in enumerate(trunk[: len(net.trunk)])], width)
+    blocks = trunk_blocks(trunk[: len(net.trunk)], init, width, seed)
     branches = {}
     for key, b in net.branches.items():
         body = None if graphs.get(key) is None else to_torch(graphs[key])
@@ -163,11 +169,8 @@ def open_run(config, out, resume, overwrite, quiet, cache_root):
 def train_blocks(run):
     """Step 2: the trunk grown block by block; returns blocks, stage branches, loss table."""
     config, ctx = run.config, run.ctx
-    blocks = []
-    for block_no, graph in enumerate(run.trunk, start=1):
-        seed_phase(ctx, f"block{block_no}")
-        blocks.append(trunk_block(graph, config.student.init, ctx.training.seed + block_no))
-    blocks = [b.to(ctx.device) for b in scale_width(blocks, config.student.width)]
+    blocks = [b.to(ctx.device) for b in trunk_blocks(run.trunk, config.student.init, config.student.width,
+                                                      ctx.training.seed)]
     prefix = PrefixFeatures(run.out / "cache" / "prefix", run.train.inputs)
     source = run.reference.name if config.student.init == "teacher" else None
     stage_parts, table = {}, {}
@@ -180,19 +183,18 @@ def train_blocks(run):
     return blocks, stage_parts, table
 
 
-def branch_out(run, blocks, stage_parts, table, teachers_size):
-    """Step 3: each task's branch point, written to branches.json."""
+def branch_out(run, blocks, stage_parts, table, sizes):
+    """Step 3: each task's branch point; the choice, with each candidate's size and loss,
+    written to branches.json."""
 
     def size_of(points):
         """Params of the student these points would assemble, without assembling it."""
         groups = {(tg.name, points[task.name]) for tg in run.teachers for task in tg.tasks}
         trunk = sum(count_params(b) for b in blocks[:max(points.values())])
-        return (trunk + sum(count_params(stage_parts[b][t].module) for t, b in groups)) / teachers_size
+        return trunk + sum(count_params(stage_parts[b][t].module) for t, b in groups)
 
-    points, budget_met = decide_branch_points(run.config, table, run.teachers, size_of, run.ctx.log)
-    rows = branch_table(points, table, {task.name: tg.name for tg in run.teachers for task in tg.tasks})
-    write_json_atomic(run.out / "branches.json", {"points": points, "budget_met": budget_met, "rows": rows,
-                                                  "alignment": alignment_tables(run.teachers)})
+    points, record = decide_branch_points(run.config, table, run.teachers, size_of, sizes, run.ctx.log)
+    write_json_atomic(run.out / "branches.json", {**record, "alignment": alignment_tables(run.teachers)})
     run.ctx.log.write("branching", points=points, table={str(k): v for k, v in table.items()})
     return points
 
@@ -217,8 +219,8 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     cache_root = Path(cache_root or out.parent / ".cache")
     run = open_run(config, out, resume, overwrite, quiet, cache_root)
     blocks, stage_parts, table = train_blocks(run)
-    teachers_size = teacher_params(run.teachers)
-    points = branch_out(run, blocks, stage_parts, table, teachers_size)
+    sizes = teacher_sizes(run.teachers)
+    points = branch_out(run, blocks, stage_parts, table, sizes)
     student, graphs = assemble_student(blocks, stage_parts, points, run.teachers, run.task_order)
     student = train_end_to_end(run.ctx, "finetune", student, run.train, run.train_idx,  # step 4
                                config.training.finetune_epochs)
@@ -226,12 +228,13 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     save_student(student, {"trunk": run.trunk, "branches": graphs}, run.out / "student", info)
     kd = train_baseline(run, student, graphs, info) if config.baseline.kd else None
     return evaluate_run(run.out, config, run.teachers, student, kd, run.train, run.holdout_idx, run.evaluation,
-                        teachers_size, table, run.ctx.log)
+                        sizes, table, run.ctx.log)
 
 
 def _student_info(config, teachers, reference):
     tasks = {task.name: {"teacher": tg.name, **task.to_dict()} for tg in teachers for task in tg.tasks}
     p = reference.config.preprocess
     return {"tasks": tasks, "preprocess": p.model_dump(mode="json"), "width": config.student.width,
+            "trunk_batchnorm": config.student.init == "random",
             "input_name": "input", "teachers": {tg.name: tg.runner.sha256 for tg in teachers if tg.tasks},
             "toolkit_version": __version__}

@@ -107,9 +107,11 @@ def heldout_excess(teachers, block_module, branches, features, data, indices, de
 
 @torch.no_grad()
 def fit_adapters(block, branches, teachers, features, data, indices, block_no, device):
-    """Least-squares start for each structured branch's adapter (toolkit.student.adapters)."""
+    """Least-squares start for each structured branch's adapter (toolkit.student.adapters),
+    on the block's output in train mode: what the stage's steps feed the adapter (a fresh
+    BatchNorm's running statistics are not yet the data's)."""
     sample = np.sort(indices[:FIT_SAMPLES])
-    h = block.eval()(to_tensor(features, sample, device))
+    h = block.train()(to_tensor(features, sample, device))
     for t in teachers:
         if t.name in branches and t.structured:
             branch = branches[t.name].module

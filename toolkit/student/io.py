@@ -17,6 +17,7 @@ from safetensors.torch import load_model, save_model
 from runtime.convert import to_torch
 from runtime.errors import BadInputError
 from runtime.files import atomic_path
+from toolkit.student.norm import add_batchnorm
 from toolkit.student.parts import build_branch
 from toolkit.student.targetnet import TargetNet, TaskSlot
 from toolkit.student.width import scale_width
@@ -66,7 +67,10 @@ def load_student(directory):
     """The TargetNet saved in ``directory`` (eval mode) and its spec."""
     directory = Path(directory)
     spec = read_spec(directory)
-    trunk = scale_width([to_torch(onnx.load(directory / g)) for g in spec["trunk"]], spec.get("width", 1.0))
+    trunk = [to_torch(onnx.load(directory / g)) for g in spec["trunk"]]
+    if spec.get("trunk_batchnorm"):
+        trunk = [add_batchnorm(block) for block in trunk]
+    trunk = scale_width(trunk, spec.get("width", 1.0))
     branches = {}
     for key, entry in spec["branches"].items():
         body = None if entry["build"]["fresh_head"] else to_torch(onnx.load(directory / entry["graph"]))

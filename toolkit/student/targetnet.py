@@ -12,7 +12,6 @@ Tasks are read out of the branch outputs with a :class:`TaskSlot` per task.
 
 from dataclasses import asdict, dataclass
 
-import torch
 from torch import nn
 
 
@@ -125,13 +124,3 @@ def count_params(module):
 def slot_dicts(slots):
     return [asdict(s) for s in slots]
 
-
-def reinit(module, seed):
-    """Randomly re-initialise every layer of ``module`` (student.init = random)."""
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    for m in module.modules():
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
-    torch.random.set_rng_state(gen_state)
-    return module
