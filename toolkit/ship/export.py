@@ -132,7 +132,7 @@ def export_student(run_dir, out, opset=18, static_batch=None, simplified=True, q
 def int8_speed(fp32, int8, preprocess):
     """fp32 vs int8 ONNX Runtime latency at batch 64 on this CPU and its int8 instructions,
     recorded in the int8 file as ``amalgam.int8_speed``: int8 that runs slower is said so."""
-    from toolkit.latency import latency_ms
+    from toolkit.ship.latency import latency_ms
 
     shape = input_shape(preprocess, 1)[1:]
     speed = {"fp32_b64_ms": latency_ms(fp32, shape, 64), "int8_b64_ms": latency_ms(int8, shape, 64),
