@@ -31,8 +31,9 @@ demo: $(STAMP)
 	$(BIN)/python samples/demo.py
 
 # Two real architectures of two frameworks, lined up by stride (samples/real_archs/README.md).
+# DEMO_ARGS: extra demo.py options, e.g. DEMO_ARGS="--set data.train.limit=4000".
 demo-real: $(STAMP) teachers-real
-	$(BIN)/python samples/demo.py --config samples/real_archs/config.yaml --out runs/demo-real
+	$(BIN)/python samples/demo.py --config samples/real_archs/config.yaml --out runs/demo-real $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python samples/bench.py

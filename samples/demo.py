@@ -63,10 +63,11 @@ def find_data(given):
     return None
 
 
-def run_amalgam(config, data, out):
-    """`amalgam run` on a sample config; returns its exit code."""
+def run_amalgam(config, data, out, overrides=()):
+    """`amalgam run` on a sample config (plus ``overrides``, KEY=VALUE); returns its exit code."""
     cmd = [sys.executable, "-m", "toolkit.cli", "run", str(config), "--out", str(out), "--overwrite", "--quiet",
            "--set", f"data.train.path={data}", "--set", f"data.eval.path={data}"]
+    cmd += [a for item in overrides for a in ("--set", item)]
     print("$ amalgam " + " ".join(cmd[3:]), flush=True)
     return subprocess.run(cmd, cwd=ROOT).returncode
 
@@ -120,12 +121,14 @@ def main():
     ap.add_argument("--data", help="folder of the Fashion-MNIST IDX files (default: the Debian package's)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "demo"), help="run dir")
     ap.add_argument("--config", default=str(CONFIG), help="the sample's config (default: Fashion-MNIST's)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, as `amalgam run --set` (repeatable)")
     args = ap.parse_args()
     data = find_data(args.data)
     if data is None:
         return 2
     start = time.perf_counter()
-    code = run_amalgam(Path(args.config).resolve(), data, Path(args.out).resolve())
+    code = run_amalgam(Path(args.config).resolve(), data, Path(args.out).resolve(), args.overrides)
     out = Path(args.out)
     if not (out / "report.json").is_file():
         print(f"demo: amalgam run failed (exit {code}); see {out}", file=sys.stderr)
