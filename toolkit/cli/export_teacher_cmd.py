@@ -24,6 +24,7 @@ import click
 
 from runtime.errors import BadInputError, ExportError, first_line
 from runtime.rules import name_problem
+from toolkit.cli.options import parse_dims
 
 FRAMEWORKS = ("keras", "jax", "sklearn", "torch")
 NEEDS = {"keras": "tensorflow-cpu, tf2onnx", "jax": "jax, flax, jax2onnx", "sklearn": "scikit-learn, skl2onnx, skops",
@@ -66,19 +67,6 @@ def parse_tasks(specs):
     if duplicates:
         raise BadInputError(f"--tasks: task names must be unique; repeated: {duplicates}")
     return tasks or None
-
-
-def parse_shape(text):
-    """``"1,1,28,28"`` -> ``(1, 1, 28, 28)``."""
-    if text is None:
-        return None
-    try:
-        shape = tuple(int(d) for d in text.replace("x", ",").split(","))
-    except ValueError:
-        shape = ()
-    if not shape or any(d <= 0 for d in shape):
-        raise BadInputError(f"--input-shape {text!r}: expected positive integers separated by commas, e.g. 1,1,28,28")
-    return shape
 
 
 def load_factory(spec):
@@ -209,7 +197,7 @@ def export_teacher(framework, source, out, task_specs, opset, input_shape, nchw,
     and jax, PKG.MODULE:FACTORY naming a function that returns the model (jax: an NNX
     module, or a (function(params, x), params) pair).
     """
-    shape = parse_shape(input_shape)
+    shape = None if input_shape is None else parse_dims(input_shape, "--input-shape")
     opts = {"opset": opset, "tasks": parse_tasks(task_specs), "input_name": input_name, "nchw": nchw,
             "output_names": output_names.split(",") if output_names else None}
     if framework in ("torch", "jax") and shape is None:

@@ -16,22 +16,9 @@ from runtime.graph import data_inputs, dims
 from runtime.errors import BadInputError, ParityError
 from runtime.model_io import default_opset, load_model
 from runtime.normalize import normalize
+from toolkit.cli.options import named_values, parse_dims
 
 CHECK_BATCH = 2
-
-
-def parse_input_shape(ctx, param, values):
-    """``name:1,3,224,224`` (or ``name:[1,3,224,224]``, as Polygraphy spells it) -> dict."""
-    shapes = {}
-    for text in values:
-        name, _, dims = text.rpartition(":")
-        try:
-            shapes[name] = [int(d) for d in dims.strip("[]").split(",")]
-        except ValueError:
-            name = ""
-        if not name:
-            raise BadInputError(f"--input-shape {text!r}: expected NAME:D0,D1,... with integer dims, e.g. x:1,3,224,224")
-    return shapes
 
 
 def _value(vi):
@@ -106,7 +93,8 @@ def _dims(shape):
 @click.argument("model_path", metavar="MODEL.onnx", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--check", is_flag=True, help="Cut, convert and compare the branch after each candidate block.")
-@click.option("--input-shape", "input_shape", multiple=True, callback=parse_input_shape, metavar="NAME:D0,D1,...",
+@click.option("--input-shape", "input_shape", multiple=True, metavar="NAME:D0,D1,...",
+              callback=named_values(parse_dims, "NAME:D0,D1,... with integer dims, e.g. x:1,3,224,224"),
               help="Fix the dims the graph leaves open (repeatable), e.g. x:1,3,224,224.")
 @click.option("--tol", default=1e-4, show_default=True, help="Largest abs difference a --check branch may show.")
 def inspect(model_path, as_json, check, input_shape, tol):
