@@ -31,7 +31,7 @@ ALLOWED = {
                        "toolkit/eval", "toolkit/config", f"toolkit/{FLAT}"},
     "toolkit/ship": {"runtime", "exporters", "toolkit/student", "toolkit/teachers", "toolkit/data",
                      "toolkit/eval", "toolkit/config", f"toolkit/{FLAT}"},
-    f"toolkit/{FLAT}": {"runtime"},
+    f"toolkit/{FLAT}": {"runtime", "exporters"},
     "toolkit/cli": {"runtime", "exporters", "toolkit/config", "toolkit/data", "toolkit/teachers",
                     "toolkit/student", "toolkit/method", "toolkit/eval", "toolkit/ship", f"toolkit/{FLAT}"},
 }
