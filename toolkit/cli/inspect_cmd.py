@@ -8,62 +8,9 @@ each boundary, converts it to torch and compares it with ONNX Runtime.
 import json
 
 import click
-import numpy as np
-from onnx import helper
 
-from runtime.blocks import find_boundaries
-from runtime.graph import data_inputs, dims
-from runtime.errors import BadInputError, ParityError
-from runtime.model_io import default_opset, load_model
-from runtime.normalize import normalize
+from runtime.inspection import inspect_model
 from toolkit.cli.options import named_values, parse_dims
-
-CHECK_BATCH = 2
-
-
-def _value(vi):
-    t = vi.type.tensor_type
-    shape = dims(vi, symbolic=True) or []
-    return {"name": vi.name, "shape": shape, "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name}
-
-
-def _random_feeds(model):
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for vi in model.graph.input:
-        if vi.name not in data_inputs(model):
-            continue
-        value = _value(vi)
-        dims = value["shape"]
-        if any(not isinstance(d, int) for d in dims[1:]):
-            example = ",".join(str(d) if isinstance(d, int) else "N" for d in [1] + dims[1:])
-            raise BadInputError(f"input {vi.name!r} has open dims {dims}: give them, e.g. --input-shape {vi.name}:{example}")
-        dims = [d if isinstance(d, int) else CHECK_BATCH for d in dims]
-        feeds[vi.name] = rng.standard_normal(dims).astype(value["dtype"])
-    return feeds
-
-
-def check_branches(model, boundaries):
-    """``{boundary: max abs diff}`` of each branch as torch vs the whole graph under ONNX Runtime."""
-    import torch
-
-    from runtime.convert import to_torch
-    from runtime.cut import cut_branch
-    from runtime.session import make_session
-    from runtime.taps import add_taps
-
-    names = [b.name for b in boundaries]
-    outputs = [o.name for o in model.graph.output]
-    session = make_session(add_taps(model, names), opt_level="basic")
-    values = dict(zip(outputs + names, session.run(outputs + names, _random_feeds(model))))
-    diffs = {}
-    for name in names:
-        branch = to_torch(cut_branch(model, name, outputs))
-        with torch.no_grad():
-            got = branch(torch.from_numpy(values[name]))
-        got = got if isinstance(got, (tuple, list)) else [got]
-        diffs[name] = max(float(np.abs(g.numpy() - values[o]).max()) for g, o in zip(got, outputs))
-    return diffs
 
 
 def _print_table(path, report):
@@ -105,29 +52,9 @@ def inspect(model_path, as_json, check, input_shape, tol):
       amalgam inspect teacher.onnx
       amalgam inspect teacher.onnx --check --input-shape input:1,3,224,224 --json
     """
-    model = load_model(model_path)
-    try:
-        graph = normalize(model, input_shape or None)
-    except BadInputError as e:
-        raise type(e)(f"{model_path}: {e}") from e
-    boundaries = find_boundaries(graph)
-    report = {
-        "inputs": [_value(vi) for vi in model.graph.input if vi.name in data_inputs(model)],
-        "outputs": [_value(vi) for vi in model.graph.output],
-        "opset": default_opset(model),
-        "producer": f"{model.producer_name} {model.producer_version}".strip(),
-        "blocks": [{"name": b.name, "shape": b.shape, "layout": b.layout} for b in boundaries],
-    }
-    failed = []
-    if check:
-        diffs = check_branches(graph, boundaries)
-        for block in report["blocks"]:
-            block["branch_max_abs_diff"] = diffs[block["name"]]
-            block["branch_ok"] = diffs[block["name"]] <= tol
-            failed += [] if block["branch_ok"] else [block["name"]]
+    found = inspect_model(model_path, input_shape, check=check, tol=tol)
     if as_json:
-        click.echo(json.dumps(report))
+        click.echo(json.dumps(found.to_dict()))
     else:
-        _print_table(model_path, report)
-    if failed:
-        raise ParityError(f"{model_path}: the branches after {', '.join(failed)} differ from ONNX Runtime by more than {tol}")
+        _print_table(model_path, found.to_dict())
+    found.raise_if_failed()
