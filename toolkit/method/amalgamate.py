@@ -22,7 +22,7 @@ from runtime.errors import BadInputError
 from runtime.files import write_json_atomic
 from runtime.model_io import load_model
 from toolkit import __version__
-from toolkit.config import config_hash, dump_config
+from toolkit.config import Config, config_hash, dump_config
 from toolkit.data import split_holdout
 from toolkit.eval.evaluate import evaluate_run
 from toolkit.method.blockwise import PrefixFeatures, train_stage
@@ -34,7 +34,7 @@ from toolkit.student.io import save_student
 from toolkit.student.parts import build_branch, trunk_block, trunk_graphs
 from toolkit.student.targetnet import TargetNet, count_params
 from toolkit.student.width import scale_width
-from toolkit.teachers import load_teachers, split_data
+from toolkit.teachers import SplitData, TeacherGraph, load_teachers, split_data
 
 
 def prepare_run_dir(config, out, resume, overwrite):
@@ -127,16 +127,16 @@ def fresh_like(net, graphs, trunk, init, seed, width=1.0):
 class Run:
     """What every step of one amalgamation shares."""
 
-    config: object
+    config: Config
     out: Path
     ctx: LoopContext
-    teachers: list
+    teachers: list[TeacherGraph]
     task_order: list
-    train: object  # SplitData of data.train
-    evaluation: object  # SplitData of data.eval, or None
+    train: SplitData  # of data.train
+    evaluation: SplitData | None  # of data.eval
     train_idx: np.ndarray
     holdout_idx: np.ndarray
-    reference: object  # the TeacherGraph giving the trunk
+    reference: TeacherGraph  # the teacher giving the trunk
     trunk: list  # its graph cut into blocks
 
 

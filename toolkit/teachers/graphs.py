@@ -9,6 +9,8 @@ teaches through its outputs alone (``structured`` is False).
 
 from dataclasses import dataclass
 
+import onnx
+
 from runtime.blocks import check_boundary, describe, find_boundaries
 from runtime.convert import unsupported_ops
 from runtime.cut import cut_branch
@@ -16,13 +18,14 @@ from runtime.errors import BadInputError, ConfigError, UnsupportedOpError
 from runtime.model_io import load_model
 from runtime.normalize import normalize
 from runtime.teacher import TaskSpec, Teacher
+from toolkit.config import Config, TeacherConfig
 
 
 @dataclass
 class TeacherGraph:
     name: str
-    config: object  # TeacherConfig
-    graph: object  # normalised onnx.ModelProto
+    config: TeacherConfig
+    graph: onnx.ModelProto  # normalised
     boundaries: list  # runtime.blocks.Boundary, in graph order
     tasks: list  # chosen TaskSpecs of this teacher, in config order
     runner: Teacher  # ONNX Runtime session for targets (all chosen tasks, boundary taps)
@@ -76,7 +79,7 @@ def _check_convertible(where, graph, boundaries, whole):
         raise UnsupportedOpError(f"{where}: the student copies layers with ops no converter handles: {listed}")
 
 
-def load_teachers(config, device="cpu"):
+def load_teachers(config: Config) -> list["TeacherGraph"]:
     """TeacherGraphs of the teachers that own a chosen task, in config order."""
     chosen = {}
     for teacher_name, task in config.chosen_tasks():
@@ -95,7 +98,7 @@ def load_teachers(config, device="cpu"):
             _check_convertible(f"{where} ({tc.onnx})", graph, boundaries, tc.name == config.student.reference)
         tasks = chosen.get(tc.name, [])
         all_tasks = [TaskSpec.from_dict(t.model_dump(by_alias=True)) for t in tc.tasks]
-        runner = Teacher(tc.onnx, tasks or all_tasks[:1], [b.name for b in boundaries], tc.input, device="cpu")
+        runner = Teacher(tc.onnx, tasks or all_tasks[:1], [b.name for b in boundaries], tc.input)
         out.append(TeacherGraph(tc.name, tc, graph, boundaries, tasks, runner))
     _check_alignment(out, config.student.reference)
     return out
