@@ -140,7 +140,7 @@ class Run:
     trunk: list  # its graph cut into blocks
 
 
-def open_run(config, out, resume, overwrite, quiet, cache_root):
+def start_run(config, out, resume, overwrite, quiet, cache_root):
     """Step 1: the run dir, the teachers and their cached targets."""
     out = prepare_run_dir(config, out or config.output, resume, overwrite)
     t = config.training
@@ -211,7 +211,7 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     """The four steps and the baseline into the run dir; returns the metrics."""
     out = Path(out or config.output)
     cache_root = Path(cache_root or out.parent / ".cache")
-    run = open_run(config, out, resume, overwrite, quiet, cache_root)
+    run = start_run(config, out, resume, overwrite, quiet, cache_root)
     blocks, stage_parts, table = train_blocks(run)
     teachers_size = teacher_params(run.teachers)
     points = branch_out(run, blocks, stage_parts, table, teachers_size)

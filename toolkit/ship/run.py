@@ -13,13 +13,13 @@ from pathlib import Path
 
 from runtime.files import write_json_atomic, write_text_atomic
 from toolkit.config import Config
+from toolkit.data import input_shape
 from toolkit.eval.plots import plot_task_bars
 from toolkit.eval.tables import footprint_table, validation_task_table
-from toolkit.ship.export import Exported, export_student, input_shape
+from toolkit.ship.export import Exported, export_student
 from toolkit.ship.latency import footprint, total
 from toolkit.ship.report import run_markdown, run_report
 from toolkit.ship.validate import Validation, validate_student
-from toolkit.teachers import input_shape as teacher_input_shape
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Shipped:
 def teacher_footprints(config: Config) -> list[dict]:
     """Footprints of the teachers serving a chosen task (config order), each timed alone."""
     owners = {teacher for teacher, _ in config.chosen_tasks()}
-    return [footprint(tc.onnx, teacher_input_shape(tc.preprocess)[1:], tc.input)
+    return [footprint(tc.onnx, input_shape(tc.preprocess)[1:], tc.input)
             for tc in config.teachers if tc.name in owners]
 
 

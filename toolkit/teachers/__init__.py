@@ -2,7 +2,7 @@
 resolved and checked (``graphs``), and the target splits their outputs and taps give
 on the training data (``targets``)."""
 
-from toolkit.teachers.graphs import TeacherGraph, input_shape, load_teachers
+from toolkit.teachers.graphs import TeacherGraph, load_teachers
 from toolkit.teachers.targets import SplitData, split_data
 
-__all__ = ["SplitData", "TeacherGraph", "input_shape", "load_teachers", "split_data"]
+__all__ = ["SplitData", "TeacherGraph", "load_teachers", "split_data"]

@@ -19,6 +19,7 @@ from runtime.model_io import load_model
 from runtime.normalize import normalize
 from runtime.teacher import TaskSpec, Teacher
 from toolkit.config import Config, TeacherConfig
+from toolkit.data import input_shape
 
 
 @dataclass
@@ -40,12 +41,6 @@ class TeacherGraph:
 
     def task(self, name):
         return next(t for t in self.tasks if t.name == name)
-
-
-def input_shape(preprocess):
-    h, w = preprocess.size
-    c = preprocess.channels
-    return [1, h, w, c] if preprocess.layout == "NHWC" else [1, c, h, w]
 
 
 def _boundaries(tc, graph):
