@@ -59,7 +59,7 @@ def _graph(where, tc):
     try:
         return normalize(model, {tc.input: shape} if tc.input else shape)
     except BadInputError as e:
-        raise type(e)(f"{where}.preprocess ({tc.onnx}): the images come out as {shape} (size, channels, layout); "
+        raise type(e)(f"{where}.preprocess ({tc.onnx}): the images come out as {list(shape)} (size, channels, layout); "
                       f"the model does not take that: {e}") from e
 
 
