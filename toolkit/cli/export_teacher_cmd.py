@@ -15,14 +15,13 @@ or given by repeating the option::
 """
 
 import importlib
-import os
-import sys
 import warnings
 from pathlib import Path
 
 import click
 
-from runtime.errors import BadInputError, ExportError, first_line
+from exporters.factory import load_factory
+from runtime.errors import BadInputError, ExportError
 from runtime.rules import name_problem
 from toolkit.cli.options import parse_dims
 
@@ -69,23 +68,6 @@ def parse_tasks(specs):
     return tasks or None
 
 
-def load_factory(spec):
-    """The callable named by ``PKG.MODULE:FACTORY`` (the current folder is importable)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise BadInputError(f"{spec!r}: expected PKG.MODULE:FACTORY, e.g. mypkg.models:make_teacher")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise BadInputError(f"{spec}: cannot import module {module_name!r}: {e}") from e
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise BadInputError(f"{spec}: module {module_name!r} has no callable {attr!r}")
-    return factory
-
-
 def _exporter(framework):
     try:
         return importlib.import_module(f"exporters.{framework}_export")
@@ -130,7 +112,7 @@ def _torch(source, out, shape, weights, opts):
     if not isinstance(module, torch.nn.Module):
         raise BadInputError(f"{source}: the factory returned {type(module).__name__}, expected a torch.nn.Module")
     if weights:
-        module.load_state_dict(_torch_weights(weights, module))
+        module.load_state_dict(mod.load_weights(weights, module))
     if opts.pop("nchw"):
         raise BadInputError("--nchw is for NHWC teachers (keras, jax); a PyTorch teacher is NCHW already")
     name = opts.pop("input_name")
@@ -138,31 +120,6 @@ def _torch(source, out, shape, weights, opts):
                      output_names=opts.pop("output_names") or ["logits"], opset=opts["opset"], dynamic_batch=True,
                      tasks=opts["tasks"])
     return {"path": str(out)}
-
-
-def _torch_weights(path, module):
-    """A state dict from safetensors or ``torch.load(weights_only=True)``, checked against ``module``."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"{path}: no such weights file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise BadInputError(f"{path}: cannot read weights (safetensors, or a state dict for torch.load with "
-                            f"weights_only=True): {first_line(e)}") from e
-    own = set(module.state_dict())
-    if not isinstance(state, dict) or set(state) != own:
-        got = set(state) if isinstance(state, dict) else set()
-        raise BadInputError(f"{path}: weights do not match the model: missing {sorted(own - got)[:5]}, "
-                            f"unexpected {sorted(got - own)[:5]}")
-    return state
 
 
 EXAMPLES = """
