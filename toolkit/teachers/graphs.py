@@ -11,13 +11,8 @@ from dataclasses import dataclass
 
 import onnx
 
-from runtime.blocks import check_boundary, describe, find_boundaries
-from runtime.convert import unsupported_ops
-from runtime.cut import cut_branch
-from runtime.errors import BadInputError, ConfigError, UnsupportedOpError
-from runtime.model_io import load_model
-from runtime.normalize import normalize
-from runtime.teacher import TaskSpec, Teacher
+from runtime.errors import AmalgamError, ConfigError
+from runtime.teacher import TaskSpec, Teacher, open_teacher
 from toolkit.config import Config, TeacherConfig
 from toolkit.data import input_shape
 
@@ -43,35 +38,24 @@ class TeacherGraph:
         return next(t for t in self.tasks if t.name == name)
 
 
-def _boundaries(tc, graph):
-    """The config's boundaries (checked to be on the main path), or the ones found."""
-    if tc.boundaries is None:
-        return find_boundaries(graph)
-    for name in tc.boundaries:
-        check_boundary(graph, name)
-    return describe(graph, tc.boundaries)
+# Where, in a config's teacher, the part of the opening that failed is set.
+FIELD = {"input": ".preprocess", "boundaries": ".boundaries", "ops": ""}
 
 
-def _graph(where, tc):
-    """The teacher's graph normalised for the input its preprocessing gives."""
+def _open(where, tc, tasks, reference):
+    """The teacher of config entry ``where`` opened by runtime, with config field paths in errors."""
     shape = input_shape(tc.preprocess)
-    model = load_model(tc.onnx)
     try:
-        return normalize(model, {tc.input: shape} if tc.input else shape)
-    except BadInputError as e:
-        raise type(e)(f"{where}.preprocess ({tc.onnx}): the images come out as {list(shape)} (size, channels, layout); "
-                      f"the model does not take that: {e}") from e
-
-
-def _check_convertible(where, graph, boundaries, whole):
-    """Refuse, before the target pass, a teacher whose layers the student copies (the
-    whole graph for the reference, those after block 1 for the others) hold an op no
-    converter handles."""
-    part = graph if whole else cut_branch(graph, boundaries[0].name, [o.name for o in graph.graph.output])
-    missing = unsupported_ops(part)
-    if missing:
-        listed = "; ".join(f"{op} (nodes: {', '.join(names)})" for op, names in missing.items())
-        raise UnsupportedOpError(f"{where}: the student copies layers with ops no converter handles: {listed}")
+        return open_teacher(tc.onnx, tasks, {tc.input: shape} if tc.input else shape, tc.boundaries, tc.input,
+                            copied="all" if reference else "branches")
+    except AmalgamError as e:
+        part = getattr(e, "part", None)
+        if part is None:
+            raise
+        if part == "input":
+            e = type(e)(f"the images come out as {list(shape)} (size, channels, layout); "
+                        f"the model does not take that: {e}")
+        raise type(e)(f"{where}{FIELD[part]} ({tc.onnx}): {e}") from e
 
 
 def load_teachers(config: Config) -> list["TeacherGraph"]:
@@ -83,18 +67,10 @@ def load_teachers(config: Config) -> list["TeacherGraph"]:
     for i, tc in enumerate(config.teachers):
         if tc.name not in chosen and tc.name != config.student.reference:
             continue
-        where = f"teachers[{i}]"
-        graph = _graph(where, tc)
-        try:
-            boundaries = _boundaries(tc, graph)
-        except BadInputError as e:
-            raise type(e)(f"{where}.boundaries ({tc.onnx}): {e}") from e
-        if boundaries:
-            _check_convertible(f"{where} ({tc.onnx})", graph, boundaries, tc.name == config.student.reference)
         tasks = chosen.get(tc.name, [])
         all_tasks = [TaskSpec.from_dict(t.model_dump(by_alias=True)) for t in tc.tasks]
-        runner = Teacher(tc.onnx, tasks or all_tasks[:1], [b.name for b in boundaries], tc.input)
-        out.append(TeacherGraph(tc.name, tc, graph, boundaries, tasks, runner))
+        opened = _open(f"teachers[{i}]", tc, tasks or all_tasks[:1], tc.name == config.student.reference)
+        out.append(TeacherGraph(tc.name, tc, opened.graph, opened.boundaries, tasks, opened.runner))
     _check_alignment(out, config.student.reference)
     return out
 
