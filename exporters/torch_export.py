@@ -30,7 +30,7 @@ import onnx
 import torch
 
 from exporters.metadata import stamp
-from runtime.errors import AmalgamError, ExportError, ParityError, first_line
+from runtime.errors import AmalgamError, BadInputError, ExportError, ParityError, first_line
 from runtime.files import atomic_path
 from runtime.parity import ATOL, RTOL, compare, onnx_runner
 from runtime.quiet import framework_output
@@ -186,3 +186,26 @@ def _check(tmp, path, module, sample, dynamic_batch, atol, rtol):
                 .raise_if_failed()
         except ParityError as e:
             raise type(e)(str(e) if str(e).startswith(str(path)) else f"{path}: at batch {batch}: {e}") from e
+
+
+def load_weights(path, module):
+    """A state dict from safetensors or ``torch.load(weights_only=True)``, checked against ``module``."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"{path}: no such weights file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise BadInputError(f"{path}: cannot read weights (safetensors, or a state dict for torch.load with "
+                            f"weights_only=True): {first_line(e)}") from e
+    own = set(module.state_dict())
+    if not isinstance(state, dict) or set(state) != own:
+        got = set(state) if isinstance(state, dict) else set()
+        raise BadInputError(f"{path}: weights do not match the model: missing {sorted(own - got)[:5]}, "
+                            f"unexpected {sorted(got - own)[:5]}")
+    return state

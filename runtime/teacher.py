@@ -245,3 +245,66 @@ class Teacher:
 
     def __repr__(self):
         return f"Teacher({str(self.path)!r}, tasks={[t.name for t in self.tasks]}, boundaries={self.boundaries})"
+
+
+@dataclass
+class OpenedTeacher:
+    """A teacher opened by :func:`open_teacher`."""
+
+    graph: onnx.ModelProto  # normalised for the input shape
+    boundaries: list  # runtime.blocks.Boundary, in graph order
+    runner: Teacher  # ONNX Runtime session for the tasks' logits and the boundary taps
+
+
+def _part(part, error):
+    """``error`` marked with the part of the opening that failed (callers add context)."""
+    error.part = part
+    return error
+
+
+def open_teacher(path, tasks, input_shape, boundaries=None, input_name=None, copied="branches", line_up=None):
+    """Open one teacher in one call: load and check the file, normalise its graph for
+    ``input_shape`` (one shape, or ``{input: shape}``), find its block boundaries or
+    check the given ones, check that the layers a student copies convert to torch
+    (``copied``: ``"all"`` for the trunk's reference teacher, ``"branches"`` for those
+    after the first boundary, None for none), and build its :class:`Teacher` runner
+    with the boundaries as taps. ``line_up(graph, boundaries) -> boundaries``, when
+    given, replaces the found or named boundaries before the check and the runner (the
+    toolkit lines a teacher up with the reference's blocks, runtime.align). A failure's
+    ``part`` attribute says what was wrong:
+    ``"input"``, ``"boundaries"`` or ``"ops"`` (None: the file or the tasks)."""
+    from runtime.blocks import check_boundary, describe, find_boundaries
+    from runtime.normalize import normalize
+
+    model = load_model(path)
+    try:
+        graph = normalize(model, input_shape)
+    except BadInputError as e:
+        raise _part("input", e)
+    try:
+        if boundaries is None:
+            found = find_boundaries(graph)
+        else:
+            for name in boundaries:
+                check_boundary(graph, name)
+            found = describe(graph, boundaries)
+    except BadInputError as e:
+        raise _part("boundaries", e)
+    if found and line_up is not None:
+        found = line_up(graph, found)
+    if found and copied:
+        _check_convertible(graph, found, copied == "all")
+    return OpenedTeacher(graph, found, Teacher(path, tasks, [b.name for b in found], input_name))
+
+
+def _check_convertible(graph, boundaries, whole):
+    """Refuse, before any target pass, a teacher whose copied layers hold an op no converter handles."""
+    from runtime.convert import unsupported_ops
+    from runtime.cut import cut_branch
+    from runtime.errors import UnsupportedOpError
+
+    part = graph if whole else cut_branch(graph, boundaries[0].name, [o.name for o in graph.graph.output])
+    missing = unsupported_ops(part)
+    if missing:
+        listed = "; ".join(f"{op} (nodes: {', '.join(names)})" for op, names in missing.items())
+        raise _part("ops", UnsupportedOpError(f"the student copies layers with ops no converter handles: {listed}"))

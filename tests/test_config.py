@@ -288,3 +288,13 @@ def test_one_logit_multiclass_slice_is_refused_at_config_load(tmp_path):
     assert problems(tmp_path, edit(teachers__0__tasks=tasks, tasks=..., data__labels={})) == [
         "teachers[0].tasks[0].slice: a multiclass task takes [start, stop] with stop - start >= 2 "
         "(at least two class logits), found [2, 3]"]
+
+
+def test_preprocess_resize_reaches_the_teachers_preprocessing(tmp_path):
+    """`teachers[i].preprocess.resize` is what training feeds the teachers and the student with."""
+    from toolkit.teachers.targets import preprocess_of
+
+    nearest = load_config(write(tmp_path, edit(teachers__0__preprocess__resize="nearest"))).teachers[0]
+    default = load_config(write(tmp_path, VALID)).teachers[0]
+    assert (preprocess_of(nearest).resize, preprocess_of(default).resize) == ("nearest", "bilinear")
+    assert preprocess_of(nearest).fingerprint() != preprocess_of(default).fingerprint()

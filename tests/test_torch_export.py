@@ -196,3 +196,30 @@ def test_export_teacher_passes_factory_kwargs(tmp_path, capsys):
                         '{"in_features": 3, "out_features": 2}', "--input-shape", "1,3", "-o", tmp_path / "l.onnx")
     assert code == 0 and out.err == ""
     assert _ort(tmp_path / "l.onnx", np.zeros((4, 3), np.float32))[0].shape == (4, 2)
+
+
+def test_export_teacher_torch_from_a_factory_and_its_weights(tmp_path, capsys):
+    """`amalgam export-teacher torch PKG.MODULE:FACTORY --weights W`: the factory's module
+    with the saved weights, exported and stamped; weights of another model are refused."""
+    from safetensors.torch import save_file
+
+    from tests.builders import PlainCNN
+    from toolkit.cli import main
+
+    torch.manual_seed(3)
+    trained = randomize_bn(PlainCNN()).eval()
+    save_file(trained.state_dict(), str(tmp_path / "cnn.safetensors"))
+    out = tmp_path / "cnn.onnx"
+    with pytest.raises(SystemExit) as done:
+        main(["export-teacher", "torch", "tests.builders:PlainCNN", "--weights", str(tmp_path / "cnn.safetensors"),
+              "--input-shape", "1,1,28,28", "--tasks", "logits:a,b", "-o", str(out)])
+    assert done.value.code == 0, capsys.readouterr().err
+    x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    with torch.no_grad():
+        assert np.abs(_ort(out, x)[0] - trained(torch.from_numpy(x)).numpy()).max() < 1e-4
+    assert [t["name"] for t in read_metadata(out)["tasks"]] == ["a", "b"]
+    save_file(PlainCNN(channels=(4, 8)).state_dict(), str(tmp_path / "other.safetensors"))
+    with pytest.raises(SystemExit) as refused:
+        main(["export-teacher", "torch", "tests.builders:PlainCNN", "--weights", str(tmp_path / "other.safetensors"),
+              "--input-shape", "1,1,28,28", "-o", str(tmp_path / "x.onnx")])
+    assert refused.value.code == 2 and "weights do not match the model" in capsys.readouterr().err

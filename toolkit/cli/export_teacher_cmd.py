@@ -16,15 +16,15 @@ or given by repeating the option::
 
 import importlib
 import json
-import os
-import sys
 import warnings
 from pathlib import Path
 
 import click
 
-from runtime.errors import BadInputError, ExportError, first_line
+from exporters.factory import build
+from runtime.errors import BadInputError, ExportError
 from runtime.rules import name_problem
+from toolkit.cli.options import parse_dims
 
 FRAMEWORKS = ("keras", "jax", "sklearn", "torch")
 NEEDS = {"keras": "tensorflow-cpu, tf2onnx", "jax": "jax, flax, jax2onnx", "sklearn": "scikit-learn, skl2onnx, skops",
@@ -69,36 +69,6 @@ def parse_tasks(specs):
     return tasks or None
 
 
-def parse_shape(text):
-    """``"1,1,28,28"`` -> ``(1, 1, 28, 28)``."""
-    if text is None:
-        return None
-    try:
-        shape = tuple(int(d) for d in text.replace("x", ",").split(","))
-    except ValueError:
-        shape = ()
-    if not shape or any(d <= 0 for d in shape):
-        raise BadInputError(f"--input-shape {text!r}: expected positive integers separated by commas, e.g. 1,1,28,28")
-    return shape
-
-
-def load_factory(spec):
-    """The callable named by ``PKG.MODULE:FACTORY`` (the current folder is importable)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise BadInputError(f"{spec!r}: expected PKG.MODULE:FACTORY, e.g. mypkg.models:make_teacher")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise BadInputError(f"{spec}: cannot import module {module_name!r}: {e}") from e
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise BadInputError(f"{spec}: module {module_name!r} has no callable {attr!r}")
-    return factory
-
-
 def parse_kwargs(text):
     """``--kwargs '{"image_size": 32}'`` -> a dict of keyword arguments for the factory."""
     if text is None:
@@ -110,17 +80,6 @@ def parse_kwargs(text):
     if not isinstance(kwargs, dict):
         raise BadInputError(f"--kwargs {text!r}: expected a JSON object, e.g. --kwargs '{{\"image_size\": 32}}'")
     return kwargs
-
-
-def build(source, kwargs):
-    """Call the factory named by ``source`` with ``kwargs``; its failure is bad input, in one line."""
-    factory = load_factory(source)
-    try:
-        return factory(**kwargs)
-    except Exception as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise BadInputError(f"{source}: the factory failed with {kwargs or 'no arguments'}: "
-                            f"{type(e).__name__}: {text}") from e
 
 
 def _exporter(framework):
@@ -172,7 +131,7 @@ def _torch(source, out, shape, weights, opts):
     if not isinstance(module, torch.nn.Module):
         raise BadInputError(f"{source}: the factory returned {type(module).__name__}, expected a torch.nn.Module")
     if weights:
-        module.load_state_dict(_torch_weights(weights, module))
+        module.load_state_dict(mod.load_weights(weights, module))
     if opts.pop("nchw"):
         raise BadInputError("--nchw is for NHWC teachers (keras, jax); a PyTorch teacher is NCHW already")
     name = opts.pop("input_name")
@@ -180,31 +139,6 @@ def _torch(source, out, shape, weights, opts):
                      output_names=opts.pop("output_names") or ["logits"], opset=opts["opset"], dynamic_batch=True,
                      tasks=opts["tasks"], log_path=opts.pop("log"))
     return {"path": str(out)}
-
-
-def _torch_weights(path, module):
-    """A state dict from safetensors or ``torch.load(weights_only=True)``, checked against ``module``."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"{path}: no such weights file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise BadInputError(f"{path}: cannot read weights (safetensors, or a state dict for torch.load with "
-                            f"weights_only=True): {first_line(e)}") from e
-    own = set(module.state_dict())
-    if not isinstance(state, dict) or set(state) != own:
-        got = set(state) if isinstance(state, dict) else set()
-        raise BadInputError(f"{path}: weights do not match the model: missing {sorted(own - got)[:5]}, "
-                            f"unexpected {sorted(got - own)[:5]}")
-    return state
 
 
 EXAMPLES = """
@@ -244,7 +178,7 @@ def export_teacher(framework, source, out, task_specs, opset, input_shape, nchw,
     and jax, PKG.MODULE:FACTORY naming a function that returns the model (jax: an NNX
     module, or a (function(params, x), params) pair).
     """
-    shape = parse_shape(input_shape)
+    shape = None if input_shape is None else parse_dims(input_shape, "--input-shape")
     kwargs = parse_kwargs(factory_kwargs)
     if kwargs and framework not in ("torch", "jax"):
         raise BadInputError(f"--kwargs is for torch and jax factories; a {framework} model file is already built")

@@ -1,4 +1,4 @@
-"""``amalgam inspect``: what a teacher's ONNX file offers for amalgamation.
+"""``amalgam inspect``: what a teacher's ONNX file offers for amalgamation (runtime.inspection).
 
 Shows its inputs, outputs, opset, producer and candidate block boundaries (where
 its graph can be cut into the paper's blocks). ``--check`` cuts the branch after
@@ -13,77 +13,12 @@ boundary at the same stride, as ``amalgamate`` will pair them.
 import json
 
 import click
-import numpy as np
-from onnx import helper
 
 from runtime.align import align, image_size, table
-from runtime.blocks import find_boundaries
-from runtime.graph import data_inputs, dims
 from runtime.errors import BadInputError, ParityError
-from runtime.model_io import default_opset, load_model
-from runtime.normalize import example_shape, normalize
+from runtime.inspection import inspect_model
 from runtime.parity import ATOL, RTOL
-
-CHECK_BATCH = 2
-
-
-def parse_input_shape(ctx, param, values):
-    """``name:1,3,224,224`` (or ``name:[1,3,224,224]``, as Polygraphy spells it) -> dict."""
-    shapes = {}
-    for text in values:
-        name, _, dims = text.rpartition(":")
-        try:
-            shapes[name] = [int(d) for d in dims.strip("[]").split(",")]
-        except ValueError:
-            name = ""
-        if not name:
-            raise BadInputError(f"--input-shape {text!r}: expected NAME:D0,D1,... with integer dims, e.g. x:1,3,224,224")
-    return shapes
-
-
-def _value(vi):
-    t = vi.type.tensor_type
-    shape = dims(vi, symbolic=True) or []
-    return {"name": vi.name, "shape": shape, "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name}
-
-
-def _random_feeds(model):
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for vi in model.graph.input:
-        if vi.name not in data_inputs(model):
-            continue
-        value = _value(vi)
-        dims = value["shape"]
-        if any(not isinstance(d, int) for d in dims[1:]):
-            example = example_shape(vi.name, [d if isinstance(d, int) else None for d in dims])
-            raise BadInputError(f"input {vi.name!r} has open dims {dims}: give them, e.g. {example} (with your own sizes)")
-        dims = [d if isinstance(d, int) else CHECK_BATCH for d in dims]
-        feeds[vi.name] = rng.standard_normal(dims).astype(value["dtype"])
-    return feeds
-
-
-def check_branches(model, boundaries, label="the model", atol=ATOL, rtol=RTOL):
-    """``{boundary: ParityReport}``: each branch as torch vs the whole graph under ONNX Runtime."""
-    import torch
-
-    from runtime.convert import to_torch
-    from runtime.cut import cut_branch
-    from runtime.parity import compare, onnx_runner
-    from runtime.taps import add_taps
-
-    names = [b.name for b in boundaries]
-    outputs = [o.name for o in model.graph.output]
-    values = onnx_runner(add_taps(model, names), label=label)(_random_feeds(model))
-    reports = {}
-    for name in names:
-        branch = to_torch(cut_branch(model, name, outputs))
-        with torch.no_grad():
-            got = branch(torch.from_numpy(values[name]))
-        got = got if isinstance(got, (tuple, list)) else [got]
-        reports[name] = compare({o: values[o] for o in outputs}, {o: g.numpy() for o, g in zip(outputs, got)},
-                                atol, rtol, title=f"branch after {name!r}")
-    return reports
+from toolkit.cli.options import named_values, parse_dims
 
 
 def _print_table(path, report):
@@ -115,7 +50,8 @@ def _dims(shape):
               help="Show how the config's teachers line up with its student.reference (no MODEL then).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--check", is_flag=True, help="Cut, convert and compare the branch after each candidate block.")
-@click.option("--input-shape", "input_shape", multiple=True, callback=parse_input_shape, metavar="NAME:D0,D1,...",
+@click.option("--input-shape", "input_shape", multiple=True, metavar="NAME:D0,D1,...",
+              callback=named_values(parse_dims, "NAME:D0,D1,... with integer dims, e.g. x:1,3,224,224"),
               help="Fix the dims the graph leaves open (repeatable), e.g. x:1,3,224,224.")
 @click.option("--atol", default=ATOL, show_default=True, help="--check: absolute tolerance, |a-b| <= atol + rtol*|b|.")
 @click.option("--rtol", default=RTOL, show_default=True, help="--check: relative tolerance.")
@@ -136,59 +72,29 @@ def inspect(model_paths, config_path, as_json, check, input_shape, atol, rtol):
         return _show_config_alignment(config_path, as_json)
     if not 1 <= len(model_paths) <= 2:
         raise BadInputError(f"inspect: expected one or two ONNX files (or --config CONFIG), got {len(model_paths)}")
-    inspected = [_inspect_model(path, check, input_shape, atol, rtol) for path in model_paths]
-    reports = [report for _, _, report, _ in inspected]
-    failed = [(path, len(found), bad) for path, (_, found, _, bad) in zip(model_paths, inspected) if bad]
+    inspected = [inspect_model(path, input_shape, check=check, atol=atol, rtol=rtol) for path in model_paths]
     alignment = _alignment(model_paths, inspected) if len(model_paths) == 2 else None
     if as_json:
-        click.echo(json.dumps(reports[0] if alignment is None else
-                              {"models": reports, "alignment": [p.to_dict() for p in alignment]}))
+        click.echo(json.dumps(inspected[0].to_dict() if alignment is None else
+                              {"models": [found.to_dict() for found in inspected],
+                               "alignment": [p.to_dict() for p in alignment]}))
     else:
-        for path, report in zip(model_paths, reports):
-            _print_table(path, report)
+        for path, found in zip(model_paths, inspected):
+            _print_table(path, found.to_dict())
         if alignment:
             click.echo(f"blocks lined up by stride (reference {model_paths[0]}):")
             for line in table(alignment, tuple(model_paths)):
                 click.echo(line)
-    if failed:
-        raise ParityError("; ".join(
-            f"{path}: {len(bad)} of {count} branches differ from ONNX Runtime: "
-            + "; ".join(f"{r.title}: " + ", ".join(o.describe() for o in r.failed) for r in bad)
-            for path, count, bad in failed))
-
-
-def _inspect_model(model_path, check, input_shape, atol, rtol):
-    """(normalised graph, boundaries, report dict, boundaries whose --check failed) of one model."""
-    model = load_model(model_path)
-    try:
-        graph = normalize(model, input_shape or None)
-    except BadInputError as e:
-        raise type(e)(f"{model_path}: {e}") from e
-    boundaries = find_boundaries(graph)
-    report = {
-        "inputs": [_value(vi) for vi in model.graph.input if vi.name in data_inputs(model)],
-        "outputs": [_value(vi) for vi in model.graph.output],
-        "opset": default_opset(model),
-        "producer": f"{model.producer_name} {model.producer_version}".strip(),
-        "blocks": [{"name": b.name, "shape": b.shape, "layout": b.layout} for b in boundaries],
-    }
-    failed = []
-    if check:
-        parity = check_branches(graph, boundaries, model_path, atol, rtol)
-        for block in report["blocks"]:
-            result = parity[block["name"]]
-            block["branch_max_abs_diff"] = result.summary()["max_abs"]
-            block["branch_p99_abs_diff"] = result.summary()["p99_abs"]
-            block["branch_ok"] = result.passed
-            failed += [] if result.passed else [result]
-    return graph, boundaries, report, failed
+    failures = [found.failure() for found in inspected if found.failed]
+    if failures:
+        raise ParityError("; ".join(failures))
 
 
 def _alignment(paths, inspected):
     """The second model's boundaries paired with the first's by stride."""
-    (graph_a, found_a, *_), (graph_b, found_b, *_) = inspected
+    a, b = inspected
     try:
-        return align(found_a, image_size(graph_a), found_b, image_size(graph_b), tuple(paths))
+        return align(a.boundaries, image_size(a.graph), b.boundaries, image_size(b.graph), tuple(paths))
     except BadInputError as e:
         raise type(e)(f"{paths[0]} and {paths[1]}: {e}") from e
 

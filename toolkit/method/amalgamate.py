@@ -22,7 +22,7 @@ from runtime.errors import BadInputError
 from runtime.files import write_json_atomic
 from runtime.model_io import load_model
 from toolkit import __version__
-from toolkit.config import config_hash, dump_config
+from toolkit.config import Config, config_hash, dump_config
 from toolkit.data import split_holdout
 from toolkit.eval.evaluate import evaluate_run
 from toolkit.method.blockwise import PrefixFeatures, train_stage
@@ -33,7 +33,7 @@ from toolkit.runlog import RunLog
 from toolkit.student.io import save_student
 from toolkit.student.parts import build_branch, trunk_blocks, trunk_graphs
 from toolkit.student.targetnet import TargetNet, count_params
-from toolkit.teachers import alignment_lines, alignment_tables, load_teachers, split_data
+from toolkit.teachers import SplitData, TeacherGraph, alignment_lines, alignment_tables, load_teachers, split_data
 
 
 def prepare_run_dir(config, out, resume, overwrite):
@@ -133,20 +133,20 @@ def fresh_like(net, graphs, trunk, init, seed, width=1.0):
 class Run:
     """What every step of one amalgamation shares."""
 
-    config: object
+    config: Config
     out: Path
     ctx: LoopContext
-    teachers: list
+    teachers: list[TeacherGraph]
     task_order: list
-    train: object  # SplitData of data.train
-    evaluation: object  # SplitData of data.eval, or None
+    train: SplitData  # of data.train
+    evaluation: SplitData | None  # of data.eval
     train_idx: np.ndarray
     holdout_idx: np.ndarray
-    reference: object  # the TeacherGraph giving the trunk
+    reference: TeacherGraph  # the teacher giving the trunk
     trunk: list  # its graph cut into blocks
 
 
-def open_run(config, out, resume, overwrite, quiet, cache_root):
+def start_run(config, out, resume, overwrite, quiet, cache_root):
     """Step 1: the run dir, the teachers and their cached targets."""
     out = prepare_run_dir(config, out or config.output, resume, overwrite)
     t = config.training
@@ -217,7 +217,7 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     """The four steps and the baseline into the run dir; returns the metrics."""
     out = Path(out or config.output)
     cache_root = Path(cache_root or out.parent / ".cache")
-    run = open_run(config, out, resume, overwrite, quiet, cache_root)
+    run = start_run(config, out, resume, overwrite, quiet, cache_root)
     blocks, stage_parts, table = train_blocks(run)
     sizes = teacher_sizes(run.teachers)
     points = branch_out(run, blocks, stage_parts, table, sizes)

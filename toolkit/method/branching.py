@@ -3,8 +3,8 @@
 The per-(block, task) table holds the held-out *excess* distillation loss
 (KL from teacher to student, see :func:`toolkit.method.losses.excess_loss`) measured
 after stage ``block`` of the block-by-block training. The predecessor paper picks
-branch points from these per-block losses; the re-implementation sets them by
-hand, which ``mode: fixed`` keeps.
+branch points from these per-block losses; KamalEngine's re-implementation of the
+paper sets them by hand, which ``mode: fixed`` keeps.
 
 The rule here weighs parameters against loss (ours, compact by default):
 

@@ -36,6 +36,7 @@ from runtime.model_io import file_sha256, load_model
 from runtime.parity import collect, compare, onnx_runner
 from toolkit.data import source_spec
 from toolkit.eval.metrics import agreement, task_metrics
+from toolkit.eval.tables import validation_task_table
 from toolkit.student.io import INPUT_NAME, open_run, sibling
 
 BATCH = 64
@@ -85,7 +86,7 @@ class Validation:
                  f"- data: `{data['source']}`, {data['samples']} samples, "
                  f"{'with' if data['labels'] else 'without'} labels", "", "## Numeric parity", ""]
         lines += [r.to_markdown() for r in self.numeric] or ["(none)", ""]
-        lines += ["## Tasks", "", task_table(self.tasks, self.torch_agreement), "",
+        lines += ["## Tasks", "", validation_task_table(self.tasks, self.torch_agreement), "",
                   f"## Gate (max degradation {self.max_degradation:g})", ""]
         lines += [f"- FAIL: {f}" for f in self.failures] or ["- every task within the allowed degradation"]
         lines += [f"- note: {n}" for n in self.notes]
@@ -100,23 +101,6 @@ class Validation:
         if self.failures:
             raise DegradationError(f"{self.student}: " + "; ".join(self.failures))
         return self
-
-
-def _fmt(value):
-    return "-" if value is None else f"{value:.3f}"
-
-
-def task_table(rows, torch_agreement=None):
-    """Markdown: per task, teacher and student accuracy / F1, agreement with teacher and PyTorch."""
-    lines = ["| task | teacher | kind | teacher acc | teacher F1 | student acc | student F1 | "
-             "agree teacher | agree PyTorch |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        s, t = r["student"], r["teacher"]
-        torch_agree = None if torch_agreement is None else torch_agreement.get(r["name"])
-        lines.append(f"| {r['name']} | {t['name'] or '-'} | {r['kind']} | "
-                     f"{_fmt(t['accuracy'])} | {_fmt(t['f1'])} | {_fmt(s['accuracy'])} | {_fmt(s['f1'])} | "
-                     f"{_fmt(s['agreement'])} | {_fmt(torch_agree)} |")
-    return "\n".join(lines)
 
 
 def _student_meta(model, path):

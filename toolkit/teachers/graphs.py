@@ -14,21 +14,20 @@ rank-4 boundary, e.g. a scikit-learn model) teaches through its outputs alone
 
 from dataclasses import dataclass
 
+import onnx
+
 from runtime.align import align, image_size, in_order, table
-from runtime.blocks import check_boundary, describe, find_boundaries
-from runtime.convert import unsupported_ops
-from runtime.cut import cut_branch
-from runtime.errors import BadInputError, ConfigError, UnsupportedOpError
-from runtime.model_io import load_model
-from runtime.normalize import normalize
-from runtime.teacher import TaskSpec, Teacher
+from runtime.errors import AmalgamError, BadInputError, ConfigError
+from runtime.teacher import TaskSpec, Teacher, open_teacher
+from toolkit.config import Config, TeacherConfig
+from toolkit.data import input_shape
 
 
 @dataclass
 class TeacherGraph:
     name: str
-    config: object  # TeacherConfig
-    graph: object  # normalised onnx.ModelProto
+    config: TeacherConfig
+    graph: onnx.ModelProto  # normalised
     boundaries: list  # runtime.blocks.Boundary, in graph order
     tasks: list  # chosen TaskSpecs of this teacher, in config order
     runner: Teacher  # ONNX Runtime session for targets (all chosen tasks, boundary taps)
@@ -46,76 +45,58 @@ class TeacherGraph:
         return next(t for t in self.tasks if t.name == name)
 
 
-def input_shape(preprocess):
-    h, w = preprocess.size
-    c = preprocess.channels
-    return [1, h, w, c] if preprocess.layout == "NHWC" else [1, c, h, w]
+# Where, in a config's teacher, the part of the opening that failed is set.
+FIELD = {"input": ".preprocess", "boundaries": ".boundaries", "ops": ""}
 
 
-def _boundaries(tc, graph):
-    """The config's boundaries (checked to be on the main path), or the ones found."""
-    if tc.boundaries is None:
-        return find_boundaries(graph)
-    for name in tc.boundaries:
-        check_boundary(graph, name)
-    return describe(graph, tc.boundaries)
-
-
-def _graph(where, tc):
-    """The teacher's graph normalised for the input its preprocessing gives."""
+def _open(where, tc, tasks, reference, line_up=None):
+    """The teacher of config entry ``where`` opened by runtime, with config field paths in errors."""
     shape = input_shape(tc.preprocess)
-    model = load_model(tc.onnx)
     try:
-        return normalize(model, {tc.input: shape} if tc.input else shape)
-    except BadInputError as e:
-        raise type(e)(f"{where}.preprocess ({tc.onnx}): the images come out as {shape} (size, channels, layout); "
-                      f"the model does not take that: {e}") from e
+        return open_teacher(tc.onnx, tasks, {tc.input: shape} if tc.input else shape, tc.boundaries, tc.input,
+                            copied="all" if reference else "branches", line_up=line_up)
+    except AmalgamError as e:
+        part = getattr(e, "part", None)
+        if part is None:
+            raise
+        if part == "input":
+            e = type(e)(f"the images come out as {list(shape)} (size, channels, layout); "
+                        f"the model does not take that: {e}")
+        raise type(e)(f"{where}{FIELD[part]} ({tc.onnx}): {e}") from e
 
 
-def _check_convertible(where, graph, boundaries, whole):
-    """Refuse, before the target pass, a teacher whose layers the student copies (the
-    whole graph for the reference, those after block 1 for the others) hold an op no
-    converter handles."""
-    part = graph if whole else cut_branch(graph, boundaries[0].name, [o.name for o in graph.graph.output])
-    missing = unsupported_ops(part)
-    if missing:
-        listed = "; ".join(f"{op} (nodes: {', '.join(names)})" for op, names in missing.items())
-        raise UnsupportedOpError(f"{where}: the student copies layers with ops no converter handles: {listed}")
-
-
-def load_teachers(config, device="cpu"):
+def load_teachers(config: Config) -> list[TeacherGraph]:
     """TeacherGraphs of the teachers that own a chosen task, in config order, each
     structured one's boundaries lined up with the reference's (one per trunk block)."""
     chosen = {}
     for teacher_name, task in config.chosen_tasks():
         chosen.setdefault(teacher_name, []).append(TaskSpec.from_dict(task))
-    opened = [(i, tc) for i, tc in enumerate(config.teachers)
-              if tc.name in chosen or tc.name == config.student.reference]
-    graphs = {tc.name: _graph(f"teachers[{i}]", tc) for i, tc in opened}
-    found = {tc.name: _named_or_found(f"teachers[{i}]", tc, graphs[tc.name]) for i, tc in opened}
     reference = config.student.reference
-    _check_reference(reference, found[reference])
+    entries = {tc.name: (i, tc) for i, tc in enumerate(config.teachers)
+               if tc.name in chosen or tc.name == reference}
+
+    def tasks_of(tc):
+        return chosen.get(tc.name) or [TaskSpec.from_dict(tc.tasks[0].model_dump(by_alias=True))]
+
+    i, ref_tc = entries[reference]
+    ref = _open(f"teachers[{i}]", ref_tc, tasks_of(ref_tc), True)
+    _check_reference(reference, ref.boundaries)
     out = []
-    for i, tc in opened:
+    for name, (i, tc) in entries.items():
+        if name == reference:
+            out.append(TeacherGraph(name, tc, ref.graph, ref.boundaries, chosen.get(name, []), ref.runner))
+            continue
         where = f"teachers[{i}] ({tc.onnx})"
-        alignment = None
-        if found[tc.name] and tc.name != reference:
-            alignment = _align(where, config.teacher(reference), tc, graphs, found)
-        boundaries = [p.other for p in alignment] if alignment else found[tc.name]
-        if boundaries:
-            _check_convertible(where, graphs[tc.name], boundaries, tc.name == reference)
-        tasks = chosen.get(tc.name, [])
-        all_tasks = [TaskSpec.from_dict(t.model_dump(by_alias=True)) for t in tc.tasks]
-        runner = Teacher(tc.onnx, tasks or all_tasks[:1], [b.name for b in boundaries], tc.input, device="cpu")
-        out.append(TeacherGraph(tc.name, tc, graphs[tc.name], boundaries, tasks, runner, alignment))
+        pairs = []
+
+        def line_up(graph, found, where=where, tc=tc, pairs=pairs):
+            pairs += _align(where, ref_tc, ref, tc, graph, found)
+            return [p.other for p in pairs]
+
+        opened = _open(f"teachers[{i}]", tc, tasks_of(tc), False, line_up)
+        out.append(TeacherGraph(name, tc, opened.graph, opened.boundaries, chosen.get(name, []), opened.runner,
+                                pairs or None))
     return out
-
-
-def _named_or_found(where, tc, graph):
-    try:
-        return _boundaries(tc, graph)
-    except BadInputError as e:
-        raise type(e)(f"{where}.boundaries ({tc.onnx}): {e}") from e
 
 
 def _check_reference(reference, boundaries):
@@ -125,22 +106,20 @@ def _check_reference(reference, boundaries):
                           f"or pick a CNN teacher")
 
 
-def _align(where, ref_tc, tc, graphs, found):
-    """``tc``'s boundaries paired with the reference's: one to one where the config
-    names them, by stride where they were found."""
-    ref, other = found[ref_tc.name], found[tc.name]
+def _align(where, ref_tc, ref, tc, graph, other):
+    """``tc``'s boundaries ``other`` paired with the reference's: one to one where the
+    config names them, by stride where they were found."""
     if tc.boundaries is None:
         try:
-            sizes = image_size(graphs[ref_tc.name]), image_size(graphs[tc.name])
-            return align(ref, sizes[0], other, sizes[1], (ref_tc.name, tc.name))
+            return align(ref.boundaries, image_size(ref.graph), other, image_size(graph), (ref_tc.name, tc.name))
         except BadInputError as e:
             raise type(e)(f"{where}: {e}") from e
-    if len(other) != len(ref):
+    if len(other) != len(ref.boundaries):
         raise ConfigError(
             f"teachers.{tc.name}.boundaries: {len(other)} block boundaries ({[b.name for b in other]}), but the "
-            f"reference teacher {ref_tc.name!r} has {len(ref)}; named boundaries pair one to one with the "
-            f"reference's: name {len(ref)}, or leave boundaries out to line them up by stride")
-    return in_order(ref, _image_size(graphs[ref_tc.name]), other, _image_size(graphs[tc.name]))
+            f"reference teacher {ref_tc.name!r} has {len(ref.boundaries)}; named boundaries pair one to one with "
+            f"the reference's: name {len(ref.boundaries)}, or leave boundaries out to line them up by stride")
+    return in_order(ref.boundaries, _image_size(ref.graph), other, _image_size(graph))
 
 
 def _image_size(graph):

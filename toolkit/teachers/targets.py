@@ -36,8 +36,8 @@ class SplitData:
 
 
 def preprocess_of(teacher_config):
-    p = teacher_config.preprocess
-    return Preprocess(p.size, p.channels, p.mean, p.std, p.layout)
+    """The teacher's preprocessing, every field of ``teachers[i].preprocess`` (resize included)."""
+    return Preprocess.from_config(teacher_config.preprocess)
 
 
 def _batches(source, preprocess, n):
