@@ -22,7 +22,7 @@ include mk/frameworks.mk
 # The main suite (it uses teachers exported by each framework's environment), then
 # each framework's exporter tests in its own environment.
 test: $(STAMP) fixtures
-	$(BIN)/python -m pytest -q tests
+	AMALGAM_ZOO_FIXTURES=$(ZOO_FIXTURES) $(BIN)/python -m pytest -q tests
 	$(MAKE) --no-print-directory test-frameworks
 
 demo: $(STAMP)
