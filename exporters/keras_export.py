@@ -6,7 +6,8 @@ Pitfalls handled here (docs/exporters.md):
   fails on Keras 3 models (``KeyError: 'keras_tensor_…'``). We never call it: the
   model is wrapped in a ``tf.function`` with an explicit input signature built from
   the model's own input shape, frozen (``tf2onnx.tf_loader.from_function``) and
-  converted with ``tf2onnx.convert.from_graph_def``. This works for Keras 3 ``.keras`` files, legacy HDF5 files and tf_keras models.
+  converted with ``tf2onnx.convert.from_graph_def``. This works for Keras 3
+  ``.keras`` files, legacy HDF5 files and tf_keras models.
 * Layout: Keras image models are NHWC (channels_last). With ``nchw=True`` the ONNX
   input is NCHW (tf2onnx ``inputs_as_nchw``), as PyTorch teachers take it; otherwise
   the input layout is recorded as ``amalgam.layout = "NHWC"`` so the runtime feeds
@@ -33,7 +34,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf2onnx  # noqa: E402
-
 from tf2onnx import tf_loader  # noqa: E402
 
 from exporters.check import (TOLERANCES, check_tasks, fresh_shapes, name_batch_axis, rename_tensor,  # noqa: E402
@@ -56,7 +56,7 @@ def load_keras(path):
     try:
         return keras.models.load_model(str(path), compile=False)
     except Exception as e:
-        raise ModelFileError(f"{path}: Keras cannot load it: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from e
+        raise ModelFileError(f"{path}: Keras cannot load it: {_first_line(e)}") from e
 
 
 def input_layout(model, shape):
@@ -117,13 +117,20 @@ def freeze(model, concrete, input_name="x"):
 
 
 def _capture_owner(model, concrete, placeholder):
-    """``layer 'NAME'`` for the layer holding the tensor that ``placeholder`` captured, else its TF name scope."""
+    """``layer 'NAME'`` for the layer holding what ``placeholder`` captured, else the placeholder's TF name scope."""
     captured = {inner.name.split(":")[0]: outer for outer, inner in concrete.graph.captures}.get(placeholder)
-    for layer in [model, *_layers(model)]:
-        for value in vars(layer).values():
-            if captured is not None and (value is captured or getattr(value, "resource_handle", None) is captured):
-                return f"layer {layer.name!r}"
+    for layer in [model, *_layers(model)] if captured is not None else ():
+        if any(_is(value, captured) for value in vars(layer).values()):
+            return f"layer {layer.name!r}"
     return f"the layer at {placeholder.rsplit('/', 2)[0]!r}"
+
+
+def _is(value, captured):
+    """``value`` is the captured tensor, or the TensorFlow resource (a lookup table) whose handle it is."""
+    try:
+        return value is captured or getattr(value, "resource_handle", None) is captured
+    except Exception:
+        return False
 
 
 def convert(model, shape, input_name="x", nchw=False, opset=18):
