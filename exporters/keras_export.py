@@ -23,6 +23,7 @@ Pitfalls handled here (docs/exporters.md):
 """
 
 import os
+import re
 from pathlib import Path
 
 # Before TensorFlow loads: C++ logs below FATAL off, and oneDNN off (its banner, and its
@@ -44,6 +45,7 @@ from runtime.parity import compare  # noqa: E402
 from runtime.quiet import framework_output  # noqa: E402
 
 SUFFIXES = (".keras", ".h5", ".hdf5")
+RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")  # "ValueError: ..." in a traced stack
 
 
 def load_keras(path):
@@ -148,8 +150,15 @@ def convert(model, shape, input_name="x", nchw=False, opset=18):
 
 
 def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    """The reason for ``error`` in one line, past TensorFlow's ``in user code:`` stack and
+    Keras's ``Exception encountered when calling ...`` header."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
+    if lines and lines[0] == "in user code:":
+        raised = [i for i, line in enumerate(lines) if RAISED.match(line)]
+        lines = lines[raised[-1]:] if raised else lines[-1:]
+    if len(lines) > 1 and "Exception encountered when calling" in lines[0]:
+        lines = [f"{lines[0].split(':')[0]}: {lines[1]}"]
+    return lines[0] if lines else type(error).__name__
 
 
 def _as_list(y):
