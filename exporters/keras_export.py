@@ -18,8 +18,8 @@ Pitfalls handled here (docs/exporters.md):
   ``from_function`` would make each one an ONNX graph input that nobody feeds; here
   the function is frozen with only the image as input, so they fold into constants.
   A capture that cannot fold (a lookup table) is refused, naming its layer.
-* Check: ONNX Runtime against Keras on sample inputs with ``runtime.parity.compare``;
-  a tolerance miss is a :class:`~runtime.parity.ToleranceError` (exit 1).
+* Check: ONNX Runtime against Keras on sample inputs (``exporters.check.compare_outputs``,
+  i.e. ``runtime.parity.compare``); a tolerance miss is a ``ParityError`` (exit 1).
 """
 
 import os
@@ -37,11 +37,10 @@ import tensorflow as tf  # noqa: E402
 import tf2onnx  # noqa: E402
 from tf2onnx import tf_loader  # noqa: E402
 
-from exporters.check import (TOLERANCES, check_tasks, fresh_shapes, name_batch_axis, rename_tensor,  # noqa: E402
-                             run_onnx, save_model)
+from exporters.check import (check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis,  # noqa: E402
+                             rename_tensor, run_onnx, save_model)
 from exporters.metadata import stamp  # noqa: E402
 from runtime.errors import ExportError, ModelFileError  # noqa: E402
-from runtime.parity import compare  # noqa: E402
 from runtime.quiet import framework_output  # noqa: E402
 
 SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -196,16 +195,15 @@ def export_keras(model, path, input_shape=None, nchw=False, opset=18, tasks=None
     fresh_shapes(proto)
 
     got = _run(proto, {input_name: np.transpose(x, (0, 3, 1, 2)) if nchw else x})
-    atol, rtol = TOLERANCES["keras"]
-    report = compare(dict(zip(names, expected)), got, atol=atol, rtol=rtol, title="keras export: ONNX Runtime vs Keras")
-    report.raise_if_failed()
+    reference = dict(zip(names, expected))
+    compare_outputs(got, reference, "keras")
     check_tasks(tasks, got, "keras")
     layout = "NCHW" if nchw else layout
     extra = {"layout": layout} if layout else {}
     stamp(proto, framework="keras", framework_version=keras.__version__, tasks=tasks, tensorflow_version=tf.__version__,
           converter=f"tf2onnx {tf2onnx.__version__}", input_name=input_name, **extra)
     save_model(proto, path)
-    return {"path": str(path), "outputs": names, "layout": layout, "max_abs_error": report.summary()["max_abs"]}
+    return {"path": str(path), "outputs": names, "layout": layout, "max_abs_error": max_abs_error(got, reference)}
 
 
 def _run(proto, feeds):

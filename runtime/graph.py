@@ -30,3 +30,18 @@ def prune_dead(graph):
     del graph.initializer[:]
     graph.initializer.extend(inits)
     return graph
+
+
+def topological(nodes, available):
+    """``nodes`` reordered so that each comes after the nodes making its inputs,
+    keeping the given order where it already holds; ``available``: names known up front
+    (graph inputs, initializers)."""
+    made, pending, ordered = set(available), list(nodes), []
+    producers = {o for n in nodes for o in n.output if o}
+    while pending:
+        ready = next(i for i, n in enumerate(pending)
+                     if all(x in made or x not in producers for x in node_inputs(n)))
+        node = pending.pop(ready)
+        ordered.append(node)
+        made.update(node.output)
+    return ordered

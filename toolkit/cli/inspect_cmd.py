@@ -15,7 +15,8 @@ from runtime.blocks import find_boundaries
 from runtime.graph import data_inputs
 from runtime.errors import BadInputError, ParityError
 from runtime.model_io import default_opset, load_model
-from runtime.normalize import normalize
+from runtime.normalize import example_shape, normalize
+from runtime.parity import ATOL, RTOL
 
 CHECK_BATCH = 2
 
@@ -49,33 +50,34 @@ def _random_feeds(model):
         value = _value(vi)
         dims = value["shape"]
         if any(not isinstance(d, int) for d in dims[1:]):
-            example = ",".join(str(d) if isinstance(d, int) else "N" for d in [1] + dims[1:])
-            raise BadInputError(f"input {vi.name!r} has open dims {dims}: give them, e.g. --input-shape {vi.name}:{example}")
+            example = example_shape(vi.name, [d if isinstance(d, int) else None for d in dims])
+            raise BadInputError(f"input {vi.name!r} has open dims {dims}: give them, e.g. {example} (with your own sizes)")
         dims = [d if isinstance(d, int) else CHECK_BATCH for d in dims]
         feeds[vi.name] = rng.standard_normal(dims).astype(value["dtype"])
     return feeds
 
 
-def check_branches(model, boundaries, label="the model"):
-    """``{boundary: max abs diff}`` of each branch as torch vs the whole graph under ONNX Runtime."""
+def check_branches(model, boundaries, label="the model", atol=ATOL, rtol=RTOL):
+    """``{boundary: ParityReport}``: each branch as torch vs the whole graph under ONNX Runtime."""
     import torch
 
     from runtime.convert import to_torch
     from runtime.cut import cut_branch
-    from runtime.parity import onnx_runner
+    from runtime.parity import compare, onnx_runner
     from runtime.taps import add_taps
 
     names = [b.name for b in boundaries]
     outputs = [o.name for o in model.graph.output]
     values = onnx_runner(add_taps(model, names), label=label)(_random_feeds(model))
-    diffs = {}
+    reports = {}
     for name in names:
         branch = to_torch(cut_branch(model, name, outputs))
         with torch.no_grad():
             got = branch(torch.from_numpy(values[name]))
         got = got if isinstance(got, (tuple, list)) else [got]
-        diffs[name] = max(float(np.abs(g.numpy() - values[o]).max()) for g, o in zip(got, outputs))
-    return diffs
+        reports[name] = compare({o: values[o] for o in outputs}, {o: g.numpy() for o, g in zip(outputs, got)},
+                                atol, rtol, title=f"branch after {name!r}")
+    return reports
 
 
 def _print_table(path, report):
@@ -107,8 +109,9 @@ def _dims(shape):
 @click.option("--check", is_flag=True, help="Cut, convert and compare the branch after each candidate block.")
 @click.option("--input-shape", "input_shape", multiple=True, callback=parse_input_shape, metavar="NAME:D0,D1,...",
               help="Fix the dims the graph leaves open (repeatable), e.g. x:1,3,224,224.")
-@click.option("--tol", default=1e-4, show_default=True, help="Largest abs difference a --check branch may show.")
-def inspect(model_path, as_json, check, input_shape, tol):
+@click.option("--atol", default=ATOL, show_default=True, help="--check: absolute tolerance, |a-b| <= atol + rtol*|b|.")
+@click.option("--rtol", default=RTOL, show_default=True, help="--check: relative tolerance.")
+def inspect(model_path, as_json, check, input_shape, atol, rtol):
     """Show a teacher's inputs, outputs, opset, producer and candidate block boundaries.
 
     \b
@@ -131,14 +134,17 @@ def inspect(model_path, as_json, check, input_shape, tol):
     }
     failed = []
     if check:
-        diffs = check_branches(graph, boundaries, model_path)
+        parity = check_branches(graph, boundaries, model_path, atol, rtol)
         for block in report["blocks"]:
-            block["branch_max_abs_diff"] = diffs[block["name"]]
-            block["branch_ok"] = diffs[block["name"]] <= tol
-            failed += [] if block["branch_ok"] else [block["name"]]
+            result = parity[block["name"]]
+            block["branch_max_abs_diff"] = result.summary()["max_abs"]
+            block["branch_p99_abs_diff"] = result.summary()["p99_abs"]
+            block["branch_ok"] = result.passed
+            failed += [] if result.passed else [result]
     if as_json:
         click.echo(json.dumps(report))
     else:
         _print_table(model_path, report)
     if failed:
-        raise ParityError(f"{model_path}: the branches after {', '.join(failed)} differ from ONNX Runtime by more than {tol}")
+        raise ParityError(f"{model_path}: {len(failed)} of {len(boundaries)} branches differ from ONNX Runtime: "
+                          + "; ".join(f"{r.title}: " + ", ".join(o.describe() for o in r.failed) for r in failed))
