@@ -14,7 +14,7 @@ FIXTURES := runs/fixtures
 FIXTURE_TASKS := logits:tshirt,trouser,pullover,dress,coat
 ZOO_FIXTURES ?= $(FIXTURES)
 KERAS_ZOO := mobilenetv2 resnet50 efficientnetb0 densenet121
-# TensorFlow's C++ logs and oneDNN notice off in every .venv-keras command (exporters/quiet.py).
+# TensorFlow's C++ logs and oneDNN notice off in every .venv-keras command (as exporters/keras_export.py does).
 KERAS_ENV := TF_CPP_MIN_LOG_LEVEL=3 TF_ENABLE_ONEDNN_OPTS=0
 
 .PHONY: frameworks test-frameworks fixtures lock-frameworks
