@@ -24,7 +24,7 @@ include samples/real_archs/teachers.mk
 # The main suite (it uses teachers exported by each framework's environment) with the
 # doctests of every module, then each framework's exporter tests in its own environment.
 test: $(STAMP) fixtures
-	$(BIN)/python -m pytest -q --doctest-modules tests runtime exporters toolkit
+	AMALGAM_ZOO_FIXTURES=$(ZOO_FIXTURES) $(BIN)/python -m pytest -q --doctest-modules tests runtime exporters toolkit
 	$(MAKE) --no-print-directory test-frameworks
 
 demo: $(STAMP)

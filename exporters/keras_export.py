@@ -6,7 +6,8 @@ Pitfalls handled here (docs/exporters.md):
   fails on Keras 3 models (``KeyError: 'keras_tensor_…'``). We never call it: the
   model is wrapped in a ``tf.function`` with an explicit input signature built from
   the model's own input shape, frozen (``tf2onnx.tf_loader.from_function``) and
-  converted with ``tf2onnx.convert.from_graph_def``. This works for Keras 3 ``.keras`` files, legacy HDF5 files and tf_keras models.
+  converted with ``tf2onnx.convert.from_graph_def``. This works for Keras 3
+  ``.keras`` files, legacy HDF5 files and tf_keras models.
 * Layout: Keras image models are NHWC (channels_last). With ``nchw=True`` the ONNX
   input is NCHW (tf2onnx ``inputs_as_nchw``), as PyTorch teachers take it; otherwise
   the input layout is recorded as ``amalgam.layout = "NHWC"`` so the runtime feeds
@@ -17,11 +18,12 @@ Pitfalls handled here (docs/exporters.md):
   ``from_function`` would make each one an ONNX graph input that nobody feeds; here
   the function is frozen with only the image as input, so they fold into constants.
   A capture that cannot fold (a lookup table) is refused, naming its layer.
-* Check: ONNX Runtime against Keras on sample inputs with ``runtime.parity.compare``;
-  a tolerance miss is a :class:`~runtime.parity.ToleranceError` (exit 1).
+* Check: ONNX Runtime against Keras on sample inputs (``exporters.check.compare_outputs``,
+  i.e. ``runtime.parity.compare``); a tolerance miss is a ``ParityError`` (exit 1).
 """
 
 import os
+import re
 from pathlib import Path
 
 # Before TensorFlow loads: C++ logs below FATAL off, and oneDNN off (its banner, and its
@@ -33,17 +35,16 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf2onnx  # noqa: E402
-
 from tf2onnx import tf_loader  # noqa: E402
 
-from exporters.check import (TOLERANCES, check_tasks, fresh_shapes, name_batch_axis, rename_tensor,  # noqa: E402
-                             run_onnx, save_model)
+from exporters.check import (check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis,  # noqa: E402
+                             rename_tensor, run_onnx, save_model)
 from exporters.metadata import stamp  # noqa: E402
-from runtime.errors import ExportError, ModelFileError, first_line  # noqa: E402
-from runtime.parity import compare  # noqa: E402
+from runtime.errors import ExportError, ModelFileError  # noqa: E402
 from runtime.quiet import framework_output  # noqa: E402
 
 SUFFIXES = (".keras", ".h5", ".hdf5")
+RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")  # "ValueError: ..." in a traced stack
 
 
 def load_keras(path):
@@ -56,7 +57,7 @@ def load_keras(path):
     try:
         return keras.models.load_model(str(path), compile=False)
     except Exception as e:
-        raise ModelFileError(f"{path}: Keras cannot load it: {first_line(e)}") from e
+        raise ModelFileError(f"{path}: Keras cannot load it: {_first_line(e)}") from e
 
 
 def input_layout(model, shape):
@@ -95,7 +96,7 @@ def trace(model, shape, input_name="x"):
     try:
         return function.get_concrete_function(*signature)
     except Exception as e:
-        raise ExportError(f"keras export: the model does not run on an input of shape {list(shape)}: {first_line(e)}") from e
+        raise ExportError(f"keras export: the model does not run on an input of shape {list(shape)}: {_first_line(e)}") from e
 
 
 def freeze(model, concrete, input_name="x"):
@@ -108,7 +109,7 @@ def freeze(model, concrete, input_name="x"):
     try:
         graph_def = tf_loader.from_function(concrete, [f"{input_name}:0"], outputs)
     except Exception as e:
-        raise ExportError(f"keras export: TensorFlow cannot freeze the model: {first_line(e)}") from e
+        raise ExportError(f"keras export: TensorFlow cannot freeze the model: {_first_line(e)}") from e
     leftover = [n.name for n in graph_def.node if n.op == "Placeholder" and n.name != input_name]
     if leftover:
         raise ExportError(f"keras export: {_capture_owner(model, concrete, leftover[0])} holds {leftover[0]!r}, "
@@ -117,13 +118,20 @@ def freeze(model, concrete, input_name="x"):
 
 
 def _capture_owner(model, concrete, placeholder):
-    """``layer 'NAME'`` for the layer holding the tensor that ``placeholder`` captured, else its TF name scope."""
+    """``layer 'NAME'`` for the layer holding what ``placeholder`` captured, else the placeholder's TF name scope."""
     captured = {inner.name.split(":")[0]: outer for outer, inner in concrete.graph.captures}.get(placeholder)
-    for layer in [model, *_layers(model)]:
-        for value in vars(layer).values():
-            if captured is not None and (value is captured or getattr(value, "resource_handle", None) is captured):
-                return f"layer {layer.name!r}"
+    for layer in [model, *_layers(model)] if captured is not None else ():
+        if any(_is(value, captured) for value in vars(layer).values()):
+            return f"layer {layer.name!r}"
     return f"the layer at {placeholder.rsplit('/', 2)[0]!r}"
+
+
+def _is(value, captured):
+    """``value`` is the captured tensor, or the TensorFlow resource (a lookup table) whose handle it is."""
+    try:
+        return value is captured or getattr(value, "resource_handle", None) is captured
+    except Exception:
+        return False
 
 
 def convert(model, shape, input_name="x", nchw=False, opset=18):
@@ -136,8 +144,20 @@ def convert(model, shape, input_name="x", nchw=False, opset=18):
             inputs_as_nchw=[input_name] if nchw else None, tensors_to_rename={f"{input_name}:0": input_name},
         )
     except Exception as e:
-        raise ExportError(f"keras export: tf2onnx cannot convert the model: {first_line(e)}") from e
+        raise ExportError(f"keras export: tf2onnx cannot convert the model: {_first_line(e)}") from e
     return proto
+
+
+def _first_line(error):
+    """The reason for ``error`` in one line, past TensorFlow's ``in user code:`` stack and
+    Keras's ``Exception encountered when calling ...`` header."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
+    if lines and lines[0] == "in user code:":
+        raised = [i for i, line in enumerate(lines) if RAISED.match(line)]
+        lines = lines[raised[-1]:] if raised else lines[-1:]
+    if len(lines) > 1 and "Exception encountered when calling" in lines[0]:
+        lines = [f"{lines[0].split(':')[0]}: {lines[1]}"]
+    return lines[0] if lines else type(error).__name__
 
 
 def _as_list(y):
@@ -175,16 +195,15 @@ def export_keras(model, path, input_shape=None, nchw=False, opset=18, tasks=None
     fresh_shapes(proto)
 
     got = _run(proto, {input_name: np.transpose(x, (0, 3, 1, 2)) if nchw else x})
-    atol, rtol = TOLERANCES["keras"]
-    report = compare(dict(zip(names, expected)), got, atol=atol, rtol=rtol, title="keras export: ONNX Runtime vs Keras")
-    report.raise_if_failed()
+    reference = dict(zip(names, expected))
+    compare_outputs(got, reference, "keras")
     check_tasks(tasks, got, "keras")
     layout = "NCHW" if nchw else layout
     extra = {"layout": layout} if layout else {}
     stamp(proto, framework="keras", framework_version=keras.__version__, tasks=tasks, tensorflow_version=tf.__version__,
           converter=f"tf2onnx {tf2onnx.__version__}", input_name=input_name, **extra)
     save_model(proto, path)
-    return {"path": str(path), "outputs": names, "layout": layout, "max_abs_error": report.summary()["max_abs"]}
+    return {"path": str(path), "outputs": names, "layout": layout, "max_abs_error": max_abs_error(got, reference)}
 
 
 def _run(proto, feeds):
@@ -192,4 +211,4 @@ def _run(proto, feeds):
     try:
         return run_onnx(proto, feeds)
     except Exception as e:
-        raise ExportError(f"keras export: ONNX Runtime cannot run the converted model: {first_line(e)}") from e
+        raise ExportError(f"keras export: ONNX Runtime cannot run the converted model: {_first_line(e)}") from e

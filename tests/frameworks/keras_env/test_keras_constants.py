@@ -92,7 +92,7 @@ def test_tolerance_miss_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(check.TOLERANCES, "keras", (0.0, 0.0))
     code, io = amalgam(capsys, "export-teacher", "keras", path, "-o", tmp_path / "t.onnx")
     assert code == 1 and not (tmp_path / "t.onnx").exists()
-    assert io.err.startswith("error: keras export: ONNX Runtime vs Keras: 1 of 1 outputs differ; 'logits': max abs error")
+    assert io.err.startswith("error: keras export: ONNX Runtime vs keras: 1 of 1 outputs differ; 'logits': max abs error")
     assert io.err.count("\n") == 1
 
 

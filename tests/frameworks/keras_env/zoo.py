@@ -13,7 +13,8 @@ variance 1, activations shrink about tenfold per stage (MobileNetV2's logits are
 calibrated on standard-normal images (what ``inspect --check`` feeds, and what a
 teacher's preprocessing makes of real ones): Normalization layers adapt to their input, and every
 BatchNorm takes the statistics of its input (one pass in training mode with momentum
-0 and dropout off), which keeps activations and logits of order 1.
+0 and dropout off), which keeps activations of order 1, and the classifier is scaled
+so that the logits spread like a trained teacher's (standard deviation 1).
 """
 
 import os
@@ -60,6 +61,10 @@ def calibrate(model, images):
     model(images, training=True)
     for layer, (attr, value) in saved.items():
         setattr(layer, attr, value)
+    head = model.layers[-1]
+    if isinstance(head, keras.layers.Dense):
+        spread = float(np.std(model(images, training=False)))
+        head.set_weights([w / spread for w in head.get_weights()])
     return model
 
 
