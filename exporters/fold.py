@@ -213,7 +213,8 @@ def pool_first(view):
             continue
         found = _reduce_axes(reduce, view)
         prev = view.producer.get(reduce.input[0])
-        if found is None or prev is None or prev.op_type not in POOL_MOVES or not view.only_use(reduce.input[0], reduce):
+        if found is None or prev is None or prev.op_type not in POOL_MOVES \
+                or not view.only_use(reduce.input[0], reduce):
             continue
         nodes = POOL_MOVES[prev.op_type](view, reduce, prev, *found)
         if nodes is None:
@@ -247,6 +248,8 @@ def fold_linear_conv(view):
         if len(readers) != 1 or readers[0].op_type != "Conv" or not view.only_use(first.output[0], readers[0]):
             continue
         second = readers[0]
+        if second.input[0] != first.output[0]:
+            continue
         w2 = view.const(second.input[1])
         mid = view.shapes.get(first.output[0]) or []
         if w2 is None or attrs(second).get("group", 1) != 1 or len(mid) != 4:
@@ -352,7 +355,7 @@ def _column_scale(view, mul, width):
     """(x, c) when ``mul`` is ``x * c`` with c a constant broadcast along rows, else None."""
     for x, c in ((mul.input[0], mul.input[1]), (mul.input[1], mul.input[0])):
         value = view.const(c)
-        if value is not None and value.size in (1, width) and value.ndim <= 2 and (value.ndim < 2 or value.shape[0] == 1):
+        if value is not None and (value.size == 1 or value.shape in ((width,), (1, width))):
             return x, np.broadcast_to(value.astype(np.float64).reshape(-1), (width,))
     return None
 
@@ -367,7 +370,8 @@ def merge_duplicates(view):
         key = (node.domain, node.op_type, tuple(_input_key(view, name) for name in node.input),
                _attribute_key(node))
         twin = seen.get(key)
-        if twin is not None and len(twin.output) == len(node.output) and not any(o in view.outputs for o in node.output):
+        if twin is not None and len(twin.output) == len(node.output) \
+                and not any(o in view.outputs for o in node.output):
             rename.update(zip(node.output, twin.output))
             done += 1
             continue
@@ -534,7 +538,8 @@ def sink_split(view):
     done = 0
     for split in list(view.model.graph.node):
         sizes = view.const(split.input[1]) if split.op_type == "Split" and len(split.input) > 1 else None
-        if sizes is None or attrs(split).get("axis", 0) not in (1, -1) or len(view.shapes.get(split.input[0]) or []) != 2:
+        if sizes is None or attrs(split).get("axis", 0) not in (1, -1) \
+                or len(view.shapes.get(split.input[0]) or []) != 2:
             continue
         readers = [view.consumers.get(o, []) for o in split.output]
         if all(r.op_type == "Gather" and attrs(r).get("axis", 0) == 1 and r.input[0] == o
