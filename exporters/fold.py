@@ -30,6 +30,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from runtime.graph import node_inputs, prune_dead
+
 SPATIAL = (2, 3)
 
 
@@ -660,12 +662,13 @@ def _gathered_column(view, reader):
 def _toposort(view):
     """Order the nodes so that each comes after what it reads; refresh the view."""
     g = view.model.graph
+    produced = {o for n in g.node for o in n.output}
     ready = {i.name for i in g.input} | set(view.inits) | {""}
     pending, ordered = list(g.node), []
     while pending:
         rest = []
         for n in pending:
-            (ordered.append(n) or ready.update(n.output)) if all(i in ready for i in n.input) else rest.append(n)
+            (ordered.append(n) or ready.update(n.output)) if all(i in ready or i not in produced for i in node_inputs(n)) else rest.append(n)
         if len(rest) == len(pending):
             raise ValueError("fold: the graph has a cycle")  # pragma: no cover - a bug in a fold
         pending = rest
@@ -701,8 +704,6 @@ def fold_student(model):
 
 
 def _drop_unused(model):
-    from runtime.graph import prune_dead
-
     prune_dead(model.graph)
     known = {n for node in model.graph.node for n in node.output} | {i.name for i in model.graph.input}
     keep = [vi for vi in model.graph.value_info if vi.name in known]
