@@ -668,7 +668,11 @@ def _toposort(view):
     while pending:
         rest = []
         for n in pending:
-            (ordered.append(n) or ready.update(n.output)) if all(i in ready or i not in produced for i in node_inputs(n)) else rest.append(n)
+            if all(i in ready or i not in produced for i in node_inputs(n)):
+                ordered.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
         if len(rest) == len(pending):
             raise ValueError("fold: the graph has a cycle")  # pragma: no cover - a bug in a fold
         pending = rest
