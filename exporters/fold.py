@@ -30,6 +30,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from runtime.graph import node_inputs, prune_dead
+
 SPATIAL = (2, 3)
 
 
@@ -213,7 +215,8 @@ def pool_first(view):
             continue
         found = _reduce_axes(reduce, view)
         prev = view.producer.get(reduce.input[0])
-        if found is None or prev is None or prev.op_type not in POOL_MOVES or not view.only_use(reduce.input[0], reduce):
+        if found is None or prev is None or prev.op_type not in POOL_MOVES \
+                or not view.only_use(reduce.input[0], reduce):
             continue
         nodes = POOL_MOVES[prev.op_type](view, reduce, prev, *found)
         if nodes is None:
@@ -247,6 +250,8 @@ def fold_linear_conv(view):
         if len(readers) != 1 or readers[0].op_type != "Conv" or not view.only_use(first.output[0], readers[0]):
             continue
         second = readers[0]
+        if second.input[0] != first.output[0]:
+            continue
         w2 = view.const(second.input[1])
         mid = view.shapes.get(first.output[0]) or []
         if w2 is None or attrs(second).get("group", 1) != 1 or len(mid) != 4:
@@ -352,7 +357,7 @@ def _column_scale(view, mul, width):
     """(x, c) when ``mul`` is ``x * c`` with c a constant broadcast along rows, else None."""
     for x, c in ((mul.input[0], mul.input[1]), (mul.input[1], mul.input[0])):
         value = view.const(c)
-        if value is not None and value.size in (1, width) and value.ndim <= 2 and (value.ndim < 2 or value.shape[0] == 1):
+        if value is not None and (value.size == 1 or value.shape in ((width,), (1, width))):
             return x, np.broadcast_to(value.astype(np.float64).reshape(-1), (width,))
     return None
 
@@ -367,7 +372,8 @@ def merge_duplicates(view):
         key = (node.domain, node.op_type, tuple(_input_key(view, name) for name in node.input),
                _attribute_key(node))
         twin = seen.get(key)
-        if twin is not None and len(twin.output) == len(node.output) and not any(o in view.outputs for o in node.output):
+        if twin is not None and len(twin.output) == len(node.output) \
+                and not any(o in view.outputs for o in node.output):
             rename.update(zip(node.output, twin.output))
             done += 1
             continue
@@ -534,7 +540,8 @@ def sink_split(view):
     done = 0
     for split in list(view.model.graph.node):
         sizes = view.const(split.input[1]) if split.op_type == "Split" and len(split.input) > 1 else None
-        if sizes is None or attrs(split).get("axis", 0) not in (1, -1) or len(view.shapes.get(split.input[0]) or []) != 2:
+        if sizes is None or attrs(split).get("axis", 0) not in (1, -1) \
+                or len(view.shapes.get(split.input[0]) or []) != 2:
             continue
         readers = [view.consumers.get(o, []) for o in split.output]
         if all(r.op_type == "Gather" and attrs(r).get("axis", 0) == 1 and r.input[0] == o
@@ -655,12 +662,17 @@ def _gathered_column(view, reader):
 def _toposort(view):
     """Order the nodes so that each comes after what it reads; refresh the view."""
     g = view.model.graph
+    produced = {o for n in g.node for o in n.output}
     ready = {i.name for i in g.input} | set(view.inits) | {""}
     pending, ordered = list(g.node), []
     while pending:
         rest = []
         for n in pending:
-            (ordered.append(n) or ready.update(n.output)) if all(i in ready for i in n.input) else rest.append(n)
+            if all(i in ready or i not in produced for i in node_inputs(n)):
+                ordered.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
         if len(rest) == len(pending):
             raise ValueError("fold: the graph has a cycle")  # pragma: no cover - a bug in a fold
         pending = rest
@@ -696,8 +708,6 @@ def fold_student(model):
 
 
 def _drop_unused(model):
-    from runtime.graph import prune_dead
-
     prune_dead(model.graph)
     known = {n for node in model.graph.node for n in node.output} | {i.name for i in model.graph.input}
     keep = [vi for vi in model.graph.value_info if vi.name in known]

@@ -177,9 +177,8 @@ def train_blocks(run):
     for block_no, block in enumerate(blocks, start=1):
         stage_parts[block_no], table[block_no] = train_stage(
             ctx, block_no, block, run.teachers, prefix, run.train, run.train_idx, run.holdout_idx,
-            config.student.gate_reduction, ctx.training.epochs_per_block, trunk_source=source)
-        if block_no < len(blocks):
-            prefix.extend(block, ctx.device, ctx.log)
+            config.student.gate_reduction, ctx.training.epochs_per_block, trunk_source=source,
+            extend=block_no < len(blocks))
     return blocks, stage_parts, table
 
 

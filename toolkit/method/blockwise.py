@@ -12,7 +12,8 @@ Blocks ``1..l-1`` are frozen during stage ``l``, so their output over the whole
 dataset is computed once, when the previous stage ends, and kept on disk
 (:class:`PrefixFeatures`): each step runs only block ``l`` and the branches, the
 irreducible work. After the stage, the held-out excess loss per task is the
-stage's row of the branch-out table.
+stage's row of the branch-out table; it comes from the same pass over the data
+that caches the trained block's output for the next stage.
 """
 
 from pathlib import Path
@@ -42,8 +43,9 @@ class PrefixFeatures:
         self.levels = [inputs]
 
     @torch.no_grad()
-    def extend(self, block, device, log=None):
-        """Add the output of ``block`` applied to the last level (eval mode)."""
+    def extend(self, block, device, log=None, visit=None):
+        """Add the output of ``block`` applied to the last level (eval mode); ``visit(rows, output)``
+        sees each chunk on the way (the held-out losses come from the same pass)."""
         block.eval()
         prev, n = self.levels[-1], len(self.levels[-1])
         path = self.root / f"prefix_{len(self.levels)}.npy"
@@ -52,7 +54,10 @@ class PrefixFeatures:
         with atomic_path(path) as tmp:
             for start in (log.progress(starts, f"caching block {len(self.levels)} output") if log else starts):
                 idx = np.arange(start, min(n, start + EVAL_BATCH))
-                y = block(to_tensor(prev, idx, device)).cpu().numpy()
+                y = block(to_tensor(prev, idx, device))
+                if visit is not None:
+                    visit(idx, y)
+                y = y.cpu().numpy()
                 if out is None:
                     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *y.shape[1:]))
                 out[idx[0]:idx[-1] + 1] = y
@@ -88,21 +93,44 @@ def branch_loss(t, branch, h, data, idx, block, training, device):
     return loss
 
 
+class HeldoutExcess:
+    """Excess loss per task summed over the held-out rows of the block outputs it is shown."""
+
+    def __init__(self, teachers, branches, data, indices, device):
+        self.teachers, self.branches, self.data, self.device = teachers, branches, data, device
+        self.indices = np.asarray(indices)
+        self.sums = {task.name: 0.0 for t in teachers for task in t.tasks}
+
+    @torch.no_grad()
+    def __call__(self, idx, h):
+        """Add the held-out rows among ``idx`` (block output ``h``, row for row)."""
+        rows = np.isin(idx, self.indices)
+        if rows.all():
+            self.add(idx, h)
+        elif rows.any():
+            self.add(idx[rows], h[torch.from_numpy(rows).to(h.device)])
+
+    def add(self, idx, h):
+        for t in self.teachers:
+            if t.name not in self.branches:
+                continue
+            out = self.branches[t.name].module(h)
+            for task in t.tasks:
+                teacher = to_tensor(self.data.logits[task.name], idx, self.device)
+                self.sums[task.name] += float(excess_loss(task.kind, out[task.name], teacher).sum())
+
+    def means(self):
+        return {k: v / max(len(self.indices), 1) for k, v in self.sums.items()}
+
+
 @torch.no_grad()
 def heldout_excess(teachers, block_module, branches, features, data, indices, device):
-    """Mean excess loss per task on held-out samples, after this stage."""
-    sums = {task.name: 0.0 for t in teachers for task in t.tasks}
+    """Mean excess loss per task on held-out samples, after this stage (its own pass)."""
+    sums = HeldoutExcess(teachers, branches, data, indices, device)
     for start in range(0, len(indices), EVAL_BATCH):
         idx = indices[start:start + EVAL_BATCH]
-        h = block_module(to_tensor(features, idx, device))
-        for t in teachers:
-            if t.name not in branches:
-                continue
-            out = branches[t.name].module(h)
-            for task in t.tasks:
-                teacher = to_tensor(data.logits[task.name], idx, device)
-                sums[task.name] += float(excess_loss(task.kind, out[task.name], teacher).sum())
-    return {k: v / max(len(indices), 1) for k, v in sums.items()}
+        sums(idx, block_module(to_tensor(features, idx, device)))
+    return sums.means()
 
 
 @torch.no_grad()
@@ -119,8 +147,11 @@ def fit_adapters(block, branches, teachers, features, data, indices, block_no, d
 
 
 def train_stage(ctx, block_no, block, teachers, prefix, data, train_idx, holdout_idx, gate_reduction, epochs,
-                trunk_source=None):
-    """Stage ``block_no``: train ``block`` and its stage branches; return (branches, excess row)."""
+                trunk_source=None, extend=False):
+    """Stage ``block_no``: train ``block`` and its stage branches; return (branches, excess row).
+
+    ``extend``: also add the trained block's output to ``prefix`` (the next stage's
+    input), in the same pass over the data as the held-out losses."""
     phase = f"stage{block_no}"
     device, training = ctx.device, ctx.training
     seed_phase(ctx, phase)
@@ -152,12 +183,19 @@ def train_stage(ctx, block_no, block, teachers, prefix, data, train_idx, holdout
     if done is not None and "excess" in done:
         restore(load_checkpoint(ctx.checkpoints / f"{phase}.pt"), modules)
         ctx.log.say(f"{phase}: done in an earlier run, restored")
+        if extend:
+            prefix.extend(block, device, ctx.log)
         return branches, done["excess"]
     run_phase(ctx, phase, modules, groups, step, train_idx, epochs, train_mode)
     block.eval()
     for p in branches.values():
         p.module.eval()
-    excess = heldout_excess(teachers, block, branches, features, data, holdout_idx, device)
+    if extend:
+        sums = HeldoutExcess(teachers, branches, data, holdout_idx, device)
+        prefix.extend(block, device, ctx.log, visit=sums)
+        excess = sums.means()
+    else:
+        excess = heldout_excess(teachers, block, branches, features, data, holdout_idx, device)
     mark_phase(ctx, phase, modules, epochs_done=epochs, excess=excess)
     ctx.log.write("stage", block=block_no, excess=excess)
     return branches, excess

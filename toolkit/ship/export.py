@@ -7,7 +7,7 @@ input is ``"input"``, preprocessed as ``metadata amalgam.preprocess`` says.
 
 Files written for ``-o student.onnx`` (each to a temporary name, then renamed):
 
-* ``student.onnx``: what ships (simplified by onnxsim unless ``simplify=False``;
+* ``student.onnx``: what ships (simplified by onnxsim and folded exactly, exporters.fold, unless ``simplify=False``;
   int8 when ``quantize="int8"``);
 * ``student.raw.onnx``: the unsimplified export, kept when simplifying, so that
   ``amalgam validate`` can compare the simplified graph with it;
