@@ -14,7 +14,7 @@ teacher has done all it does at that scale.
 * No boundary at the reference's stride (e.g. the reference's stride-2 stem against
   a ResNet whose first boundary is at stride 4): the other teacher's nearest
   *coarser* stride, its last tensor there. The trunk feature is then resized down to
-  that boundary's size by the branch's adapter (toolkit.adapters), and the branch
+  that boundary's size by the branch's adapter (toolkit.student.adapters), and the branch
   skips the other teacher's layers at the finer scale.
 * No boundary at that stride or coarser (the other teacher stops at a finer scale):
   :class:`BoundaryError`, one line naming both teachers and their strides.
