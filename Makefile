@@ -1,11 +1,12 @@
-# Two commands matter: `make demo` and `make test`. Everything else is a helper.
+# Two commands matter: `make demo` and `make test`. Everything else is a helper
+# (`make demo-real`: the second sample, samples/real_archs).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export XDG_CACHE_HOME ?= $(CURDIR)/runs/.cache
 
-.PHONY: demo test test-main bench lock clean env
+.PHONY: demo demo-real test test-main bench lock clean env
 
 env: $(STAMP)
 
@@ -18,15 +19,21 @@ $(STAMP): requirements/main.txt pyproject.toml
 	touch $@
 
 include mk/frameworks.mk
+include samples/real_archs/teachers.mk
 
-# The main suite (it uses teachers exported by each framework's environment), then
-# each framework's exporter tests in its own environment.
+# The main suite (it uses teachers exported by each framework's environment) with the
+# doctests of every module, then each framework's exporter tests in its own environment.
 test: $(STAMP) fixtures
-	$(BIN)/python -m pytest -q tests
+	AMALGAM_ZOO_FIXTURES=$(ZOO_FIXTURES) $(BIN)/python -m pytest -q --doctest-modules tests runtime exporters toolkit
 	$(MAKE) --no-print-directory test-frameworks
 
 demo: $(STAMP)
 	$(BIN)/python samples/demo.py
+
+# Two real architectures of two frameworks, lined up by stride (samples/real_archs/README.md).
+# DEMO_ARGS: extra demo.py options, e.g. DEMO_ARGS="--set data.train.limit=4000".
+demo-real: $(STAMP) teachers-real
+	$(BIN)/python samples/demo.py --config samples/real_archs/config.yaml --out runs/demo-real $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python samples/bench.py

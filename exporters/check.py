@@ -2,25 +2,27 @@
 
 An exported teacher is only kept when ONNX Runtime, fed the same sample inputs,
 gives the framework's own outputs back within a per-framework tolerance
-(docs/exporters.md). The comparison runs with basic graph optimisation, so that
-fused kernels cannot hide a difference. The file is written to a temporary name
+(docs/exporters.md), judged by the one comparator, :func:`runtime.parity.compare`;
+a miss is a :class:`runtime.errors.ParityError` (exit 1) naming every failing
+output. The comparison runs with basic graph optimisation, so that fused kernels
+cannot hide a difference. The file is written to a temporary name
 in the destination folder and renamed, so a failed export leaves nothing behind.
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import ExportError
+from runtime.errors import ExportError, ParityError, first_line
+from runtime.files import atomic_path
+from runtime.parity import ATOL, RTOL, compare
 from runtime.session import make_session
 
 # Absolute and relative tolerance of ONNX Runtime vs the framework, per framework.
 TOLERANCES = {
-    "keras": (1e-4, 1e-3),
-    "jax": (1e-4, 1e-3),
-    "sklearn": (1e-4, 1e-3),
+    "keras": (ATOL, RTOL),
+    "jax": (ATOL, RTOL),
+    "sklearn": (ATOL, RTOL),
 }
 
 
@@ -32,28 +34,21 @@ def run_onnx(model, feeds):
 
 
 def compare_outputs(got, expected, framework, what="output", hint=None):
-    """Raise :class:`ExportError` unless each ``expected[name]`` matches ``got[name]``.
+    """Raise a :class:`ParityError` unless each ``expected[name]`` matches ``got[name]``.
 
     ``got`` and ``expected`` map output names to arrays; ``hint`` is appended to the
-    message (a known pitfall that explains a mismatch).
+    message (a known pitfall that explains a mismatch). A missing output is an
+    :class:`ExportError`.
     """
     atol, rtol = TOLERANCES[framework]
-    for name, ref in expected.items():
-        if name not in got:
-            raise ExportError(f"{framework} export: the ONNX model has no {what} {name!r}; it has {sorted(got)}")
-        ref, out = np.asarray(ref), np.asarray(got[name])
-        if ref.shape != out.shape:
-            raise ExportError(
-                f"{framework} export: {what} {name!r} has shape {list(out.shape)} in ONNX Runtime "
-                f"but {list(ref.shape)} in {framework}" + (f"; {hint}" if hint else "")
-            )
-        err = np.abs(out.astype(np.float64) - ref.astype(np.float64))
-        bound = atol + rtol * np.abs(ref.astype(np.float64))
-        if err.size and not np.all(err <= bound):
-            raise ExportError(
-                f"{framework} export: {what} {name!r} differs from {framework} by up to {err.max():.3g} "
-                f"(tolerance atol={atol:g}, rtol={rtol:g})" + (f"; {hint}" if hint else "")
-            )
+    missing = [name for name in expected if name not in got]
+    if missing:
+        raise ExportError(f"{framework} export: the ONNX model has no {what} {missing[0]!r}; it has {sorted(got)}")
+    try:
+        compare(expected, got, atol, rtol, title=f"{framework} export: ONNX Runtime vs {framework}").raise_if_failed()
+    except ParityError as e:
+        message = str(e) if str(e).startswith(framework) else f"{framework} export: {e}"
+        raise type(e)(message + (f"; {hint}" if hint else "")) from e
 
 
 def check_tasks(tasks, outputs, framework):
@@ -82,22 +77,12 @@ def save_model(model, path):
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as e:
-        raise ExportError(f"{path}: the exported model fails the ONNX checker: {str(e).strip().splitlines()[0]}") from e
+        raise ExportError(f"{path}: the exported model fails the ONNX checker: {first_line(e)}") from e
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise ExportError(f"{path}: the folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
-        onnx.save_model(model, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        onnx.save_model(model, str(tmp))
     return path
 
 

@@ -5,32 +5,46 @@ Pitfalls handled here (docs/exporters.md):
 * Keras 3 vs tf2onnx: ``tf2onnx.convert.from_keras`` reads Keras 2 internals and
   fails on Keras 3 models (``KeyError: 'keras_tensor_…'``). We never call it: the
   model is wrapped in a ``tf.function`` with an explicit input signature built from
-  the model's own input shape, and converted with ``tf2onnx.convert.from_function``.
-  This works for Keras 3 ``.keras`` files, legacy HDF5 files and tf_keras models.
+  the model's own input shape, frozen (``tf2onnx.tf_loader.from_function``) and
+  converted with ``tf2onnx.convert.from_graph_def``. This works for Keras 3
+  ``.keras`` files, legacy HDF5 files and tf_keras models.
 * Layout: Keras image models are NHWC (channels_last). With ``nchw=True`` the ONNX
   input is NCHW (tf2onnx ``inputs_as_nchw``), as PyTorch teachers take it; otherwise
   the input layout is recorded as ``amalgam.layout = "NHWC"`` so the runtime feeds
   and taps it accordingly.
+* Captured constants: a layer may hold a tensor computed in eager mode (Keras 3
+  ``Normalization`` keeps ``mean`` and ``variance`` so, as in keras.applications'
+  EfficientNet), which the traced function captures as an extra input.
+  ``from_function`` would make each one an ONNX graph input that nobody feeds; here
+  the function is frozen with only the image as input, so they fold into constants.
+  A capture that cannot fold (a lookup table) is refused, naming its layer.
+* Check: ONNX Runtime against Keras on sample inputs (``exporters.check.compare_outputs``,
+  i.e. ``runtime.parity.compare``); a tolerance miss is a ``ParityError`` (exit 1).
 """
 
 import os
+import re
 from pathlib import Path
 
+# Before TensorFlow loads: C++ logs below FATAL off, and oneDNN off (its banner, and its
+# fused kernels reorder float sums, so the reference output would move with the CPU).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# oneDNN fused kernels reorder float sums: the reference output would move with the CPU.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf2onnx  # noqa: E402
+from tf2onnx import tf_loader  # noqa: E402
 
 from exporters.check import (check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis,  # noqa: E402
                              rename_tensor, run_onnx, save_model)
 from exporters.metadata import stamp  # noqa: E402
 from runtime.errors import ExportError, ModelFileError  # noqa: E402
+from runtime.quiet import framework_output  # noqa: E402
 
 SUFFIXES = (".keras", ".h5", ".hdf5")
+RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")  # "ValueError: ..." in a traced stack
 
 
 def load_keras(path):
@@ -43,7 +57,7 @@ def load_keras(path):
     try:
         return keras.models.load_model(str(path), compile=False)
     except Exception as e:
-        raise ModelFileError(f"{path}: Keras cannot load it: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from e
+        raise ModelFileError(f"{path}: Keras cannot load it: {_first_line(e)}") from e
 
 
 def input_layout(model, shape):
@@ -75,17 +89,75 @@ def model_input_shape(model, input_shape=None):
     return (None, *tuple(inputs[0].shape)[1:])
 
 
-def convert(model, shape, input_name="x", nchw=False, opset=18):
-    """tf2onnx conversion of ``model`` through a tf.function with an input signature."""
+def trace(model, shape, input_name="x"):
+    """The model as a concrete ``tf.function`` of one float32 input of ``shape``, in inference mode."""
     signature = [tf.TensorSpec(shape, tf.float32, name=input_name)]
     function = tf.function(lambda x: model(x, training=False), input_signature=signature)
     try:
-        proto, _ = tf2onnx.convert.from_function(
-            function, input_signature=signature, opset=opset, inputs_as_nchw=[input_name] if nchw else None
+        return function.get_concrete_function(*signature)
+    except Exception as e:
+        raise ExportError(f"keras export: the model does not run on an input of shape {list(shape)}: {_first_line(e)}") from e
+
+
+def freeze(model, concrete, input_name="x"):
+    """A TensorFlow graph with weights and captured eager tensors as constants, and its output names.
+
+    Only the image is an input, so tf2onnx makes no graph input of a capture; a capture
+    left over after freezing (neither a variable nor a plain tensor) is refused.
+    """
+    outputs = [t.name for t in concrete.outputs if t.dtype != tf.dtypes.resource]
+    try:
+        graph_def = tf_loader.from_function(concrete, [f"{input_name}:0"], outputs)
+    except Exception as e:
+        raise ExportError(f"keras export: TensorFlow cannot freeze the model: {_first_line(e)}") from e
+    leftover = [n.name for n in graph_def.node if n.op == "Placeholder" and n.name != input_name]
+    if leftover:
+        raise ExportError(f"keras export: {_capture_owner(model, concrete, leftover[0])} holds {leftover[0]!r}, "
+                          f"which cannot be folded into the ONNX graph as a constant (the ONNX model would need it as a second input)")
+    return graph_def, outputs
+
+
+def _capture_owner(model, concrete, placeholder):
+    """``layer 'NAME'`` for the layer holding what ``placeholder`` captured, else the placeholder's TF name scope."""
+    captured = {inner.name.split(":")[0]: outer for outer, inner in concrete.graph.captures}.get(placeholder)
+    for layer in [model, *_layers(model)] if captured is not None else ():
+        if any(_is(value, captured) for value in vars(layer).values()):
+            return f"layer {layer.name!r}"
+    return f"the layer at {placeholder.rsplit('/', 2)[0]!r}"
+
+
+def _is(value, captured):
+    """``value`` is the captured tensor, or the TensorFlow resource (a lookup table) whose handle it is."""
+    try:
+        return value is captured or getattr(value, "resource_handle", None) is captured
+    except Exception:
+        return False
+
+
+def convert(model, shape, input_name="x", nchw=False, opset=18):
+    """tf2onnx conversion of ``model`` through a frozen tf.function with an input signature."""
+    concrete = trace(model, shape, input_name)
+    graph_def, outputs = freeze(model, concrete, input_name)
+    try:
+        proto, _ = tf2onnx.convert.from_graph_def(
+            graph_def, name=concrete.name, input_names=[f"{input_name}:0"], output_names=outputs, opset=opset,
+            inputs_as_nchw=[input_name] if nchw else None, tensors_to_rename={f"{input_name}:0": input_name},
         )
     except Exception as e:
-        raise ExportError(f"keras export: tf2onnx cannot convert the model: {str(e).strip().splitlines()[0]}") from e
+        raise ExportError(f"keras export: tf2onnx cannot convert the model: {_first_line(e)}") from e
     return proto
+
+
+def _first_line(error):
+    """The reason for ``error`` in one line, past TensorFlow's ``in user code:`` stack and
+    Keras's ``Exception encountered when calling ...`` header."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
+    if lines and lines[0] == "in user code:":
+        raised = [i for i, line in enumerate(lines) if RAISED.match(line)]
+        lines = lines[raised[-1]:] if raised else lines[-1:]
+    if len(lines) > 1 and "Exception encountered when calling" in lines[0]:
+        lines = [f"{lines[0].split(':')[0]}: {lines[1]}"]
+    return lines[0] if lines else type(error).__name__
 
 
 def _as_list(y):
@@ -95,24 +167,25 @@ def _as_list(y):
 
 
 def export_keras(model, path, input_shape=None, nchw=False, opset=18, tasks=None, input_name="x",
-                 output_names=None, samples=4, seed=0):
+                 output_names=None, samples=4, seed=0, log_path=None):
     """Export a Keras model (or a path to one) to ONNX at ``path``; checked and stamped.
 
     ``input_shape`` overrides the model's own input shape (batch axis ignored);
     ``output_names`` name the outputs in order (default ``logits`` for one output,
-    ``output_0..`` for several). Returns a summary dict (path, outputs, layout,
-    max_abs_error).
+    ``output_0..`` for several). What Keras, TensorFlow and tf2onnx print goes to
+    ``log_path`` (appended), or to the ``amalgam.framework`` logger at DEBUG
+    (:mod:`runtime.quiet`). Returns a summary dict (path, outputs, layout, max_abs_error).
     """
-    if isinstance(model, (str, Path)):
-        model = load_keras(model)
-    shape = model_input_shape(model, input_shape)
-    layout = input_layout(model, shape)
-    if nchw and layout != "NHWC":
-        raise ExportError(f"keras export: --nchw needs an NHWC image input; the model's input is {list(shape)} ({layout or 'not an image'})")
-    proto = convert(model, shape, input_name, nchw, opset)
-
-    x = np.random.default_rng(seed).random((samples, *shape[1:]), dtype=np.float32)
-    expected = [np.asarray(y) for y in _as_list(model(x, training=False))]
+    with framework_output(f"keras export to {path}", log_path):
+        if isinstance(model, (str, Path)):
+            model = load_keras(model)
+        shape = model_input_shape(model, input_shape)
+        layout = input_layout(model, shape)
+        if nchw and layout != "NHWC":
+            raise ExportError(f"keras export: --nchw needs an NHWC image input; the model's input is {list(shape)} ({layout or 'not an image'})")
+        proto = convert(model, shape, input_name, nchw, opset)
+        x = np.random.default_rng(seed).random((samples, *shape[1:]), dtype=np.float32)
+        expected = [np.asarray(y) for y in _as_list(model(x, training=False))]
     names = list(output_names or (["logits"] if len(expected) == 1 else [f"output_{i}" for i in range(len(expected))]))
     if len(names) != len(expected):
         raise ExportError(f"keras export: {len(names)} output names given for {len(expected)} outputs")
@@ -121,8 +194,7 @@ def export_keras(model, path, input_shape=None, nchw=False, opset=18, tasks=None
     name_batch_axis(proto)
     fresh_shapes(proto)
 
-    feed = np.transpose(x, (0, 3, 1, 2)) if nchw else x
-    got = run_onnx(proto, {input_name: feed})
+    got = _run(proto, {input_name: np.transpose(x, (0, 3, 1, 2)) if nchw else x})
     reference = dict(zip(names, expected))
     compare_outputs(got, reference, "keras")
     check_tasks(tasks, got, "keras")
@@ -131,5 +203,12 @@ def export_keras(model, path, input_shape=None, nchw=False, opset=18, tasks=None
     stamp(proto, framework="keras", framework_version=keras.__version__, tasks=tasks, tensorflow_version=tf.__version__,
           converter=f"tf2onnx {tf2onnx.__version__}", input_name=input_name, **extra)
     save_model(proto, path)
-    return {"path": str(path), "outputs": names, "layout": layout,
-            "max_abs_error": max_abs_error(got, reference)}
+    return {"path": str(path), "outputs": names, "layout": layout, "max_abs_error": max_abs_error(got, reference)}
+
+
+def _run(proto, feeds):
+    """ONNX Runtime's outputs of the converted model; a model it cannot load or run is an :class:`ExportError`."""
+    try:
+        return run_onnx(proto, feeds)
+    except Exception as e:
+        raise ExportError(f"keras export: ONNX Runtime cannot run the converted model: {_first_line(e)}") from e

@@ -1,45 +1,55 @@
 """PyTorch module -> one self-contained, checked ONNX file (a teacher or a student).
 
 * exporter: the dynamo exporter (``torch.export``, ``dynamic_shapes`` with a batch
-  ``Dim``) first; when it fails, the legacy TorchScript exporter (``dynamic_axes``)
-  with a logged warning. ``dynamo=False`` asks for the legacy one only.
+  ``Dim``) first; when it fails and ``fallback`` allows it (teachers), the legacy
+  TorchScript exporter (``dynamic_axes``), noted in the log. ``dynamo=False`` asks
+  for the legacy one only. A student (``fallback=False``) is dynamo or nothing.
+* batch: ``torch.export`` specialises a dimension of size 1, so a batch-1 sample
+  is repeated to :data:`EXPORT_BATCH` rows before exporting; the batch stays open.
 * one file: weights are embedded; a file with external data is refused.
 * metadata: :func:`exporters.metadata.stamp` (framework, versions, tasks).
 * check: the file is run in ONNX Runtime at two batch sizes and compared with the
-  module's own outputs; beyond ``atol`` -> :class:`ExportError` with the max abs diff.
+  module's own outputs by :func:`runtime.parity.compare` (``atol`` + ``rtol``·|ref|);
+  a miss raises a :class:`runtime.errors.CheckFailed` (exit 1) naming every
+  failing output, in one line.
 * the file is written to a temporary name and renamed only after the check passed.
+* quiet: what torch prints while exporting (progress, TracerWarnings, torch.fx
+  source of a failed ``torch.export``) goes to ``log_path``, or to the
+  ``amalgam.framework`` logger at DEBUG (:mod:`runtime.quiet`), never the terminal.
 
 Data-dependent Python control flow is the usual cause of trouble: ``torch.export``
 refuses it, and the legacy tracer records the one path the sample took, which the
 check at a second batch then catches.
 """
 
-import contextlib
 import io
 import logging
-import os
-import re
-import uuid
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 
 from exporters.metadata import stamp
-from runtime.errors import AmalgamError, ExportError
-from runtime.session import make_session
+from runtime.errors import AmalgamError, BadInputError, ExportError, ParityError, first_line
+from runtime.files import atomic_path
+from runtime.parity import ATOL, RTOL, compare, onnx_runner
+from runtime.quiet import framework_output
 
 log = logging.getLogger(__name__)
 
+EXPORT_BATCH = 2  # rows the exporters see: torch.export would fix a batch of 1
+
 
 def export_torch(module, sample, path, input_names=("input",), output_names=("output",), opset=18,
-                 dynamic_batch=True, tasks=None, dynamo=True, check=True, atol=1e-4):
+                 dynamic_batch=True, tasks=None, dynamo=True, check=True, atol=ATOL, rtol=RTOL, fallback=True,
+                 log_path=None):
     """Export ``module`` on ``sample`` (a tensor or a tuple of tensors) to ``path``.
 
     Returns the path. ``tasks``: task specs (dicts, or objects with ``to_dict``) for
     the metadata. Raises :class:`ExportError` when neither exporter can export the
-    module, when the file would need external data, or when the check fails.
+    module or the file would need external data, and a :class:`ParityError` (exit
+    1) when the check fails. ``fallback``: allow the legacy exporter when dynamo
+    fails. ``log_path``: a file that receives what the exporters print (appended).
     """
     path = Path(path)
     sample = tuple(sample) if isinstance(sample, (tuple, list)) else (sample,)
@@ -48,13 +58,16 @@ def export_torch(module, sample, path, input_names=("input",), output_names=("ou
     modes = {m: m.training for m in module.modules()}
     module.eval()
     try:
-        n_out = len(_outputs(module, sample))
-        if len(output_names) != n_out:
-            raise ExportError(f"{path}: the module returns {n_out} tensors but output_names is {list(output_names)}")
-        model = _export(module, sample, list(input_names), list(output_names), opset, dynamic_batch, dynamo, path)
-        stamp(model, framework="torch", framework_version=torch.__version__,
-              tasks=None if tasks is None else [t.to_dict() if hasattr(t, "to_dict") else dict(t) for t in tasks])
-        _write_checked(model, path, module, sample, dynamic_batch, check, atol)
+        with framework_output(f"torch export of {path}", log_path):
+            n_out = len(_outputs(module, sample))
+            if len(output_names) != n_out:
+                raise ExportError(f"{path}: the module returns {n_out} tensors but output_names is {list(output_names)}")
+            exported = _export_sample(sample) if dynamic_batch else sample
+            model = _export(module, exported, list(input_names), list(output_names), opset, dynamic_batch,
+                            dynamo, fallback, path)
+            stamp(model, framework="torch", framework_version=torch.__version__,
+                  tasks=None if tasks is None else [t.to_dict() if hasattr(t, "to_dict") else dict(t) for t in tasks])
+            _write_checked(model, path, module, exported, dynamic_batch, check, atol, rtol)
     finally:
         for m, training in modes.items():
             m.train(training)
@@ -72,34 +85,48 @@ def _outputs(module, inputs):
     return list(flat)
 
 
-def _first_line(error):
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+def _export_sample(sample):
+    """``sample`` with at least :data:`EXPORT_BATCH` rows (its rows repeated)."""
+    size = sample[0].shape[0]
+    if size >= EXPORT_BATCH:
+        return sample
+    rows = torch.arange(EXPORT_BATCH, device=sample[0].device) % size
+    return tuple(s.index_select(0, rows) for s in sample)
 
 
-def _export(module, sample, input_names, output_names, opset, dynamic_batch, dynamo, path):
+def _why(error):
+    """``Type: first line`` of the innermost cause (torch.onnx wraps the telling error)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return f"{type(error).__name__}: {first_line(error)}"
+
+
+def _export(module, sample, input_names, output_names, opset, dynamic_batch, dynamo, fallback, path):
     """A ModelProto with embedded weights, from the dynamo exporter or the legacy one."""
     failures = []
     if dynamo:
         try:
             return _export_dynamo(module, sample, input_names, output_names, opset, dynamic_batch)
         except Exception as e:
-            failures.append(f"dynamo exporter: {_first_line(e)}")
-            log.warning("%s: the dynamo exporter failed (%s); trying the legacy exporter", path, _first_line(e))
+            failures.append(f"dynamo exporter: {_why(e)}")
+            if not fallback:
+                raise ExportError(f"{path}: the dynamo exporter cannot export {type(module).__name__}: "
+                                  f"{_why(e)}") from e
+            print(f"{path}: the dynamo exporter failed ({_why(e)}); trying the legacy exporter")
+            log.info("%s: the dynamo exporter failed (%s); trying the legacy exporter", path, _why(e))
     try:
         return _export_legacy(module, sample, input_names, output_names, opset, dynamic_batch)
     except Exception as e:
-        failures.append(f"legacy exporter: {_first_line(e)}")
+        failures.append(f"legacy exporter: {_why(e)}")
     raise ExportError(f"{path}: cannot export {type(module).__name__} to ONNX; " + "; ".join(failures))
 
 
 def _export_dynamo(module, sample, input_names, output_names, opset, dynamic_batch):
     batch = torch.export.Dim("batch")
     shapes = tuple({0: batch} for _ in sample) if dynamic_batch else None
-    with contextlib.redirect_stdout(io.StringIO()):
-        program = torch.onnx.export(module, sample, None, dynamo=True, verbose=False, opset_version=opset,
-                                    input_names=input_names, output_names=output_names,
-                                    dynamic_shapes=shapes, external_data=False)
+    program = torch.onnx.export(module, sample, None, dynamo=True, verbose=False, opset_version=opset,
+                                input_names=input_names, output_names=output_names,
+                                dynamic_shapes=shapes, external_data=False)
     return program.model_proto
 
 
@@ -111,27 +138,22 @@ def _export_legacy(module, sample, input_names, output_names, opset, dynamic_bat
     return onnx.load_from_string(buffer.getvalue())
 
 
-def _write_checked(model, path, module, sample, dynamic_batch, check, atol):
+def _write_checked(model, path, module, sample, dynamic_batch, check, atol, rtol):
     """Save ``model`` as one file under a temporary name, check it, rename it to ``path``."""
     external = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
         raise ExportError(f"{path}: the export keeps {len(external)} weights in external data "
                           f"(e.g. {external[0]!r}); expected one self-contained file")
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            onnx.save_model(model, str(tmp), save_as_external_data=False)
-        except ValueError as e:  # protobuf's 2 GB limit
-            raise ExportError(f"{path}: cannot write one self-contained ONNX file: {e}") from e
-        except OSError as e:  # unwritable folder, full disk
-            raise ExportError(f"{path}: cannot write the ONNX file ({e.strerror or e})") from e
-        if check:
-            _check(tmp, path, module, sample, dynamic_batch, atol)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):  # absent, or its folder never existed
-            tmp.unlink()
+        with atomic_path(path) as tmp:
+            try:
+                onnx.save_model(model, str(tmp), save_as_external_data=False)
+            except ValueError as e:  # protobuf's 2 GB limit
+                raise ExportError(f"{path}: cannot write one self-contained ONNX file: {e}") from e
+            if check:
+                _check(tmp, path, module, sample, dynamic_batch, atol, rtol)
+    except OSError as e:  # unwritable folder, full disk
+        raise ExportError(f"{path}: cannot write the ONNX file ({e.strerror or e})") from e
 
 
 def _check_batches(sample, dynamic_batch):
@@ -145,21 +167,45 @@ def _check_batches(sample, dynamic_batch):
     return [sample, tuple(torch.flip(s, [0]).index_select(0, rows) for s in sample)]
 
 
-def _check(tmp, path, module, sample, dynamic_batch, atol):
+def _check(tmp, path, module, sample, dynamic_batch, atol, rtol):
+    """ONNX Runtime vs the module at each check batch, through :func:`runtime.parity.compare`."""
     try:
-        session = make_session(tmp, opt_level="basic")
+        runner = onnx_runner(tmp, label=str(path))
     except AmalgamError as e:
         raise ExportError(f"{path}: ONNX Runtime cannot load the export: {e}") from e
-    names = [i.name for i in session.get_inputs()]
+    names = runner.output_names
     for inputs in _check_batches(sample, dynamic_batch):
-        refs = _outputs(module, inputs)
-        got = session.run(None, {n: t.detach().cpu().numpy() for n, t in zip(names, inputs)})
-        for out, ref, value in zip(session.get_outputs(), refs, got):
-            ref = ref.detach().cpu().numpy()
-            if ref.shape != value.shape:
-                raise ExportError(f"{path}: output {out.name!r} at batch {inputs[0].shape[0]}: ONNX Runtime gives "
-                                  f"shape {list(value.shape)}, the module {list(ref.shape)}")
-            diff = float(np.max(np.abs(value.astype(np.float64) - ref))) if ref.size else 0.0
-            if not diff <= atol:
-                raise ExportError(f"{path}: output {out.name!r} at batch {inputs[0].shape[0]}: max abs diff "
-                                  f"{diff:.3g} between ONNX Runtime and the module exceeds atol {atol:g}")
+        batch = inputs[0].shape[0]
+        reference = {n: t.detach().cpu().numpy() for n, t in zip(names, _outputs(module, inputs))}
+        try:
+            got = runner(dict(zip(runner.input_names, (t.detach().cpu().numpy() for t in inputs))))
+        except AmalgamError as e:
+            raise ParityError(f"{e} (the export at batch {batch}; is its batch axis fixed?)") from e
+        try:
+            compare(reference, got, atol, rtol, title=f"{path}: ONNX Runtime vs the module at batch {batch}") \
+                .raise_if_failed()
+        except ParityError as e:
+            raise type(e)(str(e) if str(e).startswith(str(path)) else f"{path}: at batch {batch}: {e}") from e
+
+
+def load_weights(path, module):
+    """A state dict from safetensors or ``torch.load(weights_only=True)``, checked against ``module``."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"{path}: no such weights file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise BadInputError(f"{path}: cannot read weights (safetensors, or a state dict for torch.load with "
+                            f"weights_only=True): {first_line(e)}") from e
+    own = set(module.state_dict())
+    if not isinstance(state, dict) or set(state) != own:
+        got = set(state) if isinstance(state, dict) else set()
+        raise BadInputError(f"{path}: weights do not match the model: missing {sorted(own - got)[:5]}, "
+                            f"unexpected {sorted(got - own)[:5]}")
+    return state

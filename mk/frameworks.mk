@@ -1,15 +1,21 @@
-# Framework environments for the teacher exporters (issue 3). Included by the Makefile;
+# Framework environments for the teacher exporters. Included by the Makefile;
 # also usable alone: make -f mk/frameworks.mk test-frameworks
 #
 # Each framework lives in its own environment, with the `amalgam` command and no torch:
 # TensorFlow, JAX and the torch pins of .venv conflict. An environment is (re)built
 # when its pinned requirements or the project metadata change, like .venv.
 # `fixtures` exports small Keras, JAX and scikit-learn teachers with the `amalgam`
-# command of each environment into runs/fixtures/, for tests/test_interop.py in .venv.
+# command of each environment into runs/fixtures/, for tests/test_interop.py in .venv,
+# and the keras.applications zoo (ZOO_FIXTURES, default runs/fixtures/) for
+# tests/test_zoo_keras.py.
 PY ?= python3
 FRAMEWORKS := keras jax sklearn
 FIXTURES := runs/fixtures
 FIXTURE_TASKS := logits:tshirt,trouser,pullover,dress,coat
+ZOO_FIXTURES ?= $(FIXTURES)
+KERAS_ZOO := mobilenetv2 resnet50 efficientnetb0 densenet121
+# TensorFlow's C++ logs and oneDNN notice off in every .venv-keras command (as exporters/keras_export.py does).
+KERAS_ENV := TF_CPP_MIN_LOG_LEVEL=3 TF_ENABLE_ONEDNN_OPTS=0
 
 .PHONY: frameworks test-frameworks fixtures lock-frameworks
 
@@ -27,19 +33,28 @@ frameworks: $(FRAMEWORKS:%=.venv-%/.installed)
 
 # Each framework's exporter tests, in its own environment.
 test-frameworks: frameworks
-	set -e; for f in $(FRAMEWORKS); do .venv-$$f/bin/python -m pytest -q tests/frameworks/$${f}_env; done
+	set -e; for f in $(FRAMEWORKS); do $(KERAS_ENV) .venv-$$f/bin/python -m pytest -q tests/frameworks/$${f}_env; done
 
-fixtures: $(FIXTURES)/keras_cnn.onnx $(FIXTURES)/keras_cnn_nhwc.onnx $(FIXTURES)/jax_cnn.onnx $(FIXTURES)/sklearn_forest.onnx
+fixtures: $(FIXTURES)/keras_cnn.onnx $(FIXTURES)/keras_cnn_nhwc.onnx $(FIXTURES)/jax_cnn.onnx $(FIXTURES)/sklearn_forest.onnx \
+	$(KERAS_ZOO:%=$(ZOO_FIXTURES)/zoo_keras_%.onnx)
 
 $(FIXTURES)/keras_cnn.keras: .venv-keras/.installed tests/frameworks/keras_env/models.py
 	mkdir -p $(FIXTURES)
-	.venv-keras/bin/python -m tests.frameworks.keras_env.models $@
+	$(KERAS_ENV) .venv-keras/bin/python -m tests.frameworks.keras_env.models $@
 
 $(FIXTURES)/keras_cnn.onnx: $(FIXTURES)/keras_cnn.keras exporters/keras_export.py exporters/check.py
-	.venv-keras/bin/amalgam export-teacher keras $< --nchw --tasks "$(FIXTURE_TASKS)" -o $@
+	$(KERAS_ENV) .venv-keras/bin/amalgam export-teacher keras $< --nchw --tasks "$(FIXTURE_TASKS)" -o $@
 
 $(FIXTURES)/keras_cnn_nhwc.onnx: $(FIXTURES)/keras_cnn.keras exporters/keras_export.py exporters/check.py
-	.venv-keras/bin/amalgam export-teacher keras $< --tasks "$(FIXTURE_TASKS)" -o $@
+	$(KERAS_ENV) .venv-keras/bin/amalgam export-teacher keras $< --tasks "$(FIXTURE_TASKS)" -o $@
+
+# keras.applications at 32x32, random weights, calibrated; exported NCHW as a user would.
+$(KERAS_ZOO:%=$(ZOO_FIXTURES)/zoo_keras_%.keras): $(ZOO_FIXTURES)/zoo_keras_%.keras: .venv-keras/.installed tests/frameworks/keras_env/zoo.py
+	mkdir -p $(ZOO_FIXTURES)
+	$(KERAS_ENV) .venv-keras/bin/python -m tests.frameworks.keras_env.zoo $* $@
+
+$(KERAS_ZOO:%=$(ZOO_FIXTURES)/zoo_keras_%.onnx): %.onnx: %.keras exporters/keras_export.py exporters/check.py
+	$(KERAS_ENV) .venv-keras/bin/amalgam export-teacher keras $< --nchw -o $@
 
 $(FIXTURES)/jax_cnn.msgpack: .venv-jax/.installed tests/frameworks/jax_env/models.py
 	mkdir -p $(FIXTURES)

@@ -15,7 +15,7 @@ shape next (or none follows: the last map before global pooling).
 from dataclasses import dataclass
 
 from runtime.errors import BoundaryError
-from runtime.graph import data_inputs, node_inputs
+from runtime.graph import data_inputs, dims, node_inputs
 from runtime.taps import infer_shapes, require_tensor
 
 ACTIVATIONS = {
@@ -68,13 +68,14 @@ def dominates_outputs(model, name):
     return not any(o in blocked for o in outputs)
 
 
-def _shapes(inferred):
+def tensor_shapes(inferred):
+    """Each tensor's shape in an inferred graph: ints, dim names, or None for open dims."""
     graph = inferred.graph
     shapes = {}
     for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
-        t = vi.type.tensor_type
-        if t.HasField("shape"):
-            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+        shape = dims(vi, symbolic=True)
+        if shape is not None:
+            shapes[vi.name] = shape
     return shapes
 
 
@@ -134,7 +135,7 @@ def _consumers(model, name):
 def find_boundaries(model):
     """Candidate block boundaries of a CNN-like graph, in graph order."""
     inferred = infer_shapes(model)
-    shapes = _shapes(inferred)
+    shapes = tensor_shapes(inferred)
     layout = layouts(inferred, shapes)
     producer = {o: n for n in inferred.graph.node for o in n.output}
     reach = reachable(inferred)
@@ -166,7 +167,7 @@ def _layout_name(letters):
 def describe(model, names):
     """Boundaries for tensors the user named (shape and layout as for found ones)."""
     inferred = infer_shapes(model)
-    shapes = _shapes(inferred)
+    shapes = tensor_shapes(inferred)
     layout = layouts(inferred, shapes)
     return [Boundary(n, shapes.get(n), _layout_name(layout.get(n))) for n in names]
 

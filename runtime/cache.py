@@ -49,6 +49,7 @@ import numpy as np
 from tqdm import tqdm
 
 from runtime.errors import DataError
+from runtime.files import atomic_path
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
@@ -348,10 +349,9 @@ def _publish_manifest(final, teacher, key, parts, n, chunks):
                         "sha256": {a["file"]: a["sha256"] for a in chunk["arrays"]}})
         arrays = arrays or [{"kind": a["kind"], "name": a["name"], "file": a["file"], "dtype": a["dtype"],
                              "shape": [n, *a["shape"][1:]]} for a in chunk["arrays"]]
-    tmp = final / f".{MANIFEST}.{uuid.uuid4().hex[:12]}"
-    _write_json(tmp, {"format": FORMAT_VERSION, "key": key, "parts": parts, "n": n,
-                      "teacher": str(teacher.path), "arrays": arrays, "chunks": entries})
-    os.replace(tmp, final / MANIFEST)
+    with atomic_path(final / MANIFEST) as tmp:
+        _write_json(tmp, {"format": FORMAT_VERSION, "key": key, "parts": parts, "n": n,
+                          "teacher": str(teacher.path), "arrays": arrays, "chunks": entries})
 
 
 def _write_json(path, obj):

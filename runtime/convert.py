@@ -7,6 +7,13 @@ some ops that our exporters emit at 18+ (ReduceMean & co. take their axes as an
 input since 18); the converters for them are registered here, once, through
 onnx2torch's own registry. Every op is checked up front, so an unsupported graph
 fails with one :class:`UnsupportedOpError` that names all its op types and nodes.
+
+Reshape is our own (:class:`StaticReshape`): onnx2torch's tests its target shape
+at run time (``torch.any(shape == 0)``), a data-dependent branch that
+``torch.export`` refuses, and it refuses ``allowzero=1`` (what the dynamo exporter
+writes for every flatten or view). Ours reads the target once, at conversion (a
+constant after :func:`runtime.normalize.normalize`), so a converted piece exports
+under dynamo with its batch axis symbolic.
 """
 
 import operator
@@ -14,6 +21,7 @@ import operator
 import onnx
 import torch
 from onnx2torch import convert
+from onnx2torch.node_converters import registry
 from onnx2torch.node_converters.registry import add_converter, get_converter
 from onnx2torch.node_converters.reduce import OnnxReduceStaticAxes
 from onnx2torch.onnx_node import OnnxNode
@@ -32,7 +40,7 @@ REDUCE_AXES_AS_INPUT = {
 SAME_AS = {
     ("GreaterOrEqual", 16): 12, ("LessOrEqual", 16): 12, ("Equal", 19): 13,
     ("Cast", 19): 13, ("Cast", 21): 13, ("Constant", 19): 13, ("Constant", 21): 13,
-    ("Identity", 19): 16, ("Identity", 21): 16, ("Reshape", 19): 14, ("Reshape", 21): 14,
+    ("Identity", 19): 16, ("Identity", 21): 16,
     ("Shape", 19): 15, ("Shape", 21): 15, ("ConstantOfShape", 20): 9, ("ConstantOfShape", 21): 9,
     ("Flatten", 21): 13, ("Transpose", 21): 13, ("Unsqueeze", 21): 13, ("IsInf", 20): 10,
     ("IsNaN", 20): 13, ("ScatterND", 18): 16, ("Pad", 18): 13, ("Pad", 19): 13, ("Pad", 21): 13,
@@ -106,6 +114,52 @@ def _split18(node, graph):
     return OperationConverterResult(module, OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))
 
 
+# Every Reshape version onnx2torch resolves to (1 takes its shape as an attribute: never seen).
+RESHAPE_VERSIONS = (5, 13, 14, 19, 21)
+
+
+class StaticReshape(nn.Module):
+    """Reshape to a target fixed at conversion: ``copied`` axes take the input's own
+    size (a 0 under ``allowzero=0``), the others the target's entry (-1: inferred)."""
+
+    def __init__(self, target, copied):
+        super().__init__()
+        self.target, self.copied = list(target), set(copied)
+
+    def forward(self, x):
+        return torch.reshape(x, [x.shape[i] if i in self.copied else d for i, d in enumerate(self.target)])
+
+
+def _reshape(node, graph):
+    """Reshape-5..21 with a constant target -> :class:`StaticReshape`.
+
+    ``allowzero=0``: a 0 copies the input's size on that axis. ``allowzero=1``: a 0
+    is a zero-size axis, which is the same thing whenever the target holds no 0.
+    """
+    try:
+        target = get_const_value(node.input_values[1], graph)
+    except KeyError:
+        raise UnsupportedOpError(
+            f"Reshape node {node.name!r}: its target shape is computed at run time; "
+            "expected a constant shape (normalize() the model first, with --input-shape for open dims)"
+        ) from None
+    target = [int(d) for d in torch.as_tensor(target).reshape(-1).tolist()]
+    zero_is_copy = not node.attributes.get("allowzero", 0)
+    copied = [i for i, d in enumerate(target) if d == 0 and zero_is_copy]
+    module = StaticReshape(target, copied)
+    return OperationConverterResult(module, OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))
+
+
+def _replace(op, version, converter):
+    """Register ``converter`` for ``op``-``version``, in place of onnx2torch's own if any.
+
+    onnx2torch's registry refuses a second converter for one key and has no
+    public way to remove one, hence the private dict.
+    """
+    registry._CONVERTER_REGISTRY.pop(registry.OperationDescription(onnx.defs.ONNX_DOMAIN, op, version), None)
+    add_converter(operation_type=op, version=version)(converter)
+
+
 def _has_converter(op, version, domain=""):
     try:
         get_converter(op, version, domain)
@@ -125,6 +179,8 @@ for _op, _versions in REDUCE_AXES_AS_INPUT.items():
 for (_op, _v), _old in SAME_AS.items():
     _register(_op, _v, _same_as(_op, _old))
 _register("Split", 18, _split18)
+for _v in RESHAPE_VERSIONS:
+    _replace("Reshape", _v, _reshape)
 
 
 def unsupported_ops(model):

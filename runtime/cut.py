@@ -7,13 +7,19 @@
 
 Each piece is a checked ONNX model whose new input keeps the boundary's name and
 inferred shape with a dynamic batch axis, and holds only the initializers it needs.
+
+A piece may need the batch size from a tensor before its start: the dynamo
+exporter writes ``Shape(x, start=0, end=1)`` for index arithmetic (``as_strided``
+in torchvision's ConvNeXt), which normalize cannot fold since it depends on the
+batch. The batch is the same on every batch-first tensor, so such a node reads the
+piece's own start instead (:func:`_batch_from_start`).
 """
 
 import onnx
 from onnx.utils import Extractor
 
 from runtime.blocks import check_boundary
-from runtime.graph import data_inputs
+from runtime.graph import data_inputs, topological
 from runtime.errors import BoundaryError
 from runtime.taps import infer_shapes, require_tensor
 
@@ -23,7 +29,7 @@ BATCH = "batch"
 def cut_branch(model, start, outputs):
     """The sub-graph from boundary ``start`` to ``outputs`` (tensor names)."""
     check_boundary(model, start)
-    return _extract(model, [start], list(outputs), f"branch after {start!r}")
+    return _extract(_batch_from_start(model, start), [start], list(outputs), f"branch after {start!r}")
 
 
 def cut_block(model, start, end):
@@ -56,6 +62,30 @@ def _extract(model, inputs, outputs, what):
     except Exception as e:
         raise BoundaryError(f"the {what} of graph {model.graph.name!r} is not a valid model: {e}") from e
     return piece
+
+
+def _batch_from_start(model, start):
+    """A copy of ``model`` whose batch-size nodes (``Shape`` with start 0, end 1) that
+    read a tensor from before ``start`` read ``start`` instead."""
+    after = {start}
+    for node in model.graph.node:  # topological order
+        if after & set(node.input):
+            after.update(node.output)
+    batch_only = [n for n in model.graph.node if n.op_type == "Shape" and n.input[0] not in after
+                  and {a.name: a.i for a in n.attribute} == {"start": 0, "end": 1}]
+    if not batch_only:
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    rewired = {n.output[0] for n in batch_only}
+    for node in copy.graph.node:
+        if node.op_type == "Shape" and node.output[0] in rewired:
+            node.input[0] = start
+    known = [i.name for i in copy.graph.input] + [t.name for t in copy.graph.initializer]
+    nodes = topological(list(copy.graph.node), known)  # the moved nodes now wait for start
+    del copy.graph.node[:]
+    copy.graph.node.extend(nodes)
+    return copy
 
 
 def _require_closed(piece, inputs, what):

@@ -1,4 +1,23 @@
-"""Small facts about an ONNX graph that several runtime modules need."""
+"""Small facts about an ONNX graph that several modules need."""
+
+
+def dims(value_info, symbolic=False):
+    """The shape of a value_info: ints where known, else None (or, with ``symbolic``,
+    the dim's name when it has one); None when the value has no shape at all.
+
+    >>> from onnx import TensorProto, helper
+    >>> dims(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 28, 28]))
+    [None, 3, 28, 28]
+    >>> dims(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3]), symbolic=True)
+    ['N', 3]
+    >>> dims(helper.make_tensor_value_info("x", TensorProto.FLOAT, None)) is None
+    True
+    """
+    tensor = value_info.type.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None if symbolic else None)
+            for d in tensor.shape.dim]
 
 
 def data_inputs(model):
@@ -30,3 +49,18 @@ def prune_dead(graph):
     del graph.initializer[:]
     graph.initializer.extend(inits)
     return graph
+
+
+def topological(nodes, available):
+    """``nodes`` reordered so that each comes after the nodes making its inputs,
+    keeping the given order where it already holds; ``available``: names known up front
+    (graph inputs, initializers)."""
+    made, pending, ordered = set(available), list(nodes), []
+    producers = {o for n in nodes for o in n.output if o}
+    while pending:
+        ready = next(i for i, n in enumerate(pending)
+                     if all(x in made or x not in producers for x in node_inputs(n)))
+        node = pending.pop(ready)
+        ordered.append(node)
+        made.update(node.output)
+    return ordered

@@ -15,12 +15,16 @@ under ONNX Runtime at two batch sizes. Tensor names of the main path do not
 change; running it twice changes nothing more.
 """
 
+import shlex
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from runtime.graph import data_inputs, prune_dead
-from runtime.errors import BadInputError, ParityError
+from runtime.graph import dims as graph_dims
+from runtime.errors import BadInputError, ParityError, first_line
+from runtime.parity import compare
 from runtime.session import make_session
 from runtime.taps import infer_shapes
 
@@ -45,6 +49,7 @@ def normalize(model, input_shape=None):
     out = onnx.ModelProto()
     out.CopyFrom(model)
     _constants_to_initializers(out.graph)
+    _open_negative_dims(out.graph)
     shapes = _input_shapes(out, input_shape)
     _fix_input_dims(out, shapes)
     terminals = _fold_terminals(out.graph)
@@ -89,8 +94,21 @@ def _constants_to_initializers(graph):
     graph.node.extend(keep)
 
 
-def _dims(value_info):
-    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
+def _open_negative_dims(graph):
+    """A dim written as -1 (some exporters' "any size") becomes an open, named dim:
+    ``batch`` on axis 0 of the inputs and outputs, ``<tensor>_<axis>`` elsewhere."""
+    for vi in list(graph.input) + list(graph.output):
+        for i, dim in enumerate(vi.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value < 0:
+                dim.dim_param = "batch" if i == 0 else f"{vi.name}_{i}"
+
+
+def example_shape(name, dims):
+    """A ready-to-paste ``--input-shape NAME:D0,D1,...`` for an input with open dims
+    (``None``): batch 1, 3 channels on axis 1, 224 elsewhere (say which sizes are yours)."""
+    filled = [1] + [d if isinstance(d, int) and d > 0 else (3 if i == 1 and len(dims) == 4 else 224)
+                    for i, d in enumerate(dims[1:], 1)]
+    return f"--input-shape {shlex.quote(name + ':' + ','.join(map(str, filled)))}"
 
 
 def _input_shapes(model, input_shape):
@@ -101,7 +119,7 @@ def _input_shapes(model, input_shape):
         if len(inputs) != 1:
             raise BadInputError(f"input_shape {list(given)} is ambiguous: the graph has inputs {list(inputs)}")
         given = {next(iter(inputs)): given}
-    shapes = {name: _dims(vi) for name, vi in inputs.items()}
+    shapes = {name: graph_dims(vi) or [] for name, vi in inputs.items()}
     for name, dims in given.items():
         if name not in shapes:
             raise BadInputError(f"input_shape names input {name!r}; the graph's inputs are {list(inputs)}")
@@ -132,10 +150,9 @@ def _batch_is_dynamic(model):
 def _require_closed(shapes):
     for name, dims in shapes.items():
         if any(d is None for d in dims[1:]):
-            example = ",".join(str(d or "N") for d in [1] + dims[1:])
             raise BadInputError(
-                f"input {name!r} has open dims {dims}: the shape sub-graphs cannot be folded; "
-                f"give its shape, e.g. --input-shape {name}:{example}"
+                f"input {name!r} has open dims {['?' if d is None else d for d in dims]}: the shape sub-graphs "
+                f"cannot be folded; give its shape, e.g. {example_shape(name, dims)} (with your own sizes)"
             )
 
 
@@ -187,7 +204,7 @@ def _run(session, names, feeds, model):
     except Exception as e:  # onnxruntime's Fail, InvalidArgument, RuntimeException
         given = {k: list(v.shape) for k, v in feeds.items()}
         raise BadInputError(f"graph {model.graph.name!r} does not run under ONNX Runtime on inputs {given}: "
-                            f"{str(e).strip().splitlines()[0]}") from e
+                            f"{first_line(e)}") from e
 
 
 def _fold(graph, terminals, values, batches):
@@ -250,7 +267,7 @@ def _drop_producer(graph, name):
 
 def _explicit_pads(graph):
     """auto_pad SAME_UPPER/SAME_LOWER (jax2onnx, tf2onnx) -> explicit pads, for known spatial dims."""
-    shapes = {vi.name: _dims(vi) for vi in list(graph.input) + list(graph.value_info)}
+    shapes = {vi.name: graph_dims(vi) for vi in list(graph.input) + list(graph.value_info)}
     weights = {t.name: list(t.dims) for t in graph.initializer}
     for node in graph.node:
         mode = _attr(node, "auto_pad", b"NOTSET")
@@ -281,9 +298,10 @@ def _verify(original, normalized, shapes):
     a, b = make_session(original, opt_level="basic"), make_session(normalized, opt_level="basic")
     for batch in batches:
         feeds = _feed(normalized, shapes, batch)
-        for name, want, got in zip(names, _run(a, names, feeds, original), _run(b, names, feeds, normalized)):
-            if want.shape != got.shape or not np.allclose(want, got, rtol=1e-4, atol=1e-5):
-                raise ParityError(
-                    f"normalising graph {original.graph.name!r} changed output {name!r} at batch size {batch}; "
-                    "the shape sub-graphs could not be folded safely"
-                )
+        want = dict(zip(names, _run(a, names, feeds, original)))
+        got = dict(zip(names, _run(b, names, feeds, normalized)))
+        try:
+            compare(want, got, title=f"normalised vs original at batch size {batch}").raise_if_failed()
+        except ParityError as e:
+            raise type(e)(f"normalising graph {original.graph.name!r} changed its outputs ({e}); "
+                          "the shape sub-graphs could not be folded safely") from e

@@ -5,7 +5,7 @@ array}`` (:func:`onnx_runner` here, ``runtime.torch_runner.torch_runner`` for a
 PyTorch module), and :func:`compare` judges two output dicts with no knowledge of
 who produced them. The paper's last step (the TargetNet "checked against the
 PyTorch student and against the teachers before deployment") is :func:`compare`
-on numbers and :func:`agreement` on task decisions.
+on numbers here and task agreement in ``toolkit.eval.metrics``.
 
 Per output, with ``ref`` the reference and ``cand`` the candidate:
 
@@ -29,10 +29,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from runtime.errors import BadInputError, ParityError
+from runtime.errors import BadInputError, ModelFileError, ParityError
 from runtime.session import make_session
 
 EPS = 1e-8
+ATOL, RTOL = 1e-4, 1e-3  # the default tolerance of every parity check (docs/design.md: how they were chosen)
 KINDS = ("binary", "multiclass")
 
 
@@ -61,6 +62,12 @@ class OutputParity:
     mismatched: float  # fraction of elements outside the tolerance
     worst_index: tuple  # where the largest absolute error is
     passed: bool
+
+    def describe(self):
+        """One clause for a message: the output, its error statistics and its tolerance."""
+        return (f"{self.name!r}: max abs error {self.max_abs:.3g} at {list(self.worst_index)} "
+                f"(mean {self.mean_abs:.3g}, p99 {self.p99_abs:.3g}, max rel {self.max_rel:.3g}; "
+                f"{self.mismatched:.2%} of elements outside atol {self.atol:g} + rtol {self.rtol:g} * |ref|)")
 
 
 @dataclass
@@ -116,11 +123,7 @@ class ParityReport:
         """Raise :class:`ToleranceError` naming each failing output and its max abs error."""
         if self.passed:
             return self
-        parts = [
-            f"{o.name!r}: max abs error {o.max_abs:.3g} at {list(o.worst_index)} "
-            f"({o.mismatched:.2%} of elements outside atol {o.atol:g} + rtol {o.rtol:g} * |ref|)"
-            for o in self.failed
-        ]
+        parts = [o.describe() for o in self.failed]
         raise ToleranceError(f"{self.title}: {len(parts)} of {len(self.outputs)} outputs differ; " + "; ".join(parts))
 
 
@@ -175,7 +178,7 @@ def compare_output(name, ref, cand, atol, rtol):
     )
 
 
-def compare(reference, candidate, atol=1e-4, rtol=1e-3, tolerances=None, title="candidate vs reference"):
+def compare(reference, candidate, atol=ATOL, rtol=RTOL, tolerances=None, title="candidate vs reference"):
     """Compare every output of ``reference`` with the same-named output of ``candidate``.
 
     ``tolerances`` maps an output name to its own ``atol`` (``--tolerance OUTPUT:ATOL``);
@@ -195,24 +198,6 @@ def compare(reference, candidate, atol=1e-4, rtol=1e-3, tolerances=None, title="
     return report
 
 
-def agreement(a_logits, b_logits, kind, threshold=0.0):
-    """Fraction of task decisions on which two runners agree.
-
-    ``binary``: a decision per logit, ``logit > threshold`` (every element of a
-    multi-label head counts). ``multiclass``: the argmax over the last axis.
-    """
-    a, b = np.asarray(a_logits), np.asarray(b_logits)
-    if a.shape != b.shape:
-        raise ShapeError(f"agreement: logits of shape {list(a.shape)} and {list(b.shape)}")
-    if kind == "binary":
-        same = (a > threshold) == (b > threshold)
-    elif kind == "multiclass":
-        same = np.argmax(a, axis=-1) == np.argmax(b, axis=-1)
-    else:
-        raise BadInputError(f"task kind {kind!r}: expected one of {KINDS}")
-    return float(np.mean(same)) if same.size else 1.0
-
-
 def as_feeds(input_names, batch):
     """``batch`` as a feed dict: a dict is checked against ``input_names``; an array
     is accepted for a single-input model."""
@@ -226,17 +211,27 @@ def as_feeds(input_names, batch):
     return {n: np.asarray(batch[n]) for n in input_names}
 
 
-def onnx_runner(path_or_model, opt_level="basic", device="cpu", threads=None):
+def onnx_runner(path_or_model, opt_level="basic", device="cpu", threads=None, label=None):
     """A runner over an ONNX model: ``feeds -> {output name: array}`` (every output).
 
     Validation uses ``basic`` optimisation, so fused kernels do not hide a difference.
+    A model that ONNX Runtime cannot run on the feeds (a batch fixed in a Reshape,
+    a wrong dtype) raises :class:`ModelFileError` naming ``label`` and the shapes fed.
     """
     session = make_session(path_or_model, device=device, threads=threads, opt_level=opt_level)
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
+    label = label or (str(path_or_model) if isinstance(path_or_model, (str, bytes)) or hasattr(path_or_model, "stem")
+                      else "the model")
 
     def run(batch):
-        return dict(zip(outputs, session.run(outputs, as_feeds(inputs, batch))))
+        feeds = as_feeds(inputs, batch)
+        try:
+            return dict(zip(outputs, session.run(outputs, feeds)))
+        except Exception as e:
+            shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelFileError(f"{label}: ONNX Runtime cannot run it on {shapes}: {text}") from e
 
     run.input_names, run.output_names = inputs, outputs
     return run

@@ -8,14 +8,18 @@
 * optimisation: ``"full"`` (ORT_ENABLE_ALL) to produce targets fast, ``"basic"``
   for validation, where fused kernels must not hide a numerical difference.
 * spinning: off when several sessions share few cores (latency benchmarks).
+* logging: severity 4 (fatal), for the process's default logger and for each
+  session, so that a failing kernel's ``[E:onnxruntime]`` line does not precede
+  our own one-line error (the exception ONNX Runtime raises carries the same message).
 """
 
 import os
 from pathlib import Path
 
-from runtime.errors import AmalgamError, ModelFileError
+from runtime.errors import AmalgamError, ModelFileError, first_line
 
 OPT_LEVELS = ("full", "basic", "none")
+LOG_SEVERITY = 4  # fatal only: at 3 (error) a failing kernel still prints an "[E:onnxruntime]" line (measured, ORT 1.32)
 
 
 class SessionError(AmalgamError):
@@ -29,6 +33,7 @@ def _ort():
         raise SessionError(
             "onnxruntime is not installed: pip install 'amalgam[cpu]' (or 'amalgam[gpu]')"
         ) from e
+    onnxruntime.set_default_logger_severity(LOG_SEVERITY)
     return onnxruntime
 
 
@@ -48,7 +53,7 @@ def session_options(threads=None, opt_level="full", spinning=True):
     if not spinning:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    so.log_severity_level = 3
+    so.log_severity_level = LOG_SEVERITY
     return so
 
 
@@ -100,7 +105,7 @@ def make_session(model, device="cpu", threads=None, opt_level="full", spinning=T
     try:
         sess = ort.InferenceSession(source, options, providers=providers)
     except Exception as e:
-        raise ModelFileError(f"{label}: ONNX Runtime cannot load it: {str(e).strip().splitlines()[0]}") from e
+        raise ModelFileError(f"{label}: ONNX Runtime cannot load it: {first_line(e)}") from e
     if device != "cpu" and sess.get_providers()[0] != "CUDAExecutionProvider":
         raise SessionError(f"{label}: asked for {device!r} but the session runs on {sess.get_providers()}")
     return sess

@@ -7,20 +7,56 @@ Shapes come from running ONNX shape inference on the graph as it is, never from
 import difflib
 
 import onnx
-from onnx import shape_inference
+from onnx import helper, shape_inference
 
 from runtime.errors import UnknownTapError
 
+WEIGHT_ELEMENTS = 1024  # initializers larger than this are weights: shape inference needs only their shapes
+
 
 def infer_shapes(model):
-    """``model`` with fresh value_info from strict shape inference."""
-    clean = onnx.ModelProto()
-    clean.CopyFrom(model)
-    del clean.graph.value_info[:]
+    """``model`` with fresh value_info from strict shape inference.
+
+    Inference runs on a skeleton of the graph whose large initializers (weights)
+    are typed graph inputs instead: their shapes are all it needs, and the weights
+    would be serialised at every call (most of its time on a 25M-parameter network).
+    """
+    skeleton = _skeleton(model)
     try:
-        return shape_inference.infer_shapes(clean, strict_mode=True, data_prop=True)
+        inferred = shape_inference.infer_shapes(skeleton, strict_mode=True, data_prop=True)
     except Exception:
-        return shape_inference.infer_shapes(clean, data_prop=True)
+        inferred = shape_inference.infer_shapes(skeleton, data_prop=True)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(inferred.graph.value_info)
+    typed = {o.name: o for o in inferred.graph.output}
+    for o in out.graph.output:
+        o.CopyFrom(typed.get(o.name, o))
+    return out
+
+
+def _skeleton(model, limit=WEIGHT_ELEMENTS):
+    """A copy of ``model`` without value_info, its initializers over ``limit`` elements as inputs."""
+    skeleton = onnx.ModelProto()
+    skeleton.CopyFrom(model)
+    graph = skeleton.graph
+    del graph.value_info[:]
+    inputs = {i.name for i in graph.input}
+    small = [t for t in graph.initializer if _elements(t) <= limit]
+    for t in graph.initializer:
+        if _elements(t) > limit and t.name not in inputs:
+            graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    del graph.initializer[:]
+    graph.initializer.extend(small)
+    return skeleton
+
+
+def _elements(tensor):
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    return count
 
 
 def tensor_names(model):

@@ -8,7 +8,13 @@ Writes ``runs/bench/bench.json``::
      "latency_ms": {"student_b1", "student_b64", "teachers_b1", "teachers_b64", "student_torch_b64", "student_int8_b64"},
      "size_bytes": {"student", "teachers", "student_int8"},
      "f1": {"student", "teachers", "student_int8"},
+     "targets": {name: {"value", "target", "met"}},
      "meta": {...}}
+
+* targets: the five ratios issue 13 sets, from this one run: student / teachers
+  latency at batch 1 and 64 (<= 0.6), eager teachers / cached block training
+  (>= 2), cached / irreducible (<= 1.2), int8 / fp32 student latency at batch 64
+  (<= 1: int8 not slower);
 
 * f1: mean test F1 over the five chosen tasks of samples/fashion_mnist/config.yaml,
   for the student (fp32 ONNX) and its int8 export averaged over ``--seeds`` full
@@ -112,6 +118,26 @@ def timing(config, data, out, images):
     return {"cached_s": cached_s, "eager_teachers_s": eager_s, "irreducible_s": irreducible_s}
 
 
+TARGETS = (  # name, value from bench.json, bound, "max" or "min"
+    ("latency_b1", lambda b: b["latency_ms"]["student_b1"] / b["latency_ms"]["teachers_b1"], 0.6, "max"),
+    ("latency_b64", lambda b: b["latency_ms"]["student_b64"] / b["latency_ms"]["teachers_b64"], 0.6, "max"),
+    ("eager_over_cached", lambda b: b["amalgamation"]["eager_teachers_s"] / b["amalgamation"]["cached_s"], 2.0, "min"),
+    ("cached_over_irreducible", lambda b: b["amalgamation"]["cached_s"] / b["amalgamation"]["irreducible_s"], 1.2,
+     "max"),
+    ("int8_over_fp32_b64", lambda b: b["latency_ms"]["student_int8_b64"] / b["latency_ms"]["student_b64"], 1.0, "max"),
+)
+
+
+def targets(bench):
+    """Each target ratio of issue 13 with its bound and whether this run meets it."""
+    out = {}
+    for name, value, bound, kind in TARGETS:
+        v = value(bench)
+        out[name] = {"value": v, "target": f"{'<=' if kind == 'max' else '>='} {bound:g}",
+                     "met": v <= bound if kind == "max" else v >= bound}
+    return out
+
+
 def table(bench):
     a, lat, size, f1 = bench["amalgamation"], bench["latency_ms"], bench["size_bytes"], bench["f1"]
     spread = bench["meta"]["f1_spread"]
@@ -130,6 +156,8 @@ def table(bench):
         ("test F1: student / teachers / int8", f"{f1['student']:.4f} / {f1['teachers']:.4f} / {f1['student_int8']:.4f}",
          f"spread {spread['student']:.4f} / - / {spread['student_int8']:.4f}"),
     ]
+    rows += [(f"target {name}", f"{t['value']:.2f}x", f"{t['target']}: {'met' if t['met'] else 'MISSED'}")
+             for name, t in bench["targets"].items()]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name:{width}}  {value:>24}  {note}" for name, value, note in rows)
 
@@ -183,6 +211,7 @@ def main():
                  "latency_from_seed": args.seeds[0], "cpu_count": os.cpu_count(),
                  "load_avg_1m_at_end": os.getloadavg()[0], "total_s": time.perf_counter() - start},
     }
+    bench["targets"] = targets(bench)
     tmp = out / "bench.json.tmp"
     tmp.write_text(json.dumps(bench, indent=2))
     os.replace(tmp, out / "bench.json")

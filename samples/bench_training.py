@@ -43,9 +43,7 @@ def cached(ctx, config, teachers, data, root):
     for block_no, graph in enumerate(trunk, start=1):
         blocks.append(trunk_block(graph, config.student.init, t.seed + block_no).to(ctx.device))
         train_stage(ctx, block_no, blocks[-1], teachers, prefix, data, train_idx, holdout_idx,
-                    config.student.gate_reduction, 1, trunk_source=reference.name)
-        if block_no < len(trunk):
-            prefix.extend(blocks[-1], ctx.device)
+                    config.student.gate_reduction, 1, trunk_source=reference.name, extend=block_no < len(trunk))
     return time.perf_counter() - start, blocks, prefix, train_idx
 
 

@@ -1,13 +1,14 @@
 """`make demo`: a student for five Fashion-MNIST tasks amalgamated, without labels,
 from a PyTorch teacher and a JAX teacher (both committed as ONNX), then exported,
-validated and compared with them.
+validated and compared with them. `make demo-real` runs the same on the second
+sample's config (samples/real_archs: ResNet-18 and MobileNetV2, built first).
 
-    .venv/bin/python samples/demo.py [--data DIR] [--out runs/demo]
+    .venv/bin/python samples/demo.py [--data DIR] [--out runs/demo] [--config CONFIG]
 
 1. the data: Fashion-MNIST IDX files in /usr/share/datasets/fashion-mnist (Debian's
    `dataset-fashion-mnist`, installed here when missing and running as root), or
    any folder of the four IDX files given with --data;
-2. `amalgam run samples/fashion_mnist/config.yaml --out runs/demo`: amalgamate,
+2. `amalgam run CONFIG --out runs/demo` (CONFIG: samples/fashion_mnist/config.yaml): amalgamate,
    export student.onnx, validate it, write report.json / report.md / plots;
 3. a table per task (teacher F1, student F1, agreement, KD baseline F1) and the
    student's params, ONNX size and latency against each teacher and both together.
@@ -62,10 +63,11 @@ def find_data(given):
     return None
 
 
-def run_amalgam(data, out):
-    """`amalgam run` on the sample config; returns its exit code."""
-    cmd = [sys.executable, "-m", "toolkit.cli", "run", str(CONFIG), "--out", str(out), "--overwrite", "--quiet",
+def run_amalgam(config, data, out, overrides=()):
+    """`amalgam run` on a sample config (plus ``overrides``, KEY=VALUE); returns its exit code."""
+    cmd = [sys.executable, "-m", "toolkit.cli", "run", str(config), "--out", str(out), "--overwrite", "--quiet",
            "--set", f"data.train.path={data}", "--set", f"data.eval.path={data}"]
+    cmd += [a for item in overrides for a in ("--set", item)]
     print("$ amalgam " + " ".join(cmd[3:]), flush=True)
     return subprocess.run(cmd, cwd=ROOT).returncode
 
@@ -99,13 +101,14 @@ def footprint_table(out, config):
     rows = {"student": footprint(out / "student.onnx", shape(reference))}
     for teacher in config.teachers:
         rows[f"teacher {teacher.name}"] = footprint(teacher.onnx, shape(teacher))
-    rows["teachers A+B"] = total([rows[f"teacher {t.name}"] for t in config.teachers])
+    both = "teachers " + "+".join(t.name for t in config.teachers)
+    rows[both] = total([rows[f"teacher {t.name}"] for t in config.teachers])
     lines = [f"{'model':14} {'params':>9} {'ONNX KiB':>9} {'ms b1':>7} {'ms b64':>7}"]
     for name, r in rows.items():
         lat = r["latency_ms"]
         lines.append(f"{name:14} {r['params']:>9,} {r['onnx_bytes'] / 1024:>9.1f} {_f(lat['b1'], '.3f'):>7} "
                      f"{_f(lat['b64'], '.2f'):>7}")
-    s, t = rows["student"], rows["teachers A+B"]
+    s, t = rows["student"], rows[both]
     ratio = lambda a, b: "-" if a is None or not b else f"{a / b:.2f}x"  # noqa: E731
     lines.append(f"{'student/both':14} {ratio(s['params'], t['params']):>9} {ratio(s['onnx_bytes'], t['onnx_bytes']):>9} "
                  f"{ratio(s['latency_ms']['b1'], t['latency_ms']['b1']):>7} "
@@ -117,12 +120,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", help="folder of the Fashion-MNIST IDX files (default: the Debian package's)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "demo"), help="run dir")
+    ap.add_argument("--config", default=str(CONFIG), help="the sample's config (default: Fashion-MNIST's)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, as `amalgam run --set` (repeatable)")
     args = ap.parse_args()
     data = find_data(args.data)
     if data is None:
         return 2
     start = time.perf_counter()
-    code = run_amalgam(data, Path(args.out).resolve())
+    code = run_amalgam(Path(args.config).resolve(), data, Path(args.out).resolve(), args.overrides)
     out = Path(args.out)
     if not (out / "report.json").is_file():
         print(f"demo: amalgam run failed (exit {code}); see {out}", file=sys.stderr)
@@ -135,7 +141,7 @@ def main():
     print("\nTest split, per chosen task (F1 at each model's own decision threshold):")
     print(task_table(report, metrics))
     print("\nONNX Runtime, CPU, each model in its own session, spinning off:")
-    print(footprint_table(out, load_config(CONFIG)))
+    print(footprint_table(out, load_config(args.config)))
     print(f"\ndemo: {time.perf_counter() - start:.0f} s; {out}/report.json, report.md, student.onnx, plots/")
     return code
 

@@ -114,3 +114,13 @@ def linear_model(weight, opset=17):
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "linear", [x], [y],
                               [numpy_helper.from_array(weight, "w")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def torchvision_teacher(name, path, size=32, n_out=5, seed=0):
+    """A torchvision architecture (random weights, ``n_out`` logits) exported at batch 2
+    on ``size`` x ``size`` RGB images."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, name)(weights=None, num_classes=n_out)
+    return export(randomize_bn(model, seed), path, input_shape=(2, 3, size, size))

@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from exporters.metadata import read_metadata
-from exporters.student import quantize_int8, save_atomic, simplify, stamp_student
+from exporters.student import INT8_FLAGS, cpu_int8_support, quantize_int8, save_atomic, simplify, stamp_student
 from runtime.errors import BadInputError, ConfigError, ModelFileError
-from runtime.parity import agreement, compare, onnx_runner
+from runtime.parity import compare, onnx_runner
+from toolkit.eval.metrics import agreement
 from tests.builders import PlainCNN, export, randomize_bn
 
 TASKS = [{"name": f"quadrant{i}", "output": "logits", "index": i, "kind": "binary"} for i in range(4)] + [
@@ -161,7 +162,7 @@ def test_int8_is_3x_smaller_and_agrees_with_fp32(simplified, int8, student):
     fp32, q = onnx_runner(simplified)(x)["logits"], onnx_runner(int8)(x)["logits"]
     decided = fp32 > 0
     assert 0.1 < decided.mean() < 0.9  # decisions vary with the input, so agreement means something
-    assert agreement(fp32, q, "binary") >= 0.9
+    assert agreement("binary", fp32, q) >= 0.9
     for n in (1, 64):
         assert onnx_runner(int8)(student[1][:n])["logits"].shape == (n, 5)
 
@@ -198,3 +199,13 @@ def test_stamp_student_rejects_bad_tasks(student):
         stamp_student(model, [{"name": "a", "output": "probs", "index": 0}])
     with pytest.raises(ConfigError, match="regression"):
         stamp_student(model, [{"name": "a", "output": "logits", "kind": "regression"}])
+
+
+def test_cpu_int8_support_reads_the_flags_line(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni amx_tile amx_int8\n")
+    assert cpu_int8_support(info) == ["avx512_vnni", "amx_int8"]
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2\n")
+    assert cpu_int8_support(info) == []
+    assert cpu_int8_support(tmp_path / "missing") == []
+    assert set(cpu_int8_support()) <= set(INT8_FLAGS)

@@ -148,15 +148,15 @@ def test_float64_batch_is_cast(plain):
 
 
 @pytest.mark.parametrize("kwargs,fragment", [
-    (dict(kind="regression"), "kind 'regression'"),
-    (dict(slice=(0, 2)), "binary task takes 'index'"),
-    (dict(kind="multiclass", index=1), "multiclass task takes 'slice'"),
-    (dict(kind="multiclass", slice=(2, 3)), "at least two class logits"),
+    (dict(kind="regression"), "kind: expected one of ['binary', 'multiclass'], found 'regression'"),
+    (dict(slice=(0, 2)), "slice: a binary task takes one logit (index), found slice [0, 2]"),
+    (dict(kind="multiclass", index=1), "index: a multiclass task takes a slice [start, stop], found index 1"),
+    (dict(kind="multiclass", slice=(2, 3)), "at least two class logits), found [2, 3]"),
     (dict(kind="multiclass", slice=(3, 1)), "slice (3, 1)"),
     (dict(index=-1), "index -1"),
     (dict(index=True), "index True"),
-    (dict(labels=["cat"]), "2 labels [negative, positive], got 1"),
-    (dict(kind="multiclass", slice=(0, 3), labels=["a", "b"]), "2 labels for a slice of 3"),
+    (dict(labels=["cat"]), "labels: a binary task has 2 label names [negative, positive], found 1"),
+    (dict(kind="multiclass", slice=(0, 3), labels=["a", "b"]), "labels: expected 3 names (one per class in the slice), found 2"),
     (dict(labels="ab"), "list of strings"),
 ])
 def test_taskspec_validation_names_the_task(kwargs, fragment):
@@ -208,3 +208,27 @@ def test_cuda_teacher_on_cpu_only_runtime_is_refused(plain):
         pytest.skip("this onnxruntime has CUDA")
     with pytest.raises(SessionError, match="'cuda'"):
         Teacher(plain[1], [TaskSpec("a", "logits", index=0)], device="cuda")
+
+
+def test_open_teacher_in_one_call(plain):
+    """open_teacher: normalised graph, boundaries found (or checked), convertible layers,
+    a runner with the boundaries as taps; a failure names its part."""
+    from runtime.errors import BoundaryError
+    from runtime.teacher import open_teacher
+
+    model, path = plain
+    opened = open_teacher(path, [TaskSpec("a", "logits", index=0)], (1, 1, 28, 28), copied="all")
+    assert len(opened.boundaries) >= 3 and opened.runner.boundaries == [b.name for b in opened.boundaries]
+    x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    logits, taps = opened.runner.run(x)
+    with torch.no_grad():
+        assert np.abs(logits["a"] - model.eval()(torch.from_numpy(x))[:, 0].numpy()).max() < 1e-4
+    assert set(taps) == {b.name for b in opened.boundaries}
+    given = opened.boundaries[1].name
+    assert [b.name for b in open_teacher(path, [TaskSpec("a", "logits", index=0)], (1, 1, 28, 28), [given]).boundaries] == [given]
+    with pytest.raises(UnknownTapError) as bad_boundary:
+        open_teacher(path, [TaskSpec("a", "logits", index=0)], (1, 1, 28, 28), ["nope"])
+    assert bad_boundary.value.part == "boundaries"
+    with pytest.raises(BadInputError) as bad_input:
+        open_teacher(path, [TaskSpec("a", "logits", index=0)], (1, 3, 28, 28))
+    assert bad_input.value.part == "input" and not isinstance(bad_input.value, BoundaryError)

@@ -9,7 +9,7 @@ import torch
 
 from exporters.metadata import read_metadata
 from exporters.torch_export import export_torch
-from runtime.errors import ExportError
+from runtime.errors import ExportError, ParityError
 from runtime.session import make_session
 from tests.builders import ResidualCNN, SECNN, randomize_bn
 
@@ -28,7 +28,7 @@ def _no_external_data(path):
 def test_round_trip_at_batch_1_and_7(tmp_path, dynamo, caplog):
     module = randomize_bn(ResidualCNN(n_out=4))
     tasks = [{"name": "cat", "output": "logits", "index": 0, "kind": "binary"}]
-    with caplog.at_level(logging.WARNING, logger="exporters.torch_export"):
+    with caplog.at_level(logging.INFO, logger="exporters.torch_export"):
         path = export_torch(module, torch.randn(2, 1, 28, 28), tmp_path / "m.onnx", input_names=("image",),
                             output_names=("logits",), tasks=tasks, dynamo=dynamo)
     assert "failed" not in caplog.text  # the dynamo exporter did it, no fallback
@@ -99,17 +99,18 @@ class SignSwitch(torch.nn.Module):
 
 def test_data_dependent_flow_falls_back_and_the_check_catches_it(tmp_path, caplog):
     sample = torch.stack([torch.ones(4), -torch.ones(4)])  # first row positive, last row negative
-    with caplog.at_level(logging.WARNING, logger="exporters.torch_export"):
-        with pytest.raises(ExportError) as e:
+    with caplog.at_level(logging.INFO, logger="exporters.torch_export"):
+        with pytest.raises(ParityError) as e:
             export_torch(SignSwitch(), sample, tmp_path / "s.onnx")
     assert "dynamo exporter failed" in caplog.text and "trying the legacy exporter" in caplog.text
     msg = str(e.value)
-    assert "s.onnx" in msg and "'output' at batch 1" in msg and "max abs diff 3" in msg
+    assert e.value.exit_code == 1 and "\n" not in msg
+    assert msg.startswith(str(tmp_path / "s.onnx")) and "at batch 1" in msg and "'output': max abs error 3" in msg
     assert list(tmp_path.iterdir()) == []
 
 
 def test_legacy_only_when_asked(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="exporters.torch_export"):
+    with caplog.at_level(logging.INFO, logger="exporters.torch_export"):
         path = export_torch(torch.nn.Linear(3, 2), torch.randn(4, 3), tmp_path / "l.onnx", dynamo=False)
     assert caplog.text == "" and _no_external_data(path)
     x = np.random.rand(7, 3).astype(np.float32)
@@ -141,3 +142,84 @@ def test_mismatched_names_are_refused(tmp_path):
 def test_dynamo_export_is_quiet(tmp_path, capfd):
     export_torch(torch.nn.Linear(3, 2), torch.randn(4, 3), tmp_path / "q.onnx")
     assert capfd.readouterr().out == ""
+
+
+class ClassToken(torch.nn.Module):
+    """A ViT-like head: a learned token expanded to the batch, which torch.export fixes at 1 from a batch-1 sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.token = torch.nn.Parameter(torch.randn(1, 1, 4))
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        n = x.shape[0]
+        seq = torch.cat([self.token.expand(n, -1, -1), x], dim=1)
+        return self.fc(seq.view(n, -1, 4).mean(dim=1))
+
+
+def test_a_batch_1_sample_exports_with_an_open_batch(tmp_path, caplog):
+    module = ClassToken().eval()
+    with caplog.at_level(logging.INFO, logger="exporters.torch_export"):
+        path = export_torch(module, torch.randn(1, 5, 4), tmp_path / "v.onnx")
+    assert "failed" not in caplog.text  # dynamo, no fallback
+    assert onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    for n in (1, 3):
+        x = np.random.rand(n, 5, 4).astype(np.float32)
+        with torch.no_grad():
+            np.testing.assert_allclose(_ort(path, x)[0], module(torch.from_numpy(x)).numpy(), atol=1e-5)
+
+
+def test_a_student_gets_no_legacy_fallback(tmp_path):
+    with pytest.raises(ExportError, match=r"s\.onnx: the dynamo exporter cannot export SignSwitch: "):
+        export_torch(SignSwitch(), torch.randn(2, 4), tmp_path / "s.onnx", fallback=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    ("{image_size: 32}", "--kwargs '{image_size: 32}': expected a JSON object"),
+    ('{"no_such_arg": 1}', "torch.nn:Linear: the factory failed with {'no_such_arg': 1}: TypeError: "),
+])
+def test_export_teacher_factory_kwargs_errors_are_one_line(tmp_path, capsys, kwargs, fragment):
+    from tests.frameworks.cli import amalgam
+
+    code, out = amalgam(capsys, "export-teacher", "torch", "torch.nn:Linear", "--kwargs", kwargs,
+                        "--input-shape", "1,3", "-o", tmp_path / "l.onnx")
+    assert code == 2 and out.err.startswith("error: ") and len(out.err.splitlines()) == 1
+    assert fragment in out.err and list(tmp_path.iterdir()) == []
+
+
+def test_export_teacher_passes_factory_kwargs(tmp_path, capsys):
+    from tests.frameworks.cli import amalgam
+
+    code, out = amalgam(capsys, "export-teacher", "torch", "torch.nn:Linear", "--kwargs",
+                        '{"in_features": 3, "out_features": 2}', "--input-shape", "1,3", "-o", tmp_path / "l.onnx")
+    assert code == 0 and out.err == ""
+    assert _ort(tmp_path / "l.onnx", np.zeros((4, 3), np.float32))[0].shape == (4, 2)
+
+
+def test_export_teacher_torch_from_a_factory_and_its_weights(tmp_path, capsys):
+    """`amalgam export-teacher torch PKG.MODULE:FACTORY --weights W`: the factory's module
+    with the saved weights, exported and stamped; weights of another model are refused."""
+    from safetensors.torch import save_file
+
+    from tests.builders import PlainCNN
+    from toolkit.cli import main
+
+    torch.manual_seed(3)
+    trained = randomize_bn(PlainCNN()).eval()
+    save_file(trained.state_dict(), str(tmp_path / "cnn.safetensors"))
+    out = tmp_path / "cnn.onnx"
+    with pytest.raises(SystemExit) as done:
+        main(["export-teacher", "torch", "tests.builders:PlainCNN", "--weights", str(tmp_path / "cnn.safetensors"),
+              "--input-shape", "1,1,28,28", "--tasks", "logits:a,b", "-o", str(out)])
+    assert done.value.code == 0, capsys.readouterr().err
+    x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    with torch.no_grad():
+        assert np.abs(_ort(out, x)[0] - trained(torch.from_numpy(x)).numpy()).max() < 1e-4
+    assert [t["name"] for t in read_metadata(out)["tasks"]] == ["a", "b"]
+    save_file(PlainCNN(channels=(4, 8)).state_dict(), str(tmp_path / "other.safetensors"))
+    with pytest.raises(SystemExit) as refused:
+        main(["export-teacher", "torch", "tests.builders:PlainCNN", "--weights", str(tmp_path / "other.safetensors"),
+              "--input-shape", "1,1,28,28", "-o", str(tmp_path / "x.onnx")])
+    assert refused.value.code == 2 and "weights do not match the model" in capsys.readouterr().err

@@ -2,16 +2,12 @@
 
 import click
 
+from toolkit.cli.options import run_dir_options
+
 
 @click.command("amalgamate")
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), help="Run dir (default: the config's `output`).")
-@click.option("--resume", is_flag=True, help="Continue a killed run in the same run dir with the same config.")
-@click.option("--overwrite", is_flag=True, help="Start over in a run dir that already holds a run.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config value, e.g. --set training.finetune_epochs=2.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Target cache root (default: next to the run dir).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@run_dir_options
 def amalgamate(config_path, out, resume, overwrite, overrides, cache_dir, quiet):
     """Train a task-customized student from the teachers in CONFIG.yaml.
 
@@ -30,16 +26,10 @@ def amalgamate(config_path, out, resume, overwrite, overrides, cache_dir, quiet)
       torchrun --nproc-per-node 2 -m toolkit.cli amalgamate samples/fashion_mnist/config.yaml --out runs/fm
     """
     from toolkit.config import load_config
-    from toolkit.dist import close, init_from_env
-    from toolkit.eval.report import print_summary
-    from toolkit.method.amalgamate import amalgamate as run
+    from toolkit.eval.tables import run_summary
+    from toolkit.method.amalgamate import amalgamate_job
 
     config = load_config(config_path, list(overrides))
-    ranks = init_from_env(config.training.device)
-    try:
-        metrics = run(config, out=out, resume=resume or ranks.restarted, overwrite=overwrite and not ranks.restarted,
-                      quiet=quiet, cache_root=cache_dir, ranks=ranks)
-    finally:
-        close()
+    ranks, metrics = amalgamate_job(config, out, resume, overwrite, quiet, cache_dir)
     if ranks.is_main:
-        print_summary(metrics)
+        click.echo(run_summary(metrics))

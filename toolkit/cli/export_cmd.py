@@ -35,3 +35,12 @@ def export(run_dir, out, opset, static_batch, no_simplify, quantize, calib_data)
     for label, path in (("unsimplified", done.raw), ("fp32", done.fp32)):
         if path is not None:
             click.echo(f"{label}: {path}")
+    if done.int8_speed and done.int8_speed["slower"]:
+        click.echo(int8_slower_line(done.int8_speed, done.fp32))
+
+
+def int8_slower_line(speed, fp32):
+    """One line: int8 runs slower than fp32 here, both latencies, and what to ship for speed."""
+    cpu = ", ".join(speed["cpu_int8"]) or "no VNNI/AMX"
+    return (f"note: int8 is slower than fp32 on this CPU ({cpu}): {speed['int8_b64_ms']:.2f} ms vs "
+            f"{speed['fp32_b64_ms']:.2f} ms at batch 64; it is smaller, but ship {fp32} for speed")

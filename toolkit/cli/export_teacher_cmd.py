@@ -15,20 +15,20 @@ or given by repeating the option::
 """
 
 import importlib
-import os
-import re
-import sys
+import json
 import warnings
 from pathlib import Path
 
 import click
 
+from exporters.factory import build
 from runtime.errors import BadInputError, ExportError
+from runtime.rules import name_problem
+from toolkit.cli.options import parse_dims
 
 FRAMEWORKS = ("keras", "jax", "sklearn", "torch")
 NEEDS = {"keras": "tensorflow-cpu, tf2onnx", "jax": "jax, flax, jax2onnx", "sklearn": "scikit-learn, skl2onnx, skops",
          "torch": "torch"}
-NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 def _item(output, item, position):
@@ -36,8 +36,8 @@ def _item(output, item, position):
     if not item:
         return None, 1
     name, _, labels = item.partition("=")
-    if not NAME.match(name):
-        raise BadInputError(f"--tasks: task name {name!r} in output {output!r}: use letters, digits, '_', '.', '-'")
+    if name_problem(name):
+        raise BadInputError(f"--tasks: task name {name!r} in output {output!r}: {name_problem(name)}")
     if not labels:
         return {"name": name, "output": output, "index": position, "slice": None, "kind": "binary", "labels": None}, 1
     names = labels.split("|")
@@ -69,34 +69,17 @@ def parse_tasks(specs):
     return tasks or None
 
 
-def parse_shape(text):
-    """``"1,1,28,28"`` -> ``(1, 1, 28, 28)``."""
+def parse_kwargs(text):
+    """``--kwargs '{"image_size": 32}'`` -> a dict of keyword arguments for the factory."""
     if text is None:
-        return None
+        return {}
     try:
-        shape = tuple(int(d) for d in text.replace("x", ",").split(","))
-    except ValueError:
-        shape = ()
-    if not shape or any(d <= 0 for d in shape):
-        raise BadInputError(f"--input-shape {text!r}: expected positive integers separated by commas, e.g. 1,1,28,28")
-    return shape
-
-
-def load_factory(spec):
-    """The callable named by ``PKG.MODULE:FACTORY`` (the current folder is importable)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise BadInputError(f"{spec!r}: expected PKG.MODULE:FACTORY, e.g. mypkg.models:make_teacher")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise BadInputError(f"{spec}: cannot import module {module_name!r}: {e}") from e
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise BadInputError(f"{spec}: module {module_name!r} has no callable {attr!r}")
-    return factory
+        kwargs = json.loads(text)
+    except ValueError as e:
+        kwargs = e
+    if not isinstance(kwargs, dict):
+        raise BadInputError(f"--kwargs {text!r}: expected a JSON object, e.g. --kwargs '{{\"image_size\": 32}}'")
+    return kwargs
 
 
 def _exporter(framework):
@@ -108,8 +91,13 @@ def _exporter(framework):
 
 
 def _keras(source, out, shape, opts):
-    mod = _exporter("keras")
-    return mod.export_keras(source, out, input_shape=shape, **opts)
+    """TensorFlow's banners, from its import on, go where the export's messages go (``--log``)."""
+    from runtime.quiet import framework_output
+
+    log = opts.pop("log")
+    with framework_output("import tensorflow", log):
+        mod = _exporter("keras")
+    return mod.export_keras(source, out, input_shape=shape, log_path=log, **opts)
 
 
 def _sklearn(source, out, shape, opts, trust_pickle):
@@ -126,7 +114,7 @@ def _sklearn(source, out, shape, opts, trust_pickle):
 
 def _jax(source, out, shape, weights, opts):
     mod = _exporter("jax")
-    made = load_factory(source)()
+    made = build(source, opts.pop("kwargs"))
     model, params = made if isinstance(made, tuple) else (made, None)
     if weights:
         loaded = mod.load_params(weights)
@@ -139,43 +127,18 @@ def _torch(source, out, shape, weights, opts):
     mod = _exporter("torch")
     import torch
 
-    module = load_factory(source)()
+    module = build(source, opts.pop("kwargs"))
     if not isinstance(module, torch.nn.Module):
         raise BadInputError(f"{source}: the factory returned {type(module).__name__}, expected a torch.nn.Module")
     if weights:
-        module.load_state_dict(_torch_weights(weights, module))
+        module.load_state_dict(mod.load_weights(weights, module))
     if opts.pop("nchw"):
         raise BadInputError("--nchw is for NHWC teachers (keras, jax); a PyTorch teacher is NCHW already")
     name = opts.pop("input_name")
     mod.export_torch(module.eval(), torch.rand(*shape), out, input_names=[name],
                      output_names=opts.pop("output_names") or ["logits"], opset=opts["opset"], dynamic_batch=True,
-                     tasks=opts["tasks"])
+                     tasks=opts["tasks"], log_path=opts.pop("log"))
     return {"path": str(out)}
-
-
-def _torch_weights(path, module):
-    """A state dict from safetensors or ``torch.load(weights_only=True)``, checked against ``module``."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"{path}: no such weights file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise BadInputError(f"{path}: cannot read weights (safetensors, or a state dict for torch.load with "
-                            f"weights_only=True): {str(e).strip().splitlines()[0]}") from e
-    own = set(module.state_dict())
-    if not isinstance(state, dict) or set(state) != own:
-        got = set(state) if isinstance(state, dict) else set()
-        raise BadInputError(f"{path}: weights do not match the model: missing {sorted(own - got)[:5]}, "
-                            f"unexpected {sorted(got - own)[:5]}")
-    return state
 
 
 EXAMPLES = """
@@ -185,6 +148,7 @@ Examples:
   amalgam export-teacher sklearn forest.skops --input-shape 1,1,28,28 -o forest.onnx
   amalgam export-teacher jax mypkg.models:make_cnn --weights cnn.msgpack --input-shape 1,28,28,1 --nchw -o cnn.onnx
   amalgam export-teacher torch mypkg.models:make_cnn --weights cnn.safetensors --input-shape 1,1,28,28 -o cnn.onnx
+  amalgam export-teacher torch torchvision.models:vit_b_16 --kwargs '{"image_size": 32}' --input-shape 1,3,32,32 -o vit.onnx
 """
 
 
@@ -202,32 +166,41 @@ Examples:
 @click.option("--trust-pickle", is_flag=True, help="sklearn: allow .pkl/.joblib files (they run code when loaded).")
 @click.option("--input-name", default="x", show_default=True, help="Name of the ONNX input.")
 @click.option("--output-names", help="Comma-separated names of the ONNX outputs, in order (default: logits).")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False),
+              help="torch, keras: append what the frameworks print (progress, warnings, banners) to this file.")
+@click.option("--kwargs", "factory_kwargs", metavar="JSON",
+              help='torch, jax: keyword arguments for the factory, e.g. \'{"image_size": 32, "num_classes": 5}\'.')
 def export_teacher(framework, source, out, task_specs, opset, input_shape, nchw, weights, trust_pickle, input_name,
-                   output_names):
+                   output_names, factory_kwargs, log_path):
     """Export a teacher from FRAMEWORK to ONNX, check it against the framework, stamp its tasks.
 
     SOURCE is a model file (keras: .keras/.h5/.hdf5; sklearn: .skops) or, for torch
     and jax, PKG.MODULE:FACTORY naming a function that returns the model (jax: an NNX
     module, or a (function(params, x), params) pair).
     """
-    shape = parse_shape(input_shape)
+    shape = None if input_shape is None else parse_dims(input_shape, "--input-shape")
+    kwargs = parse_kwargs(factory_kwargs)
+    if kwargs and framework not in ("torch", "jax"):
+        raise BadInputError(f"--kwargs is for torch and jax factories; a {framework} model file is already built")
     opts = {"opset": opset, "tasks": parse_tasks(task_specs), "input_name": input_name, "nchw": nchw,
             "output_names": output_names.split(",") if output_names else None}
     if framework in ("torch", "jax") and shape is None:
         raise BadInputError(f"export-teacher {framework}: --input-shape is required, e.g. --input-shape 1,1,28,28")
     if weights and framework in ("keras", "sklearn"):
         raise BadInputError(f"--weights is for torch and jax factories; a {framework} model file holds its weights")
+    if log_path and framework not in ("torch", "keras"):
+        raise BadInputError("--log is for torch and keras exports")
     if trust_pickle and framework != "sklearn":
         raise BadInputError("--trust-pickle is for scikit-learn model files only")
     if framework == "sklearn":
         opts.pop("output_names")
         summary = _sklearn(source, out, shape, opts, trust_pickle)
     elif framework == "keras":
-        summary = _keras(source, out, shape, opts)
+        summary = _keras(source, out, shape, {**opts, "log": log_path})
     elif framework == "jax":
-        summary = _jax(source, out, shape, weights, opts)
+        summary = _jax(source, out, shape, weights, {**opts, "kwargs": kwargs})
     else:
-        summary = _torch(source, out, shape, weights, opts)
+        summary = _torch(source, out, shape, weights, {**opts, "kwargs": kwargs, "log": log_path})
     if not Path(out).is_file():
         raise ExportError(f"{out}: the {framework} exporter wrote nothing")
     details = ", ".join(f"{k} {v:.2g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items() if k != "path" and v is not None)

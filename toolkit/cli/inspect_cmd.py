@@ -1,82 +1,24 @@
-"""``amalgam inspect``: what a teacher's ONNX file offers for amalgamation.
+"""``amalgam inspect``: what a teacher's ONNX file offers for amalgamation (runtime.inspection).
 
 Shows its inputs, outputs, opset, producer and candidate block boundaries (where
 its graph can be cut into the paper's blocks). ``--check`` cuts the branch after
 each boundary, converts it to torch and compares it with ONNX Runtime.
+
+Given two models, or ``--config CONFIG``, it also shows how the teachers line up
+block by block (runtime.align): each of the reference teacher's boundaries (the
+first model, or the config's ``student.reference``) and the other teacher's
+boundary at the same stride, as ``amalgamate`` will pair them.
 """
 
 import json
 
 import click
-import numpy as np
-from onnx import helper
 
-from runtime.blocks import find_boundaries
-from runtime.graph import data_inputs
+from runtime.align import align, image_size, table
 from runtime.errors import BadInputError, ParityError
-from runtime.model_io import default_opset, load_model
-from runtime.normalize import normalize
-
-CHECK_BATCH = 2
-
-
-def parse_input_shape(ctx, param, values):
-    """``name:1,3,224,224`` (or ``name:[1,3,224,224]``, as Polygraphy spells it) -> dict."""
-    shapes = {}
-    for text in values:
-        name, _, dims = text.rpartition(":")
-        try:
-            shapes[name] = [int(d) for d in dims.strip("[]").split(",")]
-        except ValueError:
-            name = ""
-        if not name:
-            raise BadInputError(f"--input-shape {text!r}: expected NAME:D0,D1,... with integer dims, e.g. x:1,3,224,224")
-    return shapes
-
-
-def _value(vi):
-    t = vi.type.tensor_type
-    shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
-    return {"name": vi.name, "shape": shape, "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name}
-
-
-def _random_feeds(model):
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for vi in model.graph.input:
-        if vi.name not in data_inputs(model):
-            continue
-        value = _value(vi)
-        dims = value["shape"]
-        if any(not isinstance(d, int) for d in dims[1:]):
-            example = ",".join(str(d) if isinstance(d, int) else "N" for d in [1] + dims[1:])
-            raise BadInputError(f"input {vi.name!r} has open dims {dims}: give them, e.g. --input-shape {vi.name}:{example}")
-        dims = [d if isinstance(d, int) else CHECK_BATCH for d in dims]
-        feeds[vi.name] = rng.standard_normal(dims).astype(value["dtype"])
-    return feeds
-
-
-def check_branches(model, boundaries):
-    """``{boundary: max abs diff}`` of each branch as torch vs the whole graph under ONNX Runtime."""
-    import torch
-
-    from runtime.convert import to_torch
-    from runtime.cut import cut_branch
-    from runtime.session import make_session
-    from runtime.taps import add_taps
-
-    names = [b.name for b in boundaries]
-    outputs = [o.name for o in model.graph.output]
-    session = make_session(add_taps(model, names), opt_level="basic")
-    values = dict(zip(outputs + names, session.run(outputs + names, _random_feeds(model))))
-    diffs = {}
-    for name in names:
-        branch = to_torch(cut_branch(model, name, outputs))
-        with torch.no_grad():
-            got = branch(torch.from_numpy(values[name]))
-        got = got if isinstance(got, (tuple, list)) else [got]
-        diffs[name] = max(float(np.abs(g.numpy() - values[o]).max()) for g, o in zip(got, outputs))
-    return diffs
+from runtime.inspection import inspect_model
+from runtime.parity import ATOL, RTOL
+from toolkit.cli.options import named_values, parse_dims
 
 
 def _print_table(path, report):
@@ -103,43 +45,72 @@ def _dims(shape):
 
 
 @click.command("inspect")
-@click.argument("model_path", metavar="MODEL.onnx", type=click.Path(dir_okay=False))
+@click.argument("model_paths", metavar="MODEL.onnx [OTHER.onnx]", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Show how the config's teachers line up with its student.reference (no MODEL then).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--check", is_flag=True, help="Cut, convert and compare the branch after each candidate block.")
-@click.option("--input-shape", "input_shape", multiple=True, callback=parse_input_shape, metavar="NAME:D0,D1,...",
+@click.option("--input-shape", "input_shape", multiple=True, metavar="NAME:D0,D1,...",
+              callback=named_values(parse_dims, "NAME:D0,D1,... with integer dims, e.g. x:1,3,224,224"),
               help="Fix the dims the graph leaves open (repeatable), e.g. x:1,3,224,224.")
-@click.option("--tol", default=1e-4, show_default=True, help="Largest abs difference a --check branch may show.")
-def inspect(model_path, as_json, check, input_shape, tol):
-    """Show a teacher's inputs, outputs, opset, producer and candidate block boundaries.
+@click.option("--atol", default=ATOL, show_default=True, help="--check: absolute tolerance, |a-b| <= atol + rtol*|b|.")
+@click.option("--rtol", default=RTOL, show_default=True, help="--check: relative tolerance.")
+def inspect(model_paths, config_path, as_json, check, input_shape, atol, rtol):
+    """Show a teacher's inputs, outputs, opset, producer and candidate block boundaries;
+    given a second model, or --config, how the teachers line up block by block.
 
     \b
     Examples:
       amalgam inspect teacher.onnx
       amalgam inspect teacher.onnx --check --input-shape input:1,3,224,224 --json
+      amalgam inspect resnet.onnx mobilenet.onnx
+      amalgam inspect --config config.yaml
     """
-    model = load_model(model_path)
-    try:
-        graph = normalize(model, input_shape or None)
-    except BadInputError as e:
-        raise type(e)(f"{model_path}: {e}") from e
-    boundaries = find_boundaries(graph)
-    report = {
-        "inputs": [_value(vi) for vi in model.graph.input if vi.name in data_inputs(model)],
-        "outputs": [_value(vi) for vi in model.graph.output],
-        "opset": default_opset(model),
-        "producer": f"{model.producer_name} {model.producer_version}".strip(),
-        "blocks": [{"name": b.name, "shape": b.shape, "layout": b.layout} for b in boundaries],
-    }
-    failed = []
-    if check:
-        diffs = check_branches(graph, boundaries)
-        for block in report["blocks"]:
-            block["branch_max_abs_diff"] = diffs[block["name"]]
-            block["branch_ok"] = diffs[block["name"]] <= tol
-            failed += [] if block["branch_ok"] else [block["name"]]
+    if config_path:
+        if model_paths:
+            raise BadInputError("inspect: give MODEL.onnx [OTHER.onnx] or --config CONFIG, not both")
+        return _show_config_alignment(config_path, as_json)
+    if not 1 <= len(model_paths) <= 2:
+        raise BadInputError(f"inspect: expected one or two ONNX files (or --config CONFIG), got {len(model_paths)}")
+    inspected = [inspect_model(path, input_shape, check=check, atol=atol, rtol=rtol) for path in model_paths]
+    alignment = _alignment(model_paths, inspected) if len(model_paths) == 2 else None
     if as_json:
-        click.echo(json.dumps(report))
+        click.echo(json.dumps(inspected[0].to_dict() if alignment is None else
+                              {"models": [found.to_dict() for found in inspected],
+                               "alignment": [p.to_dict() for p in alignment]}))
     else:
-        _print_table(model_path, report)
-    if failed:
-        raise ParityError(f"{model_path}: the branches after {', '.join(failed)} differ from ONNX Runtime by more than {tol}")
+        for path, found in zip(model_paths, inspected):
+            _print_table(path, found.to_dict())
+        if alignment:
+            click.echo(f"blocks lined up by stride (reference {model_paths[0]}):")
+            for line in table(alignment, tuple(model_paths)):
+                click.echo(line)
+    failures = [found.failure() for found in inspected if found.failed]
+    if failures:
+        raise ParityError("; ".join(failures))
+
+
+def _alignment(paths, inspected):
+    """The second model's boundaries paired with the first's by stride."""
+    a, b = inspected
+    try:
+        return align(a.boundaries, image_size(a.graph), b.boundaries, image_size(b.graph), tuple(paths))
+    except BadInputError as e:
+        raise type(e)(f"{paths[0]} and {paths[1]}: {e}") from e
+
+
+def _show_config_alignment(config_path, as_json):
+    """Each of the config's teachers lined up with its student.reference, as amalgamate does."""
+    from toolkit.config import load_config
+    from toolkit.teachers import alignment_lines, alignment_tables, load_teachers
+
+    config = load_config(config_path)
+    teachers = load_teachers(config)
+    if as_json:
+        click.echo(json.dumps({"reference": config.student.reference, "alignment": alignment_tables(teachers)}))
+        return
+    lines = alignment_lines(teachers, config.student.reference)
+    blocks = len(next(t for t in teachers if t.name == config.student.reference).boundaries)
+    click.echo(f"reference {config.student.reference}: {blocks} blocks")
+    for line in lines or ["(no other structured teacher to line up)"]:
+        click.echo(line)

@@ -9,10 +9,10 @@
 Writes ``metrics.json`` and the plots, and returns the metrics dict.
 """
 
-import json
 
 import numpy as np
 
+from runtime.files import write_json_atomic
 from toolkit.eval.metrics import agreement, task_metrics
 from toolkit.eval.plots import plot_run
 from toolkit.student.infer import predict
@@ -43,7 +43,7 @@ def task_rows(teachers, models, data, indices):
     return rows
 
 
-def evaluate_run(out, config, teachers, student, kd, train, holdout_idx, evaluation, teacher_params, table, log):
+def evaluate_run(out, config, teachers, student, kd, train, holdout_idx, evaluation, teacher_sizes, table, log):
     models = {"student": student, "kd": kd}
     metrics = {"holdout": task_rows(teachers, models, train, holdout_idx)}
     if evaluation is not None:
@@ -53,10 +53,13 @@ def evaluate_run(out, config, teachers, student, kd, train, holdout_idx, evaluat
         model: {key: _mean(rows, model, key) for key in ("agreement", "accuracy", "f1", "ap")}
         for model in ("student", "kd", "teacher")
     }
-    metrics["params"] = {"student": count_params(student), "teachers": teacher_params,
-                         "ratio": count_params(student) / teacher_params}
+    params = count_params(student)
+    metrics["params"] = {"student": params, "teachers": sum(teacher_sizes.values()),
+                         "largest_teacher": max(teacher_sizes.values()),
+                         "ratio": params / sum(teacher_sizes.values()),
+                         "ratio_largest": params / max(teacher_sizes.values())}
     metrics["excess_loss"] = {str(k): v for k, v in table.items()}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json_atomic(out / "metrics.json", metrics)
     log.write("eval", summary=metrics["summary"], params=metrics["params"])
     plot_run(out, metrics, log_path=out / "metrics.jsonl")
     return metrics

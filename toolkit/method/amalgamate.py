@@ -20,23 +20,23 @@ import torch
 
 from runtime.convert import to_torch
 from runtime.errors import BadInputError
+from runtime.files import write_json_atomic
 from runtime.model_io import load_model
 from runtime.session import teacher_device, threads_for_rank
 from toolkit import __version__
-from toolkit.config import config_hash, dump_config
+from toolkit.config import Config, config_hash, dump_config
 from toolkit.data import split_holdout
-from toolkit.dist import Ranks
+from toolkit.dist import Ranks, close, init_from_env
 from toolkit.eval.evaluate import evaluate_run
 from toolkit.method.blockwise import FIT_SAMPLES, PrefixFeatures, train_stage
-from toolkit.method.branching import auto_branch_points, branch_table, fit_budget
+from toolkit.method.branching import auto_branch_points, branch_table, candidates, size_limit
 from toolkit.method.endtoend import fit_net_adapters, train_end_to_end
 from toolkit.method.loop import LoopContext, seed_phase
 from toolkit.runlog import RunLog
 from toolkit.student.io import save_student
-from toolkit.student.parts import build_branch, trunk_block, trunk_graphs
+from toolkit.student.parts import build_branch, trunk_blocks, trunk_graphs
 from toolkit.student.targetnet import TargetNet, count_params
-from toolkit.student.width import scale_width
-from toolkit.teachers import load_teachers, split_data
+from toolkit.teachers import SplitData, TeacherGraph, alignment_lines, alignment_tables, load_teachers, split_data
 
 
 def prepare_run_dir(config, out, resume, overwrite):
@@ -64,37 +64,44 @@ def prepare_run_dir(config, out, resume, overwrite):
         shutil.rmtree(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(dump_config(config), indent=2))
-        run_json.write_text(json.dumps(stamp, indent=2))
+        write_json_atomic(out / "config.json", dump_config(config))
+        write_json_atomic(run_json, stamp)
     except OSError as e:
         raise BadInputError(f"{out}: cannot write the run dir ({e.strerror})") from e
     return out
 
 
-def teacher_params(teachers):
-    """Weights of all teachers that serve a chosen task, together (ONNX initializers)."""
-    return sum(int(np.prod(t.dims)) for tg in teachers if tg.tasks
-               for t in load_model(tg.config.onnx).graph.initializer)
+def teacher_sizes(teachers):
+    """Weights of each teacher that serves a chosen task (ONNX initializers)."""
+    return {tg.name: sum(int(np.prod(t.dims)) for t in load_model(tg.config.onnx).graph.initializer)
+            for tg in teachers if tg.tasks}
 
 
-def decide_branch_points(config, table, teachers, size_of, log):
-    chosen = [task.name for t in teachers for task in t.tasks]
-    if config.branching.mode == "fixed":
-        depth = max(table)
-        points = {task: config.branching.fixed.get(task, depth) for task in chosen}
+def decide_branch_points(config, table, teachers, size_of, sizes, log):
+    """Each chosen task's branch point, and the record of the choice for branches.json."""
+    b = config.branching
+    teacher_of = {task.name: t.name for t in teachers for task in t.tasks}
+    pinned = {task.name for t in teachers if not t.structured for task in t.tasks}
+    limit = size_limit(sizes, b.size_budget, b.max_vs_largest)
+    depth = max(table)
+    moves = []
+    if b.mode == "fixed":
+        points = {task: b.fixed.get(task, depth) for task in teacher_of}
     else:
-        points = auto_branch_points(table, config.branching.tolerance, config.branching.margin)
-    met = True
-    if config.branching.size_budget:
-        points, met = fit_budget(points, table, size_of, config.branching.size_budget)
-        if not met:
-            log.say(f"branching: size budget {config.branching.size_budget} cannot be met; "
-                    f"every branch already leaves after the last block")
-    for t in teachers:  # an output-only teacher always leaves after the deepest block
-        if not t.structured:
-            for task in t.tasks:
-                points[task.name] = max(table)
-    return points, met
+        points, moves = auto_branch_points(table, teacher_of, size_of, b.tolerance, b.margin, limit, pinned)
+    for task in pinned:  # an output-only teacher always leaves after the deepest block
+        points[task] = depth
+    params = size_of(points)
+    met = limit is None or params <= limit
+    if not met:
+        log.say(f"branching: the student has {params:,} params, over the size limit of {int(limit):,} "
+                f"(size_budget {b.size_budget}, max_vs_largest {b.max_vs_largest})"
+                + ("; every branch already leaves after the last block" if b.mode == "auto" else ""))
+    record = {"points": points, "budget_met": met, "params": params, "limit": limit,
+              "teachers_params": sizes, "moves": moves,
+              "candidates": candidates(table, teacher_of, points, size_of),
+              "rows": branch_table(points, table, teacher_of)}
+    return points, record
 
 
 def assemble_student(blocks, stage_branches, points, teachers, task_order):
@@ -117,7 +124,7 @@ def assemble_student(blocks, stage_branches, points, teachers, task_order):
 def fresh_like(net, graphs, trunk, init, seed, width=1.0):
     """The same architecture, freshly initialised (the KD baseline's start)."""
     torch.manual_seed(seed)
-    blocks = scale_width([trunk_block(g, init, seed + i) for i, g in enumerate(trunk[: len(net.trunk)])], width)
+    blocks = trunk_blocks(trunk[: len(net.trunk)], init, width, seed)
     branches = {}
     for key, b in net.branches.items():
         body = None if graphs.get(key) is None else to_torch(graphs[key])
@@ -129,16 +136,16 @@ def fresh_like(net, graphs, trunk, init, seed, width=1.0):
 class Run:
     """What every step of one amalgamation shares."""
 
-    config: object
+    config: Config
     out: Path
     ctx: LoopContext
-    teachers: list
+    teachers: list[TeacherGraph]
     task_order: list
-    train: object  # SplitData of data.train
-    evaluation: object  # SplitData of data.eval, or None
+    train: SplitData  # of data.train
+    evaluation: SplitData | None  # of data.eval
     train_idx: np.ndarray
     holdout_idx: np.ndarray
-    reference: object  # the TeacherGraph giving the trunk
+    reference: TeacherGraph  # the teacher giving the trunk
     trunk: list  # its graph cut into blocks
 
 
@@ -151,7 +158,7 @@ def tap_rows(config):
     return lambda n: split_holdout(n, config.data.holdout, t.seed)[0][:FIT_SAMPLES]
 
 
-def open_run(config, out, resume, overwrite, quiet, cache_root, ranks):
+def start_run(config, out, resume, overwrite, quiet, cache_root, ranks):
     """Step 1: the run dir (made by rank 0), the teachers and their cached targets (each
     rank computing its share of the chunks)."""
     out = ranks.on_main(prepare_run_dir, config, out or config.output, resume, overwrite)
@@ -164,6 +171,9 @@ def open_run(config, out, resume, overwrite, quiet, cache_root, ranks):
     teachers = load_teachers(config, where, threads)
     ctx.log.say(f"teachers: {', '.join(f'{tg.name} ({len(tg.boundaries)} blocks)' for tg in teachers)}; "
                 f"ONNX Runtime on {where}" + (f" ({threads} threads)" if threads else ""))
+    for line in alignment_lines(teachers, config.student.reference):
+        ctx.log.say(line)
+    ctx.log.write("alignment", teachers=alignment_tables(teachers))
     progress = not log.quiet
     train = split_data(config, teachers, config.data.train, cache_root, progress, ranks, tap_rows(config))
     evaluation = split_data(config, teachers, config.data.eval, cache_root, progress, ranks, tap_rows=None) \
@@ -177,37 +187,32 @@ def open_run(config, out, resume, overwrite, quiet, cache_root, ranks):
 def train_blocks(run):
     """Step 2: the trunk grown block by block; returns blocks, stage branches, loss table."""
     config, ctx = run.config, run.ctx
-    blocks = []
-    for block_no, graph in enumerate(run.trunk, start=1):
-        seed_phase(ctx, f"block{block_no}")
-        blocks.append(trunk_block(graph, config.student.init, ctx.training.seed + block_no))
-    blocks = [b.to(ctx.device) for b in scale_width(blocks, config.student.width)]
+    blocks = [b.to(ctx.device) for b in trunk_blocks(run.trunk, config.student.init, config.student.width,
+                                                      ctx.training.seed)]
     prefix = PrefixFeatures(run.out / "cache" / "prefix", run.train.inputs)
     source = run.reference.name if config.student.init == "teacher" else None
     stage_parts, table = {}, {}
     for block_no, block in enumerate(blocks, start=1):
         stage_parts[block_no], table[block_no] = train_stage(
             ctx, block_no, block, run.teachers, prefix, run.train, run.train_idx, run.holdout_idx,
-            config.student.gate_reduction, ctx.training.epochs_per_block, trunk_source=source)
-        if block_no < len(blocks):
-            prefix.extend(block, ctx.device, ctx.log, ctx.ranks)
+            config.student.gate_reduction, ctx.training.epochs_per_block, trunk_source=source,
+            extend=block_no < len(blocks))
     return blocks, stage_parts, table
 
 
-def branch_out(run, blocks, stage_parts, table, teachers_size):
-    """Step 3: each task's branch point, written to branches.json."""
+def branch_out(run, blocks, stage_parts, table, sizes):
+    """Step 3: each task's branch point; the choice, with each candidate's size and loss,
+    written to branches.json."""
 
     def size_of(points):
         """Params of the student these points would assemble, without assembling it."""
         groups = {(tg.name, points[task.name]) for tg in run.teachers for task in tg.tasks}
         trunk = sum(count_params(b) for b in blocks[:max(points.values())])
-        return (trunk + sum(count_params(stage_parts[b][t].module) for t, b in groups)) / teachers_size
+        return trunk + sum(count_params(stage_parts[b][t].module) for t, b in groups)
 
-    points, budget_met = decide_branch_points(run.config, table, run.teachers, size_of, run.ctx.log)
-    rows = branch_table(points, table, {task.name: tg.name for tg in run.teachers for task in tg.tasks})
+    points, record = decide_branch_points(run.config, table, run.teachers, size_of, sizes, run.ctx.log)
     if run.ctx.ranks.is_main:
-        (run.out / "branches.json").write_text(json.dumps({"points": points, "budget_met": budget_met, "rows": rows},
-                                                      indent=2))
+        write_json_atomic(run.out / "branches.json", {**record, "alignment": alignment_tables(run.teachers)})
     run.ctx.log.write("branching", points=points, table={str(k): v for k, v in table.items()})
     return points
 
@@ -233,10 +238,10 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     out = Path(out or config.output)
     cache_root = Path(cache_root or out.parent / ".cache")
     ranks = ranks or Ranks()
-    run = open_run(config, out, resume, overwrite, quiet, cache_root, ranks)
+    run = start_run(config, out, resume, overwrite, quiet, cache_root, ranks)
     blocks, stage_parts, table = train_blocks(run)
-    teachers_size = teacher_params(run.teachers)
-    points = branch_out(run, blocks, stage_parts, table, teachers_size)
+    sizes = teacher_sizes(run.teachers)
+    points = branch_out(run, blocks, stage_parts, table, sizes)
     student, graphs = assemble_student(blocks, stage_parts, points, run.teachers, run.task_order)
     student = train_end_to_end(run.ctx, "finetune", student, run.train, run.train_idx,  # step 4
                                config.training.finetune_epochs)
@@ -247,12 +252,26 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     if not ranks.is_main:
         return None
     return evaluate_run(run.out, config, run.teachers, student, kd, run.train, run.holdout_idx, run.evaluation,
-                        teachers_size, table, run.ctx.log)
+                        sizes, table, run.ctx.log)
 
+
+
+def amalgamate_job(config, out=None, resume=False, overwrite=False, quiet=False, cache_root=None):
+    """:func:`amalgamate` as this process's part of a torchrun job (alone: world size 1):
+    joins the job, resumes in a process torchrun restarted, leaves the job at the end.
+    Returns this process's Ranks and the metrics (None on every rank but 0)."""
+    ranks = init_from_env(config.training.device)
+    try:
+        metrics = amalgamate(config, out, resume or ranks.restarted, overwrite and not ranks.restarted, quiet,
+                             cache_root, ranks)
+    finally:
+        close()
+    return ranks, metrics
 
 def _student_info(config, teachers, reference):
     tasks = {task.name: {"teacher": tg.name, **task.to_dict()} for tg in teachers for task in tg.tasks}
     p = reference.config.preprocess
     return {"tasks": tasks, "preprocess": p.model_dump(mode="json"), "width": config.student.width,
+            "trunk_batchnorm": config.student.init == "random",
             "input_name": "input", "teachers": {tg.name: tg.runner.sha256 for tg in teachers if tg.tasks},
             "toolkit_version": __version__}

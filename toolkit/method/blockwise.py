@@ -12,15 +12,17 @@ Blocks ``1..l-1`` are frozen during stage ``l``, so their output over the whole
 dataset is computed once, when the previous stage ends, and kept on disk
 (:class:`PrefixFeatures`): each step runs only block ``l`` and the branches, the
 irreducible work. After the stage, the held-out excess loss per task is the
-stage's row of the branch-out table.
+stage's row of the branch-out table; it comes from the same pass over the data
+that caches the trained block's output for the next stage.
 """
 
-import os
+import contextlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from runtime.files import atomic_path
 from toolkit.dist import Ranks
 from toolkit.method.checkpoint import load_checkpoint, restore
 from toolkit.method.loop import mark_phase, phase_results, run_phase, seed_phase
@@ -43,29 +45,32 @@ class PrefixFeatures:
         self.levels = [inputs]
 
     @torch.no_grad()
-    def extend(self, block, device, log=None, ranks=None):
-        """Add the output of ``block`` applied to the last level (eval mode). In a job the
-        ranks share the work: rank 0 sizes the file, each rank writes its batches
-        (``EVAL_BATCH`` rows, every ``world``-th) through the file, rank 0 renames it."""
+    def extend(self, block, device, log=None, visit=None, ranks=None):
+        """Add the output of ``block`` applied to the last level (eval mode); ``visit(rows, output)``
+        sees each batch on the way (the held-out losses come from the same pass). In a job the
+        ranks share the work: rank 0 sizes the file, each rank writes its batches (``EVAL_BATCH``
+        rows, every ``world``-th) through the file, rank 0 renames it into place."""
         ranks = ranks or Ranks()
         block.eval()
         prev, n = self.levels[-1], len(self.levels[-1])
         path = self.root / f"prefix_{len(self.levels)}.npy"
-        tmp = path.with_name(f"{path.name}.tmp")
         row = block(to_tensor(prev, np.arange(1), device)).cpu().numpy()
-        if ranks.is_main:
-            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *row.shape[1:]))
-        ranks.barrier()
-        header = np.load(tmp, mmap_mode="r").offset
-        starts = ranks.split(range(0, n, EVAL_BATCH))
-        with open(tmp, "r+b") as f:  # through the file: written pages do not stay resident
-            for start in (log.progress(starts, f"caching block {len(self.levels)} output") if log else starts):
-                y = block(to_tensor(prev, np.arange(start, min(n, start + EVAL_BATCH)), device)).cpu().numpy()
-                f.seek(header + int(start) * row.nbytes)
-                f.write(np.ascontiguousarray(y, dtype=np.float32).data)
-        ranks.barrier()
-        if ranks.is_main:
-            os.replace(tmp, path)
+        with atomic_path(path) if ranks.is_main else contextlib.nullcontext() as tmp:
+            tmp = ranks.broadcast(tmp)
+            if ranks.is_main:
+                np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *row.shape[1:]))
+            ranks.barrier()
+            header = np.load(tmp, mmap_mode="r").offset
+            starts = ranks.split(range(0, n, EVAL_BATCH))
+            with open(tmp, "r+b") as f:  # through the file: written pages do not stay resident
+                for start in (log.progress(starts, f"caching block {len(self.levels)} output") if log else starts):
+                    idx = np.arange(start, min(n, start + EVAL_BATCH))
+                    y = block(to_tensor(prev, idx, device))
+                    if visit is not None:
+                        visit(idx, y)
+                    f.seek(header + int(start) * row.nbytes)
+                    f.write(np.ascontiguousarray(y.cpu().numpy(), dtype=np.float32).data)
+            ranks.barrier()
         ranks.barrier()
         self.levels.append(np.load(path, mmap_mode="r"))
 
@@ -97,30 +102,58 @@ def branch_loss(t, branch, h, data, idx, block, training, device):
     return loss
 
 
+class HeldoutExcess:
+    """Excess loss per task summed over the held-out rows of the block outputs it is shown."""
+
+    def __init__(self, teachers, branches, data, indices, device, ranks=None):
+        """``ranks``: in a job, each rank is shown its share of the rows; :meth:`means` gathers."""
+        self.teachers, self.branches, self.data, self.device = teachers, branches, data, device
+        self.ranks = ranks or Ranks()
+        self.indices = np.asarray(indices)
+        self.sums = {task.name: 0.0 for t in teachers for task in t.tasks}
+
+    @torch.no_grad()
+    def __call__(self, idx, h):
+        """Add the held-out rows among ``idx`` (block output ``h``, row for row)."""
+        rows = np.isin(idx, self.indices)
+        if rows.all():
+            self.add(idx, h)
+        elif rows.any():
+            self.add(idx[rows], h[torch.from_numpy(rows).to(h.device)])
+
+    def add(self, idx, h):
+        for t in self.teachers:
+            if t.name not in self.branches:
+                continue
+            out = self.branches[t.name].module(h)
+            for task in t.tasks:
+                teacher = to_tensor(self.data.logits[task.name], idx, self.device)
+                self.sums[task.name] += float(excess_loss(task.kind, out[task.name], teacher).sum())
+
+    def means(self):
+        totals = self.ranks.sum(self.sums.values())
+        return {k: v / max(len(self.indices), 1) for k, v in zip(self.sums, totals)}
+
+
 @torch.no_grad()
-def heldout_excess(teachers, block_module, branches, features, data, indices, device, ranks=Ranks()):
-    """Mean excess loss per task on held-out samples, after this stage (each rank its
-    share of the samples, the sums gathered)."""
-    sums = {task.name: 0.0 for t in teachers for task in t.tasks}
-    mine = ranks.split(indices)
+def heldout_excess(teachers, block_module, branches, features, data, indices, device, ranks=None):
+    """Mean excess loss per task on held-out samples, after this stage (its own pass; each
+    rank its share of the samples, the sums gathered)."""
+    sums = HeldoutExcess(teachers, branches, data, indices, device, ranks)
+    mine = sums.ranks.split(indices)
     for start in range(0, len(mine), EVAL_BATCH):
         idx = mine[start:start + EVAL_BATCH]
-        h = block_module(to_tensor(features, idx, device))
-        for t in teachers:
-            if t.name not in branches:
-                continue
-            out = branches[t.name].module(h)
-            for task in t.tasks:
-                teacher = to_tensor(data.logits[task.name], idx, device)
-                sums[task.name] += float(excess_loss(task.kind, out[task.name], teacher).sum())
-    return {k: v / max(len(indices), 1) for k, v in zip(sums, ranks.sum(sums.values()))}
+        sums(idx, block_module(to_tensor(features, idx, device)))
+    return sums.means()
 
 
 @torch.no_grad()
 def fit_adapters(block, branches, teachers, features, data, indices, block_no, device):
-    """Least-squares start for each structured branch's adapter (toolkit.student.adapters)."""
+    """Least-squares start for each structured branch's adapter (toolkit.student.adapters),
+    on the block's output in train mode: what the stage's steps feed the adapter (a fresh
+    BatchNorm's running statistics are not yet the data's)."""
     sample = np.sort(indices[:FIT_SAMPLES])
-    h = block.eval()(to_tensor(features, sample, device))
+    h = block.train()(to_tensor(features, sample, device))
     for t in teachers:
         if t.name in branches and t.structured:
             branch = branches[t.name].module
@@ -128,8 +161,11 @@ def fit_adapters(block, branches, teachers, features, data, indices, block_no, d
 
 
 def train_stage(ctx, block_no, block, teachers, prefix, data, train_idx, holdout_idx, gate_reduction, epochs,
-                trunk_source=None):
-    """Stage ``block_no``: train ``block`` and its stage branches; return (branches, excess row)."""
+                trunk_source=None, extend=False):
+    """Stage ``block_no``: train ``block`` and its stage branches; return (branches, excess row).
+
+    ``extend``: also add the trained block's output to ``prefix`` (the next stage's
+    input), in the same pass over the data as the held-out losses."""
     phase = f"stage{block_no}"
     device, training = ctx.device, ctx.training
     seed_phase(ctx, phase)
@@ -161,12 +197,19 @@ def train_stage(ctx, block_no, block, teachers, prefix, data, train_idx, holdout
     if done is not None and "excess" in done:
         restore(load_checkpoint(ctx.checkpoints / f"{phase}.pt"), modules)
         ctx.log.say(f"{phase}: done in an earlier run, restored")
+        if extend:
+            prefix.extend(block, device, ctx.log, ranks=ctx.ranks)
         return branches, done["excess"]
     run_phase(ctx, phase, modules, groups, step, train_idx, epochs, train_mode)
     block.eval()
     for p in branches.values():
         p.module.eval()
-    excess = heldout_excess(teachers, block, branches, features, data, holdout_idx, device, ctx.ranks)
+    if extend:
+        sums = HeldoutExcess(teachers, branches, data, holdout_idx, device, ctx.ranks)
+        prefix.extend(block, device, ctx.log, visit=sums, ranks=ctx.ranks)
+        excess = sums.means()
+    else:
+        excess = heldout_excess(teachers, block, branches, features, data, holdout_idx, device, ctx.ranks)
     mark_phase(ctx, phase, modules, epochs_done=epochs, excess=excess)
     ctx.log.write("stage", block=block_no, excess=excess)
     return branches, excess

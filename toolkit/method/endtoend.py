@@ -38,12 +38,13 @@ def unfreeze(net):
 @torch.no_grad()
 def fit_net_adapters(net, data, indices, device):
     """Least-squares start for every branch adapter of a fresh net (the KD baseline
-    gets the same start as the layer-wise student's stage branches)."""
+    gets the same start as the layer-wise student's stage branches), on the trunk in
+    train mode as the first steps will run it."""
     sample = np.sort(np.asarray(indices)[:FIT_SAMPLES])
     h = to_tensor(data.inputs, sample, device)
     net.eval()
     for block, module in enumerate(net.trunk, start=1):
-        h = module(h)
+        h = module.train()(h)
         for key, point in net.branch_points.items():
             teacher = key.split("@")[0]
             if point == block and (teacher, block) in data.taps:

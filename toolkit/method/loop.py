@@ -14,21 +14,24 @@ parameters' gradients averaged by DDP; rank 0 writes the checkpoints.
 import math
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from toolkit.config import TrainingConfig
 from toolkit.dist import Ranks
 from toolkit.method.checkpoint import load_checkpoint, restore, save_checkpoint
 from toolkit.method.optim import make_optimizer, make_schedule
+from toolkit.runlog import RunLog
 
 
 @dataclass
 class LoopContext:
-    training: object  # TrainingConfig
+    training: TrainingConfig
     device: torch.device
-    log: object  # RunLog
-    checkpoints: object  # Path
+    log: RunLog
+    checkpoints: Path
     resume: bool
     ranks: Ranks = field(default_factory=Ranks)  # this process in a torchrun job (world size 1 alone)
 

@@ -26,9 +26,8 @@ from runtime.cache import CHUNK_BATCHES, chunk_rows
 from toolkit.data import open_source, split_holdout
 from toolkit.method.blockwise import FIT_SAMPLES
 from toolkit.student.infer import to_tensor
-from toolkit.student.parts import make_branch, trunk_block, trunk_graphs
+from toolkit.student.parts import make_branch, trunk_blocks, trunk_graphs
 from toolkit.student.targetnet import count_params
-from toolkit.student.width import scale_width
 from toolkit.teachers import load_teachers
 from toolkit.teachers.targets import BATCH, preprocess_of
 
@@ -91,8 +90,7 @@ def _teacher_row(t, source, config, splits):
 def _student(config, teachers, reference, x):
     """Trunk blocks (at the configured width), the prefix row sizes, params and the seconds
     per image of one forward and backward pass through the trunk."""
-    blocks = scale_width([trunk_block(g, config.student.init, i) for i, g in enumerate(trunk_graphs(reference))],
-                         config.student.width)
+    blocks = trunk_blocks(trunk_graphs(reference), config.student.init, config.student.width, config.training.seed)
     rows, h = [], x
     with torch.no_grad():
         for block in blocks:

@@ -7,11 +7,12 @@ input is ``"input"``, preprocessed as ``metadata amalgam.preprocess`` says.
 
 Files written for ``-o student.onnx`` (each to a temporary name, then renamed):
 
-* ``student.onnx``: what ships (simplified by onnxsim unless ``simplify=False``;
+* ``student.onnx``: what ships (simplified by onnxsim and folded exactly, exporters.fold, unless ``simplify=False``;
   int8 when ``quantize="int8"``);
 * ``student.raw.onnx``: the unsimplified export, kept when simplifying, so that
   ``amalgam validate`` can compare the simplified graph with it;
-* ``student.fp32.onnx``: the fp32 model the int8 one was calibrated from (int8 only).
+* ``student.fp32.onnx``: the fp32 model the int8 one was calibrated from (int8 only);
+* ``RUN_DIR/export.log``: what torch printed while exporting (appended).
 """
 
 import contextlib
@@ -23,13 +24,14 @@ from pathlib import Path
 import onnx
 import torch
 
-from exporters.student import quantize_int8, save_atomic, simplify, stamp_student
+from exporters.student import cpu_int8_support, fold, quantize_int8, record, save_atomic, simplify, stamp_student
 from exporters.torch_export import export_torch
 from runtime.errors import BadInputError
-from toolkit.data import Preprocess, open_source, source_spec
+from toolkit.data import Preprocess, input_shape, open_source, source_spec
 from toolkit.student.io import INPUT_NAME, open_run, sibling
 
 EXPORT_BATCH = 2  # the dynamo exporter specialises a batch of 1
+EXPORT_LOG = "export.log"  # in the run dir: what torch printed while exporting
 CALIBRATION_BATCH = 32
 CALIBRATION_SAMPLES = 512
 
@@ -41,6 +43,7 @@ class Exported:
     student: Path
     raw: Path | None = None
     fp32: Path | None = None
+    int8_speed: dict | None = None  # int8 only: see int8_speed()
 
 
 def student_tasks(spec):
@@ -58,13 +61,6 @@ def student_thresholds(spec):
     return {name: 0.0 for name in spec["task_order"] if spec["tasks"][name]["kind"] == "binary"}
 
 
-def input_shape(preprocess, batch):
-    """The student's input shape for ``batch`` rows, from the run's preprocessing."""
-    h, w = preprocess["size"]
-    c = preprocess["channels"]
-    return (batch, h, w, c) if preprocess.get("layout", "NCHW") == "NHWC" else (batch, c, h, w)
-
-
 def calibration_batches(text, preprocess, limit=CALIBRATION_SAMPLES):
     """Unlabeled inputs for int8 calibration, preprocessed exactly like the student's input."""
     prep = Preprocess(**preprocess)
@@ -79,12 +75,16 @@ def _quiet_simplify(raw, out, static_batch):
         return simplify(raw, out, static_batch=static_batch)
 
 
-def _export_raw(net, spec, path, opset, static_batch):
-    """TargetNet -> ONNX (checked against torch by export_torch), stamped as the student."""
+def _export_raw(net, spec, path, opset, static_batch, log_path):
+    """TargetNet -> ONNX (checked against torch by export_torch), stamped as the student.
+
+    Dynamo only: the student's converted pieces export under torch.export, so a
+    legacy fallback would only hide a regression.
+    """
     batch = static_batch or EXPORT_BATCH
     sample = torch.rand(*input_shape(spec["preprocess"], batch))
     export_torch(net, sample, path, input_names=[INPUT_NAME], output_names=list(spec["task_order"]),
-                 opset=opset, dynamic_batch=static_batch is None)
+                 opset=opset, dynamic_batch=static_batch is None, fallback=False, log_path=log_path)
     model = onnx.load(str(path))
     task_teachers = {name: spec["tasks"][name]["teacher"] for name in spec["task_order"]}
     stamp_student(model, student_tasks(spec), thresholds=student_thresholds(spec),
@@ -109,15 +109,28 @@ def export_student(run_dir, out, opset=18, static_batch=None, simplified=True, q
     net, spec = open_run(run_dir)
     calibration = calibration_batches(calib_data, spec["preprocess"]) if quantize else None
     out = Path(out)
-    raw = _export_raw(net, spec, sibling(out, "raw"), opset, static_batch)
+    raw = _export_raw(net, spec, sibling(out, "raw"), opset, static_batch, Path(run_dir) / EXPORT_LOG)
     fp32 = sibling(out, "fp32") if quantize else out
     if simplified:
-        _quiet_simplify(raw, fp32, None)
+        fold(_quiet_simplify(raw, fp32, None), fp32)  # checked against raw by the parity gate
     else:
         os.replace(raw, fp32)
         raw = None
     if not quantize:
         return Exported(out, raw)
     quantize_int8(fp32, out, calibration)
-    return Exported(out, raw, fp32)
+    return Exported(out, raw, fp32, int8_speed(fp32, out, spec["preprocess"]))
+
+
+def int8_speed(fp32, int8, preprocess):
+    """fp32 vs int8 ONNX Runtime latency at batch 64 on this CPU and its int8 instructions,
+    recorded in the int8 file as ``amalgam.int8_speed``: int8 that runs slower is said so."""
+    from toolkit.ship.latency import latency_ms
+
+    shape = input_shape(preprocess, 1)[1:]
+    speed = {"fp32_b64_ms": latency_ms(fp32, shape, 64), "int8_b64_ms": latency_ms(int8, shape, 64),
+             "cpu_int8": cpu_int8_support()}
+    speed["slower"] = speed["int8_b64_ms"] > speed["fp32_b64_ms"]
+    record(int8, int8_speed=speed)
+    return speed
 

@@ -2,7 +2,8 @@
 
 * trunk block ``l`` = the reference teacher's graph between boundaries ``l-1``
   and ``l`` (block 1 starts at the input), converted to a trainable module and
-  kept (``student.init: teacher``) or re-initialised (``random``);
+  kept (``student.init: teacher``) or re-initialised with a BatchNorm after each
+  convolution (``random``);
 * branch ``(t, l)`` = teacher ``t``'s layers after its boundary ``l``, head cut
   down to ``t``'s chosen tasks (runtime.heads), behind a fresh channel gate and,
   where widths or layouts differ, an adapter; an output-only teacher's branch is
@@ -21,7 +22,9 @@ from runtime.cut import cut_block, cut_branch, cut_prefix
 from runtime.heads import prune_outputs
 from toolkit.student.adapters import make_adapter, to_nchw
 from toolkit.student.gates import ChannelGate
-from toolkit.student.targetnet import Branch, FreshHead, TaskSlot, reinit
+from toolkit.student.norm import add_batchnorm, kaiming_init
+from toolkit.student.targetnet import Branch, FreshHead, TaskSlot
+from toolkit.student.width import scale_width
 
 
 @dataclass
@@ -40,9 +43,15 @@ def trunk_graphs(reference):
     return graphs
 
 
-def trunk_block(graph, init, seed):
-    module = to_torch(graph)
-    return reinit(module, seed) if init == "random" else module
+def trunk_blocks(graphs, init, width, seed):
+    """The trunk's blocks from their graphs: the teacher's weights (``init: teacher``), or
+    re-initialised with a BatchNorm after each convolution and ``width`` x the channels
+    (``random``; toolkit.student.norm, toolkit.student.width). Block ``i`` is seeded ``seed + i``."""
+    blocks = [to_torch(g) for g in graphs]
+    if init != "random":
+        return blocks
+    blocks = scale_width([add_batchnorm(b) for b in blocks], width)
+    return [kaiming_init(b, seed + i) for i, b in enumerate(blocks, start=1)]
 
 
 def head_plan(teacher):

@@ -10,9 +10,8 @@ chosen tasks. A teacher with no usable block structure gets a small fresh head
 Tasks are read out of the branch outputs with a :class:`TaskSlot` per task.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 
@@ -120,18 +119,3 @@ def freeze(module):
 
 def count_params(module):
     return sum(p.numel() for p in module.parameters())
-
-
-def slot_dicts(slots):
-    return [asdict(s) for s in slots]
-
-
-def reinit(module, seed):
-    """Randomly re-initialise every layer of ``module`` (student.init = random)."""
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    for m in module.modules():
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
-    torch.random.set_rng_state(gen_state)
-    return module

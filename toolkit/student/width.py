@@ -20,7 +20,8 @@ def scaled(channels, width):
     return max(1, int(round(channels * width)))
 
 
-def _replace(root, dotted, module):
+def replace_module(root, dotted, module):
+    """Put ``module`` at the dotted path ``dotted`` inside ``root``."""
     *parents, leaf = dotted.split(".")
     parent = root
     for p in parents:
@@ -56,7 +57,7 @@ def scale_width(blocks, width):
         for name, module in list(block.named_modules()):
             if isinstance(module, nn.Conv2d):
                 scale_in = not (index == 1 and module.in_channels <= 4)
-                _replace(block, name, _conv(module, width, scale_in))
+                replace_module(block, name, _conv(module, width, scale_in))
             elif isinstance(module, nn.BatchNorm2d):
-                _replace(block, name, nn.BatchNorm2d(scaled(module.num_features, width), module.eps, module.momentum))
+                replace_module(block, name, nn.BatchNorm2d(scaled(module.num_features, width), module.eps, module.momentum))
     return blocks

@@ -1,31 +1,37 @@
 """Teachers as the toolkit sees them: the runtime teacher (targets) plus its
 normalised graph and block boundaries (where branches are cut).
 
-Teachers of one architecture line up block by block: boundary ``l`` of every
-structured teacher corresponds to block ``l`` of the trunk. A teacher whose graph
-has no usable block structure (no rank-4 boundary, e.g. a scikit-learn model)
-teaches through its outputs alone (``structured`` is False).
+Teachers line up block by block: boundary ``l`` of every structured teacher
+corresponds to block ``l`` of the trunk. A teacher whose boundaries were found (not
+named in the config) is lined up with the reference teacher's by stride
+(runtime.align: the last tensor at each of the reference's resolutions), so a ResNet,
+a RegNet and a MobileNet amalgamate with no boundary named by hand; its
+``alignment`` keeps the table. Boundaries named in the config win: they pair one to
+one with the reference's. A teacher whose graph has no usable block structure (no
+rank-4 boundary, e.g. a scikit-learn model) teaches through its outputs alone
+(``structured`` is False).
 """
 
 from dataclasses import dataclass
 
-from runtime.blocks import check_boundary, describe, find_boundaries
-from runtime.convert import unsupported_ops
-from runtime.cut import cut_branch
-from runtime.errors import BadInputError, ConfigError, UnsupportedOpError
-from runtime.model_io import load_model
-from runtime.normalize import normalize
-from runtime.teacher import TaskSpec, Teacher
+import onnx
+
+from runtime.align import align, image_size, in_order, table
+from runtime.errors import AmalgamError, BadInputError, ConfigError
+from runtime.teacher import TaskSpec, Teacher, open_teacher
+from toolkit.config import Config, TeacherConfig
+from toolkit.data import input_shape
 
 
 @dataclass
 class TeacherGraph:
     name: str
-    config: object  # TeacherConfig
-    graph: object  # normalised onnx.ModelProto
+    config: TeacherConfig
+    graph: onnx.ModelProto  # normalised
     boundaries: list  # runtime.blocks.Boundary, in graph order
     tasks: list  # chosen TaskSpecs of this teacher, in config order
     runner: Teacher  # ONNX Runtime session for targets (all chosen tasks, boundary taps)
+    alignment: list | None = None  # runtime.align.Pairing per reference block; None for the reference
 
     @property
     def structured(self):
@@ -39,81 +45,105 @@ class TeacherGraph:
         return next(t for t in self.tasks if t.name == name)
 
 
-def input_shape(preprocess):
-    h, w = preprocess.size
-    c = preprocess.channels
-    return [1, h, w, c] if preprocess.layout == "NHWC" else [1, c, h, w]
+# Where, in a config's teacher, the part of the opening that failed is set.
+FIELD = {"input": ".preprocess", "boundaries": ".boundaries", "ops": ""}
 
 
-def _boundaries(tc, graph):
-    """The config's boundaries (checked to be on the main path), or the ones found."""
-    if tc.boundaries is None:
-        return find_boundaries(graph)
-    for name in tc.boundaries:
-        check_boundary(graph, name)
-    return describe(graph, tc.boundaries)
-
-
-def _graph(where, tc):
-    """The teacher's graph normalised for the input its preprocessing gives."""
+def _open(where, tc, tasks, reference, line_up=None, **session):
+    """The teacher of config entry ``where`` opened by runtime, with config field paths in
+    errors; ``session``: its runner's ``device`` and ``threads``."""
     shape = input_shape(tc.preprocess)
-    model = load_model(tc.onnx)
     try:
-        return normalize(model, {tc.input: shape} if tc.input else shape)
-    except BadInputError as e:
-        raise type(e)(f"{where}.preprocess ({tc.onnx}): the images come out as {shape} (size, channels, layout); "
-                      f"the model does not take that: {e}") from e
+        return open_teacher(tc.onnx, tasks, {tc.input: shape} if tc.input else shape, tc.boundaries, tc.input,
+                            copied="all" if reference else "branches", line_up=line_up, **session)
+    except AmalgamError as e:
+        part = getattr(e, "part", None)
+        if part is None:
+            raise
+        if part == "input":
+            e = type(e)(f"the images come out as {list(shape)} (size, channels, layout); "
+                        f"the model does not take that: {e}")
+        raise type(e)(f"{where}{FIELD[part]} ({tc.onnx}): {e}") from e
 
 
-def _check_convertible(where, graph, boundaries, whole):
-    """Refuse, before the target pass, a teacher whose layers the student copies (the
-    whole graph for the reference, those after block 1 for the others) hold an op no
-    converter handles."""
-    part = graph if whole else cut_branch(graph, boundaries[0].name, [o.name for o in graph.graph.output])
-    missing = unsupported_ops(part)
-    if missing:
-        listed = "; ".join(f"{op} (nodes: {', '.join(names)})" for op, names in missing.items())
-        raise UnsupportedOpError(f"{where}: the student copies layers with ops no converter handles: {listed}")
-
-
-def load_teachers(config, device="cpu", threads=None):
-    """TeacherGraphs of the teachers that own a chosen task, in config order; their ONNX
-    Runtime sessions run on ``device`` with ``threads`` intra-op threads (None: ONNX
-    Runtime's default)."""
+def load_teachers(config: Config, device="cpu", threads=None) -> list[TeacherGraph]:
+    """TeacherGraphs of the teachers that own a chosen task, in config order, each
+    structured one's boundaries lined up with the reference's (one per trunk block);
+    their ONNX Runtime sessions run on ``device`` with ``threads`` intra-op threads
+    (None: ONNX Runtime's default)."""
     chosen = {}
     for teacher_name, task in config.chosen_tasks():
         chosen.setdefault(teacher_name, []).append(TaskSpec.from_dict(task))
+    reference = config.student.reference
+    entries = {tc.name: (i, tc) for i, tc in enumerate(config.teachers)
+               if tc.name in chosen or tc.name == reference}
+
+    def tasks_of(tc):
+        return chosen.get(tc.name) or [TaskSpec.from_dict(tc.tasks[0].model_dump(by_alias=True))]
+
+    i, ref_tc = entries[reference]
+    session = {"device": device, "threads": threads}
+    ref = _open(f"teachers[{i}]", ref_tc, tasks_of(ref_tc), True, **session)
+    _check_reference(reference, ref.boundaries)
     out = []
-    for i, tc in enumerate(config.teachers):
-        if tc.name not in chosen and tc.name != config.student.reference:
+    for name, (i, tc) in entries.items():
+        if name == reference:
+            out.append(TeacherGraph(name, tc, ref.graph, ref.boundaries, chosen.get(name, []), ref.runner))
             continue
-        where = f"teachers[{i}]"
-        graph = _graph(where, tc)
-        try:
-            boundaries = _boundaries(tc, graph)
-        except BadInputError as e:
-            raise type(e)(f"{where}.boundaries ({tc.onnx}): {e}") from e
-        if boundaries:
-            _check_convertible(f"{where} ({tc.onnx})", graph, boundaries, tc.name == config.student.reference)
-        tasks = chosen.get(tc.name, [])
-        all_tasks = [TaskSpec.from_dict(t.model_dump(by_alias=True)) for t in tc.tasks]
-        runner = Teacher(tc.onnx, tasks or all_tasks[:1], [b.name for b in boundaries], tc.input, device=device,
-                         threads=threads)
-        out.append(TeacherGraph(tc.name, tc, graph, boundaries, tasks, runner))
-    _check_alignment(out, config.student.reference)
+        where = f"teachers[{i}] ({tc.onnx})"
+        pairs = []
+
+        def line_up(graph, found, where=where, tc=tc, pairs=pairs):
+            pairs += _align(where, ref_tc, ref, tc, graph, found)
+            return [p.other for p in pairs]
+
+        opened = _open(f"teachers[{i}]", tc, tasks_of(tc), False, line_up, **session)
+        out.append(TeacherGraph(name, tc, opened.graph, opened.boundaries, chosen.get(name, []), opened.runner,
+                                pairs or None))
     return out
 
 
-def _check_alignment(teachers, reference):
-    ref = next(t for t in teachers if t.name == reference)
-    if not ref.structured:
+def _check_reference(reference, boundaries):
+    if not boundaries:
         raise ConfigError(f"student.reference: teacher {reference!r} has no block boundaries, "
                           f"so it cannot give the trunk; name boundaries under teachers[].boundaries "
                           f"or pick a CNN teacher")
+
+
+def _align(where, ref_tc, ref, tc, graph, other):
+    """``tc``'s boundaries ``other`` paired with the reference's: one to one where the
+    config names them, by stride where they were found."""
+    if tc.boundaries is None:
+        try:
+            return align(ref.boundaries, image_size(ref.graph), other, image_size(graph), (ref_tc.name, tc.name))
+        except BadInputError as e:
+            raise type(e)(f"{where}: {e}") from e
+    if len(other) != len(ref.boundaries):
+        raise ConfigError(
+            f"teachers.{tc.name}.boundaries: {len(other)} block boundaries ({[b.name for b in other]}), but the "
+            f"reference teacher {ref_tc.name!r} has {len(ref.boundaries)}; named boundaries pair one to one with "
+            f"the reference's: name {len(ref.boundaries)}, or leave boundaries out to line them up by stride")
+    return in_order(ref.boundaries, _image_size(ref.graph), other, _image_size(graph))
+
+
+def _image_size(graph):
+    """(H, W) of the graph's image input, or None where it has none (strides unknown)."""
+    try:
+        return image_size(graph)
+    except BadInputError:
+        return None
+
+
+def alignment_tables(teachers):
+    """``{teacher: [row dict per reference block]}`` for every teacher lined up with the reference."""
+    return {t.name: [p.to_dict() for p in t.alignment] for t in teachers if t.alignment}
+
+
+def alignment_lines(teachers, reference):
+    """The alignment tables as text: a title line per teacher, then its rows."""
+    lines = []
     for t in teachers:
-        if t.structured and len(t.boundaries) != len(ref.boundaries):
-            raise ConfigError(
-                f"teachers.{t.name}.boundaries: {len(t.boundaries)} block boundaries "
-                f"({[b.name for b in t.boundaries]}), but the reference teacher {reference!r} has "
-                f"{len(ref.boundaries)}; teachers line up block by block: name the same number of boundaries"
-            )
+        if t.alignment:
+            lines.append(f"{t.name}'s boundaries lined up with {reference}'s blocks:")
+            lines += table(t.alignment, (reference, t.name))
+    return lines

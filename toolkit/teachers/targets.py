@@ -8,7 +8,6 @@ baseline, reuses it.
 """
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from runtime.cache import TargetCache
 from runtime.errors import DataError
+from runtime.files import atomic_path
 from toolkit.data import Preprocess, eval_labels, open_source
 
 BATCH = 256
@@ -36,8 +36,8 @@ class SplitData:
 
 
 def preprocess_of(teacher_config):
-    p = teacher_config.preprocess
-    return Preprocess(p.size, p.channels, p.mean, p.std, p.layout)
+    """The teacher's preprocessing, every field of ``teachers[i].preprocess`` (resize included)."""
+    return Preprocess.from_config(teacher_config.preprocess)
 
 
 def _reader(source, preprocess):
@@ -58,27 +58,26 @@ def _write_inputs(path, source, preprocess, n):
             f.write(np.ascontiguousarray(batch, dtype="<f4").data)
 
 
+def _build_inputs(path, source, preprocess, n):
+    """Write the student's inputs to ``path`` unless they are there."""
+    if not path.exists():
+        try:
+            with atomic_path(path) as tmp:
+                _write_inputs(tmp, source, preprocess, n)
+        except OSError as e:  # disk full, read-only or unwritable cache folder
+            raise DataError(f"{path.parent}: cannot write the student's inputs ({e.strerror or e}); "
+                            f"free space there or use another cache folder") from e
+
+
 def cached_inputs(root, source, preprocess, n, ranks=None):
     """The student's inputs: ``source`` preprocessed, as a read-only memmap (built once,
     by rank 0 in a job; the other ranks wait for it)."""
     key = hashlib.sha256(f"{source.fingerprint()}|{preprocess.fingerprint()}|{n}".encode()).hexdigest()[:24]
     path = Path(root) / f"inputs-{key}.npy"
-    main = ranks is None or ranks.is_main
-    if not main:
-        ranks.barrier()
-    if main and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        try:
-            _write_inputs(tmp, source, preprocess, n)
-            os.replace(tmp, path)
-        except OSError as e:  # disk full, read-only or unwritable cache folder
-            raise DataError(f"{path.parent}: cannot write the student's inputs ({e.strerror or e}); "
-                            f"free space there or use another cache folder") from e
-        finally:
-            tmp.unlink(missing_ok=True)
-    if main and ranks is not None:
-        ranks.barrier()
+    if ranks is None:
+        _build_inputs(path, source, preprocess, n)
+    else:
+        ranks.on_main(_build_inputs, path, source, preprocess, n)
     return np.load(path, mmap_mode="r")
 
 
@@ -122,7 +121,7 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
                          for block, b in enumerate(t.boundaries, start=1)})
     inputs = cached_inputs(Path(cache_root) / "inputs", source, preprocess_of(reference.config), n, ranks)
     labels = {}
-    if config.data.labels and source.labels() is not None:
+    if source.labels() is not None:  # data.labels rules, else each task's label of its own name
         labels = eval_labels(source, config.data.labels, list(logits))
     return SplitData(inputs, logits, taps, labels)
 

@@ -98,3 +98,12 @@ def test_cli(keras_file, tmp_path, capsys):
     assert [(t["name"], t["index"]) for t in read_metadata(out)["tasks"]] == [("a", 0), ("b", 1), ("c", 3)]
     code, io = amalgam(capsys, "export-teacher", "keras", tmp_path / "missing.keras", "-o", tmp_path / "u.onnx")
     assert code == 2 and "missing.keras: no such file" in io.err and not (tmp_path / "u.onnx").exists()
+
+
+def test_an_input_shape_the_model_does_not_take(tmp_path):
+    """The traced error's last line (the reason), not TF's 'in user code:' header."""
+    flat = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    with pytest.raises(ExportError, match=r"^keras export: the model does not run on an input of shape "
+                                          r"\[None, 20, 20, 1\]: ValueError: .*(64|400)"):
+        export_keras(flat, tmp_path / "t.onnx", input_shape=(1, 20, 20, 1))
+    assert list(tmp_path.iterdir()) == []

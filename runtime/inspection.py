@@ -1,0 +1,129 @@
+"""What a teacher's ONNX file offers for amalgamation: its inputs, outputs, opset,
+producer and candidate block boundaries (where its graph can be cut into the paper's
+blocks); with ``check``, the branch after each boundary cut, converted to torch and
+compared with ONNX Runtime on random inputs by the one comparator
+(:func:`runtime.parity.compare`, ``atol`` + ``rtol``·|ref|)."""
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from runtime.blocks import find_boundaries
+from runtime.errors import BadInputError, ParityError
+from runtime.graph import data_inputs, dims
+from runtime.model_io import default_opset, load_model
+from runtime.normalize import example_shape, normalize
+from runtime.parity import ATOL, RTOL
+
+CHECK_BATCH = 2
+
+
+@dataclass
+class Inspection:
+    """``amalgam inspect``'s findings; ``blocks`` rows gain ``branch_max_abs_diff``,
+    ``branch_p99_abs_diff`` and ``branch_ok`` when the branches were checked."""
+
+    path: str
+    inputs: list
+    outputs: list
+    opset: int
+    producer: str
+    blocks: list = field(default_factory=list)
+    graph: onnx.ModelProto | None = field(default=None, repr=False)  # normalised
+    boundaries: list = field(default_factory=list, repr=False)  # runtime.blocks.Boundary
+    parity: dict = field(default_factory=dict, repr=False)  # boundary -> ParityReport
+
+    @property
+    def failed(self):
+        """The parity reports of the branches that differ from ONNX Runtime."""
+        return [r for r in self.parity.values() if not r.passed]
+
+    def to_dict(self):
+        """The JSON of ``amalgam inspect --json``."""
+        return {k: v for k, v in asdict(self).items() if k in ("inputs", "outputs", "opset", "producer", "blocks")}
+
+    def failure(self):
+        """One line naming every branch that differs and each failing output, or None."""
+        if not self.failed:
+            return None
+        return (f"{self.path}: {len(self.failed)} of {len(self.blocks)} branches differ from ONNX Runtime: "
+                + "; ".join(f"{r.title}: " + ", ".join(o.describe() for o in r.failed) for r in self.failed))
+
+    def raise_if_failed(self):
+        if self.failed:
+            raise ParityError(self.failure())
+        return self
+
+
+def value_info(vi):
+    t = vi.type.tensor_type
+    shape = dims(vi, symbolic=True) or []
+    return {"name": vi.name, "shape": shape, "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name}
+
+
+def _random_feeds(model):
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for vi in model.graph.input:
+        if vi.name not in data_inputs(model):
+            continue
+        value = value_info(vi)
+        shape = value["shape"]
+        if any(not isinstance(d, int) for d in shape[1:]):
+            example = example_shape(vi.name, [d if isinstance(d, int) else None for d in shape])
+            raise BadInputError(f"input {vi.name!r} has open dims {shape}: give them, e.g. {example} "
+                                f"(with your own sizes)")
+        shape = [d if isinstance(d, int) else CHECK_BATCH for d in shape]
+        feeds[vi.name] = rng.standard_normal(shape).astype(value["dtype"])
+    return feeds
+
+
+def check_branches(model, boundaries, label="the model", atol=ATOL, rtol=RTOL):
+    """``{boundary: ParityReport}``: each branch as torch vs the whole graph under ONNX Runtime."""
+    import torch
+
+    from runtime.convert import to_torch
+    from runtime.cut import cut_branch
+    from runtime.parity import compare, onnx_runner
+    from runtime.taps import add_taps
+
+    names = [b.name for b in boundaries]
+    outputs = [o.name for o in model.graph.output]
+    values = onnx_runner(add_taps(model, names), label=label)(_random_feeds(model))
+    reports = {}
+    for name in names:
+        branch = to_torch(cut_branch(model, name, outputs))
+        with torch.no_grad():
+            got = branch(torch.from_numpy(values[name]))
+        got = got if isinstance(got, (tuple, list)) else [got]
+        reports[name] = compare({o: values[o] for o in outputs}, {o: g.numpy() for o, g in zip(outputs, got)},
+                                atol, rtol, title=f"branch after {name!r}")
+    return reports
+
+
+def inspect_model(path, input_shape=None, check=False, atol=ATOL, rtol=RTOL):
+    """Inspect the ONNX file at ``path``; ``input_shape`` (``{input: dims}``) fixes open dims."""
+    model = load_model(path)
+    try:
+        graph = normalize(model, input_shape or None)
+    except BadInputError as e:
+        raise type(e)(f"{path}: {e}") from e
+    boundaries = find_boundaries(graph)
+    found = Inspection(
+        str(path),
+        inputs=[value_info(vi) for vi in model.graph.input if vi.name in data_inputs(model)],
+        outputs=[value_info(vi) for vi in model.graph.output],
+        opset=default_opset(model),
+        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        blocks=[{"name": b.name, "shape": b.shape, "layout": b.layout} for b in boundaries],
+        graph=graph, boundaries=boundaries)
+    if check:
+        found.parity = check_branches(graph, boundaries, str(path), atol, rtol)
+        for block in found.blocks:
+            result = found.parity[block["name"]]
+            block["branch_max_abs_diff"] = result.summary()["max_abs"]
+            block["branch_p99_abs_diff"] = result.summary()["p99_abs"]
+            block["branch_ok"] = result.passed
+    return found
