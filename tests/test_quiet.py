@@ -47,7 +47,7 @@ FACTORIES = textwrap.dedent('''
 
 
 def amalgam(cwd, *args):
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *map(str, args)], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "amalgam", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
 
 
