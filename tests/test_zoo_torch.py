@@ -3,9 +3,9 @@ defaults, then ``amalgam inspect --check`` cuts and converts the branch after ev
 candidate block boundary and compares it with ONNX Runtime.
 
 Random weights, 32x32 inputs (ViT-B/16 built for 32x32: four patches and the class
-token). The BatchNorm networks come through ``tests.zoo_teachers:calibrated`` (their
-BatchNorm statistics set from standard-normal images, so that logits have a real
-magnitude and parity means something); ViT, which has none, straight from ``torchvision.models``.
+token). Most come through ``tests.zoo_teachers:calibrated`` (BatchNorm statistics set
+from standard-normal images, ViT's zero head made random, so that logits have a real
+magnitude and parity means something); ConvNeXt straight from ``torchvision.models``.
 Each model is exported once per module, into a temporary folder.
 """
 
@@ -32,7 +32,7 @@ ZOO = {  # name: (factory, --kwargs)
     "densenet121": (CALIBRATED, {"arch": "densenet121"}),
     "regnet_y_400mf": (CALIBRATED, {"arch": "regnet_y_400mf"}),
     "convnext_tiny": ("torchvision.models:convnext_tiny", {}),  # LayerNorm only
-    "vit_b_16": ("torchvision.models:vit_b_16", {"image_size": 32}),
+    "vit_b_16": (CALIBRATED, {"arch": "vit_b_16", "image_size": 32}),  # its head starts at zero
 }
 SIZE = 32
 TOKEN_MODELS = {"vit_b_16"}  # boundaries are rank-4 feature maps; a ViT's are token sequences
