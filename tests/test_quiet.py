@@ -4,7 +4,6 @@ user runs it, in its own process, so that file-descriptor output is seen too).""
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import onnx
