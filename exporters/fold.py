@@ -18,10 +18,19 @@ function (up to float rounding), and the parity gate (``amalgam validate``:
   conv is not a per-channel constant at the borders; it is computed exactly (ONNX
   Runtime runs the following conv on the bias map) and added as a constant map.
 * :func:`fold_gemm_chain`: Gemm(Gemm(x)) -> one Gemm; a constant per-column scale
-  before a Gemm goes into its weights.
+  before a Gemm goes into its weights. Helpers feed it: :func:`divide_as_multiply`,
+  :func:`sum_as_mean` (a pooled sum is a mean times a constant), :func:`sink_scalar`
+  (the gate's x2 moves down to the Gemm), :func:`drop_reshape_round_trip`.
+* :func:`merge_gemms` and :func:`sink_split`: Gemms reading one feature (the
+  branches' gate squeezes) become one Gemm and a Split, and the Split moves down past
+  what the parts all do alike (one Relu, block-diagonal Gemms, one Sigmoid, one Mul).
 * :func:`merge_duplicates`: nodes with the same op, attributes and inputs run once.
+* :func:`split_outputs` (last): task outputs gathered column by column from one Gemm
+  come out of one transposed Gemm and one Split.
 
 :func:`fold_student` applies them all until none applies and returns the counts.
+Every rewrite is exact in real arithmetic; in float32 the results differ by rounding
+(re-associated sums), well inside the parity gate's tolerance.
 """
 
 from collections import Counter
