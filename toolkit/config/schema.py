@@ -142,6 +142,10 @@ class BranchingConfig(_Model):
     fixed: dict[str, PosInt] = {}
 
 
+class EvaluationConfig(_Model):
+    threshold: Literal["logit0", "calibrated"] = "logit0"
+
+
 class BaselineConfig(_Model):
     kd: bool = True
     epochs: PosInt | None = None
@@ -157,6 +161,7 @@ class Config(_Model):
     training: TrainingConfig = TrainingConfig()
     branching: BranchingConfig = BranchingConfig()
     baseline: BaselineConfig = BaselineConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     def teacher(self, name: str) -> TeacherConfig:
         found = [t for t in self.teachers if t.name == name]
