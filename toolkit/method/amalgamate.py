@@ -205,7 +205,7 @@ def train_baseline(run, student, graphs, info):
     kd = fresh_like(student, graphs, run.trunk, config.student.init, t.seed + 100, config.student.width)
     kd = kd.to(ctx.device)
     fit_net_adapters(kd, run.train, run.train_idx, ctx.device)
-    kd = train_end_to_end(ctx, "kd", kd, run.train, run.train_idx, epochs)
+    kd = train_end_to_end(ctx, "kd", kd, run.train, run.train_idx, epochs, run.holdout_idx)
     save_student(kd, {"trunk": run.trunk, "branches": graphs}, run.out / "kd",
                  {**info, "thresholds": held_out_thresholds(run, kd)})
     return kd
@@ -227,7 +227,7 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     points = branch_out(run, blocks, stage_parts, table, sizes)
     student, graphs = assemble_student(blocks, stage_parts, points, run.teachers, run.task_order)
     student = train_end_to_end(run.ctx, "finetune", student, run.train, run.train_idx,  # step 4
-                               config.training.finetune_epochs)
+                               config.training.finetune_epochs, run.holdout_idx)
     info = _student_info(run)
     thresholds = {"student": held_out_thresholds(run, student)}
     save_student(student, {"trunk": run.trunk, "branches": graphs}, run.out / "student",
