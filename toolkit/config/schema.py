@@ -109,7 +109,7 @@ class DataConfig(_Model):
 
 class StudentConfig(_Model):
     reference: str | None = None
-    init: Literal["teacher", "random"] = "teacher"
+    init: Literal["teacher", "random", "pruned"] = "teacher"
     width: Annotated[float, Field(gt=0)] = 1.0
     gate_reduction: PosInt = 4
 
