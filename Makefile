@@ -21,10 +21,10 @@ $(STAMP): requirements/main.txt pyproject.toml
 include mk/frameworks.mk
 include samples/real_archs/teachers.mk
 
-# The main suite (it uses teachers exported by each framework's environment), then
-# each framework's exporter tests in its own environment.
+# The main suite (it uses teachers exported by each framework's environment) with the
+# doctests of every module, then each framework's exporter tests in its own environment.
 test: $(STAMP) fixtures
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --doctest-modules tests runtime exporters toolkit
 	$(MAKE) --no-print-directory test-frameworks
 
 demo: $(STAMP)

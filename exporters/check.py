@@ -7,13 +7,12 @@ fused kernels cannot hide a difference. The file is written to a temporary name
 in the destination folder and renamed, so a failed export leaves nothing behind.
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import ExportError
+from runtime.errors import ExportError, first_line
+from runtime.files import atomic_path
 from runtime.session import make_session
 
 # Absolute and relative tolerance of ONNX Runtime vs the framework, per framework.
@@ -82,22 +81,12 @@ def save_model(model, path):
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as e:
-        raise ExportError(f"{path}: the exported model fails the ONNX checker: {str(e).strip().splitlines()[0]}") from e
+        raise ExportError(f"{path}: the exported model fails the ONNX checker: {first_line(e)}") from e
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise ExportError(f"{path}: the folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
-        onnx.save_model(model, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        onnx.save_model(model, str(tmp))
     return path
 
 

@@ -36,7 +36,8 @@ from jax2onnx import to_onnx
 from exporters.check import (check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis, run_onnx,
                              save_model)
 from exporters.metadata import stamp
-from runtime.errors import ExportError, ModelFileError
+from runtime.errors import ExportError, ModelFileError, first_line
+from runtime.graph import dims
 
 POOLING_HINT = ("flax max_pool/avg_pool called without strides=: Flax strides 1 by default, jax2onnx strides by the "
                 "window; pass window_shape=, strides= and padding= as keywords")
@@ -55,7 +56,7 @@ def load_params(path):
             with np.load(path, allow_pickle=False) as flat:
                 return _unflatten({k: flat[k] for k in flat.files})
     except Exception as e:
-        raise ModelFileError(f"{path}: cannot read JAX parameters: {str(e).strip().splitlines()[0]}") from e
+        raise ModelFileError(f"{path}: cannot read JAX parameters: {first_line(e)}") from e
     raise ModelFileError(f"{path}: expected JAX parameters as .msgpack or .npz (no pickles), got {suffix or 'no suffix'!r}")
 
 
@@ -118,7 +119,7 @@ def convert(fn, shape, input_name, output_names, nchw, opset):
                               "nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding='VALID')") from e
         raise ExportError(f"jax export: jax2onnx cannot trace the model: {e}") from e
     except Exception as e:
-        raise ExportError(f"jax export: jax2onnx cannot convert the model: {str(e).strip().splitlines()[0]}") from e
+        raise ExportError(f"jax export: jax2onnx cannot convert the model: {first_line(e)}") from e
 
 
 def _same_pads(size, kernel, stride, dilation, upper):
@@ -133,8 +134,7 @@ def explicit_pads(model):
     """Replace ``auto_pad=SAME_*`` on Conv and pooling nodes by explicit ``pads``."""
     from onnx import helper
 
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in [*model.graph.input, *model.graph.value_info]}
+    shapes = {v.name: dims(v) or [] for v in [*model.graph.input, *model.graph.value_info]}
     weights = {t.name: list(t.dims) for t in model.graph.initializer}
     for node in model.graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}

@@ -28,7 +28,7 @@ import tf2onnx  # noqa: E402
 from exporters.check import (check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis,  # noqa: E402
                              rename_tensor, run_onnx, save_model)
 from exporters.metadata import stamp  # noqa: E402
-from runtime.errors import ExportError, ModelFileError  # noqa: E402
+from runtime.errors import ExportError, ModelFileError, first_line  # noqa: E402
 
 SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -43,7 +43,7 @@ def load_keras(path):
     try:
         return keras.models.load_model(str(path), compile=False)
     except Exception as e:
-        raise ModelFileError(f"{path}: Keras cannot load it: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from e
+        raise ModelFileError(f"{path}: Keras cannot load it: {first_line(e)}") from e
 
 
 def input_layout(model, shape):
@@ -84,7 +84,7 @@ def convert(model, shape, input_name="x", nchw=False, opset=18):
             function, input_signature=signature, opset=opset, inputs_as_nchw=[input_name] if nchw else None
         )
     except Exception as e:
-        raise ExportError(f"keras export: tf2onnx cannot convert the model: {str(e).strip().splitlines()[0]}") from e
+        raise ExportError(f"keras export: tf2onnx cannot convert the model: {first_line(e)}") from e
     return proto
 
 

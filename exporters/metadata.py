@@ -17,12 +17,14 @@ import platform
 PREFIX = "amalgam."
 
 
-def _toolkit_version():
-    try:
-        from importlib.metadata import version
+def toolkit_version():
+    """The installed project's version: pyproject.toml's ``version``, the one place it is
+    written (read back from the install's metadata); ``"unknown"`` when not installed."""
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         return version("amalgam")
-    except Exception:
+    except PackageNotFoundError:
         return "unknown"
 
 
@@ -34,7 +36,7 @@ def stamp(model, framework, framework_version, tasks=None, **extra):
         "framework": framework,
         "framework_version": framework_version,
         "onnx_version": onnx.__version__,
-        "toolkit_version": _toolkit_version(),
+        "toolkit_version": toolkit_version(),
         "python_version": platform.python_version(),
     }
     if tasks is not None:

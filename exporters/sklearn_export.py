@@ -30,7 +30,7 @@ from skl2onnx.common.data_types import FloatTensorType
 
 from exporters.check import check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis, run_onnx, save_model
 from exporters.metadata import stamp
-from runtime.errors import ExportError, ModelFileError
+from runtime.errors import ExportError, ModelFileError, first_line
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.")
@@ -66,7 +66,7 @@ def _load_skops(path):
     try:
         untrusted = sio.get_untrusted_types(file=str(path))
     except Exception as e:
-        raise ModelFileError(f"{path}: not a skops file: {str(e).strip().splitlines()[0]}") from e
+        raise ModelFileError(f"{path}: not a skops file: {first_line(e)}") from e
     foreign = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
     if foreign:
         raise ModelFileError(f"{path}: the skops file holds types outside scikit-learn and numpy: {foreign}")
@@ -81,7 +81,7 @@ def convert(model, n_features, input_name, opset):
                        target_opset={"": opset, "ai.onnx.ml": 3}, options=options)
     except Exception as e:
         raise ExportError(f"sklearn export: skl2onnx cannot convert {type(model).__name__}: "
-                          f"{str(e).strip().splitlines()[0]}") from e
+                          f"{first_line(e)}") from e
 
 
 def add_logits(proto, n_classes, probabilities="probabilities", logits="logits"):

@@ -19,9 +19,7 @@ dropped, and the step is recorded as ``amalgam.simplified`` / ``amalgam.quantiza
 
 import itertools
 import json
-import os
 import tempfile
-import uuid
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -29,7 +27,9 @@ import numpy as np
 import onnx
 
 from exporters.metadata import PREFIX, stamp
-from runtime.errors import BadInputError, ExportError
+from runtime.errors import BadInputError, ExportError, first_line
+from runtime.files import atomic_path
+from runtime.graph import dims as graph_dims
 from runtime.model_io import load_model
 from runtime.parity import as_feeds
 from runtime.teacher import TaskSpec
@@ -41,14 +41,8 @@ CHECK_BATCH = 2  # batch of onnxsim's random inputs when the batch axis is dynam
 def save_atomic(model, out_path):
     """Write ``model`` to ``out_path`` through a temporary file in the same folder."""
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(out_path) as tmp:
         onnx.save(model, str(tmp))
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out_path
 
 
@@ -78,17 +72,13 @@ def _graph_inputs(model):
     return [i for i in model.graph.input if i.name not in initializers]
 
 
-def _dims(value_info):
-    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
-
-
 def _static_shapes(model, batch, label):
     """``{input: [batch, *rest]}`` for onnxsim; every other axis must already be fixed."""
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise BadInputError(f"static batch {batch!r}: expected an integer >= 1")
     shapes = {}
     for vi in _graph_inputs(model):
-        dims = _dims(vi)
+        dims = graph_dims(vi)
         if not dims or None in dims[1:]:
             raise BadInputError(
                 f"{label}: input {vi.name!r} has shape {dims}; a static batch needs every other axis fixed"
@@ -101,7 +91,7 @@ def _check_shapes(model):
     """Shapes for onnxsim's random-input check: batch 2 where only the batch axis is free."""
     shapes = {}
     for vi in _graph_inputs(model):
-        dims = _dims(vi)
+        dims = graph_dims(vi)
         if dims and dims[0] is None and None not in dims[1:]:
             shapes[vi.name] = [CHECK_BATCH] + dims[1:]
     return shapes or None
@@ -122,7 +112,7 @@ def simplify(model_or_path, out_path, check_n=3, static_batch=None):
         simple, ok = onnxsim.simplify(model, check_n=check_n, overwrite_input_shapes=shapes,
                                       test_input_shapes=None if shapes else _check_shapes(model))
     except Exception as e:
-        raise ExportError(f"{label}: onnxsim cannot simplify it: {_first_line(e)}") from e
+        raise ExportError(f"{label}: onnxsim cannot simplify it: {first_line(e)}") from e
     if not ok:
         raise ExportError(f"{label}: onnxsim's check found the simplified model differs from the original")
     record = {"tool": "onnxsim", "version": onnxsim.__version__, "check_n": check_n, "static_batch": static_batch}
@@ -186,7 +176,7 @@ def quantize_int8(in_path, out_path, calibration, per_channel=True):
         except BadInputError:
             raise
         except Exception as e:
-            raise ExportError(f"{label}: int8 quantization failed: {_first_line(e)}") from e
+            raise ExportError(f"{label}: int8 quantization failed: {first_line(e)}") from e
         int8 = onnx.load(str(quantized))
     record = {"format": "QDQ", "weights": "int8" + (" per-channel" if per_channel else ""),
               "activations": "int8", "calibration": "MinMax", "calibration_batches": reader.count}
@@ -229,8 +219,3 @@ def _version(package):
         return version(package)
     except PackageNotFoundError:
         return "unknown"
-
-
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -17,9 +17,6 @@ check at a second batch then catches.
 import contextlib
 import io
 import logging
-import os
-import re
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +24,8 @@ import onnx
 import torch
 
 from exporters.metadata import stamp
-from runtime.errors import AmalgamError, ExportError
+from runtime.errors import AmalgamError, ExportError, first_line
+from runtime.files import atomic_path
 from runtime.session import make_session
 
 log = logging.getLogger(__name__)
@@ -72,9 +70,8 @@ def _outputs(module, inputs):
     return list(flat)
 
 
-def _first_line(error):
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+def _why(error):
+    return f"{type(error).__name__}: {first_line(error)}"
 
 
 def _export(module, sample, input_names, output_names, opset, dynamic_batch, dynamo, path):
@@ -84,12 +81,12 @@ def _export(module, sample, input_names, output_names, opset, dynamic_batch, dyn
         try:
             return _export_dynamo(module, sample, input_names, output_names, opset, dynamic_batch)
         except Exception as e:
-            failures.append(f"dynamo exporter: {_first_line(e)}")
-            log.warning("%s: the dynamo exporter failed (%s); trying the legacy exporter", path, _first_line(e))
+            failures.append(f"dynamo exporter: {_why(e)}")
+            log.warning("%s: the dynamo exporter failed (%s); trying the legacy exporter", path, _why(e))
     try:
         return _export_legacy(module, sample, input_names, output_names, opset, dynamic_batch)
     except Exception as e:
-        failures.append(f"legacy exporter: {_first_line(e)}")
+        failures.append(f"legacy exporter: {_why(e)}")
     raise ExportError(f"{path}: cannot export {type(module).__name__} to ONNX; " + "; ".join(failures))
 
 
@@ -117,21 +114,16 @@ def _write_checked(model, path, module, sample, dynamic_batch, check, atol):
     if external:
         raise ExportError(f"{path}: the export keeps {len(external)} weights in external data "
                           f"(e.g. {external[0]!r}); expected one self-contained file")
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            onnx.save_model(model, str(tmp), save_as_external_data=False)
-        except ValueError as e:  # protobuf's 2 GB limit
-            raise ExportError(f"{path}: cannot write one self-contained ONNX file: {e}") from e
-        except OSError as e:  # unwritable folder, full disk
-            raise ExportError(f"{path}: cannot write the ONNX file ({e.strerror or e})") from e
-        if check:
-            _check(tmp, path, module, sample, dynamic_batch, atol)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):  # absent, or its folder never existed
-            tmp.unlink()
+        with atomic_path(path) as tmp:
+            try:
+                onnx.save_model(model, str(tmp), save_as_external_data=False)
+            except ValueError as e:  # protobuf's 2 GB limit
+                raise ExportError(f"{path}: cannot write one self-contained ONNX file: {e}") from e
+            if check:
+                _check(tmp, path, module, sample, dynamic_batch, atol)
+    except OSError as e:  # unwritable folder, full disk
+        raise ExportError(f"{path}: cannot write the ONNX file ({e.strerror or e})") from e
 
 
 def _check_batches(sample, dynamic_batch):

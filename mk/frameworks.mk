@@ -1,4 +1,4 @@
-# Framework environments for the teacher exporters (issue 3). Included by the Makefile;
+# Framework environments for the teacher exporters. Included by the Makefile;
 # also usable alone: make -f mk/frameworks.mk test-frameworks
 #
 # Each framework lives in its own environment, with the `amalgam` command and no torch:

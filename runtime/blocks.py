@@ -15,7 +15,7 @@ shape next (or none follows: the last map before global pooling).
 from dataclasses import dataclass
 
 from runtime.errors import BoundaryError
-from runtime.graph import data_inputs, node_inputs
+from runtime.graph import data_inputs, dims, node_inputs
 from runtime.taps import infer_shapes, require_tensor
 
 ACTIVATIONS = {
@@ -73,9 +73,9 @@ def tensor_shapes(inferred):
     graph = inferred.graph
     shapes = {}
     for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
-        t = vi.type.tensor_type
-        if t.HasField("shape"):
-            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+        shape = dims(vi, symbolic=True)
+        if shape is not None:
+            shapes[vi.name] = shape
     return shapes
 
 

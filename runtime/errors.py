@@ -9,6 +9,10 @@ code, with no traceback.
 (2, True)
 """
 
+import re
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
 
 class AmalgamError(Exception):
     """Base of every error the toolkit raises on purpose."""
@@ -60,3 +64,16 @@ class ParityError(CheckFailed):
 
 class DegradationError(CheckFailed):
     """The student falls further below its teachers than allowed."""
+
+
+def first_line(error):
+    """The first line of ``error``'s message (colour codes removed), or its type name when
+    the message is empty: the part of a library's exception that fits an ``error:`` line.
+
+    >>> first_line(ValueError("bad shape\\n  at node 3"))
+    'bad shape'
+    >>> first_line(KeyError())
+    'KeyError'
+    """
+    text = _ANSI.sub("", str(error)).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,4 +1,23 @@
-"""Small facts about an ONNX graph that several runtime modules need."""
+"""Small facts about an ONNX graph that several modules need."""
+
+
+def dims(value_info, symbolic=False):
+    """The shape of a value_info: ints where known, else None (or, with ``symbolic``,
+    the dim's name when it has one); None when the value has no shape at all.
+
+    >>> from onnx import TensorProto, helper
+    >>> dims(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 28, 28]))
+    [None, 3, 28, 28]
+    >>> dims(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3]), symbolic=True)
+    ['N', 3]
+    >>> dims(helper.make_tensor_value_info("x", TensorProto.FLOAT, None)) is None
+    True
+    """
+    tensor = value_info.type.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None if symbolic else None)
+            for d in tensor.shape.dim]
 
 
 def data_inputs(model):

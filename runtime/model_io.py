@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 from onnx import helper
 
-from runtime.errors import ModelFileError
+from runtime.errors import ModelFileError, first_line
 
 DEFAULT_MAX_BYTES = 2**31
 MAX_BYTES_ENV = "AMALGAM_MAX_MODEL_BYTES"
@@ -87,7 +87,7 @@ def _parse(path):
         model = onnx.load_model_from_string(data)
     except Exception as e:  # protobuf DecodeError and friends
         if data[:1] == bytes([_ONNX_FIRST_BYTE]):
-            raise ModelFileError(f"{path}: truncated or corrupt ONNX file ({_first_line(e)})") from e
+            raise ModelFileError(f"{path}: truncated or corrupt ONNX file ({first_line(e)})") from e
         raise ModelFileError(f"{path}: not an ONNX model (it does not parse as an ONNX ModelProto)") from e
     if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
         raise ModelFileError(
@@ -184,7 +184,7 @@ def _load_external_data(path, model, max_bytes, size):
     try:
         onnx.load_external_data_for_model(model, str(folder))
     except Exception as e:
-        raise ModelFileError(f"{path}: external data cannot be read ({_first_line(e)})") from e
+        raise ModelFileError(f"{path}: external data cannot be read ({first_line(e)})") from e
 
 
 def _run_checker(path, model):
@@ -194,9 +194,4 @@ def _run_checker(path, model):
         else:
             onnx.checker.check_model(str(path))
     except Exception as e:
-        raise ModelFileError(f"{path}: the ONNX checker rejects the model: {_first_line(e)}") from e
-
-
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+        raise ModelFileError(f"{path}: the ONNX checker rejects the model: {first_line(e)}") from e

@@ -20,7 +20,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from runtime.graph import data_inputs, prune_dead
-from runtime.errors import BadInputError, ParityError
+from runtime.graph import dims as graph_dims
+from runtime.errors import BadInputError, ParityError, first_line
 from runtime.session import make_session
 from runtime.taps import infer_shapes
 
@@ -89,10 +90,6 @@ def _constants_to_initializers(graph):
     graph.node.extend(keep)
 
 
-def _dims(value_info):
-    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
-
-
 def _input_shapes(model, input_shape):
     """``{data input: dims}`` with open dims filled from ``input_shape``."""
     inputs = {vi.name: vi for vi in model.graph.input if vi.name in data_inputs(model)}
@@ -101,7 +98,7 @@ def _input_shapes(model, input_shape):
         if len(inputs) != 1:
             raise BadInputError(f"input_shape {list(given)} is ambiguous: the graph has inputs {list(inputs)}")
         given = {next(iter(inputs)): given}
-    shapes = {name: _dims(vi) for name, vi in inputs.items()}
+    shapes = {name: graph_dims(vi) or [] for name, vi in inputs.items()}
     for name, dims in given.items():
         if name not in shapes:
             raise BadInputError(f"input_shape names input {name!r}; the graph's inputs are {list(inputs)}")
@@ -187,7 +184,7 @@ def _run(session, names, feeds, model):
     except Exception as e:  # onnxruntime's Fail, InvalidArgument, RuntimeException
         given = {k: list(v.shape) for k, v in feeds.items()}
         raise BadInputError(f"graph {model.graph.name!r} does not run under ONNX Runtime on inputs {given}: "
-                            f"{str(e).strip().splitlines()[0]}") from e
+                            f"{first_line(e)}") from e
 
 
 def _fold(graph, terminals, values, batches):
@@ -250,7 +247,7 @@ def _drop_producer(graph, name):
 
 def _explicit_pads(graph):
     """auto_pad SAME_UPPER/SAME_LOWER (jax2onnx, tf2onnx) -> explicit pads, for known spatial dims."""
-    shapes = {vi.name: _dims(vi) for vi in list(graph.input) + list(graph.value_info)}
+    shapes = {vi.name: graph_dims(vi) for vi in list(graph.input) + list(graph.value_info)}
     weights = {t.name: list(t.dims) for t in graph.initializer}
     for node in graph.node:
         mode = _attr(node, "auto_pad", b"NOTSET")

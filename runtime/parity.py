@@ -5,7 +5,7 @@ array}`` (:func:`onnx_runner` here, ``runtime.torch_runner.torch_runner`` for a
 PyTorch module), and :func:`compare` judges two output dicts with no knowledge of
 who produced them. The paper's last step (the TargetNet "checked against the
 PyTorch student and against the teachers before deployment") is :func:`compare`
-on numbers and :func:`agreement` on task decisions.
+on numbers here and task agreement in ``toolkit.eval.metrics``.
 
 Per output, with ``ref`` the reference and ``cand`` the candidate:
 
@@ -193,24 +193,6 @@ def compare(reference, candidate, atol=1e-4, rtol=1e-3, tolerances=None, title="
             raise ShapeError(f"output {name!r}: the candidate has no such output (it has {sorted(candidate)})")
         report.outputs[name] = compare_output(name, ref, candidate[name], tolerances.get(name, atol), rtol)
     return report
-
-
-def agreement(a_logits, b_logits, kind, threshold=0.0):
-    """Fraction of task decisions on which two runners agree.
-
-    ``binary``: a decision per logit, ``logit > threshold`` (every element of a
-    multi-label head counts). ``multiclass``: the argmax over the last axis.
-    """
-    a, b = np.asarray(a_logits), np.asarray(b_logits)
-    if a.shape != b.shape:
-        raise ShapeError(f"agreement: logits of shape {list(a.shape)} and {list(b.shape)}")
-    if kind == "binary":
-        same = (a > threshold) == (b > threshold)
-    elif kind == "multiclass":
-        same = np.argmax(a, axis=-1) == np.argmax(b, axis=-1)
-    else:
-        raise BadInputError(f"task kind {kind!r}: expected one of {KINDS}")
-    return float(np.mean(same)) if same.size else 1.0
 
 
 def as_feeds(input_names, batch):

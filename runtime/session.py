@@ -10,7 +10,7 @@
 
 from pathlib import Path
 
-from runtime.errors import AmalgamError, ModelFileError
+from runtime.errors import AmalgamError, ModelFileError, first_line
 
 OPT_LEVELS = ("full", "basic", "none")
 
@@ -76,7 +76,7 @@ def make_session(model, device="cpu", threads=None, opt_level="full", spinning=T
     try:
         sess = ort.InferenceSession(source, options, providers=providers)
     except Exception as e:
-        raise ModelFileError(f"{label}: ONNX Runtime cannot load it: {str(e).strip().splitlines()[0]}") from e
+        raise ModelFileError(f"{label}: ONNX Runtime cannot load it: {first_line(e)}") from e
     if device != "cpu" and sess.get_providers()[0] != "CUDAExecutionProvider":
         raise SessionError(f"{label}: asked for {device!r} but the session runs on {sess.get_providers()}")
     return sess

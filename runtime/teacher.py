@@ -22,11 +22,12 @@ import numpy as np
 import onnx
 
 from runtime.errors import BadInputError, ConfigError, UnknownTapError
+from runtime.graph import dims
 from runtime.model_io import file_sha256, load_model
+from runtime.rules import task_problems
 from runtime.session import make_session
 from runtime.taps import add_taps, infer_shapes, tensor_names
 
-KINDS = ("binary", "multiclass")
 SPEC_KEYS = ("name", "output", "index", "slice", "kind", "labels")
 
 
@@ -55,27 +56,23 @@ class TaskSpec:
             raise ConfigError(f"task name {self.name!r}: expected a non-empty string")
         if not isinstance(self.output, str) or not self.output:
             raise ConfigError(f"{where}: 'output' must name a graph output, got {self.output!r}")
-        if self.kind not in KINDS:
-            raise ConfigError(f"{where}: kind {self.kind!r}: expected one of {KINDS}")
         if self.index is not None and (isinstance(self.index, bool) or not isinstance(self.index, int)
                                        or self.index < 0):
             raise ConfigError(f"{where}: index {self.index!r}: expected an integer >= 0")
         if self.slice is not None:
             self._check_slice(where)
-        if self.kind == "binary" and self.slice is not None:
-            raise ConfigError(f"{where}: a binary task takes 'index' (one logit), not 'slice'")
-        if self.kind == "multiclass" and self.index is not None:
-            raise ConfigError(f"{where}: a multiclass task takes 'slice' [start, stop] of >= 2 logits, not 'index'")
         if self.labels is not None:
             self._check_labels(where)
+        problems = task_problems(self.kind, self.index, self.slice, self.labels)
+        if problems:
+            raise ConfigError(f"{where}: " + "; ".join(f"{key}: {msg}" for key, msg in problems))
 
     def _check_slice(self, where):
         s = self.slice
         ok = (isinstance(s, (tuple, list)) and len(s) == 2
               and all(isinstance(v, int) and not isinstance(v, bool) for v in s))
-        if not ok or s[0] < 0 or s[1] - s[0] < (2 if self.kind == "multiclass" else 1):
-            raise ConfigError(f"{where}: slice {s!r}: expected [start, stop] with 0 <= start and "
-                              f"stop - start >= 2 (at least two class logits)")
+        if not ok or s[0] < 0 or s[1] <= s[0]:
+            raise ConfigError(f"{where}: slice {s!r}: expected [start, stop] with 0 <= start < stop")
         object.__setattr__(self, "slice", (s[0], s[1]))
 
     def _check_labels(self, where):
@@ -83,10 +80,6 @@ class TaskSpec:
         if isinstance(labels, str) or not all(isinstance(v, str) for v in labels):
             raise ConfigError(f"{where}: labels must be a list of strings, got {labels!r}")
         object.__setattr__(self, "labels", tuple(labels))
-        if self.kind == "binary" and len(labels) != 2:
-            raise ConfigError(f"{where}: a binary task has 2 labels [negative, positive], got {len(labels)}")
-        if self.slice is not None and len(labels) != self.width:
-            raise ConfigError(f"{where}: {len(labels)} labels for a slice of {self.width} logits")
 
     @property
     def width(self):
@@ -127,13 +120,6 @@ class TeacherOutputs(NamedTuple):
 
     tasks: dict
     taps: dict
-
-
-def _dims(value_info):
-    """Shape of a value_info as ints and None (symbolic or unknown)."""
-    if not value_info.type.tensor_type.HasField("shape"):
-        return None
-    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
 
 
 def _width(dims):
@@ -192,7 +178,7 @@ class Teacher:
             raise ConfigError(f"{self.path}: no graph input {name!r}; inputs are {list(inputs)}")
         vi = inputs[name]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
-        return name, _dims(vi), dtype
+        return name, dims(vi), dtype
 
     def _check_task_names(self):
         if not self.tasks:
@@ -212,7 +198,7 @@ class Teacher:
                 raise ConfigError(f"{self.path}: task {task.name!r} reads output {task.output!r}, "
                                   f"which the graph does not have; outputs are "
                                   f"{[o.name for o in model.graph.output]}")
-            widths[task.output] = _width(_dims(known[task.output])) if task.output in known else None
+            widths[task.output] = _width(dims(known[task.output])) if task.output in known else None
         return widths
 
     def _check_width(self, task, width):

@@ -208,13 +208,14 @@ def test_index_and_slice_must_fit_the_kind(tmp_path):
         "teachers[0].tasks[0].slice: a binary task takes one logit (index), found slice [0, 2]",
         "teachers[0].tasks[1].index: a multiclass task takes a slice [start, stop], "
         "found index 1",
-        "teachers[0].tasks[2].slice: expected start < stop, found [3, 3]",
+        "teachers[0].tasks[2].slice: a multiclass task takes [start, stop] with stop - start >= 2 "
+        "(at least two class logits), found [3, 3]",
         "teachers[0].tasks[3].labels: expected 2 names (one per class in the slice), found 1"]
 
 
 def test_names_without_spaces_and_idx_splits(tmp_path):
     assert problems(tmp_path, edit(teachers__0__name="my teacher")) == [
-        "teachers[0].name: expected a non-empty name without spaces or slashes, "
+        "teachers[0].name: expected a non-empty name without spaces, '/', '\\', '@' or '.', "
         "found 'my teacher'"]
     assert problems(tmp_path, edit(data__train__split="valid")) == [
         "data.train.split: idx data has splits 'train' and 'test', found 'valid'"]
@@ -267,3 +268,33 @@ def test_docs_document_every_key():
     missing = sorted({k for k in _keys(Config)
                       if f"| `{k}` |" not in docs and f"`{{{k}:" not in docs})
     assert not missing, f"README.md (Config format) lacks {missing}"
+
+
+@pytest.mark.parametrize("name", ["a.b", "x@y", "a/b", "a\\b", "a b", ""])
+def test_one_name_rule_for_tasks_with_a_field_path(tmp_path, name):
+    assert problems(tmp_path, edit(teachers__0__tasks__0__name=name, tasks=..., data__labels={})) == [
+        f"teachers[0].tasks[0].name: expected a non-empty name without spaces, '/', '\\', '@' or '.', "
+        f"found {name!r}"]
+
+
+@pytest.mark.parametrize("field", ["name", "teachers__0__name"])
+def test_one_name_rule_for_run_and_teacher_names(tmp_path, field):
+    found = problems(tmp_path, edit(**{field: "fm.v2"}))
+    assert len(found) == 1 and found[0].endswith("'@' or '.', found 'fm.v2'")
+
+
+def test_one_logit_multiclass_slice_is_refused_at_config_load(tmp_path):
+    tasks = [{"name": "digit", "output": "o", "slice": [2, 3], "kind": "multiclass"}]
+    assert problems(tmp_path, edit(teachers__0__tasks=tasks, tasks=..., data__labels={})) == [
+        "teachers[0].tasks[0].slice: a multiclass task takes [start, stop] with stop - start >= 2 "
+        "(at least two class logits), found [2, 3]"]
+
+
+def test_preprocess_resize_reaches_the_teachers_preprocessing(tmp_path):
+    """`teachers[i].preprocess.resize` is what training feeds the teachers and the student with."""
+    from toolkit.teachers.targets import preprocess_of
+
+    nearest = load_config(write(tmp_path, edit(teachers__0__preprocess__resize="nearest"))).teachers[0]
+    default = load_config(write(tmp_path, VALID)).teachers[0]
+    assert (preprocess_of(nearest).resize, preprocess_of(default).resize) == ("nearest", "bilinear")
+    assert preprocess_of(nearest).fingerprint() != preprocess_of(default).fingerprint()

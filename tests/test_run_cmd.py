@@ -40,11 +40,12 @@ def check_schema(report):
     assert isinstance(report["parity"]["passed"], bool) and isinstance(report["passed"], bool)
 
 
-def test_run_end_to_end_writes_the_four_outputs(student_run, tmp_path, capsys):
+def test_run_end_to_end_writes_the_four_outputs_and_resumes(student_run, tmp_path, capsys):
     config, _ = student_run
     out = tmp_path / "run"
+    args = ["run", str(config), "--out", str(out), "--quiet", "--cache-dir", str(tmp_path / "cache")]
     with pytest.raises(SystemExit) as done, one_thread():
-        main(["run", str(config), "--out", str(out), "--quiet", "--cache-dir", str(tmp_path / "cache")])
+        main(args)
     captured = capsys.readouterr()
     assert done.value.code == 0, captured.err
     for name in ("report.json", "report.md", "student.onnx", "plots/report_tasks.png"):
@@ -58,3 +59,15 @@ def test_run_end_to_end_writes_the_four_outputs(student_run, tmp_path, capsys):
     assert Image.open(out / "plots" / "report_tasks.png").size[0] > 100
     assert (out / "report.md").read_text().startswith("# amalgam run: PASS")
     assert "| task |" in captured.out and "latency batch 64" in captured.out
+
+    # The run dir holds a run: `run` again is refused (exit 2) unless --resume, which
+    # continues from the checkpoints (no training repeated) to the same student.
+    weights = (out / "student" / "weights.safetensors").read_bytes()
+    with pytest.raises(SystemExit) as refused:
+        main(args)
+    assert refused.value.code == 2 and "pass --resume to continue it" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as resumed, one_thread():
+        main(args + ["--resume"])
+    assert resumed.value.code == 0, capsys.readouterr().err
+    assert (out / "student" / "weights.safetensors").read_bytes() == weights
+    assert json.loads((out / "report.json").read_text())["passed"]

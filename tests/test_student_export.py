@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from exporters.metadata import read_metadata
 from exporters.student import quantize_int8, save_atomic, simplify, stamp_student
 from runtime.errors import BadInputError, ConfigError, ModelFileError
-from runtime.parity import agreement, compare, onnx_runner
+from runtime.parity import compare, onnx_runner
+from toolkit.eval.metrics import agreement
 from tests.builders import PlainCNN, export, randomize_bn
 
 TASKS = [{"name": f"quadrant{i}", "output": "logits", "index": i, "kind": "binary"} for i in range(4)] + [
@@ -161,7 +162,7 @@ def test_int8_is_3x_smaller_and_agrees_with_fp32(simplified, int8, student):
     fp32, q = onnx_runner(simplified)(x)["logits"], onnx_runner(int8)(x)["logits"]
     decided = fp32 > 0
     assert 0.1 < decided.mean() < 0.9  # decisions vary with the input, so agreement means something
-    assert agreement(fp32, q, "binary") >= 0.9
+    assert agreement("binary", fp32, q) >= 0.9
     for n in (1, 64):
         assert onnx_runner(int8)(student[1][:n])["logits"].shape == (n, 5)
 

@@ -148,15 +148,15 @@ def test_float64_batch_is_cast(plain):
 
 
 @pytest.mark.parametrize("kwargs,fragment", [
-    (dict(kind="regression"), "kind 'regression'"),
-    (dict(slice=(0, 2)), "binary task takes 'index'"),
-    (dict(kind="multiclass", index=1), "multiclass task takes 'slice'"),
-    (dict(kind="multiclass", slice=(2, 3)), "at least two class logits"),
+    (dict(kind="regression"), "kind: expected one of ['binary', 'multiclass'], found 'regression'"),
+    (dict(slice=(0, 2)), "slice: a binary task takes one logit (index), found slice [0, 2]"),
+    (dict(kind="multiclass", index=1), "index: a multiclass task takes a slice [start, stop], found index 1"),
+    (dict(kind="multiclass", slice=(2, 3)), "at least two class logits), found [2, 3]"),
     (dict(kind="multiclass", slice=(3, 1)), "slice (3, 1)"),
     (dict(index=-1), "index -1"),
     (dict(index=True), "index True"),
-    (dict(labels=["cat"]), "2 labels [negative, positive], got 1"),
-    (dict(kind="multiclass", slice=(0, 3), labels=["a", "b"]), "2 labels for a slice of 3"),
+    (dict(labels=["cat"]), "labels: a binary task has 2 label names [negative, positive], found 1"),
+    (dict(kind="multiclass", slice=(0, 3), labels=["a", "b"]), "labels: expected 3 names (one per class in the slice), found 2"),
     (dict(labels="ab"), "list of strings"),
 ])
 def test_taskspec_validation_names_the_task(kwargs, fragment):

@@ -1,3 +1,6 @@
-"""The learning side: config, tasks, TargetNet, layer-wise training, branch-out, CLI."""
+"""The learning side: config, teachers, the student (TargetNet), the method, evaluation,
+shipping and the CLI, one subpackage per role (docs/design.md)."""
 
-__version__ = "0.1.0"
+from exporters.metadata import toolkit_version
+
+__version__ = toolkit_version()  # pyproject.toml's version: resume checks it, exporters stamp it

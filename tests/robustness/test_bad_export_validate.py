@@ -96,10 +96,10 @@ def test_calibration_data_that_is_not_an_npz(cli, student, tmp_path):
 
 def test_report_path_not_writable(tmp_path):
     from runtime.errors import BadInputError
-    from toolkit.ship.validate import write_text_atomic
+    from runtime.files import write_text_atomic
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(BadInputError, match="cannot write the report"):
+    with pytest.raises(BadInputError, match="r.json: cannot write the file"):
         write_text_atomic(blocker / "r.json", "{}")
     assert not list(tmp_path.glob(".*.tmp"))

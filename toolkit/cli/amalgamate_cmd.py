@@ -2,16 +2,12 @@
 
 import click
 
+from toolkit.cli.options import run_dir_options
+
 
 @click.command("amalgamate")
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), help="Run dir (default: the config's `output`).")
-@click.option("--resume", is_flag=True, help="Continue a killed run in the same run dir with the same config.")
-@click.option("--overwrite", is_flag=True, help="Start over in a run dir that already holds a run.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config value, e.g. --set training.finetune_epochs=2.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Target cache root (default: next to the run dir).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@run_dir_options
 def amalgamate(config_path, out, resume, overwrite, overrides, cache_dir, quiet):
     """Train a task-customized student from the teachers in CONFIG.yaml.
 
@@ -25,9 +21,9 @@ def amalgamate(config_path, out, resume, overwrite, overrides, cache_dir, quiet)
       amalgam amalgamate samples/fashion_mnist/config.yaml --out runs/fm
     """
     from toolkit.config import load_config
-    from toolkit.eval.report import print_summary
+    from toolkit.eval.tables import run_summary
     from toolkit.method.amalgamate import amalgamate as run
 
     config = load_config(config_path, list(overrides))
     metrics = run(config, out=out, resume=resume, overwrite=overwrite, quiet=quiet, cache_root=cache_dir)
-    print_summary(metrics)
+    click.echo(run_summary(metrics))

@@ -16,19 +16,19 @@ or given by repeating the option::
 
 import importlib
 import os
-import re
 import sys
 import warnings
 from pathlib import Path
 
 import click
 
-from runtime.errors import BadInputError, ExportError
+from runtime.errors import BadInputError, ExportError, first_line
+from runtime.rules import name_problem
+from toolkit.cli.options import parse_dims
 
 FRAMEWORKS = ("keras", "jax", "sklearn", "torch")
 NEEDS = {"keras": "tensorflow-cpu, tf2onnx", "jax": "jax, flax, jax2onnx", "sklearn": "scikit-learn, skl2onnx, skops",
          "torch": "torch"}
-NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 def _item(output, item, position):
@@ -36,8 +36,8 @@ def _item(output, item, position):
     if not item:
         return None, 1
     name, _, labels = item.partition("=")
-    if not NAME.match(name):
-        raise BadInputError(f"--tasks: task name {name!r} in output {output!r}: use letters, digits, '_', '.', '-'")
+    if name_problem(name):
+        raise BadInputError(f"--tasks: task name {name!r} in output {output!r}: {name_problem(name)}")
     if not labels:
         return {"name": name, "output": output, "index": position, "slice": None, "kind": "binary", "labels": None}, 1
     names = labels.split("|")
@@ -67,19 +67,6 @@ def parse_tasks(specs):
     if duplicates:
         raise BadInputError(f"--tasks: task names must be unique; repeated: {duplicates}")
     return tasks or None
-
-
-def parse_shape(text):
-    """``"1,1,28,28"`` -> ``(1, 1, 28, 28)``."""
-    if text is None:
-        return None
-    try:
-        shape = tuple(int(d) for d in text.replace("x", ",").split(","))
-    except ValueError:
-        shape = ()
-    if not shape or any(d <= 0 for d in shape):
-        raise BadInputError(f"--input-shape {text!r}: expected positive integers separated by commas, e.g. 1,1,28,28")
-    return shape
 
 
 def load_factory(spec):
@@ -169,7 +156,7 @@ def _torch_weights(path, module):
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
         raise BadInputError(f"{path}: cannot read weights (safetensors, or a state dict for torch.load with "
-                            f"weights_only=True): {str(e).strip().splitlines()[0]}") from e
+                            f"weights_only=True): {first_line(e)}") from e
     own = set(module.state_dict())
     if not isinstance(state, dict) or set(state) != own:
         got = set(state) if isinstance(state, dict) else set()
@@ -210,7 +197,7 @@ def export_teacher(framework, source, out, task_specs, opset, input_shape, nchw,
     and jax, PKG.MODULE:FACTORY naming a function that returns the model (jax: an NNX
     module, or a (function(params, x), params) pair).
     """
-    shape = parse_shape(input_shape)
+    shape = None if input_shape is None else parse_dims(input_shape, "--input-shape")
     opts = {"opset": opset, "tasks": parse_tasks(task_specs), "input_name": input_name, "nchw": nchw,
             "output_names": output_names.split(",") if output_names else None}
     if framework in ("torch", "jax") and shape is None:

@@ -13,76 +13,11 @@ boundary at the same stride, as ``amalgamate`` will pair them.
 import json
 
 import click
-import numpy as np
-from onnx import helper
 
-from runtime.align import align, image_size, table
-from runtime.blocks import find_boundaries
-from runtime.graph import data_inputs
+from runtime.align import align, table
 from runtime.errors import BadInputError, ParityError
-from runtime.model_io import default_opset, load_model
-from runtime.normalize import normalize
-
-CHECK_BATCH = 2
-
-
-def parse_input_shape(ctx, param, values):
-    """``name:1,3,224,224`` (or ``name:[1,3,224,224]``, as Polygraphy spells it) -> dict."""
-    shapes = {}
-    for text in values:
-        name, _, dims = text.rpartition(":")
-        try:
-            shapes[name] = [int(d) for d in dims.strip("[]").split(",")]
-        except ValueError:
-            name = ""
-        if not name:
-            raise BadInputError(f"--input-shape {text!r}: expected NAME:D0,D1,... with integer dims, e.g. x:1,3,224,224")
-    return shapes
-
-
-def _value(vi):
-    t = vi.type.tensor_type
-    shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
-    return {"name": vi.name, "shape": shape, "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name}
-
-
-def _random_feeds(model):
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for vi in model.graph.input:
-        if vi.name not in data_inputs(model):
-            continue
-        value = _value(vi)
-        dims = value["shape"]
-        if any(not isinstance(d, int) for d in dims[1:]):
-            example = ",".join(str(d) if isinstance(d, int) else "N" for d in [1] + dims[1:])
-            raise BadInputError(f"input {vi.name!r} has open dims {dims}: give them, e.g. --input-shape {vi.name}:{example}")
-        dims = [d if isinstance(d, int) else CHECK_BATCH for d in dims]
-        feeds[vi.name] = rng.standard_normal(dims).astype(value["dtype"])
-    return feeds
-
-
-def check_branches(model, boundaries):
-    """``{boundary: max abs diff}`` of each branch as torch vs the whole graph under ONNX Runtime."""
-    import torch
-
-    from runtime.convert import to_torch
-    from runtime.cut import cut_branch
-    from runtime.session import make_session
-    from runtime.taps import add_taps
-
-    names = [b.name for b in boundaries]
-    outputs = [o.name for o in model.graph.output]
-    session = make_session(add_taps(model, names), opt_level="basic")
-    values = dict(zip(outputs + names, session.run(outputs + names, _random_feeds(model))))
-    diffs = {}
-    for name in names:
-        branch = to_torch(cut_branch(model, name, outputs))
-        with torch.no_grad():
-            got = branch(torch.from_numpy(values[name]))
-        got = got if isinstance(got, (tuple, list)) else [got]
-        diffs[name] = max(float(np.abs(g.numpy() - values[o]).max()) for g, o in zip(got, outputs))
-    return diffs
+from runtime.inspection import inspect_model
+from toolkit.cli.options import named_values, parse_dims
 
 
 def _print_table(path, report):
@@ -114,7 +49,8 @@ def _dims(shape):
               help="Show how the config's teachers line up with its student.reference (no MODEL then).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--check", is_flag=True, help="Cut, convert and compare the branch after each candidate block.")
-@click.option("--input-shape", "input_shape", multiple=True, callback=parse_input_shape, metavar="NAME:D0,D1,...",
+@click.option("--input-shape", "input_shape", multiple=True, metavar="NAME:D0,D1,...",
+              callback=named_values(parse_dims, "NAME:D0,D1,... with integer dims, e.g. x:1,3,224,224"),
               help="Fix the dims the graph leaves open (repeatable), e.g. x:1,3,224,224.")
 @click.option("--tol", default=1e-4, show_default=True, help="Largest abs difference a --check branch may show.")
 def inspect(model_paths, config_path, as_json, check, input_shape, tol):
@@ -134,56 +70,32 @@ def inspect(model_paths, config_path, as_json, check, input_shape, tol):
         return _show_config_alignment(config_path, as_json)
     if not 1 <= len(model_paths) <= 2:
         raise BadInputError(f"inspect: expected one or two ONNX files (or --config CONFIG), got {len(model_paths)}")
-    inspected = [_inspect_model(path, check, input_shape, tol) for path in model_paths]
-    reports = [report for _, _, report, _ in inspected]
-    failed = [f"{path}: {name}" for path, (*_, bad) in zip(model_paths, inspected) for name in bad]
-    alignment = _alignment(model_paths, inspected) if len(model_paths) == 2 else None
+    found = [inspect_model(path, input_shape, check=check, tol=tol) for path in model_paths]
+    alignment = _alignment(*found) if len(found) == 2 else None
     if as_json:
-        click.echo(json.dumps(reports[0] if alignment is None else
-                              {"models": reports, "alignment": [p.to_dict() for p in alignment]}))
+        click.echo(json.dumps(found[0].to_dict() if alignment is None else
+                              {"models": [f.to_dict() for f in found], "alignment": [p.to_dict() for p in alignment]}))
     else:
-        for path, report in zip(model_paths, reports):
-            _print_table(path, report)
+        for f in found:
+            _print_table(f.path, f.to_dict())
         if alignment:
-            click.echo(f"blocks lined up by stride (reference {model_paths[0]}):")
-            for line in table(alignment, tuple(model_paths)):
+            click.echo(f"blocks lined up by stride (reference {found[0].path}):")
+            for line in table(alignment, (found[0].path, found[1].path)):
                 click.echo(line)
+    failed = [f"{f.path}: {name}" for f in found for name in f.failed]
     if failed:
         raise ParityError(f"the branches after {', '.join(failed)} differ from ONNX Runtime by more than {tol}")
 
 
-def _inspect_model(model_path, check, input_shape, tol):
-    """(normalised graph, boundaries, report dict, boundaries whose --check failed) of one model."""
-    model = load_model(model_path)
-    try:
-        graph = normalize(model, input_shape or None)
-    except BadInputError as e:
-        raise type(e)(f"{model_path}: {e}") from e
-    boundaries = find_boundaries(graph)
-    report = {
-        "inputs": [_value(vi) for vi in model.graph.input if vi.name in data_inputs(model)],
-        "outputs": [_value(vi) for vi in model.graph.output],
-        "opset": default_opset(model),
-        "producer": f"{model.producer_name} {model.producer_version}".strip(),
-        "blocks": [{"name": b.name, "shape": b.shape, "layout": b.layout} for b in boundaries],
-    }
-    failed = []
-    if check:
-        diffs = check_branches(graph, boundaries)
-        for block in report["blocks"]:
-            block["branch_max_abs_diff"] = diffs[block["name"]]
-            block["branch_ok"] = diffs[block["name"]] <= tol
-            failed += [] if block["branch_ok"] else [block["name"]]
-    return graph, boundaries, report, failed
-
-
-def _alignment(paths, inspected):
+def _alignment(a, b):
     """The second model's boundaries paired with the first's by stride."""
-    (graph_a, found_a, *_), (graph_b, found_b, *_) = inspected
+    if a.image is None or b.image is None:
+        raise BadInputError(f"{(a if a.image is None else b).path}: no rank-4 image input with a fixed size "
+                            f"to measure boundary strides against")
     try:
-        return align(found_a, image_size(graph_a), found_b, image_size(graph_b), tuple(paths))
+        return align(a.boundaries, a.image, b.boundaries, b.image, (a.path, b.path))
     except BadInputError as e:
-        raise type(e)(f"{paths[0]} and {paths[1]}: {e}") from e
+        raise type(e)(f"{a.path} and {b.path}: {e}") from e
 
 
 def _show_config_alignment(config_path, as_json):

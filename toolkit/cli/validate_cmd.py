@@ -2,21 +2,7 @@
 
 import click
 
-from runtime.errors import BadInputError
-
-
-def parse_tolerances(ctx, param, values):
-    """``OUTPUT:ATOL`` (repeatable) -> ``{output: atol}``."""
-    out = {}
-    for text in values:
-        name, _, atol = text.rpartition(":")
-        try:
-            out[name] = float(atol)
-        except ValueError:
-            name = ""
-        if not name:
-            raise BadInputError(f"--tolerance {text!r}: expected OUTPUT:ATOL, e.g. smiling:1e-3")
-    return out
+from toolkit.cli.options import float_value, max_degradation_option, named_values
 
 
 @click.command("validate")
@@ -27,11 +13,10 @@ def parse_tolerances(ctx, param, values):
 @click.option("--data", metavar="SRC", help="Evaluation images (FORMAT:PATH, .npz or folder) instead of data.eval.")
 @click.option("--atol", default=1e-4, show_default=True, help="Absolute tolerance of numeric parity.")
 @click.option("--rtol", default=1e-3, show_default=True, help="Relative tolerance of numeric parity.")
-@click.option("--tolerance", "tolerances", multiple=True, callback=parse_tolerances, metavar="OUTPUT:ATOL",
+@click.option("--tolerance", "tolerances", multiple=True, metavar="OUTPUT:ATOL",
+              callback=named_values(float_value, "OUTPUT:ATOL, e.g. smiling:1e-3"),
               help="Own atol for one output (repeatable).")
-@click.option("--max-degradation", default=0.01, show_default=True,
-              help="How far a task's student F1 may fall below its teacher's "
-                   "(without labels: its teacher agreement below the PyTorch student's).")
+@max_degradation_option
 @click.option("--report", type=click.Path(dir_okay=False), metavar="FILE.json",
               help="JSON report (Markdown next to it); default <student>.validation.json.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Target cache root for the teachers' pass.")
@@ -47,12 +32,13 @@ def validate(student, run_dir, config_path, data, atol, rtol, tolerances, max_de
     Example:
       amalgam validate student.onnx --run runs/fm --max-degradation 0.01 --report report.json
     """
-    from toolkit.ship.validate import task_table, validate_student, write_reports
+    from toolkit.eval.tables import validation_task_table
+    from toolkit.ship.validate import validate_student, write_reports
 
     result = validate_student(student, run=run_dir, config=config_path, data=data, atol=atol, rtol=rtol,
                               tolerances=tolerances, max_degradation=max_degradation, cache_dir=cache_dir)
     json_path, md_path = write_reports(result, report)
-    click.echo(task_table(result.tasks, result.torch_agreement))
+    click.echo(validation_task_table(result.tasks, result.torch_agreement))
     summary = result.parity_summary()
     if result.numeric:
         click.echo(f"\nnumeric parity: worst max abs {summary['max_abs']:.3g}, p99 abs {summary['p99_abs']:.3g}: "

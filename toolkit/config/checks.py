@@ -2,6 +2,8 @@
 a reference that is a teacher, ...). Each problem is one line naming its field path;
 ``toolkit.config.load_config`` reports them all at once."""
 
+from runtime.rules import task_problems
+
 
 def cross_check(c) -> list[str]:
     """Checks that span fields; each problem names its field path."""
@@ -22,7 +24,7 @@ def cross_check(c) -> list[str]:
                 problems.append(f"{where}.name: task name {k.name!r} is already used by "
                                 f"teacher {owner[k.name]!r}; task names must be unique")
             owner.setdefault(k.name, t.name)
-            problems += [f"{where}.{msg}" for msg in _task_problems(k)]
+            problems += [f"{where}.{key}: {msg}" for key, msg in task_problems(k.kind, k.index, k.slice, k.labels)]
     chosen = c.tasks or list(owner)
     for i, name in enumerate(c.tasks or []):
         if name not in owner:
@@ -54,21 +56,3 @@ def cross_check(c) -> list[str]:
             problems.append(f"data.{role}.split: idx data has splits 'train' and 'test', "
                             f"found {src.split!r}")
     return problems
-
-
-def _task_problems(k) -> list[str]:
-    if k.kind == "binary":
-        if k.slice is not None:
-            return [f"slice: a binary task takes one logit (index), found slice {list(k.slice)}"]
-        if k.labels is not None and len(k.labels) != 2:
-            return [f"labels: a binary task has 2 label names (negative, positive), "
-                    f"found {len(k.labels)}"]
-        return []
-    if k.index is not None:
-        return [f"index: a multiclass task takes a slice [start, stop], found index {k.index}"]
-    if k.slice is not None and k.slice[1] <= k.slice[0]:
-        return [f"slice: expected start < stop, found {list(k.slice)}"]
-    if k.slice is not None and k.labels is not None and len(k.labels) != k.slice[1] - k.slice[0]:
-        return [f"labels: expected {k.slice[1] - k.slice[0]} names (one per class in the "
-                f"slice), found {len(k.labels)}"]
-    return []

@@ -24,6 +24,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       ValidationError, ValidationInfo, field_validator)
 
 from runtime.errors import ConfigError
+from runtime.rules import NAME, NAME_RULE
 from toolkit.config.checks import cross_check
 
 
@@ -35,7 +36,7 @@ def _matches(pattern: str, expected: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-Name = Annotated[str, _matches(r"[^\s/\\]+", "expected a non-empty name without spaces or slashes")]
+Name = Annotated[str, _matches(NAME.pattern, f"expected {NAME_RULE}")]
 Device = Annotated[str, _matches(r"cpu|cuda(:\d+)?", "expected 'cpu', 'cuda' or 'cuda:N'")]
 PosInt = Annotated[int, Field(ge=1)]
 

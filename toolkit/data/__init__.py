@@ -12,7 +12,7 @@ from toolkit.data.celeba import CelebASource
 from toolkit.data.folder import FolderSource
 from toolkit.data.idx import open_idx
 from toolkit.data.labels import eval_labels
-from toolkit.data.preprocess import Preprocess
+from toolkit.data.preprocess import Preprocess, input_shape
 from toolkit.data.source import Source
 from toolkit.data.split import split_holdout
 
@@ -68,4 +68,4 @@ def source_spec(text, split="train"):
 
 
 __all__ = ["ArraySource", "CelebASource", "FolderSource", "Preprocess", "Source",
-           "eval_labels", "open_idx", "open_npz", "open_source", "source_spec", "split_holdout"]
+           "eval_labels", "input_shape", "open_idx", "open_npz", "open_source", "source_spec", "split_holdout"]

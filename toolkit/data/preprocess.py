@@ -7,6 +7,21 @@ from toolkit.data.pixels import conform
 from toolkit.data.source import digest
 
 
+def input_shape(preprocess, batch=1):
+    """The input a preprocessing feeds for ``batch`` images: ``(batch, C, H, W)``, or
+    ``(batch, H, W, C)`` for NHWC. ``preprocess``: a config's `teachers[i].preprocess`
+    or its dict (as a student's spec.json holds it).
+
+    >>> input_shape({"size": [28, 28], "channels": 1})
+    (1, 1, 28, 28)
+    >>> input_shape({"size": [32, 32], "channels": 3, "layout": "NHWC"}, batch=4)
+    (4, 32, 32, 3)
+    """
+    p = preprocess.model_dump() if hasattr(preprocess, "model_dump") else dict(preprocess)
+    (h, w), c = p["size"], p["channels"]
+    return (batch, h, w, c) if p.get("layout", "NCHW") == "NHWC" else (batch, c, h, w)
+
+
 class Preprocess:
     """x -> (resize(channels(x)) - mean) / std, laid out NCHW or NHWC, float32.
     mean/std hold one value or one per channel (teachers fed 0..255 pixels use

@@ -9,10 +9,10 @@
 Writes ``metrics.json`` and the plots, and returns the metrics dict.
 """
 
-import json
 
 import numpy as np
 
+from runtime.files import write_json_atomic
 from toolkit.eval.metrics import agreement, task_metrics
 from toolkit.eval.plots import plot_run
 from toolkit.student.infer import predict
@@ -56,7 +56,7 @@ def evaluate_run(out, config, teachers, student, kd, train, holdout_idx, evaluat
     metrics["params"] = {"student": count_params(student), "teachers": teacher_params,
                          "ratio": count_params(student) / teacher_params}
     metrics["excess_loss"] = {str(k): v for k, v in table.items()}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json_atomic(out / "metrics.json", metrics)
     log.write("eval", summary=metrics["summary"], params=metrics["params"])
     plot_run(out, metrics, log_path=out / "metrics.jsonl")
     return metrics

@@ -2,8 +2,8 @@
 
 Binary tasks are decided at logit 0 (probability 0.5) unless a threshold is
 given; multi-class tasks by argmax. F1 of a multi-class task is the macro F1.
-Average precision is threshold-free (METHOD.md, third round: it tells signal
-from noise beside F1).
+Average precision is threshold-free: where students tie their teachers on F1, it
+tells signal from noise.
 
 >>> import numpy as np
 >>> f1(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0]))

@@ -5,7 +5,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from runtime.files import atomic_path  # noqa: E402
 from toolkit.runlog import read_log  # noqa: E402
+
+
+def _save(fig, path):
+    """The figure as a PNG at ``path``, written atomically."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
 
 
 def plot_losses(log_path, path):
@@ -20,9 +29,7 @@ def plot_losses(log_path, path):
     ax.set_xlabel("epoch (all phases in order)")
     ax.set_ylabel("training loss")
     ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_task_bars(rows, path, key="f1"):
@@ -38,9 +45,7 @@ def plot_task_bars(rows, path, key="f1"):
     ax.set_ylabel(key)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_run(out, metrics, log_path):

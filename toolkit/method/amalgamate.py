@@ -19,9 +19,10 @@ import torch
 
 from runtime.convert import to_torch
 from runtime.errors import BadInputError
+from runtime.files import write_json_atomic
 from runtime.model_io import load_model
 from toolkit import __version__
-from toolkit.config import config_hash, dump_config
+from toolkit.config import Config, config_hash, dump_config
 from toolkit.data import split_holdout
 from toolkit.eval.evaluate import evaluate_run
 from toolkit.method.blockwise import PrefixFeatures, train_stage
@@ -33,7 +34,7 @@ from toolkit.student.io import save_student
 from toolkit.student.parts import build_branch, trunk_block, trunk_graphs
 from toolkit.student.targetnet import TargetNet, count_params
 from toolkit.student.width import scale_width
-from toolkit.teachers import alignment_lines, alignment_tables, load_teachers, split_data
+from toolkit.teachers import SplitData, TeacherGraph, alignment_lines, alignment_tables, load_teachers, split_data
 
 
 def prepare_run_dir(config, out, resume, overwrite):
@@ -61,8 +62,8 @@ def prepare_run_dir(config, out, resume, overwrite):
         shutil.rmtree(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(dump_config(config), indent=2))
-        run_json.write_text(json.dumps(stamp, indent=2))
+        write_json_atomic(out / "config.json", dump_config(config))
+        write_json_atomic(run_json, stamp)
     except OSError as e:
         raise BadInputError(f"{out}: cannot write the run dir ({e.strerror})") from e
     return out
@@ -126,20 +127,20 @@ def fresh_like(net, graphs, trunk, init, seed, width=1.0):
 class Run:
     """What every step of one amalgamation shares."""
 
-    config: object
+    config: Config
     out: Path
     ctx: LoopContext
-    teachers: list
+    teachers: list[TeacherGraph]
     task_order: list
-    train: object  # SplitData of data.train
-    evaluation: object  # SplitData of data.eval, or None
+    train: SplitData  # of data.train
+    evaluation: SplitData | None  # of data.eval
     train_idx: np.ndarray
     holdout_idx: np.ndarray
-    reference: object  # the TeacherGraph giving the trunk
+    reference: TeacherGraph  # the teacher giving the trunk
     trunk: list  # its graph cut into blocks
 
 
-def open_run(config, out, resume, overwrite, quiet, cache_root):
+def start_run(config, out, resume, overwrite, quiet, cache_root):
     """Step 1: the run dir, the teachers and their cached targets."""
     out = prepare_run_dir(config, out or config.output, resume, overwrite)
     t = config.training
@@ -190,8 +191,8 @@ def branch_out(run, blocks, stage_parts, table, teachers_size):
 
     points, budget_met = decide_branch_points(run.config, table, run.teachers, size_of, run.ctx.log)
     rows = branch_table(points, table, {task.name: tg.name for tg in run.teachers for task in tg.tasks})
-    (run.out / "branches.json").write_text(json.dumps({"points": points, "budget_met": budget_met, "rows": rows,
-                                                       "alignment": alignment_tables(run.teachers)}, indent=2))
+    write_json_atomic(run.out / "branches.json", {"points": points, "budget_met": budget_met, "rows": rows,
+                                                  "alignment": alignment_tables(run.teachers)})
     run.ctx.log.write("branching", points=points, table={str(k): v for k, v in table.items()})
     return points
 
@@ -214,7 +215,7 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     """The four steps and the baseline into the run dir; returns the metrics."""
     out = Path(out or config.output)
     cache_root = Path(cache_root or out.parent / ".cache")
-    run = open_run(config, out, resume, overwrite, quiet, cache_root)
+    run = start_run(config, out, resume, overwrite, quiet, cache_root)
     blocks, stage_parts, table = train_blocks(run)
     teachers_size = teacher_params(run.teachers)
     points = branch_out(run, blocks, stage_parts, table, teachers_size)

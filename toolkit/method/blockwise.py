@@ -15,12 +15,12 @@ irreducible work. After the stage, the held-out excess loss per task is the
 stage's row of the branch-out table.
 """
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from runtime.files import atomic_path
 from toolkit.method.checkpoint import load_checkpoint, restore
 from toolkit.method.loop import mark_phase, phase_results, run_phase, seed_phase
 from toolkit.method.losses import excess_loss, hint_loss, task_loss
@@ -47,18 +47,17 @@ class PrefixFeatures:
         block.eval()
         prev, n = self.levels[-1], len(self.levels[-1])
         path = self.root / f"prefix_{len(self.levels)}.npy"
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         out = None
         starts = range(0, n, EVAL_BATCH)
-        for start in (log.progress(starts, f"caching block {len(self.levels)} output") if log else starts):
-            idx = np.arange(start, min(n, start + EVAL_BATCH))
-            y = block(to_tensor(prev, idx, device)).cpu().numpy()
-            if out is None:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *y.shape[1:]))
-            out[idx[0]:idx[-1] + 1] = y
-        out.flush()
-        del out
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            for start in (log.progress(starts, f"caching block {len(self.levels)} output") if log else starts):
+                idx = np.arange(start, min(n, start + EVAL_BATCH))
+                y = block(to_tensor(prev, idx, device)).cpu().numpy()
+                if out is None:
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *y.shape[1:]))
+                out[idx[0]:idx[-1] + 1] = y
+            out.flush()
+            del out
         self.levels.append(np.load(path, mmap_mode="r"))
 
 

@@ -5,8 +5,8 @@ The per-(block, task) table holds the held-out *excess* distillation loss
 after stage ``block`` of the block-by-block training. A task may share the trunk
 up to the deepest block whose excess loss is within ``tolerance`` (relative) of
 its best block, plus an absolute ``margin`` above run-to-run noise (ours: the
-predecessor paper picks branch points from the per-block losses; the
-re-implementation sets them by hand, which ``mode: fixed`` keeps).
+predecessor paper picks branch points from the per-block losses; KamalEngine's
+re-implementation of the paper sets them by hand, which ``mode: fixed`` keeps).
 
 With a ``size_budget`` (student params / all teachers' params) branch points
 move deeper, cheapest loss increase per saved parameter first, until the

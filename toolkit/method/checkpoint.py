@@ -6,26 +6,23 @@ renamed, so a killed run leaves either the old checkpoint or the new one. It is
 read with ``torch.load(weights_only=True)``: tensors and plain containers only.
 """
 
-import os
 import warnings
 from pathlib import Path
 
 import torch
 
 from runtime.errors import BadInputError
+from runtime.files import atomic_path
 
 
 def save_checkpoint(path, modules, optimizer=None, schedule=None, **meta):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {"modules": {k: m.state_dict() for k, m in modules.items()}, "meta": meta}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     if schedule is not None:
         state["schedule"] = schedule.state_dict()
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path):

@@ -10,20 +10,23 @@ same numbers as an uninterrupted one.
 import math
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from toolkit.config import TrainingConfig
 from toolkit.method.checkpoint import load_checkpoint, restore, save_checkpoint
 from toolkit.method.optim import make_optimizer, make_schedule
+from toolkit.runlog import RunLog
 
 
 @dataclass
 class LoopContext:
-    training: object  # TrainingConfig
+    training: TrainingConfig
     device: torch.device
-    log: object  # RunLog
-    checkpoints: object  # Path
+    log: RunLog
+    checkpoints: Path
     resume: bool
 
 

@@ -1,8 +1,8 @@
 """Distillation losses on the chosen tasks (METHOD.md, step 2).
 
 * binary tasks: BCE-with-logits against the teacher's probability ``sigmoid(z_T)``
-  (``soft``) or its pseudo-label ``sigmoid(z_T) > 0.5`` (``hard``, as in the
-  re-implementation);
+  (``soft``) or its pseudo-label ``sigmoid(z_T) > 0.5`` (``hard``, as in KamalEngine's
+  re-implementation of the paper);
 * multi-class tasks: KL divergence between the distributions softened at
   temperature T, scaled by T^2 (ours);
 * feature hint: MSE between the gated trunk feature and the teacher's own tap at

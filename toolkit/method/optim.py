@@ -1,7 +1,7 @@
 """Optimisers and learning-rate schedules, built from ``training:`` in the config.
 
 Branch bodies (the teachers' layers after the branch point, heads included) may
-take a larger rate (``head_lr_mult``; the re-implementation used 10x).
+take a larger rate (``head_lr_mult``; KamalEngine's PyTorch re-implementation of the paper used 10x).
 The schedule steps once per batch: ``cosine`` decays to zero over the phase,
 ``step`` multiplies the rate by ``step_gamma`` every ``step_epochs`` epochs,
 ``constant`` keeps it.

@@ -26,7 +26,7 @@ import torch
 from exporters.student import quantize_int8, save_atomic, simplify, stamp_student
 from exporters.torch_export import export_torch
 from runtime.errors import BadInputError
-from toolkit.data import Preprocess, open_source, source_spec
+from toolkit.data import Preprocess, input_shape, open_source, source_spec
 from toolkit.student.io import INPUT_NAME, open_run, sibling
 
 EXPORT_BATCH = 2  # the dynamo exporter specialises a batch of 1
@@ -56,13 +56,6 @@ def student_tasks(spec):
 def student_thresholds(spec):
     """Decision thresholds on the logits: 0.0 (probability 0.5) for every binary task."""
     return {name: 0.0 for name in spec["task_order"] if spec["tasks"][name]["kind"] == "binary"}
-
-
-def input_shape(preprocess, batch):
-    """The student's input shape for ``batch`` rows, from the run's preprocessing."""
-    h, w = preprocess["size"]
-    c = preprocess["channels"]
-    return (batch, h, w, c) if preprocess.get("layout", "NCHW") == "NHWC" else (batch, c, h, w)
 
 
 def calibration_batches(text, preprocess, limit=CALIBRATION_SAMPLES):

@@ -15,6 +15,8 @@ task was chosen from; "teachers" is every teacher serving a chosen task, summed,
 as a user would otherwise have to run them side by side.
 """
 
+from toolkit.eval.tables import footprint_table
+
 FOOTPRINT_KEYS = ("params", "onnx_bytes", "latency_ms")
 
 
@@ -29,21 +31,6 @@ def run_report(validation, student, teachers):
         "parity": validation.parity_summary(),
         "passed": validation.passed,
     }
-
-
-def _num(value, fmt):
-    return "-" if value is None else format(value, fmt)
-
-
-def footprint_table(report):
-    """Markdown: student vs all teachers together (params, file size, CPU latency)."""
-    s, t = report["student"], report["teachers"]
-    rows = [("params", _num(s["params"], ","), _num(t["params"], ",")),
-            ("ONNX size (KiB)", _num(s["onnx_bytes"] / 1024, ".1f"), _num(t["onnx_bytes"] / 1024, ".1f"))]
-    for key, value in s["latency_ms"].items():
-        rows.append((f"latency batch {key[1:]} (ms)", _num(value, ".2f"), _num(t["latency_ms"][key], ".2f")))
-    lines = ["| | student | teachers |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    return "\n".join(lines)
 
 
 def run_markdown(report, validation):

@@ -22,7 +22,6 @@ the student's metadata (``amalgam.teachers``).
 
 import contextlib
 import json
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +30,13 @@ import numpy as np
 
 from exporters.metadata import read_metadata
 from runtime.errors import BadInputError, DegradationError, ParityError
+from runtime.files import write_text_atomic
+from runtime.graph import dims
 from runtime.model_io import file_sha256, load_model
 from runtime.parity import collect, compare, onnx_runner
 from toolkit.data import source_spec
 from toolkit.eval.metrics import agreement, task_metrics
+from toolkit.eval.tables import validation_task_table
 from toolkit.student.io import INPUT_NAME, open_run, sibling
 
 BATCH = 64
@@ -84,7 +86,7 @@ class Validation:
                  f"- data: `{data['source']}`, {data['samples']} samples, "
                  f"{'with' if data['labels'] else 'without'} labels", "", "## Numeric parity", ""]
         lines += [r.to_markdown() for r in self.numeric] or ["(none)", ""]
-        lines += ["## Tasks", "", task_table(self.tasks, self.torch_agreement), "",
+        lines += ["## Tasks", "", validation_task_table(self.tasks, self.torch_agreement), "",
                   f"## Gate (max degradation {self.max_degradation:g})", ""]
         lines += [f"- FAIL: {f}" for f in self.failures] or ["- every task within the allowed degradation"]
         lines += [f"- note: {n}" for n in self.notes]
@@ -100,23 +102,6 @@ class Validation:
         if self.failures:
             raise DegradationError(f"{self.student}: " + "; ".join(self.failures))
         return self
-
-
-def _fmt(value):
-    return "-" if value is None else f"{value:.3f}"
-
-
-def task_table(rows, torch_agreement=None):
-    """Markdown: per task, teacher and student accuracy / F1, agreement with teacher and PyTorch."""
-    lines = ["| task | teacher | kind | teacher acc | teacher F1 | student acc | student F1 | "
-             "agree teacher | agree PyTorch |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        s, t = r["student"], r["teacher"]
-        torch_agree = None if torch_agreement is None else torch_agreement.get(r["name"])
-        lines.append(f"| {r['name']} | {t['name'] or '-'} | {r['kind']} | "
-                     f"{_fmt(t['accuracy'])} | {_fmt(t['f1'])} | {_fmt(s['accuracy'])} | {_fmt(s['f1'])} | "
-                     f"{_fmt(s['agreement'])} | {_fmt(torch_agree)} |")
-    return "\n".join(lines)
 
 
 def _student_meta(model, path):
@@ -239,8 +224,7 @@ def _batch_dim(model, path):
     if not found:
         raise BadInputError(f"{path}: the student has no input {INPUT_NAME!r} "
                             f"(inputs: {[i.name for i in model.graph.input]})")
-    dim = found[0].type.tensor_type.shape.dim[0]
-    return dim.dim_value if dim.HasField("dim_value") else None
+    return (dims(found[0]) or [None])[0]
 
 
 def _teacher_split(config, data, run, cache_dir):
@@ -304,21 +288,6 @@ def validate_student(student, run=None, config=None, data=None, atol=1e-4, rtol=
                                          atol, rtol, tolerances, result.notes)
     _judge_tasks(result, meta, onnx_out, torch_out, split)
     return result
-
-
-def write_text_atomic(path, text):
-    """Write ``text`` to a temporary name beside ``path``, then rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise BadInputError(f"{path}: cannot write the report ({e.strerror or e})") from e
-    return path
 
 
 def write_reports(validation, report=None):

@@ -8,8 +8,6 @@ again, builds the gates, adapters and fresh heads, and loads the weights.
 """
 
 import json
-import os
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from safetensors.torch import load_model, save_model
 
 from runtime.convert import to_torch
 from runtime.errors import BadInputError
+from runtime.files import atomic_path
 from toolkit.student.parts import build_branch
 from toolkit.student.targetnet import TargetNet, TaskSlot
 from toolkit.student.width import scale_width
@@ -28,9 +27,11 @@ INPUT_NAME = "input"  # the exported student's one input
 
 def save_student(net, graphs, directory, info):
     """Write ``net`` (a TargetNet) with its part graphs (key -> ModelProto) and ``info``."""
-    directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_path(directory) as tmp:
+        _write_student(net, graphs, tmp, info)
+
+
+def _write_student(net, graphs, tmp, info):
     (tmp / "graphs").mkdir(parents=True)
     trunk = []
     for i, graph in enumerate(graphs["trunk"][: len(net.trunk)], start=1):
@@ -47,8 +48,6 @@ def save_student(net, graphs, directory, info):
     spec = {"format": FORMAT, "task_order": net.task_order, "trunk": trunk, "branches": branches, **info}
     (tmp / "spec.json").write_text(json.dumps(spec, indent=2))
     save_model(net, str(tmp / "weights.safetensors"))
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(tmp, directory)
 
 
 def read_spec(directory):

@@ -10,7 +10,7 @@ chosen tasks. A teacher with no usable block structure gets a small fresh head
 Tasks are read out of the branch outputs with a :class:`TaskSlot` per task.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -120,10 +120,6 @@ def freeze(module):
 
 def count_params(module):
     return sum(p.numel() for p in module.parameters())
-
-
-def slot_dicts(slots):
-    return [asdict(s) for s in slots]
 
 
 def reinit(module, seed):

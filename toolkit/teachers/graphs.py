@@ -14,6 +14,8 @@ rank-4 boundary, e.g. a scikit-learn model) teaches through its outputs alone
 
 from dataclasses import dataclass
 
+import onnx
+
 from runtime.align import align, image_size, in_order, table
 from runtime.blocks import check_boundary, describe, find_boundaries
 from runtime.convert import unsupported_ops
@@ -22,13 +24,15 @@ from runtime.errors import BadInputError, ConfigError, UnsupportedOpError
 from runtime.model_io import load_model
 from runtime.normalize import normalize
 from runtime.teacher import TaskSpec, Teacher
+from toolkit.config import Config, TeacherConfig
+from toolkit.data import input_shape
 
 
 @dataclass
 class TeacherGraph:
     name: str
-    config: object  # TeacherConfig
-    graph: object  # normalised onnx.ModelProto
+    config: TeacherConfig
+    graph: onnx.ModelProto  # normalised
     boundaries: list  # runtime.blocks.Boundary, in graph order
     tasks: list  # chosen TaskSpecs of this teacher, in config order
     runner: Teacher  # ONNX Runtime session for targets (all chosen tasks, boundary taps)
@@ -44,12 +48,6 @@ class TeacherGraph:
 
     def task(self, name):
         return next(t for t in self.tasks if t.name == name)
-
-
-def input_shape(preprocess):
-    h, w = preprocess.size
-    c = preprocess.channels
-    return [1, h, w, c] if preprocess.layout == "NHWC" else [1, c, h, w]
 
 
 def _boundaries(tc, graph):
@@ -83,7 +81,7 @@ def _check_convertible(where, graph, boundaries, whole):
         raise UnsupportedOpError(f"{where}: the student copies layers with ops no converter handles: {listed}")
 
 
-def load_teachers(config, device="cpu"):
+def load_teachers(config: Config) -> list["TeacherGraph"]:
     """TeacherGraphs of the teachers that own a chosen task, in config order, each
     structured one's boundaries lined up with the reference's (one per trunk block)."""
     chosen = {}
@@ -106,7 +104,7 @@ def load_teachers(config, device="cpu"):
             _check_convertible(where, graphs[tc.name], boundaries, tc.name == reference)
         tasks = chosen.get(tc.name, [])
         all_tasks = [TaskSpec.from_dict(t.model_dump(by_alias=True)) for t in tc.tasks]
-        runner = Teacher(tc.onnx, tasks or all_tasks[:1], [b.name for b in boundaries], tc.input, device="cpu")
+        runner = Teacher(tc.onnx, tasks or all_tasks[:1], [b.name for b in boundaries], tc.input)
         out.append(TeacherGraph(tc.name, tc, graphs[tc.name], boundaries, tasks, runner, alignment))
     return out
 

@@ -8,7 +8,6 @@ baseline, reuses it.
 """
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from runtime.cache import TargetCache
 from runtime.errors import DataError
+from runtime.files import atomic_path
 from toolkit.data import Preprocess, eval_labels, open_source
 
 BATCH = 256
@@ -36,8 +36,8 @@ class SplitData:
 
 
 def preprocess_of(teacher_config):
-    p = teacher_config.preprocess
-    return Preprocess(p.size, p.channels, p.mean, p.std, p.layout)
+    """The teacher's preprocessing, every field of ``teachers[i].preprocess`` (resize included)."""
+    return Preprocess.from_config(teacher_config.preprocess)
 
 
 def _batches(source, preprocess, n):
@@ -63,16 +63,12 @@ def cached_inputs(root, source, preprocess, n):
     key = hashlib.sha256(f"{source.fingerprint()}|{preprocess.fingerprint()}|{n}".encode()).hexdigest()[:24]
     path = Path(root) / f"inputs-{key}.npy"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         try:
-            _write_inputs(tmp, source, preprocess, n)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                _write_inputs(tmp, source, preprocess, n)
         except OSError as e:  # disk full, read-only or unwritable cache folder
             raise DataError(f"{path.parent}: cannot write the student's inputs ({e.strerror or e}); "
                             f"free space there or use another cache folder") from e
-        finally:
-            tmp.unlink(missing_ok=True)
     return np.load(path, mmap_mode="r")
 
 

@@ -5,7 +5,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from runtime.errors import BadInputError
-from toolkit.cli.export_teacher_cmd import parse_shape, parse_tasks
+from toolkit.cli.export_teacher_cmd import parse_tasks
+from toolkit.cli.options import parse_dims
 
 NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True)
 
@@ -33,6 +34,7 @@ def test_binary_index_is_the_position(items):
     ("logits:a,a", "repeated: ['a']"),
     ("logits:digit=one", "two or more labels"),
     ("logits:bad name", "task name 'bad name'"),
+    ("logits:a.b", "task name 'a.b' in output 'logits': expected a non-empty name without spaces"),
 ])
 def test_bad_spellings(spec, message):
     with pytest.raises(BadInputError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -40,6 +42,6 @@ def test_bad_spellings(spec, message):
 
 
 def test_input_shape():
-    assert parse_shape("1,1,28,28") == (1, 1, 28, 28)
+    assert parse_dims("1,1,28,28", "--input-shape") == (1, 1, 28, 28)
     with pytest.raises(BadInputError, match="positive integers"):
-        parse_shape("1,a")
+        parse_dims("1,a", "--input-shape")

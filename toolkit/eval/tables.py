@@ -1,0 +1,63 @@
+"""Every Markdown table the toolkit prints or writes, and the one way a number goes in a cell.
+
+>>> cell(None), cell(0.98765), cell(1234567, ",")
+('-', '0.988', '1,234,567')
+>>> print(markdown(["task", "F1"], [["coat", cell(0.5)]]))
+| task | F1 |
+|---|---|
+| coat | 0.500 |
+"""
+
+
+def cell(value, fmt=".3f"):
+    """A table cell: ``-`` for a missing value, else ``value`` formatted."""
+    return "-" if value is None else format(value, fmt)
+
+
+def markdown(header, rows):
+    """A Markdown table from a header and rows of cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def run_task_table(rows):
+    """A run's metrics per task: teacher F1, student F1 / agreement, KD F1 / agreement."""
+    body = []
+    for r in rows:
+        t, s, k = r.get("teacher") or {}, r.get("student") or {}, r.get("kd") or {}
+        body.append([r["task"], r["teacher_name"], cell(t.get("f1")), cell(s.get("f1")), cell(s.get("agreement")),
+                     cell(k.get("f1")), cell(k.get("agreement"))])
+    return markdown(["task", "teacher", "teacher F1", "student F1", "student agree", "KD F1", "KD agree"], body)
+
+
+def run_summary(metrics):
+    """What `amalgam amalgamate` prints: the task table, mean F1 and agreement, sizes."""
+    s, p = metrics["summary"], metrics["params"]
+    return "\n".join([
+        run_task_table(metrics.get("eval") or metrics["holdout"]), "",
+        f"mean F1: teachers {cell(s['teacher']['f1'])}, student {cell(s['student']['f1'])}, "
+        f"KD {cell(s['kd']['f1'])}; mean agreement: student {cell(s['student']['agreement'])}, "
+        f"KD {cell(s['kd']['agreement'])}",
+        f"params: student {p['student']:,} vs teachers {p['teachers']:,} ({p['ratio']:.2f}x)"])
+
+
+def validation_task_table(rows, torch_agreement=None):
+    """A validation per task: teacher and student accuracy / F1, agreement with teacher and PyTorch."""
+    body = []
+    for r in rows:
+        s, t = r["student"], r["teacher"]
+        torch_agree = None if torch_agreement is None else torch_agreement.get(r["name"])
+        body.append([r["name"], t["name"] or "-", r["kind"], cell(t["accuracy"]), cell(t["f1"]),
+                     cell(s["accuracy"]), cell(s["f1"]), cell(s["agreement"]), cell(torch_agree)])
+    return markdown(["task", "teacher", "kind", "teacher acc", "teacher F1", "student acc", "student F1",
+                     "agree teacher", "agree PyTorch"], body)
+
+
+def footprint_table(report):
+    """Student vs all teachers together: params, file size, CPU latency."""
+    s, t = report["student"], report["teachers"]
+    rows = [["params", cell(s["params"], ","), cell(t["params"], ",")],
+            ["ONNX size (KiB)", cell(s["onnx_bytes"] / 1024, ".1f"), cell(t["onnx_bytes"] / 1024, ".1f")]]
+    for key, value in s["latency_ms"].items():
+        rows.append([f"latency batch {key[1:]} (ms)", cell(value, ".2f"), cell(t["latency_ms"][key], ".2f")])
+    return markdown(["", "student", "teachers"], rows)
