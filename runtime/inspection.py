@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from onnx import helper
 
-from runtime.align import image_size
+from runtime.align import image_size_or_none
 from runtime.blocks import find_boundaries
 from runtime.errors import BadInputError, ParityError
 from runtime.graph import data_inputs, dims
@@ -94,13 +94,6 @@ def check_branches(model, boundaries):
     return diffs
 
 
-def _image(graph):
-    try:
-        return image_size(graph)
-    except BadInputError:
-        return None
-
-
 def inspect_model(path, input_shape=None, check=False, tol=1e-4):
     """Inspect the ONNX file at ``path``; ``input_shape`` (``{input: dims}``) fixes open dims."""
     model = load_model(path)
@@ -116,7 +109,7 @@ def inspect_model(path, input_shape=None, check=False, tol=1e-4):
         opset=default_opset(model),
         producer=f"{model.producer_name} {model.producer_version}".strip(),
         blocks=[{"name": b.name, "shape": b.shape, "layout": b.layout} for b in boundaries],
-        boundaries=boundaries, image=_image(graph))
+        boundaries=boundaries, image=image_size_or_none(graph))
     if check:
         found.tol = tol
         diffs = check_branches(graph, boundaries)

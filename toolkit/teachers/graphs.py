@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from runtime.align import align, image_size, in_order, table
+from runtime.align import align, image_size, image_size_or_none, in_order, table
 from runtime.blocks import check_boundary, describe, find_boundaries
 from runtime.convert import unsupported_ops
 from runtime.cut import cut_branch
@@ -138,15 +138,7 @@ def _align(where, ref_tc, tc, graphs, found):
             f"teachers.{tc.name}.boundaries: {len(other)} block boundaries ({[b.name for b in other]}), but the "
             f"reference teacher {ref_tc.name!r} has {len(ref)}; named boundaries pair one to one with the "
             f"reference's: name {len(ref)}, or leave boundaries out to line them up by stride")
-    return in_order(ref, _image_size(graphs[ref_tc.name]), other, _image_size(graphs[tc.name]))
-
-
-def _image_size(graph):
-    """(H, W) of the graph's image input, or None where it has none (strides unknown)."""
-    try:
-        return image_size(graph)
-    except BadInputError:
-        return None
+    return in_order(ref, image_size_or_none(graphs[ref_tc.name]), other, image_size_or_none(graphs[tc.name]))
 
 
 def alignment_tables(teachers):
