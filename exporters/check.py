@@ -37,18 +37,22 @@ def compare_outputs(got, expected, framework, what="output", hint=None):
     """Raise a :class:`ParityError` unless each ``expected[name]`` matches ``got[name]``.
 
     ``got`` and ``expected`` map output names to arrays; ``hint`` is appended to the
-    message (a known pitfall that explains a mismatch). A missing output is an
-    :class:`ExportError`.
+    message (a known pitfall that explains a mismatch). A missing output or a shape
+    that differs is an :class:`ExportError` (exit 2: the export is another function).
     """
     atol, rtol = TOLERANCES[framework]
-    missing = [name for name in expected if name not in got]
-    if missing:
-        raise ExportError(f"{framework} export: the ONNX model has no {what} {missing[0]!r}; it has {sorted(got)}")
+    suffix = f"; {hint}" if hint else ""
+    for name, ref in expected.items():
+        if name not in got:
+            raise ExportError(f"{framework} export: the ONNX model has no {what} {name!r}; it has {sorted(got)}")
+        if np.shape(got[name]) != np.shape(ref):  # another function altogether: the export is wrong
+            raise ExportError(f"{framework} export: {what} {name!r} has shape {list(np.shape(got[name]))} in ONNX "
+                              f"Runtime but {list(np.shape(ref))} in {framework}" + suffix)
     try:
         compare(expected, got, atol, rtol, title=f"{framework} export: ONNX Runtime vs {framework}").raise_if_failed()
     except ParityError as e:
         message = str(e) if str(e).startswith(framework) else f"{framework} export: {e}"
-        raise type(e)(message + (f"; {hint}" if hint else "")) from e
+        raise type(e)(message + suffix) from e
 
 
 def check_tasks(tasks, outputs, framework):

@@ -98,6 +98,14 @@ def image_size(model):
     raise BoundaryError(f"graph {model.graph.name!r}: no rank-4 image input to measure boundary strides against")
 
 
+def image_size_or_none(model):
+    """:func:`image_size`, or None for a graph without a fixed-size image input."""
+    try:
+        return image_size(model)
+    except BoundaryError:
+        return None
+
+
 def align(reference, reference_image, other, other_image, names=("reference", "other")):
     """Pair each reference boundary with one of ``other``'s boundaries (module docstring).
 

@@ -45,7 +45,9 @@ def test_metadata_reads_back(exported, student_run):
     assert meta["role"] == "student" and meta["precision"] == "fp32"
     assert [t["name"] for t in meta["tasks"]] == CHOSEN
     assert all(t["output"] == t["name"] and t["kind"] == "binary" for t in meta["tasks"])
-    assert meta["thresholds"] == {name: 0.0 for name in CHOSEN}
+    spec = json.loads((student_run[1] / "student" / "spec.json").read_text())
+    assert set(meta["thresholds"]) == set(CHOSEN)  # set on the held-out split (evaluation.threshold)
+    assert meta["thresholds"] == spec["thresholds"] and meta["teacher_thresholds"] == spec["teacher_thresholds"]
     assert meta["preprocess"]["size"] == [16, 16] and meta["preprocess"]["channels"] == 1
     root = student_run[0].parent
     assert meta["teachers"] == {"A": file_sha256(root / "a.onnx"), "B": file_sha256(root / "b.onnx")}

@@ -4,7 +4,6 @@ user runs it, in its own process, so that file-descriptor output is seen too).""
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -47,7 +46,7 @@ FACTORIES = textwrap.dedent('''
 
 
 def amalgam(cwd, *args):
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *map(str, args)], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "amalgam", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
 
 

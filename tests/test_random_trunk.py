@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from exporters.metadata import read_metadata
 from tests.builders import export
 from tests.student_run import one_thread
 from tests.synthetic import SIZE, make_images, save_npz, train_teacher
@@ -74,7 +75,9 @@ def test_the_random_trunk_has_batchnorm_and_the_export_folds_it(random_run, tmp_
     assert spec["trunk_batchnorm"]
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.trunk.modules())
     out = export_student(run, tmp_path / "student.onnx")
-    ops = {n.op_type for n in onnx.load(str(out.student)).graph.node}
+    model = onnx.load(str(out.student))
+    assert read_metadata(model)["thresholds"] == spec["thresholds"]  # set on the held-out split
+    ops = {n.op_type for n in model.graph.node}
     assert "BatchNormalization" not in ops and "Conv" in ops
     x = np.random.default_rng(0).random((4, 1, SIZE, SIZE), dtype=np.float32)
     got = ort.InferenceSession(str(out.student), providers=["CPUExecutionProvider"]).run(None, {"input": x})

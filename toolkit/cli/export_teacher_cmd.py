@@ -75,8 +75,8 @@ def parse_kwargs(text):
         return {}
     try:
         kwargs = json.loads(text)
-    except ValueError as e:
-        kwargs = e
+    except ValueError:
+        kwargs = None
     if not isinstance(kwargs, dict):
         raise BadInputError(f"--kwargs {text!r}: expected a JSON object, e.g. --kwargs '{{\"image_size\": 32}}'")
     return kwargs

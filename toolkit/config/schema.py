@@ -111,7 +111,7 @@ class DataConfig(_Model):
 
 class StudentConfig(_Model):
     reference: str | None = None
-    init: Literal["teacher", "random"] = "teacher"
+    init: Literal["teacher", "random", "pruned"] = "teacher"
     width: Annotated[float, Field(gt=0)] = 1.0
     gate_reduction: PosInt = 4
 
@@ -144,6 +144,10 @@ class BranchingConfig(_Model):
     fixed: dict[str, PosInt] = {}
 
 
+class EvaluationConfig(_Model):
+    threshold: Literal["logit0", "calibrated"] = "logit0"
+
+
 class BaselineConfig(_Model):
     kd: bool = True
     epochs: PosInt | None = None
@@ -159,6 +163,7 @@ class Config(_Model):
     training: TrainingConfig = TrainingConfig()
     branching: BranchingConfig = BranchingConfig()
     baseline: BaselineConfig = BaselineConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     def teacher(self, name: str) -> TeacherConfig:
         found = [t for t in self.teachers if t.name == name]

@@ -4,7 +4,8 @@
   teacher (same decision at logit 0 / same argmax);
 * labeled evaluation data, where given: accuracy, F1 (and average precision for
   binary tasks) per task for the student, the baseline and the teacher on its own
-  task, plus agreement.
+  task, plus agreement. F1 and accuracy use each model's decision thresholds, all
+  set by one rule (``evaluation.threshold``, toolkit.eval.thresholds).
 
 Writes ``metrics.json`` and the plots, and returns the metrics dict.
 """
@@ -15,6 +16,7 @@ import numpy as np
 from runtime.files import write_json_atomic
 from toolkit.eval.metrics import agreement, task_metrics
 from toolkit.eval.plots import plot_run
+from toolkit.eval.thresholds import teacher_thresholds
 from toolkit.student.infer import predict
 from toolkit.student.targetnet import count_params
 
@@ -24,8 +26,9 @@ def _mean(rows, model, key):
     return float(np.mean(values)) if values else None
 
 
-def task_rows(teachers, models, data, indices):
-    """Per chosen task: agreement with the teacher and, with labels, accuracy / F1."""
+def task_rows(teachers, models, data, indices, thresholds):
+    """Per chosen task: agreement with the teacher (at logit 0) and, with labels, accuracy / F1
+    with each model's decision threshold (``thresholds[model][task]``; teachers under "teacher")."""
     rows = []
     preds = {name: predict(net, data.inputs, indices) for name, net in models.items() if net is not None}
     for tg in teachers:
@@ -34,20 +37,29 @@ def task_rows(teachers, models, data, indices):
             row = {"task": task.name, "teacher_name": tg.name, "kind": task.kind}
             labels = data.labels.get(task.name)
             if labels is not None:
-                row["teacher"] = task_metrics(task.kind, teacher_logits, np.asarray(labels)[indices])
+                row["teacher"] = task_metrics(task.kind, teacher_logits, np.asarray(labels)[indices],
+                                              thresholds["teacher"].get(task.name, 0.0))
             for name, p in preds.items():
                 row[name] = {"agreement": agreement(task.kind, p[task.name], teacher_logits)}
                 if labels is not None:
-                    row[name].update(task_metrics(task.kind, p[task.name], np.asarray(labels)[indices]))
+                    row[name].update(task_metrics(task.kind, p[task.name], np.asarray(labels)[indices],
+                                                  thresholds[name].get(task.name, 0.0)))
             rows.append(row)
     return rows
 
 
-def evaluate_run(out, config, teachers, student, kd, train, holdout_idx, evaluation, teacher_sizes, table, log):
+def evaluate_run(out, config, teachers, student, kd, train, holdout_idx, evaluation, teacher_sizes, table, log,
+                 thresholds):
+    """``thresholds``: the student's and the KD baseline's decision thresholds (as in their specs);
+    the teachers' are set here by the same rule (toolkit.eval.thresholds)."""
     models = {"student": student, "kd": kd}
-    metrics = {"holdout": task_rows(teachers, models, train, holdout_idx)}
+    rule = config.evaluation.threshold
+    kinds = {task.name: task.kind for tg in teachers for task in tg.tasks}
+    thresholds = {**thresholds, "teacher": teacher_thresholds(rule, train, holdout_idx, kinds)}
+    metrics = {"threshold_rule": rule, "thresholds": thresholds,
+               "holdout": task_rows(teachers, models, train, holdout_idx, thresholds)}
     if evaluation is not None:
-        metrics["eval"] = task_rows(teachers, models, evaluation, np.arange(len(evaluation)))
+        metrics["eval"] = task_rows(teachers, models, evaluation, np.arange(len(evaluation)), thresholds)
     rows = metrics.get("eval") or metrics["holdout"]
     metrics["summary"] = {
         model: {key: _mean(rows, model, key) for key in ("agreement", "accuracy", "f1", "ap")}

@@ -45,9 +45,10 @@ def average_precision(labels, scores):
     return float(precision[hits].sum() / hits.sum())
 
 
-def task_metrics(kind, logits, labels):
-    """accuracy, f1 (and ap for binary tasks) of one task's logits against labels."""
-    predictions = decide(kind, logits)
+def task_metrics(kind, logits, labels, threshold=0.0):
+    """accuracy, f1 (and ap for binary tasks) of one task's logits against labels, a binary
+    task decided at logit ``threshold``."""
+    predictions = decide(kind, logits, threshold)
     labels = np.asarray(labels)
     out = {"accuracy": float(np.mean(predictions == labels))}
     if kind == "binary":

@@ -28,12 +28,13 @@ from toolkit.config import Config, config_hash, dump_config
 from toolkit.data import split_holdout
 from toolkit.dist import Ranks, close, init_from_env
 from toolkit.eval.evaluate import evaluate_run
+from toolkit.eval.thresholds import net_thresholds, teacher_thresholds
 from toolkit.method.blockwise import FIT_SAMPLES, PrefixFeatures, train_stage
 from toolkit.method.branching import auto_branch_points, branch_table, candidates, size_limit
 from toolkit.method.endtoend import fit_net_adapters, train_end_to_end
 from toolkit.method.loop import LoopContext, seed_phase
 from toolkit.runlog import RunLog
-from toolkit.student.io import save_student
+from toolkit.student.io import read_spec, save_student
 from toolkit.student.parts import build_branch, trunk_blocks, trunk_graphs
 from toolkit.student.targetnet import TargetNet, count_params
 from toolkit.teachers import SplitData, TeacherGraph, alignment_lines, alignment_tables, load_teachers, split_data
@@ -226,10 +227,17 @@ def train_baseline(run, student, graphs, info):
     kd = fresh_like(student, graphs, run.trunk, config.student.init, t.seed + 100, config.student.width)
     kd = kd.to(ctx.device)
     fit_net_adapters(kd, run.train, run.train_idx, ctx.device)
-    kd = train_end_to_end(ctx, "kd", kd, run.train, run.train_idx, epochs)
+    kd = train_end_to_end(ctx, "kd", kd, run.train, run.train_idx, epochs, run.holdout_idx)
     if ctx.ranks.is_main:
-        save_student(kd, {"trunk": run.trunk, "branches": graphs}, run.out / "kd", info)
+        save_student(kd, {"trunk": run.trunk, "branches": graphs}, run.out / "kd",
+                     {**info, "thresholds": held_out_thresholds(run, kd)})
     return kd
+
+
+def held_out_thresholds(run, net):
+    """``net``'s decision thresholds, set on the held-out split by ``evaluation.threshold``."""
+    kinds = {task.name: task.kind for tg in run.teachers for task in tg.tasks}
+    return net_thresholds(run.config.evaluation.threshold, net, run.train, run.holdout_idx, kinds)
 
 
 def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cache_root=None, ranks=None):
@@ -244,16 +252,19 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     points = branch_out(run, blocks, stage_parts, table, sizes)
     student, graphs = assemble_student(blocks, stage_parts, points, run.teachers, run.task_order)
     student = train_end_to_end(run.ctx, "finetune", student, run.train, run.train_idx,  # step 4
-                               config.training.finetune_epochs)
-    info = _student_info(config, run.teachers, run.reference)
+                               config.training.finetune_epochs, run.holdout_idx)
+    info = _student_info(run)
+    thresholds = {"student": held_out_thresholds(run, student)}
     if ranks.is_main:
-        save_student(student, {"trunk": run.trunk, "branches": graphs}, run.out / "student", info)
+        save_student(student, {"trunk": run.trunk, "branches": graphs}, run.out / "student",
+                     {**info, "thresholds": thresholds["student"]})
     kd = train_baseline(run, student, graphs, info) if config.baseline.kd else None
     if not ranks.is_main:
         return None
+    if kd is not None:
+        thresholds["kd"] = read_spec(run.out / "kd")["thresholds"]
     return evaluate_run(run.out, config, run.teachers, student, kd, run.train, run.holdout_idx, run.evaluation,
-                        sizes, table, run.ctx.log)
-
+                        sizes, table, run.ctx.log, thresholds)
 
 
 def amalgamate_job(config, out=None, resume=False, overwrite=False, quiet=False, cache_root=None):
@@ -268,10 +279,14 @@ def amalgamate_job(config, out=None, resume=False, overwrite=False, quiet=False,
         close()
     return ranks, metrics
 
-def _student_info(config, teachers, reference):
+
+def _student_info(run):
+    config, teachers = run.config, run.teachers
     tasks = {task.name: {"teacher": tg.name, **task.to_dict()} for tg in teachers for task in tg.tasks}
-    p = reference.config.preprocess
+    kinds = {name: task["kind"] for name, task in tasks.items()}
+    p = run.reference.config.preprocess
     return {"tasks": tasks, "preprocess": p.model_dump(mode="json"), "width": config.student.width,
-            "trunk_batchnorm": config.student.init == "random",
+            "trunk_batchnorm": config.student.init == "random", "threshold_rule": config.evaluation.threshold,
+            "teacher_thresholds": teacher_thresholds(config.evaluation.threshold, run.train, run.holdout_idx, kinds),
             "input_name": "input", "teachers": {tg.name: tg.runner.sha256 for tg in teachers if tg.tasks},
             "toolkit_version": __version__}

@@ -4,15 +4,21 @@ Used twice: the fine-tune (METHOD.md, step 4: all layers trainable, branches
 included, the same output losses) and the multi-teacher KD baseline (the same
 final architecture trained end to end from the start, as KamalEngine and
 torchdistill do), so that one command compares the two under one harness.
+
+Both keep the epoch that agrees best with the teachers on the held-out part of
+the unlabeled training split (lower excess loss breaks a tie); the labeled
+evaluation data never chooses anything.
 """
 
 import numpy as np
 import torch
 
+from toolkit.eval.metrics import agreement
+from toolkit.method.checkpoint import load_checkpoint, restore, save_checkpoint
 from toolkit.method.loop import run_phase
-from toolkit.method.losses import task_loss
+from toolkit.method.losses import excess_loss, task_loss
 from toolkit.student.adapters import fit_adapter
-from toolkit.student.infer import to_tensor
+from toolkit.student.infer import predict, to_tensor
 
 FIT_SAMPLES = 1024
 
@@ -52,15 +58,66 @@ def fit_net_adapters(net, data, indices, device):
                 fit_adapter(branch.adapter, branch.gate(h), to_tensor(data.taps[(teacher, block)], sample, device))
 
 
-def train_end_to_end(ctx, phase, net, data, indices, epochs):
+@torch.no_grad()
+def heldout_fit(net, data, indices, device):
+    """(agreement, excess loss) with the teachers on held-out rows, each a mean over tasks:
+    the share of same decisions at logit 0 / argmax, and the KL from each task's teacher."""
+    kinds = task_kinds(net)
+    logits = predict(net, data.inputs, indices, device)
+    agree, excess = [], []
+    for name, z in logits.items():
+        teacher = np.asarray(data.logits[name])[indices]
+        agree.append(agreement(kinds[name], z, teacher))
+        excess.append(excess_loss(kinds[name], torch.from_numpy(z), torch.from_numpy(teacher)).mean().item())
+    return float(np.mean(agree)), float(np.mean(excess))
+
+
+class BestEpoch:
+    """The epoch of a phase that agrees best with the teachers on held-out data (lower
+    excess loss breaks a tie), its weights kept on disk (``<phase>.best.pt``, so that
+    ``--resume`` keeps choosing among all epochs). In a job every rank keeps the score
+    and rank 0 alone (``writes``) saves the weights."""
+
+    def __init__(self, path, resume, writes=True):
+        self.path, self.writes = path, writes
+        self.epoch, self.score = None, None
+        if resume and path.exists():
+            meta = load_checkpoint(path)["meta"]
+            self.epoch, self.score = meta["epoch"], (meta["agreement"], -meta["excess"])
+
+    def offer(self, epoch, agreement, excess, net):
+        if self.score is None or (agreement, -excess) > self.score:
+            self.epoch, self.score = epoch, (agreement, -excess)
+            if self.writes:
+                save_checkpoint(self.path, {"net": net}, epoch=epoch, agreement=agreement, excess=excess)
+
+    def restore(self, net):
+        if self.epoch is not None:
+            restore(load_checkpoint(self.path), {"net": net})
+
+
+def train_end_to_end(ctx, phase, net, data, indices, epochs, holdout=None):
+    """Train ``net`` end to end; with ``holdout`` (indices of the held-out split), keep the
+    epoch that agrees best with the teachers there (never a labeled split)."""
     training, device = ctx.training, ctx.device
     net = unfreeze(net.to(device))
     kinds = task_kinds(net)
+    best = BestEpoch(ctx.checkpoints / f"{phase}.best.pt", ctx.resume, ctx.ranks.is_main)
 
     def step(idx):
         out = net.forward_dict(to_tensor(data.inputs, idx, device))
         return sum(task_loss(kinds[name], logits, to_tensor(data.logits[name], idx, device),
                              training.targets, training.temperature) for name, logits in out.items())
 
-    run_phase(ctx, phase, {"net": net}, param_groups(net, training.head_lr_mult), step, indices, epochs, net.train)
+    def after_epoch(epoch):
+        agree, excess = heldout_fit(net, data, holdout, device)
+        ctx.log.write("heldout", phase=phase, epoch=epoch, agreement=agree, excess=excess)
+        best.offer(epoch, agree, excess, net)
+
+    choose = holdout is not None and len(holdout) > 0
+    run_phase(ctx, phase, {"net": net}, param_groups(net, training.head_lr_mult), step, indices, epochs, net.train,
+              after_epoch if choose else None)
+    if choose:
+        best.restore(net)
+        ctx.log.write("checkpoint", phase=phase, epoch=best.epoch)
     return net.eval()

@@ -52,12 +52,13 @@ def batches(indices, batch_size, seed):
         yield np.sort(order[start:start + batch_size])
 
 
-def run_phase(ctx, phase, modules, groups, step, indices, epochs, train_mode):
+def run_phase(ctx, phase, modules, groups, step, indices, epochs, train_mode, after_epoch=None):
     """Train for ``epochs`` epochs; returns the checkpoint meta of the finished phase.
 
     ``modules`` name what the checkpoint holds; ``groups`` are (params, lr multiplier);
     ``step(idx)`` returns the loss tensor of one batch; ``train_mode()`` puts the
-    trainable parts in train mode and frozen ones in eval mode.
+    trainable parts in train mode and frozen ones in eval mode; ``after_epoch(n)``,
+    if given, runs after epoch ``n`` (1-based), before its checkpoint.
     """
     t = ctx.training
     optimizer = make_optimizer(groups, t)
@@ -92,6 +93,8 @@ def run_phase(ctx, phase, modules, groups, step, indices, epochs, train_mode):
             bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
         total, count = ranks.sum((total, count))
         ctx.log.write("epoch", phase=phase, epoch=epoch + 1, loss=total / max(count, 1))
+        if after_epoch is not None:
+            after_epoch(epoch + 1)
         meta = {"epochs_done": epoch + 1, "sampler": {"seed": t.seed, "phase": phase, "epoch": epoch + 1}}
         if ranks.is_main:
             save_checkpoint(path, modules, optimizer, schedule, rng=torch.get_rng_state(), **meta)

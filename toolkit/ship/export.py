@@ -57,8 +57,11 @@ def student_tasks(spec):
 
 
 def student_thresholds(spec):
-    """Decision thresholds on the logits: 0.0 (probability 0.5) for every binary task."""
-    return {name: 0.0 for name in spec["task_order"] if spec["tasks"][name]["kind"] == "binary"}
+    """Decision thresholds on the logits of every binary task: those the run set on its held-out
+    split (``evaluation.threshold``), else 0.0 (probability 0.5)."""
+    found = spec.get("thresholds") or {}
+    return {name: float(found.get(name, 0.0)) for name in spec["task_order"]
+            if spec["tasks"][name]["kind"] == "binary"}
 
 
 def calibration_batches(text, preprocess, limit=CALIBRATION_SAMPLES):
@@ -89,7 +92,8 @@ def _export_raw(net, spec, path, opset, static_batch, log_path):
     task_teachers = {name: spec["tasks"][name]["teacher"] for name in spec["task_order"]}
     stamp_student(model, student_tasks(spec), thresholds=student_thresholds(spec),
                   preprocess=spec["preprocess"], teacher_hashes=spec["teachers"],
-                  task_teachers=task_teachers, export={"opset": opset, "static_batch": static_batch})
+                  task_teachers=task_teachers, export={"opset": opset, "static_batch": static_batch},
+                  teacher_thresholds=spec.get("teacher_thresholds") or {})
     return save_atomic(model, path)
 
 

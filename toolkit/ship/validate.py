@@ -155,14 +155,15 @@ def run_rows(runner, inputs, batch_dim):
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
-def _task_row(task, teacher, student_logits, teacher_logits, labels):
-    """A report.json task row; accuracy and F1 stay None without labels."""
+def _task_row(task, teacher, student_logits, teacher_logits, labels, thresholds=(0.0, 0.0)):
+    """A report.json task row; accuracy and F1 stay None without labels. ``thresholds``: the
+    student's and the teacher's decision thresholds (stamped by the run's threshold rule)."""
     row = {"name": task["name"], "teacher": {"name": teacher, "accuracy": None, "f1": None}, "kind": task["kind"],
            "student": {"accuracy": None, "f1": None,
                        "agreement": agreement(task["kind"], student_logits, teacher_logits)}}
     if labels is not None:
-        for who, logits in (("student", student_logits), ("teacher", teacher_logits)):
-            m = task_metrics(task["kind"], logits, labels)
+        for who, logits, threshold in zip(("student", "teacher"), (student_logits, teacher_logits), thresholds):
+            m = task_metrics(task["kind"], logits, labels, threshold)
             row[who].update(accuracy=m["accuracy"], f1=m["f1"])
     return row
 
@@ -245,8 +246,10 @@ def _judge_tasks(result, meta, onnx_out, torch_out, split):
     """Task rows, agreement with the PyTorch student, and the task gate, into ``result``."""
     teachers = meta.get("task_teachers") or {}
     logits = {t["name"]: np.asarray(split.logits[t["name"]]) for t in meta["tasks"]}
+    own, theirs = meta.get("thresholds") or {}, meta.get("teacher_thresholds") or {}
     result.tasks = [_task_row(t, teachers.get(t["name"]), onnx_out[t["name"]], logits[t["name"]],
-                              split.labels.get(t["name"])) for t in meta["tasks"]]
+                              split.labels.get(t["name"]), (own.get(t["name"], 0.0), theirs.get(t["name"], 0.0)))
+                    for t in meta["tasks"]]
     torch_vs_teacher = None
     if torch_out is not None:
         result.torch_agreement = {t["name"]: agreement(t["kind"], onnx_out[t["name"]], torch_out[t["name"]])

@@ -23,6 +23,7 @@ from runtime.heads import prune_outputs
 from toolkit.student.adapters import make_adapter, to_nchw
 from toolkit.student.gates import ChannelGate
 from toolkit.student.norm import add_batchnorm, kaiming_init
+from toolkit.student.prune import prune_width
 from toolkit.student.targetnet import Branch, FreshHead, TaskSlot
 from toolkit.student.width import scale_width
 
@@ -44,10 +45,13 @@ def trunk_graphs(reference):
 
 
 def trunk_blocks(graphs, init, width, seed):
-    """The trunk's blocks from their graphs: the teacher's weights (``init: teacher``), or
+    """The trunk's blocks from their graphs: the teacher's weights (``init: teacher``), those
+    pruned to ``width`` by filter L1 norm (``pruned``; toolkit.student.prune), or
     re-initialised with a BatchNorm after each convolution and ``width`` x the channels
     (``random``; toolkit.student.norm, toolkit.student.width). Block ``i`` is seeded ``seed + i``."""
     blocks = [to_torch(g) for g in graphs]
+    if init == "pruned":
+        return prune_width(blocks, width)
     if init != "random":
         return blocks
     blocks = scale_width([add_batchnorm(b) for b in blocks], width)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from runtime.align import align, image_size, in_order, table
+from runtime.align import align, image_size, image_size_or_none, in_order, table
 from runtime.errors import AmalgamError, BadInputError, ConfigError
 from runtime.teacher import TaskSpec, Teacher, open_teacher
 from toolkit.config import Config, TeacherConfig
@@ -123,15 +123,7 @@ def _align(where, ref_tc, ref, tc, graph, other):
             f"teachers.{tc.name}.boundaries: {len(other)} block boundaries ({[b.name for b in other]}), but the "
             f"reference teacher {ref_tc.name!r} has {len(ref.boundaries)}; named boundaries pair one to one with "
             f"the reference's: name {len(ref.boundaries)}, or leave boundaries out to line them up by stride")
-    return in_order(ref.boundaries, _image_size(ref.graph), other, _image_size(graph))
-
-
-def _image_size(graph):
-    """(H, W) of the graph's image input, or None where it has none (strides unknown)."""
-    try:
-        return image_size(graph)
-    except BadInputError:
-        return None
+    return in_order(ref.boundaries, image_size_or_none(ref.graph), other, image_size_or_none(graph))
 
 
 def alignment_tables(teachers):
