@@ -1,6 +1,6 @@
 """This process's place in a torchrun job: torch.distributed set up from the environment.
 
-``torchrun --nproc-per-node N -m toolkit.cli amalgamate CONFIG`` starts N processes
+``torchrun --nproc-per-node N -m amalgam amalgamate CONFIG`` starts N processes
 with ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` and the rendezvous
 address in the environment; plain ``amalgam`` sets none of them and is world size 1.
 Both run the same code: :func:`init_from_env` returns a :class:`Ranks`, and every

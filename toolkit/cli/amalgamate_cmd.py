@@ -23,7 +23,7 @@ def amalgamate(config_path, out, resume, overwrite, overrides, cache_dir, quiet)
     \b
     Example:
       amalgam amalgamate samples/fashion_mnist/config.yaml --out runs/fm
-      torchrun --nproc-per-node 2 -m toolkit.cli amalgamate samples/fashion_mnist/config.yaml --out runs/fm
+      torchrun --nproc-per-node 2 -m amalgam amalgamate samples/fashion_mnist/config.yaml --out runs/fm
     """
     from toolkit.config import load_config
     from toolkit.eval.tables import run_summary
