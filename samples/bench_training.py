@@ -25,7 +25,7 @@ from runtime.convert import to_torch
 from runtime.taps import add_taps
 from toolkit.data import split_holdout
 from toolkit.method.blockwise import PrefixFeatures, branch_loss, stage_branches, train_stage
-from toolkit.method.loop import batches, run_phase, seed_phase
+from toolkit.method.loop import Phase, batches, run_phase, seed_phase
 from toolkit.method.optim import make_optimizer
 from toolkit.student.infer import to_tensor
 from toolkit.student.parts import trunk_block, trunk_graphs
@@ -116,8 +116,9 @@ def eager(ctx, config, teachers, data, blocks, train_idx):
             return sum(branch_loss(t, branches[t.name].module, h, batch, at, block_no, ctx.training, ctx.device)
                        for t in teachers if t.name in branches)
 
-        run_phase(ctx, f"eager{block_no}", {"block": block}, groups, step, train_idx, 1,
-                  lambda block=block, branches=branches: train_mode(block, branches))
+        modules = {"block": block, **{f"branch_{k}": p.module for k, p in branches.items()}}
+        frozen = tuple(p.module.body for p in branches.values())
+        run_phase(ctx, Phase(f"eager{block_no}", modules, groups, step, 1, frozen), train_idx)
     return time.perf_counter() - start
 
 

@@ -60,7 +60,7 @@ def train(out, kill_at_step="0"):
 
     from tests.builders import SECNN
     from toolkit.config.schema import TrainingConfig
-    from toolkit.method.loop import LoopContext, run_phase
+    from toolkit.method.loop import LoopContext, Phase, run_phase
     from toolkit.runlog import RunLog
 
     ranks = init_from_env()
@@ -83,7 +83,7 @@ def train(out, kill_at_step="0"):
             os.kill(os.getpid(), signal.SIGKILL)
         return torch.nn.functional.mse_loss(model(x[idx]), y[idx])
 
-    run_phase(ctx, "toy", {"model": model}, [(list(model.parameters()), 1.0)], step, np.arange(96), 2, model.train)
+    run_phase(ctx, Phase("toy", {"model": model}, [(list(model.parameters()), 1.0)], step, 2), np.arange(96))
     if ranks.is_main:
         np.savez(out / "weights.npz", **{k: v.detach().numpy() for k, v in model.state_dict().items()})
     print(f"rank {ranks.rank}/{ranks.world} restarted={ranks.restarted} steps={steps[0]}", flush=True)

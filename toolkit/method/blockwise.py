@@ -25,7 +25,7 @@ import torch
 from runtime.files import atomic_path
 from toolkit.dist import Ranks
 from toolkit.method.checkpoint import load_checkpoint, restore
-from toolkit.method.loop import mark_phase, phase_results, run_phase, seed_phase
+from toolkit.method.loop import Phase, mark_phase, phase_results, run_phase, seed_phase
 from toolkit.method.losses import excess_loss, hint_loss, task_loss
 from toolkit.student.adapters import fit_adapter
 from toolkit.student.infer import to_tensor
@@ -181,13 +181,6 @@ def train_stage(ctx, block_no, block, teachers, prefix, data, train_idx, holdout
               ([q for m in fresh_heads for q in m.parameters()], training.head_lr_mult)]
     features = prefix.levels[-1]
 
-    def train_mode():
-        for k, p in branches.items():
-            p.module.train()
-            if next(t for t in teachers if t.name == k).structured:
-                p.module.body.eval()
-        block.train()
-
     def step(idx):
         h = block(to_tensor(features, idx, device))
         return sum(branch_loss(t, branches[t.name].module, h, data, idx, block_no, training, device)
@@ -200,7 +193,8 @@ def train_stage(ctx, block_no, block, teachers, prefix, data, train_idx, holdout
         if extend:
             prefix.extend(block, device, ctx.log, ranks=ctx.ranks)
         return branches, done["excess"]
-    run_phase(ctx, phase, modules, groups, step, train_idx, epochs, train_mode)
+    frozen = tuple(branches[t.name].module.body for t in teachers if t.name in branches and t.structured)
+    run_phase(ctx, Phase(phase, modules, groups, step, epochs, frozen), train_idx)
     block.eval()
     for p in branches.values():
         p.module.eval()

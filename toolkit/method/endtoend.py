@@ -15,7 +15,7 @@ import torch
 
 from toolkit.eval.metrics import agreement
 from toolkit.method.checkpoint import load_checkpoint, restore, save_checkpoint
-from toolkit.method.loop import run_phase
+from toolkit.method.loop import Phase, run_phase
 from toolkit.method.losses import excess_loss, task_loss
 from toolkit.student.adapters import fit_adapter
 from toolkit.student.infer import predict, to_tensor
@@ -115,8 +115,8 @@ def train_end_to_end(ctx, phase, net, data, indices, epochs, holdout=None):
         best.offer(epoch, agree, excess, net)
 
     choose = holdout is not None and len(holdout) > 0
-    run_phase(ctx, phase, {"net": net}, param_groups(net, training.head_lr_mult), step, indices, epochs, net.train,
-              after_epoch if choose else None)
+    run_phase(ctx, Phase(phase, {"net": net}, param_groups(net, training.head_lr_mult), step, epochs,
+                         after_epoch=after_epoch if choose else None), indices)
     if choose:
         best.restore(net)
         ctx.log.write("checkpoint", phase=phase, epoch=best.epoch)

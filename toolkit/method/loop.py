@@ -13,6 +13,7 @@ parameters' gradients averaged by DDP; rank 0 writes the checkpoints.
 
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,14 +53,43 @@ def batches(indices, batch_size, seed):
         yield np.sort(order[start:start + batch_size])
 
 
-def run_phase(ctx, phase, modules, groups, step, indices, epochs, train_mode, after_epoch=None):
-    """Train for ``epochs`` epochs; returns the checkpoint meta of the finished phase.
+@dataclass
+class Phase:
+    """One training phase as data: a block stage (METHOD.md step 2), the fine-tune
+    (step 4) or the KD baseline all run through :func:`run_phase`.
 
-    ``modules`` name what the checkpoint holds; ``groups`` are (params, lr multiplier);
-    ``step(idx)`` returns the loss tensor of one batch; ``train_mode()`` puts the
-    trainable parts in train mode and frozen ones in eval mode; ``after_epoch(n)``,
-    if given, runs after epoch ``n`` (1-based), before its checkpoint.
+    ``modules``: what the checkpoint holds, by name; ``groups``: (parameters, learning
+    rate multiplier) pairs; ``frozen``: modules kept in eval mode while the rest train
+    (a stage's frozen teacher layers: BatchNorm keeps its running statistics);
+    ``step(idx)``: the loss of one batch; ``after_epoch(n)``, if given, runs after
+    epoch ``n`` (1-based), before its checkpoint.
+
+    >>> from torch import nn
+    >>> net, body = nn.Linear(2, 1), nn.BatchNorm1d(1)
+    >>> phase = Phase("demo", {"net": net, "body": body}, [(list(net.parameters()), 1.0)],
+    ...               step=None, epochs=1, frozen=(body,))
+    >>> phase.train_mode(); net.training, body.training
+    (True, False)
     """
+
+    name: str
+    modules: dict
+    groups: list
+    step: Callable
+    epochs: int
+    frozen: tuple = ()
+    after_epoch: Callable | None = None
+
+    def train_mode(self):
+        for module in self.modules.values():
+            module.train()
+        for module in self.frozen:
+            module.eval()
+
+
+def run_phase(ctx, spec: Phase, indices):
+    """Train ``spec`` for its epochs over ``indices``; returns (checkpoint path, its meta)."""
+    phase, modules, groups, step, epochs = spec.name, spec.modules, spec.groups, spec.step, spec.epochs
     t = ctx.training
     optimizer = make_optimizer(groups, t)
     steps = math.ceil(len(indices) / t.batch_size)
@@ -77,7 +107,7 @@ def run_phase(ctx, phase, modules, groups, step, indices, epochs, train_mode, af
     trainable = {k: m for k, m in modules.items() if any(q.requires_grad for q in m.parameters())}
     shared_step = ranks.data_parallel(trainable, step)
     for epoch in range(done, epochs):
-        train_mode()
+        spec.train_mode()
         total, count = 0.0, 0
         bar = ctx.log.progress(batches(indices, t.batch_size, phase_seed(t.seed, phase, epoch)),
                                f"{phase} epoch {epoch + 1}/{epochs}", total=steps)
@@ -93,8 +123,8 @@ def run_phase(ctx, phase, modules, groups, step, indices, epochs, train_mode, af
             bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
         total, count = ranks.sum((total, count))
         ctx.log.write("epoch", phase=phase, epoch=epoch + 1, loss=total / max(count, 1))
-        if after_epoch is not None:
-            after_epoch(epoch + 1)
+        if spec.after_epoch is not None:
+            spec.after_epoch(epoch + 1)
         meta = {"epochs_done": epoch + 1, "sampler": {"seed": t.seed, "phase": phase, "epoch": epoch + 1}}
         if ranks.is_main:
             save_checkpoint(path, modules, optimizer, schedule, rng=torch.get_rng_state(), **meta)
