@@ -13,7 +13,8 @@ from toolkit.dist import close, init_from_env
 
 def targets(teacher_path, data_path, root, *taps):
     """The target cache of a teacher over an .npy dataset, computed by every rank's share."""
-    from runtime.cache import TargetCache, array_fingerprint
+    from runtime.cache import TargetCache
+    from runtime.cache_key import array_fingerprint
     from runtime.session import threads_for_rank
     from runtime.teacher import TaskSpec, Teacher
 

@@ -11,7 +11,8 @@ import numpy as np
 import onnx
 import pytest
 
-from runtime.cache import TargetCache, array_fingerprint
+from runtime.cache import TargetCache
+from runtime.cache_key import array_fingerprint
 from runtime.errors import BadInputError, DataError
 from runtime.teacher import TaskSpec, Teacher
 from tests.builders import PlainCNN, export, randomize_bn
