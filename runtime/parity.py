@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from runtime.errors import BadInputError, ModelFileError, ParityError
+from runtime.errors import BadInputError, ModelFileError, ParityError, first_line
 from runtime.session import make_session
 
 EPS = 1e-8
@@ -230,8 +230,7 @@ def onnx_runner(path_or_model, opt_level="basic", device="cpu", threads=None, la
             return dict(zip(outputs, session.run(outputs, feeds)))
         except Exception as e:
             shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
-            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelFileError(f"{label}: ONNX Runtime cannot run it on {shapes}: {text}") from e
+            raise ModelFileError(f"{label}: ONNX Runtime cannot run it on {shapes}: {first_line(e)}") from e
 
     run.input_names, run.output_names = inputs, outputs
     return run

@@ -46,7 +46,9 @@ FOLDS = (("pool_first", pool_first), ("linear_conv", fold_linear_conv), ("reshap
          ("gemm_chain", fold_gemm_chain), ("duplicates", merge_duplicates), ("merge_gemms", merge_gemms),
          ("split", sink_split))
 
+
 LAST = (("split_outputs", split_outputs),)  # once the others are done: it hides the heads' Gemms from them
+
 
 def fold_student(model):
     """Apply every fold until none applies; returns (model, {fold: count}). ``model`` is changed in place."""
@@ -62,6 +64,7 @@ def fold_student(model):
         counts[name] += fold(view)
     _drop_unused(model)
     return model, {name: counts[name] for name, _ in FOLDS + LAST}
+
 
 def _drop_unused(model):
     prune_dead(model.graph)

@@ -22,10 +22,12 @@ def _is_pointwise_conv(node, view):
             and all(v == 1 for v in a.get("strides", [1])) and all(v == 1 for v in a.get("dilations", [1]))
             and not any(a.get("pads", [0])) and a.get("auto_pad", b"NOTSET") in (b"NOTSET", b"VALID"))
 
+
 def _bias(view, node, channels):
     if len(node.input) > 2 and node.input[2]:
         return view.const(node.input[2]).astype(np.float64)
     return np.zeros(channels)
+
 
 def reduce_axes(node, view):
     """(axes, keepdims) of a ReduceMean / ReduceSum, or None when unknown."""
@@ -39,6 +41,7 @@ def reduce_axes(node, view):
         return None
     return sorted(int(x) % rank for x in axes), a.get("keepdims", 1)
 
+
 def reduce_node(view, like, x, axes, keepdims, out):
     """A reducer of ``like``'s kind over ``axes`` (attribute or input, as ``like`` has it)."""
     kept = {a.name: helper.get_attribute_value(a) for a in like.attribute if a.name not in ("axes", "keepdims")}
@@ -46,6 +49,7 @@ def reduce_node(view, like, x, axes, keepdims, out):
         axes_name = view.add_const(np.array(axes, dtype=np.int64), "axes")
         return helper.make_node(like.op_type, [x, axes_name], [out], keepdims=keepdims, **kept)
     return helper.make_node(like.op_type, [x], [out], axes=axes, keepdims=keepdims, **kept)
+
 
 def _pool_past_transpose(view, reduce, prev, axes, keepdims):
     perm = attrs(prev).get("perm")
@@ -64,6 +68,7 @@ def _pool_past_transpose(view, reduce, prev, axes, keepdims):
         nodes.append(helper.make_node("Transpose", [pooled], [reduce.output[0]], perm=[rank.index(k) for k in kept]))
     return nodes
 
+
 def _pool_past_mul(view, reduce, prev, axes, keepdims):
     """GAP(x * g) = GAP(x) * g for a g constant along the pooled axes."""
     shape = view.shapes.get(prev.output[0])
@@ -81,6 +86,7 @@ def _pool_past_mul(view, reduce, prev, axes, keepdims):
         nodes.append(helper.make_node("Mul", [pooled, small], [reduce.output[0]]))
         return nodes
     return None
+
 
 def _pool_past_conv(view, reduce, prev, axes, keepdims):
     """ReduceMean over H, W of a 1x1 conv = the conv (a Gemm) of the pooled input."""
@@ -104,7 +110,9 @@ def _pool_past_conv(view, reduce, prev, axes, keepdims):
                                       [reduce.output[0]], transB=1))
     return nodes
 
+
 POOL_MOVES = {"Transpose": _pool_past_transpose, "Mul": _pool_past_mul, "Conv": _pool_past_conv}
+
 
 def pool_first(view):
     """Move each global pool one step up past a Transpose, gate Mul or 1x1 Conv; returns the count."""
@@ -126,6 +134,7 @@ def pool_first(view):
         done += 1
     return done
 
+
 def _conv_on_map(conv, bias_map, weight):
     """ONNX Runtime runs ``conv`` (its attributes, ``weight``, no bias) on one constant input map."""
     from runtime.session import make_session
@@ -136,6 +145,7 @@ def _conv_on_map(conv, bias_map, weight):
     graph = helper.make_graph([node], "bias_map", [x], [y], [numpy_helper.from_array(weight.astype(np.float32), "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     return make_session(model, opt_level="none").run(None, {"x": bias_map.astype(np.float32)})[0].astype(np.float64)
+
 
 def fold_linear_conv(view):
     """Fold each 1x1 Conv whose one reader is an ungrouped Conv into it; returns the count."""
@@ -172,6 +182,7 @@ def fold_linear_conv(view):
         done += 1
     return done
 
+
 def _bias_through(second, w2, b1, mid):
     """What the first conv's bias adds after ``second``: a per-channel vector, a (C, H, W) map, or None."""
     if not b1.any():
@@ -186,11 +197,13 @@ def _bias_through(second, w2, b1, mid):
     flat = out.reshape(len(out), -1)
     return flat[:, 0] if np.allclose(flat, flat[:, :1], rtol=0, atol=1e-7) else out
 
+
 def _conv_like(conv, x, weight, bias, out, view):
     inputs = [x, view.add_const(weight.astype(np.float32), "weight")]
     if bias is not None:
         inputs.append(view.add_const(np.asarray(bias, np.float32), "bias"))
     return helper.make_node("Conv", inputs, [out], **attrs(conv))
+
 
 def gemm_parts(node, view):
     """(W as (in, out), b (out,)) of a plain Gemm / MatMul with constant weights, else None."""
@@ -213,9 +226,11 @@ def gemm_parts(node, view):
                             (w.shape[1],)).copy()
     return w, b
 
+
 def make_gemm(view, x, w, b, out):
     return helper.make_node("Gemm", [x, view.add_const(w.T.astype(np.float32), "weight"),
                                      view.add_const(b.astype(np.float32), "bias")], [out], transB=1)
+
 
 def fold_gemm_chain(view):
     """Gemm(Gemm(x)) -> Gemm(x); Gemm(x * c) -> Gemm(x) for a constant per-column c; returns the count."""
@@ -243,6 +258,7 @@ def fold_gemm_chain(view):
         view.refresh()
         done += 1
     return done
+
 
 def _column_scale(view, mul, width):
     """(x, c) when ``mul`` is ``x * c`` with c a constant broadcast along rows, else None."""

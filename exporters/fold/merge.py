@@ -34,6 +34,7 @@ def merge_duplicates(view):
     view.refresh()
     return done
 
+
 def _attribute_key(node):
     """A node's attributes, those left at the operator's default dropped (equal nodes match)."""
     try:
@@ -48,6 +49,7 @@ def _attribute_key(node):
             kept.append(a.SerializeToString())
     return tuple(sorted(kept))
 
+
 def _input_key(view, name):
     """An input's identity: its name, or its value for a small constant (equal constants match)."""
     value = view.const(name) if name in view.inits else None
@@ -55,10 +57,12 @@ def _input_key(view, name):
         return name
     return (str(value.dtype), value.shape, value.tobytes())
 
+
 def _scalar(view, name):
     """The float value of a one-element constant, else None."""
     value = view.const(name)
     return float(value.reshape(-1)[0]) if value is not None and value.size == 1 and value.dtype.kind == "f" else None
+
 
 def _bypass(view, node, source):
     """Readers of ``node``'s output read ``source`` instead (never a graph output)."""
@@ -66,6 +70,7 @@ def _bypass(view, node, source):
         for k, name in enumerate(reader.input):
             if name == node.output[0]:
                 reader.input[k] = source
+
 
 def drop_reshape_round_trip(view):
     """Squeeze(Reshape(x)) or Squeeze(Unsqueeze(x)) giving x's own shape -> x (the gate's view of
@@ -88,6 +93,7 @@ def drop_reshape_round_trip(view):
         done += 1
     return done
 
+
 def divide_as_multiply(view):
     """Div(x, c) by a constant -> Mul(x, 1 / c), so the scale can fold into a Gemm."""
     done = 0
@@ -100,6 +106,7 @@ def divide_as_multiply(view):
         view.refresh()
         done += 1
     return done
+
 
 def sum_as_mean(view):
     """ReduceSum over axes of static size K -> ReduceMean * K (the mean is then shared, K folded)."""
@@ -118,6 +125,7 @@ def sum_as_mean(view):
         view.refresh()
         done += 1
     return done
+
 
 def sink_scalar(view):
     """Mul(a, Mul(b, k)) -> Mul(Mul(a, b), k) for a constant scalar k, moving k toward a Gemm."""
@@ -143,6 +151,7 @@ def sink_scalar(view):
             break
     return done
 
+
 def merge_gemms(view):
     """Gemms reading the same (N, C) feature (the gates' squeezes, heads) -> one Gemm and a Split."""
     groups = {}
@@ -165,10 +174,13 @@ def merge_gemms(view):
         toposort(view)
     return done
 
+
 def _split(view, x, sizes, outputs):
     return helper.make_node("Split", [x, view.add_const(np.array(sizes, np.int64), "sizes")], outputs, axis=1)
 
+
 UNARY = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "Softplus", "Exp", "Abs", "Neg")
+
 
 def sink_split(view):
     """Push a column Split below what its parts all do alike, merging them; returns the count.
@@ -198,6 +210,7 @@ def sink_split(view):
         done += 1
     return done
 
+
 def _gathers_unsplit(view, split, sizes, readers):
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     for off, rs in zip(offsets, readers):
@@ -205,6 +218,7 @@ def _gathers_unsplit(view, split, sizes, readers):
             index = view.const(r.input[1])
             r.input[0], r.input[1] = split.input[0], view.add_const((index + off).astype(index.dtype), "index")
     view.drop(split)
+
 
 def _merged_step(view, split, sizes, steps):
     """One node doing every part's ``steps`` on the unsplit tensor, then the Split; or None."""
@@ -236,6 +250,7 @@ def _merged_step(view, split, sizes, steps):
         return None
     return body + [_split(view, merged, list(out_sizes), [s.output[0] for s in steps])]
 
+
 def _merged_mul(view, split, steps, x, merged):
     """Mul of every part by the same scalar, or by the same tensor shaped like each part (tiled)."""
     others = []
@@ -254,6 +269,7 @@ def _merged_mul(view, split, steps, x, merged):
     tiled = view.fresh(other + "_tiled")
     return [helper.make_node("Concat", [other] * len(steps), [tiled], axis=1),
             helper.make_node("Mul", [tiled, x], [merged])]
+
 
 def split_outputs(view):
     """Task outputs gathered column by column from one Gemm -> the Gemm transposed, one Split.
@@ -283,6 +299,7 @@ def split_outputs(view):
         toposort(view)
         done += 1
     return done
+
 
 def _gathered_column(view, reader):
     """k when ``reader`` is Gather(y, k) of one column k on axis 1 into a graph output, else None."""

@@ -10,6 +10,7 @@ from runtime.graph import node_inputs
 
 SPATIAL = (2, 3)
 
+
 class GraphView:
     """Producers, consumers, constants and inferred shapes of one graph, rebuilt on demand."""
 
@@ -73,8 +74,10 @@ class GraphView:
         g = self.model.graph
         del g.node[next(i for i, n in enumerate(g.node) if list(n.output) == list(node.output))]
 
+
 def attrs(node):
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
 
 def toposort(view):
     """Order the nodes so that each comes after what it reads; refresh the view."""
