@@ -15,7 +15,7 @@ shape next (or none follows: the last map before global pooling).
 from dataclasses import dataclass
 
 from runtime.errors import BoundaryError
-from runtime.graph import data_inputs, dims, node_inputs
+from runtime.graph import consumers, data_inputs, dims, node_inputs
 from runtime.taps import infer_shapes, require_tensor
 
 ACTIVATIONS = {
@@ -128,10 +128,6 @@ def _is_candidate_op(node, producer, reach):
     return False
 
 
-def _consumers(model, name):
-    return [n for n in model.graph.node if name in n.input]
-
-
 def find_boundaries(model):
     """Candidate block boundaries of a CNN-like graph, in graph order."""
     inferred = infer_shapes(model)
@@ -156,8 +152,8 @@ def find_boundaries(model):
 
 def _feeds_only_pooling(model, name, candidates):
     """An activation immediately followed by pooling: only the pooled map is a boundary."""
-    consumers = _consumers(model, name)
-    return len(consumers) == 1 and consumers[0].op_type in POOLS and consumers[0].output[0] in candidates
+    readers = consumers(model, name)
+    return len(readers) == 1 and readers[0].op_type in POOLS and readers[0].output[0] in candidates
 
 
 def _layout_name(letters):

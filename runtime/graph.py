@@ -26,6 +26,11 @@ def data_inputs(model):
     return [i.name for i in model.graph.input if i.name not in init]
 
 
+def consumers(model, tensor):
+    """The nodes of ``model``'s main graph that read ``tensor``."""
+    return [n for n in model.graph.node if tensor in n.input]
+
+
 def node_inputs(node):
     """Tensors a node reads, including outer-scope names used by its sub-graphs."""
     names = [n for n in node.input if n]

@@ -12,7 +12,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from runtime.errors import BadInputError
-from runtime.graph import prune_dead
+from runtime.graph import consumers, prune_dead
 from runtime.taps import infer_shapes
 
 
@@ -27,20 +27,16 @@ def _replace_initializer(model, name, array):
             return
 
 
-def _consumers(model, tensor):
-    return [n for n in model.graph.node if tensor in n.input]
-
-
 def _slice_gemm(model, node, keep):
     """Keep output columns ``keep`` of a Gemm whose B (and C) are initializers."""
     inits = _initializers(model)
-    if len(node.input) < 2 or node.input[1] not in inits or len(_consumers(model, node.input[1])) != 1:
+    if len(node.input) < 2 or node.input[1] not in inits or len(consumers(model, node.input[1])) != 1:
         return False
     trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
     w = numpy_helper.to_array(inits[node.input[1]])
     _replace_initializer(model, node.input[1], w[keep] if trans_b else w[:, keep])
     if len(node.input) > 2 and node.input[2]:
-        if node.input[2] not in inits or len(_consumers(model, node.input[2])) != 1:
+        if node.input[2] not in inits or len(consumers(model, node.input[2])) != 1:
             return False
         c = numpy_helper.to_array(inits[node.input[2]])
         if c.ndim >= 1 and c.shape[-1] > 1:
@@ -56,7 +52,7 @@ def _slice_matmul_add(model, add, keep):
     bias = next((i for i in add.input if i in inits), None)
     if mm is None or bias is None or mm.input[1] not in inits:
         return False
-    if len(_consumers(model, mm.output[0])) != 1 or len(_consumers(model, mm.input[1])) != 1:
+    if len(consumers(model, mm.output[0])) != 1 or len(consumers(model, mm.input[1])) != 1:
         return False
     w = numpy_helper.to_array(inits[mm.input[1]])
     b = numpy_helper.to_array(inits[bias])
