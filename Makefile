@@ -35,8 +35,8 @@ demo: $(STAMP)
 demo-real: $(STAMP) teachers-real
 	$(BIN)/python samples/demo.py --config samples/real_archs/config.yaml --out runs/demo-real $(DEMO_ARGS)
 
-bench: $(STAMP)
-	$(BIN)/python samples/bench.py
+bench: $(STAMP) teachers-real
+	$(BIN)/python samples/bench.py $(BENCH_ARGS)
 
 lock:
 	$(BIN)/pip freeze --exclude-editable | sed '1i # Pinned environment for .venv (make test / make demo). Regenerate with: make lock' > requirements/main.txt

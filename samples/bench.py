@@ -1,25 +1,39 @@
 """`make bench`: where the toolkit stands on speed, size and quality, measured side by side.
 
-    .venv/bin/python samples/bench.py [--data DIR] [--out runs/bench] [--seeds 0 1 2] [--timing-images 20000]
+    .venv/bin/python samples/bench.py [--data DIR] [--out runs/bench] [--seeds 0 1 2]
+        [--baselines kd layerwise_ka cfl] [--timing-images 20000] [--no-real-archs] [--set KEY=VALUE]
 
 Writes ``runs/bench/bench.json``::
 
     {"amalgamation": {"cached_s", "eager_teachers_s", "irreducible_s"},
      "latency_ms": {"student_b1", "student_b64", "teachers_b1", "teachers_b64", "student_torch_b64", "student_int8_b64"},
      "size_bytes": {"student", "teachers", "student_int8"},
-     "f1": {"student", "teachers", "student_int8"},
+     "f1": {"student", "teachers", "student_int8", "kd", "layerwise_ka", "cfl", "student_w05"},
+     "params_ratio", "params_ratio_largest",
+     "real_archs": {"f1": {"student", "kd", "teachers"}, "params_ratio", "params_ratio_largest"},
      "targets": {name: {"value", "target", "met"}},
      "meta": {...}}
 
-* targets: the five ratios issue 13 sets, from this one run: student / teachers
-  latency at batch 1 and 64 (<= 0.6), eager teachers / cached block training
-  (>= 2), cached / irreducible (<= 1.2), int8 / fp32 student latency at batch 64
-  (<= 1: int8 not slower);
-
 * f1: mean test F1 over the five chosen tasks of samples/fashion_mnist/config.yaml,
-  for the student (fp32 ONNX) and its int8 export averaged over ``--seeds`` full
-  amalgamations (meta.f1_seeds has each seed, meta.f1_spread max - min), and for
-  the teachers (each task scored on the teacher it comes from);
+  averaged over ``--seeds`` full amalgamations (meta.f1_seeds has each seed,
+  meta.f1_spread max - min). Every model is scored at its own decision thresholds,
+  set by the config's ``evaluation.threshold`` rule on the held-out unlabeled split
+  (metrics.json): the student, each baseline of ``--baselines`` trained in the same
+  run on the same final architecture (``baseline.<name>=true``), the teachers (each
+  task on the teacher it comes from), the student's int8 export (its ONNX at the
+  student's thresholds) and ``student_w05``, the width-0.5 student (``student.init:
+  pruned``, ``student.width: 0.5``: the reference teacher's trunk narrowed by filter
+  L1 norm), a run of its own per seed;
+* params_ratio (student / both teachers), params_ratio_largest (student / the larger):
+  seed 0's student;
+* real_archs: samples/real_archs/config.yaml (its teachers built by `make
+  teachers-real`), first seed only, with the KD baseline beside it;
+* targets: issue 13's ratios, from this one run: student / teachers latency at batch
+  1 and 64 (<= 0.6), eager teachers / cached block training (>= 2), cached /
+  irreducible (<= 1.2), int8 / fp32 student latency at batch 64 (<= 1: int8 not
+  slower); and issue 11's: student >= teachers + 0.5 pt and >= KD + 0.3 pt, params
+  <= 0.6x, width 0.5 within 1 pt of width 1; real_archs params <= 0.6x both and <= the
+  larger, student >= KD and >= teachers - 0.5 pt;
 * latency_ms: median ONNX Runtime CPU latency, each model in its own session with
   thread spinning off (toolkit.ship.latency); "teachers" is both teachers, each timed
   alone, summed (running both is what the student replaces); student_torch_b64 is
@@ -59,6 +73,12 @@ TORCH_REPEATS = 20
 ORT_REPEATS = 1000  # median of up to this many runs (toolkit.ship.latency stops after ~3 s)
 
 
+REAL_CONFIG = ROOT / "samples" / "real_archs" / "config.yaml"
+BASELINES = ("kd", "layerwise_ka", "cfl")
+W05 = ("student.init=pruned", "student.width=0.5")
+SETTINGS = []  # --set KEY=VALUE, applied to every amalgamation of the run (a quick smoke run)
+
+
 def test_set(config, data, preprocess):
     """(inputs preprocessed for the student, labels per chosen task) of the test split."""
     source = open_source({"format": "idx", "path": str(data), "split": "test"}, preprocess.size, preprocess.channels)
@@ -66,24 +86,54 @@ def test_set(config, data, preprocess):
     return preprocess(source.images(np.arange(len(source)))), eval_labels(source, config.data.labels, tasks)
 
 
-def onnx_f1(path, inputs, labels):
-    """Mean F1 over the tasks of a student ONNX file (one output per task, named after it)."""
+def onnx_f1(path, inputs, labels, thresholds):
+    """Mean F1 over the tasks of a student ONNX file (one output per task, named after it),
+    each task decided at its logit threshold."""
     session = make_session(path, spinning=False)
     names = [o.name for o in session.get_outputs()]
     outs = dict(zip(names, session.run(names, {session.get_inputs()[0].name: inputs})))
-    return float(np.mean([task_metrics("binary", outs[t].reshape(len(inputs)), labels[t])["f1"] for t in labels]))
+    return float(np.mean([task_metrics("binary", outs[t].reshape(len(inputs)), labels[t], thresholds.get(t, 0.0))["f1"]
+                          for t in labels]))
 
 
-def seed_run(config, out, cache, data):
-    """Amalgamate one seed, export fp32 and int8; returns (run dir, f1 fp32, f1 int8, teachers' F1)."""
+def amalgamate_run(config_path, data, out, cache, overrides):
+    """One full amalgamation of a sample config; returns (config, its metrics.json)."""
+    config = load_config(config_path, [f"data.train.path={data}", f"data.eval.path={data}", *SETTINGS, *overrides])
     amalgamate(config, out=out, overwrite=True, quiet=True, cache_root=cache)
+    return config, json.loads((out / "metrics.json").read_text())
+
+
+def f1_by_model(metrics):
+    """Mean test F1 of every model a run scored: student, teacher(s), each baseline trained."""
+    return {("teachers" if name == "teacher" else name): row["f1"]
+            for name, row in metrics["summary"].items() if row.get("f1") is not None}
+
+
+def seed_run(data, out, cache, seed, baselines):
+    """One seed of the FM sample with ``baselines`` beside the student, exported fp32 and int8;
+    returns (fp32 path, int8 path, {model: F1}, params)."""
+    config, metrics = amalgamate_run(CONFIG, data, out, cache,
+                                     [f"training.seed={seed}", *(f"baseline.{b}=true" for b in baselines)])
     fp32 = export_student(out, out / "student.onnx").student
     int8 = export_student(out, out / "student_int8.onnx", quantize="int8", calib_data=f"idx:{data}").student
     spec = json.loads((out / "student" / "spec.json").read_text())
     inputs, labels = test_set(config, data, Preprocess(**spec["preprocess"]))
-    metrics = json.loads((out / "metrics.json").read_text())
-    teachers = float(np.mean([row["teacher"]["f1"] for row in metrics["eval"]]))
-    return fp32, int8, onnx_f1(fp32, inputs, labels), onnx_f1(int8, inputs, labels), teachers
+    f1 = f1_by_model(metrics)
+    f1["student_int8"] = onnx_f1(int8, inputs, labels, spec.get("thresholds") or {})
+    return fp32, int8, f1, metrics["params"]
+
+
+def real_archs_run(data, out, cache, seed):
+    """samples/real_archs with the KD baseline beside the student (None without its teachers)."""
+    config = load_config(REAL_CONFIG)
+    missing = [str(t.onnx) for t in config.teachers if not Path(t.onnx).is_file()]
+    if missing:
+        print(f"bench: real_archs skipped: {', '.join(missing)} not built (make teachers-real)", flush=True)
+        return None
+    _, metrics = amalgamate_run(REAL_CONFIG, data, out, cache, [f"training.seed={seed}", "baseline.kd=true"])
+    f1 = f1_by_model(metrics)
+    return {"f1": {k: f1.get(k) for k in ("student", "kd", "teachers")}, "params_ratio": metrics["params"]["ratio"],
+            "params_ratio_largest": metrics["params"]["ratio_largest"]}
 
 
 def torch_latency_ms(run, batch=64):
@@ -118,29 +168,57 @@ def timing(config, data, out, images):
     return {"cached_s": cached_s, "eager_teachers_s": eager_s, "irreducible_s": irreducible_s}
 
 
-TARGETS = (  # name, value from bench.json, bound, "max" or "min"
-    ("latency_b1", lambda b: b["latency_ms"]["student_b1"] / b["latency_ms"]["teachers_b1"], 0.6, "max"),
-    ("latency_b64", lambda b: b["latency_ms"]["student_b64"] / b["latency_ms"]["teachers_b64"], 0.6, "max"),
-    ("eager_over_cached", lambda b: b["amalgamation"]["eager_teachers_s"] / b["amalgamation"]["cached_s"], 2.0, "min"),
+PT = 100  # F1 differences in points
+
+
+TARGETS = (  # name, value from bench.json (None: not measured in this run), bound, "max" or "min", unit
+    ("latency_b1", lambda b: b["latency_ms"]["student_b1"] / b["latency_ms"]["teachers_b1"], 0.6, "max", "x"),
+    ("latency_b64", lambda b: b["latency_ms"]["student_b64"] / b["latency_ms"]["teachers_b64"], 0.6, "max", "x"),
+    ("eager_over_cached", lambda b: b["amalgamation"]["eager_teachers_s"] / b["amalgamation"]["cached_s"], 2.0, "min",
+     "x"),
     ("cached_over_irreducible", lambda b: b["amalgamation"]["cached_s"] / b["amalgamation"]["irreducible_s"], 1.2,
-     "max"),
-    ("int8_over_fp32_b64", lambda b: b["latency_ms"]["student_int8_b64"] / b["latency_ms"]["student_b64"], 1.0, "max"),
+     "max", "x"),
+    ("int8_over_fp32_b64", lambda b: b["latency_ms"]["student_int8_b64"] / b["latency_ms"]["student_b64"], 1.0, "max",
+     "x"),
+    ("f1_student_minus_teachers", lambda b: PT * (b["f1"]["student"] - b["f1"]["teachers"]), 0.5, "min", "pt"),
+    ("f1_student_minus_kd", lambda b: _diff(b["f1"], "student", "kd"), 0.3, "min", "pt"),
+    ("params_ratio", lambda b: b["params_ratio"], 0.6, "max", "x"),
+    ("f1_w1_minus_w05", lambda b: _diff(b["f1"], "student", "student_w05"), 1.0, "max", "pt"),
+    ("real_archs_params_ratio", lambda b: _real(b, "params_ratio"), 0.6, "max", "x"),
+    ("real_archs_params_ratio_largest", lambda b: _real(b, "params_ratio_largest"), 1.0, "max", "x"),
+    ("real_archs_f1_student_minus_kd", lambda b: b["real_archs"] and _diff(b["real_archs"]["f1"], "student", "kd"),
+     0.0, "min", "pt"),
+    ("real_archs_f1_student_minus_teachers",
+     lambda b: b["real_archs"] and _diff(b["real_archs"]["f1"], "student", "teachers"), -0.5, "min", "pt"),
 )
 
 
+def _diff(f1, a, b):
+    return None if f1.get(a) is None or f1.get(b) is None else PT * (f1[a] - f1[b])
+
+
+def _real(bench, key):
+    return bench["real_archs"] and bench["real_archs"][key]
+
+
 def targets(bench):
-    """Each target ratio of issue 13 with its bound and whether this run meets it."""
+    """Each target of issues 11 and 13 measured in this run, with its bound and whether it is met."""
     out = {}
-    for name, value, bound, kind in TARGETS:
+    for name, value, bound, kind, unit in TARGETS:
         v = value(bench)
-        out[name] = {"value": v, "target": f"{'<=' if kind == 'max' else '>='} {bound:g}",
-                     "met": v <= bound if kind == "max" else v >= bound}
+        if v is not None:
+            out[name] = {"value": v, "unit": unit, "target": f"{'<=' if kind == 'max' else '>='} {bound:g}",
+                         "met": v <= bound if kind == "max" else v >= bound}
     return out
+
+
+def _spread(bench, key):
+    s = bench["meta"]["f1_spread"].get(key)
+    return "" if s is None else f" (spread {s:.4f})"
 
 
 def table(bench):
     a, lat, size, f1 = bench["amalgamation"], bench["latency_ms"], bench["size_bytes"], bench["f1"]
-    spread = bench["meta"]["f1_spread"]
     rows = [
         ("block training, cached (s)", f"{a['cached_s']:.1f}", ""),
         ("  teachers eager, no cache (s)", f"{a['eager_teachers_s']:.1f}", f"{a['eager_teachers_s'] / a['cached_s']:.2f}x cached"),
@@ -153,13 +231,32 @@ def table(bench):
         ("size: student / teachers / int8 (KiB)",
          f"{size['student'] / 1024:.0f} / {size['teachers'] / 1024:.0f} / {size['student_int8'] / 1024:.0f}",
          f"int8 {size['student'] / size['student_int8']:.2f}x smaller"),
-        ("test F1: student / teachers / int8", f"{f1['student']:.4f} / {f1['teachers']:.4f} / {f1['student_int8']:.4f}",
-         f"spread {spread['student']:.4f} / - / {spread['student_int8']:.4f}"),
+        ("params: student / both teachers", f"{bench['params_ratio']:.2f}x", ""),
     ]
-    rows += [(f"target {name}", f"{t['value']:.2f}x", f"{t['target']}: {'met' if t['met'] else 'MISSED'}")
+    rows += [(f"test F1: {name}", f"{value:.4f}", _spread(bench, name)) for name, value in f1.items()]
+    if bench["real_archs"]:
+        r = bench["real_archs"]
+        rows += [(f"real_archs F1: {name}", "-" if v is None else f"{v:.4f}", "seed 0") for name, v in r["f1"].items()]
+        rows.append(("real_archs params: both / larger", f"{r['params_ratio']:.2f}x / {r['params_ratio_largest']:.2f}x", ""))
+    rows += [(f"target {name}", f"{t['value']:.2f}{t['unit']}", f"{t['target']}: {'met' if t['met'] else 'MISSED'}")
              for name, t in bench["targets"].items()]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name:{width}}  {value:>24}  {note}" for name, value, note in rows)
+
+
+def quality(args, data, out):
+    """Every seed's F1 by model (student, teachers, int8, baselines, width 0.5) and seed 0's run."""
+    seeds, first = {}, None
+    for s in args.seeds:
+        t0 = time.perf_counter()
+        fp32, int8, f1, params = seed_run(data, out / f"seed{s}", out / ".cache", s, args.baselines)
+        _, w05 = amalgamate_run(CONFIG, data, out / f"seed{s}_w05", out / ".cache", [f"training.seed={s}", *W05])
+        f1["student_w05"] = f1_by_model(w05)["student"]
+        seeds[s] = f1
+        first = first or (fp32, int8, params, out / f"seed{s}")
+        print(f"seed {s}: " + ", ".join(f"{k} {v:.4f}" for k, v in f1.items()) +
+              f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return seeds, first
 
 
 def main():
@@ -167,47 +264,51 @@ def main():
     ap.add_argument("--data", help="folder of the Fashion-MNIST IDX files (default: the Debian package's)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES,
+                    help="baselines trained beside the student in every seed's run")
     ap.add_argument("--timing-images", type=int, default=20000)
+    ap.add_argument("--no-real-archs", dest="real_archs", action="store_false",
+                    help="skip samples/real_archs (its teachers are built by make teachers-real)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value in every amalgamation, e.g. data.train.limit=2000 (smoke run)")
     args = ap.parse_args()
+    SETTINGS.extend(args.overrides)
     data = find_data(args.data)
     if data is None:
         return 2
     out, start = Path(args.out).resolve(), time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    seeds = {}
-    for s in args.seeds:
-        config = load_config(CONFIG, [f"data.train.path={data}", f"data.eval.path={data}", "baseline.kd=false",
-                                      f"training.seed={s}"])
-        t0 = time.perf_counter()
-        seeds[s] = seed_run(config, out / f"seed{s}", out / ".cache", data)
-        print(f"seed {s}: student F1 {seeds[s][2]:.4f}, int8 {seeds[s][3]:.4f}, teachers {seeds[s][4]:.4f} "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    first = seeds[args.seeds[0]]
-    run0 = out / f"seed{args.seeds[0]}"
+    seeds, (fp32, int8, params, run0) = quality(args, data, out)
     teacher_files = [t.onnx for t in load_config(CONFIG).teachers]
     shape = (1, 28, 28)
+
     def ort(path, batch):
         return latency_ms(path, shape, batch, repeats=ORT_REPEATS)
 
     latency = {
-        "student_b1": ort(first[0], 1), "student_b64": ort(first[0], 64),
+        "student_b1": ort(fp32, 1), "student_b64": ort(fp32, 64),
         "teachers_b1": sum(ort(p, 1) for p in teacher_files),
         "teachers_b64": sum(ort(p, 64) for p in teacher_files),
-        "student_torch_b64": torch_latency_ms(run0), "student_int8_b64": ort(first[1], 64),
+        "student_torch_b64": torch_latency_ms(run0), "student_int8_b64": ort(int8, 64),
     }
     print("latency measured; timing block training", flush=True)
     t0 = time.perf_counter()
     amalgamation = timing(load_config(CONFIG), data, out, args.timing_images)
-    f1s = {k: [v[i] for v in seeds.values()] for k, i in (("student", 2), ("student_int8", 3), ("teachers", 4))}
+    timing_s = time.perf_counter() - t0
+    real = real_archs_run(data, out / "real_archs", out / ".cache", args.seeds[0]) if args.real_archs else None
+    f1s = {k: [seeds[s][k] for s in args.seeds] for k in seeds[args.seeds[0]]}
     bench = {
         "amalgamation": amalgamation,
         "latency_ms": latency,
-        "size_bytes": {"student": os.path.getsize(first[0]), "teachers": sum(os.path.getsize(p) for p in teacher_files),
-                       "student_int8": os.path.getsize(first[1])},
+        "size_bytes": {"student": os.path.getsize(fp32), "teachers": sum(os.path.getsize(p) for p in teacher_files),
+                       "student_int8": os.path.getsize(int8)},
         "f1": {k: float(np.mean(v)) for k, v in f1s.items()},
+        "params_ratio": params["ratio"], "params_ratio_largest": params["ratio_largest"],
+        "real_archs": real,
         "meta": {"seeds": args.seeds, "f1_seeds": f1s, "f1_spread": {k: max(v) - min(v) for k, v in f1s.items()},
-                 "timing_images": args.timing_images, "timing_epochs_per_stage": 1,
-                 "timing_s": time.perf_counter() - t0, "torch_threads": torch.get_num_threads(),
+                 "f1_std": {k: float(np.std(v)) for k, v in f1s.items()}, "baselines": args.baselines,
+                 "params": params, "timing_images": args.timing_images, "timing_epochs_per_stage": 1,
+                 "timing_s": timing_s, "torch_threads": torch.get_num_threads(),
                  "latency_from_seed": args.seeds[0], "cpu_count": os.cpu_count(),
                  "load_avg_1m_at_end": os.getloadavg()[0], "total_s": time.perf_counter() - start},
     }

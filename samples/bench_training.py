@@ -28,7 +28,7 @@ from toolkit.method.blockwise import PrefixFeatures, branch_loss, stage_branches
 from toolkit.method.loop import Phase, batches, run_phase, seed_phase
 from toolkit.method.optim import make_optimizer
 from toolkit.student.infer import to_tensor
-from toolkit.student.parts import trunk_block, trunk_graphs
+from toolkit.student.parts import trunk_blocks, trunk_graphs
 from toolkit.teachers import SplitData
 
 
@@ -39,10 +39,10 @@ def cached(ctx, config, teachers, data, root):
     reference = next(tg for tg in teachers if tg.name == config.student.reference)
     trunk = trunk_graphs(reference)
     prefix = PrefixFeatures(root / "prefix", data.inputs)
-    blocks, start = [], time.perf_counter()
-    for block_no, graph in enumerate(trunk, start=1):
-        blocks.append(trunk_block(graph, config.student.init, t.seed + block_no).to(ctx.device))
-        train_stage(ctx, block_no, blocks[-1], teachers, prefix, data, train_idx, holdout_idx,
+    start = time.perf_counter()
+    blocks = [b.to(ctx.device) for b in trunk_blocks(trunk, config.student.init, config.student.width, t.seed)]
+    for block_no, block in enumerate(blocks, start=1):
+        train_stage(ctx, block_no, block, teachers, prefix, data, train_idx, holdout_idx,
                     config.student.gate_reduction, 1, trunk_source=reference.name, extend=block_no < len(trunk))
     return time.perf_counter() - start, blocks, prefix, train_idx
 
@@ -59,11 +59,11 @@ def eager_teachers(teachers):
 
 
 @torch.no_grad()
-def eager_targets(teachers, modules, x, block_no):
+def eager_targets(teachers, runners, x, block_no):
     """One batch's SplitData (logits of the chosen tasks, taps at boundary ``block_no``) from the teachers run now."""
     logits, taps = {}, {}
     for tg in teachers:
-        module, names = modules[tg.name]
+        module, names = runners[tg.name]
         found = dict(zip(names, module(x)))
         for task in tg.tasks:
             logits[task.name] = _task_logits(found[task.output], task).numpy()
@@ -94,7 +94,7 @@ def train_mode(block, branches):
 
 def eager(ctx, config, teachers, data, blocks, train_idx):
     """Seconds of the same stages with teachers and frozen blocks run at every step."""
-    modules = eager_teachers(teachers)
+    runners = eager_teachers(teachers)
     reference = config.student.reference
     inputs = np.asarray(data.inputs)
     start = time.perf_counter()
@@ -108,7 +108,7 @@ def eager(ctx, config, teachers, data, blocks, train_idx):
 
         def step(idx, block=block, frozen=frozen, branches=branches, block_no=block_no):
             x = to_tensor(inputs, idx, ctx.device)
-            batch = eager_targets(teachers, modules, x, block_no)
+            batch = eager_targets(teachers, runners, x, block_no)
             with torch.no_grad():
                 h0 = frozen(x)
             h = block(h0)
