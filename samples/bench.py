@@ -1,7 +1,7 @@
 """`make bench`: where the toolkit stands on speed, size and quality, measured side by side.
 
     .venv/bin/python samples/bench.py [--data DIR] [--out runs/bench] [--seeds 0 1 2]
-        [--baselines kd layerwise_ka cfl] [--timing-images 20000] [--no-real-archs] [--set KEY=VALUE]
+        [--baselines kd layerwise_ka cfl] [--timing-images 20000 54000] [--no-real-archs] [--set KEY=VALUE]
 
 Writes ``runs/bench/bench.json``::
 
@@ -40,7 +40,8 @@ Writes ``runs/bench/bench.json``::
   the student as a PyTorch module (torch.inference_mode);
 * size_bytes: the ONNX files (teachers: both together);
 * amalgamation: one epoch per block-training stage, all stages, on the first
-  ``--timing-images`` train images (samples/bench_training.py says what each mode does).
+  ``--timing-images`` train images (samples/bench_training.py says what each mode
+  does); meta.amalgamation_by_images has the same for every size given.
 """
 
 import argparse
@@ -156,7 +157,7 @@ def timing(config, data, out, images):
     config = load_config(CONFIG, [f"data.train.path={data}", f"data.eval.path={data}",
                                   f"data.train.limit={images}", "baseline.kd=false"])
     torch.manual_seed(config.training.seed)
-    root = out / "timing"
+    root = out / f"timing{images}"
     teachers = load_teachers(config)
     train = split_data(config, teachers, config.data.train, out / ".cache", progress=False)
     (root / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -266,7 +267,8 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES,
                     help="baselines trained beside the student in every seed's run")
-    ap.add_argument("--timing-images", type=int, default=20000)
+    ap.add_argument("--timing-images", type=int, nargs="+", default=[20000, 54000],
+                    help="block-training timing on the first N train images, per N (the first N is `amalgamation`)")
     ap.add_argument("--no-real-archs", dest="real_archs", action="store_false",
                     help="skip samples/real_archs (its teachers are built by make teachers-real)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -293,7 +295,8 @@ def main():
     }
     print("latency measured; timing block training", flush=True)
     t0 = time.perf_counter()
-    amalgamation = timing(load_config(CONFIG), data, out, args.timing_images)
+    by_images = {n: timing(load_config(CONFIG), data, out, n) for n in args.timing_images}
+    amalgamation = by_images[args.timing_images[0]]
     timing_s = time.perf_counter() - t0
     real = real_archs_run(data, out / "real_archs", out / ".cache", args.seeds[0]) if args.real_archs else None
     f1s = {k: [seeds[s][k] for s in args.seeds] for k in seeds[args.seeds[0]]}
@@ -307,7 +310,8 @@ def main():
         "real_archs": real,
         "meta": {"seeds": args.seeds, "f1_seeds": f1s, "f1_spread": {k: max(v) - min(v) for k, v in f1s.items()},
                  "f1_std": {k: float(np.std(v)) for k, v in f1s.items()}, "baselines": args.baselines,
-                 "params": params, "timing_images": args.timing_images, "timing_epochs_per_stage": 1,
+                 "params": params, "timing_images": args.timing_images[0], "timing_epochs_per_stage": 1,
+                 "amalgamation_by_images": by_images,
                  "timing_s": timing_s, "torch_threads": torch.get_num_threads(),
                  "latency_from_seed": args.seeds[0], "cpu_count": os.cpu_count(),
                  "load_avg_1m_at_end": os.getloadavg()[0], "total_s": time.perf_counter() - start},
