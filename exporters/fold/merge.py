@@ -75,64 +75,64 @@ def _bypass(view, node, source):
 def drop_reshape_round_trip(view):
     """Squeeze(Reshape(x)) or Squeeze(Unsqueeze(x)) giving x's own shape -> x (the gate's view of
     its weights as (N, C, 1, 1), undone once :func:`pool_first` moved the gate onto (N, C))."""
-    done = 0
-    for squeeze in list(view.model.graph.node):
+
+    def rewrite(squeeze):
         if squeeze.op_type != "Squeeze" or squeeze.output[0] in view.outputs:
-            continue
+            return False
         reshape = view.producer.get(squeeze.input[0])
         if reshape is None or reshape.op_type not in ("Reshape", "Unsqueeze") \
                 or not view.only_use(reshape.output[0], squeeze):
-            continue
+            return False
         x, out = view.shapes.get(reshape.input[0]), view.shapes.get(squeeze.output[0])
         if not x or x != out or None in x[1:]:
-            continue
+            return False
         _bypass(view, squeeze, reshape.input[0])
         view.drop(squeeze)
         view.drop(reshape)
-        view.refresh()
-        done += 1
-    return done
+        return True
+
+    return view.rewrite_each(rewrite)
 
 
 def divide_as_multiply(view):
     """Div(x, c) by a constant -> Mul(x, 1 / c), so the scale can fold into a Gemm."""
-    done = 0
-    for div in list(view.model.graph.node):
+
+    def rewrite(div):
         c = view.const(div.input[1]) if div.op_type == "Div" else None
         if c is None or c.dtype.kind != "f" or not np.all(c):
-            continue
+            return False
         view.replace(div, [helper.make_node("Mul", [div.input[0], view.add_const((1.0 / c).astype(c.dtype), "scale")],
                                             list(div.output))])
-        view.refresh()
-        done += 1
-    return done
+        return True
+
+    return view.rewrite_each(rewrite)
 
 
 def sum_as_mean(view):
     """ReduceSum over axes of static size K -> ReduceMean * K (the mean is then shared, K folded)."""
-    done = 0
-    for node in list(view.model.graph.node):
+
+    def rewrite(node):
         found = reduce_axes(node, view) if node.op_type == "ReduceSum" else None
         shape = view.shapes.get(node.input[0]) or []
         if found is None or any(shape[a] is None for a in found[0]):
-            continue
+            return False
         mean = view.fresh(node.output[0])
         size = float(np.prod([shape[a] for a in found[0]]))
         view.replace(node, [reduce_node(view, helper.make_node("ReduceMean", ["x", "axes"], ["y"]), node.input[0],
                                          found[0], found[1], mean),
                             helper.make_node("Mul", [mean, view.add_const(np.array(size, np.float32), "size")],
                                              list(node.output))])
-        view.refresh()
-        done += 1
-    return done
+        return True
+
+    return view.rewrite_each(rewrite)
 
 
 def sink_scalar(view):
     """Mul(a, Mul(b, k)) -> Mul(Mul(a, b), k) for a constant scalar k, moving k toward a Gemm."""
-    done = 0
-    for outer in list(view.model.graph.node):
+
+    def rewrite(outer):
         if outer.op_type != "Mul":
-            continue
+            return False
         for j in (0, 1):
             inner = view.producer.get(outer.input[j])
             other = outer.input[1 - j]
@@ -146,10 +146,10 @@ def sink_scalar(view):
             view.replace(outer, [helper.make_node("Mul", [other, inner.input[1 - k]], [mid]),
                                  helper.make_node("Mul", [mid, inner.input[k]], list(outer.output))])
             view.drop(inner)
-            view.refresh()
-            done += 1
-            break
-    return done
+            return True
+        return False
+
+    return view.rewrite_each(rewrite)
 
 
 def merge_gemms(view):

@@ -70,6 +70,17 @@ class GraphView:
         for k, n in enumerate(new_nodes):
             g.node.insert(at + k, n)
 
+    def rewrite_each(self, rewrite):
+        """Offer each node of the graph as it is now to ``rewrite(node)``, which edits the
+        graph and returns True where it did; the view is refreshed after each edit.
+        Returns the number of edits."""
+        done = 0
+        for node in list(self.model.graph.node):
+            if rewrite(node):
+                self.refresh()
+                done += 1
+        return done
+
     def drop(self, node):
         g = self.model.graph
         del g.node[next(i for i, n in enumerate(g.node) if list(n.output) == list(node.output))]
