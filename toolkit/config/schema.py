@@ -130,6 +130,7 @@ class TrainingConfig(_Model):
     step_gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
     targets: Literal["hard", "soft"] = "hard"
     temperature: Annotated[float, Field(gt=0)] = 2.0
+    binary_temperature: Annotated[float, Field(gt=0)] = 1.0
     hint_weight: Annotated[float, Field(ge=0)] = 0.1
     seed: int = 0
     device: Device = "cpu"

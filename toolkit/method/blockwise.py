@@ -96,7 +96,7 @@ def branch_loss(t, branch, h, data, idx, block, training, device):
     z = branch.features(h)
     out = branch.read(branch.body(z))
     loss = sum(task_loss(task.kind, out[task.name], to_tensor(data.logits[task.name], idx, device),
-                         training.targets, training.temperature) for task in t.tasks)
+                         training) for task in t.tasks)
     if training.hint_weight and t.structured:
         loss = loss + training.hint_weight * hint_loss(z, to_tensor(data.taps[(t.name, block)], idx, device))
     return loss

@@ -107,7 +107,7 @@ def train_end_to_end(ctx, phase, net, data, indices, epochs, holdout=None):
     def step(idx):
         out = net.forward_dict(to_tensor(data.inputs, idx, device))
         return sum(task_loss(kinds[name], logits, to_tensor(data.logits[name], idx, device),
-                             training.targets, training.temperature) for name, logits in out.items())
+                             training) for name, logits in out.items())
 
     def after_epoch(epoch):
         agree, excess = heldout_fit(net, data, holdout, device)

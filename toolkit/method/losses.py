@@ -2,7 +2,8 @@
 
 * binary tasks: BCE-with-logits against the teacher's probability ``sigmoid(z_T)``
   (``soft``) or its pseudo-label ``sigmoid(z_T) > 0.5`` (``hard``, as in KamalEngine's
-  re-implementation of the paper);
+  re-implementation of the paper); soft targets may be softened at a temperature T
+  (both logits divided by T, the loss scaled by T^2 as in Hinton et al.'s KD; ours);
 * multi-class tasks: KL divergence between the distributions softened at
   temperature T, scaled by T^2 (ours);
 * feature hint: MSE between the gated trunk feature and the teacher's own tap at
@@ -20,11 +21,12 @@ from torch.nn import functional as F
 EPS = 1e-6
 
 
-def binary_loss(student, teacher, targets="hard"):
-    p = torch.sigmoid(teacher)
+def binary_loss(student, teacher, targets="hard", temperature=1.0):
+    """BCE to the teacher's pseudo-label (``hard``) or its probability at ``temperature`` (``soft``)."""
     if targets == "hard":
-        p = (p > 0.5).to(student.dtype)
-    return F.binary_cross_entropy_with_logits(student, p)
+        return F.binary_cross_entropy_with_logits(student, (teacher > 0).to(student.dtype))
+    t = temperature
+    return F.binary_cross_entropy_with_logits(student / t, torch.sigmoid(teacher / t)) * t * t
 
 
 def multiclass_loss(student, teacher, temperature=2.0):
@@ -34,10 +36,12 @@ def multiclass_loss(student, teacher, temperature=2.0):
     return F.kl_div(log_q, p, reduction="batchmean") * t * t
 
 
-def task_loss(kind, student, teacher, targets="hard", temperature=2.0):
+def task_loss(kind, student, teacher, training):
+    """One task's output loss under ``training`` (a TrainingConfig: ``targets``, ``temperature``
+    for multi-class tasks, ``binary_temperature`` for binary soft targets)."""
     if kind == "binary":
-        return binary_loss(student, teacher, targets)
-    return multiclass_loss(student, teacher, temperature)
+        return binary_loss(student, teacher, training.targets, training.binary_temperature)
+    return multiclass_loss(student, teacher, training.temperature)
 
 
 def hint_loss(feature, tap):
