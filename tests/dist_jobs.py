@@ -24,7 +24,8 @@ def targets(teacher_path, data_path, root, *taps):
                       threads=threads_for_rank(ranks.local_world))
     TargetCache(root).get_or_build(teacher, lambda a, b: np.asarray(data[a:b]), len(data),
                                    array_fingerprint(data), progress=False, batch=8, chunk_batches=2,
-                                   rank=ranks.rank, world=ranks.world, barrier=ranks.barrier)
+                                   rank=ranks.rank, world=ranks.world, barrier=ranks.barrier,
+                                   broadcast=ranks.broadcast)
     print(f"rank {ranks.rank}/{ranks.world} done", flush=True)
     close()
 
