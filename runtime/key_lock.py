@@ -88,7 +88,7 @@ def take_turn(lock, rank, broadcast, tell=True, poll=1.0):
     collective that would time out."""
     waited = False
     while not broadcast(lock.try_acquire() if rank == 0 else None):
-        if not waited and tell:
+        if not waited and tell and rank == 0:
             _say(f"{lock.path.with_suffix('')}: {lock.holder()} is building this cache entry; "
                  f"waiting for its lock ({lock.path.name}), then reading what it built")
         waited = True

@@ -21,6 +21,7 @@ from runtime.cache import TargetCache
 from runtime.cache_key import array_fingerprint
 from runtime.teacher import TaskSpec, Teacher
 from tests.builders import PlainCNN, export, randomize_bn
+from tests.test_dist import ROOT, torchrun_command
 
 JOB = """
 import hashlib, json, os, signal, sys, time
@@ -125,3 +126,24 @@ def test_a_killed_holder_releases_the_key_and_the_waiter_builds_what_is_missing(
     assert result["sha256"] == hashlib.sha256(np.asarray(fresh.tasks["hair"]).tobytes() +
                                               np.asarray(fresh.taps[tap]).tobytes()).hexdigest()
     assert _result(_start(job_files, root, gate, "c")) == {**result, "built": False, "reads": 0}
+
+
+def test_a_torchrun_job_waits_for_another_job_and_every_rank_reads_its_entry(tmp_path, job_files):
+    """The waiting job's rank 0 polls the lock and its rank 1 waits in step (one broadcast per
+    poll); then both ranks read the entry the other job built."""
+    gate = tmp_path / "go"
+    root = tmp_path / "cache"
+    holder = _start(job_files, root, gate, "a")
+    _until(lambda: gate.with_name("reading-a").exists(), "the first job to take the lock")
+    teacher, data, tap = job_files
+    cmd, env = torchrun_command(2, "tests.dist_jobs", "targets", teacher, data, root, tap)
+    err = open(tmp_path / "job.err", "w+")
+    job = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+    job.err = err
+    _until(lambda: WAITING in _stderr(job), "the torchrun job to wait")
+    gate.touch()
+    assert _result(holder)["built"]
+    out, _ = job.communicate(timeout=120)
+    assert job.returncode == 0, _stderr(job)[-4000:]
+    assert "rank 0/2 done built=False" in out and "rank 1/2 done built=False" in out
+    assert _stderr(job).count(WAITING) == 1
