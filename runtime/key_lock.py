@@ -61,9 +61,10 @@ class KeyLock:
                 raise
             self.unsupported = True
             return True
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
         self.fd = fd
+        with contextlib.suppress(OSError):  # who holds it, for the waiting line; a full disk only loses that
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
         return True
 
     def holder(self):

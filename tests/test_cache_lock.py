@@ -9,6 +9,7 @@ them go, so the other job is sure to arrive while the entry is being built.
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import pytest
 
 from runtime.cache import TargetCache
 from runtime.cache_key import array_fingerprint
+from runtime.key_lock import KeyLock
 from runtime.teacher import TaskSpec, Teacher
 from tests.builders import PlainCNN, export, randomize_bn
 from tests.test_dist import ROOT, torchrun_command
@@ -50,6 +52,16 @@ print(json.dumps({"built": out.built, "reads": len(calls), "sha256": digest.hexd
 """
 
 WAITING = "is building this cache entry; waiting for its lock"
+
+
+def test_the_lock_is_held_until_released_and_names_its_holder(tmp_path):
+    first, second = KeyLock(tmp_path / "entry.lock"), KeyLock(tmp_path / "entry.lock")
+    assert first.try_acquire() and not second.try_acquire()  # two opens of one file: flock tells them apart
+    assert second.holder() == f"pid {os.getpid()} on {socket.gethostname()}"
+    first.release()
+    assert second.try_acquire()
+    second.release()
+    assert (tmp_path / "entry.lock").exists()  # never removed: a waiter may hold it open
 
 
 @pytest.fixture(scope="module")
