@@ -49,6 +49,7 @@ from tqdm import tqdm
 from runtime.cache_key import FORMAT_VERSION, TAP_DTYPES, cache_key, key_parts
 from runtime.errors import DataError
 from runtime.files import atomic_path
+from runtime.key_lock import KeyLock, take_turn
 
 MANIFEST = "manifest.json"
 CHUNK = "chunk.json"
@@ -134,46 +135,57 @@ class TargetCache:
 
     def get_or_build(self, teacher, read, n, data_fingerprint, extra_key="", progress=True, batch=BATCH,
                      chunk_batches=CHUNK_BATCHES, tap_dtype="float32", keep_taps=True, rank=0, world=1,
-                     barrier=None):
+                     barrier=None, broadcast=None):
         """The cached targets of ``teacher`` on a dataset, built (or completed) if needed.
 
         ``read(start, stop)`` returns the preprocessed inputs of rows ``[start, stop)``;
         it is called only for chunks that have to be computed. ``keep_taps=False``
         caches the task logits alone. In a job, every rank calls this with its
-        ``rank``, the ``world`` size and a ``barrier()`` callable.
+        ``rank``, the ``world`` size, a ``barrier()`` and a ``broadcast(value)`` (rank 0's
+        value on every rank) callable. Another job building the same entry is waited
+        for (:mod:`runtime.key_lock`), then its entry is read.
         """
         if n < 1:
             raise DataError(f"target cache for {teacher.path}: the dataset is empty (n={n})")
         if tap_dtype not in TAP_DTYPES:
             raise DataError(f"target cache: tap dtype {tap_dtype!r}: expected one of {TAP_DTYPES}")
+        if world > 1 and (barrier is None or broadcast is None):
+            raise ValueError("a job of several ranks passes its barrier and broadcast")
+        barrier, broadcast = barrier or (lambda: None), broadcast or (lambda value: value)
         parts = key_parts(teacher, data_fingerprint, extra_key, tap_dtype, keep_taps)
         key = cache_key(parts)
         final = self.directory(teacher, key)
-        found = _open(final, key, n)
-        if found is not None:
-            return found
+        if broadcast(_open(final, key, n) is not None):  # rank 0 decides, so that every rank takes one path
+            return _read_back(final, key, n, built=False)
         chunks = chunk_ranges(n, chunk_rows(batch, chunk_batches))
         writer = _ChunkWriter(final, teacher, read, n, batch, np.dtype(tap_dtype) if keep_taps else None)
+        lock = KeyLock(final.with_name(f"{final.name}.lock"))
         try:
-            writer.write_all(chunks[rank::world], progress)
-            (barrier or _no_barrier)()
-            if rank == 0:
-                _publish_manifest(final, teacher, key, parts, n, chunks)
-            (barrier or _no_barrier)()
+            self.root.mkdir(parents=True, exist_ok=True)
+            take_turn(lock, rank, broadcast, progress)
+            try:
+                if broadcast(_open(final, key, n) is not None):  # built by the job this one waited for
+                    return _read_back(final, key, n, built=False)
+                writer.write_all(chunks[rank::world], progress)
+                barrier()
+                if rank == 0:
+                    _publish_manifest(final, teacher, key, parts, n, chunks)
+                barrier()
+            finally:
+                _remove_if_empty(final)
+                lock.release()
         except OSError as e:  # disk full, read-only or unwritable cache folder
             raise DataError(f"{self.root}: cannot write the target cache of {teacher.path} "
                             f"({e.strerror or e}); free space there or use another cache folder") from e
-        finally:
-            _remove_if_empty(final)
-        targets = _open(final, key, n)
-        if targets is None:
-            raise DataError(f"{final}: the target cache just written does not read back")
-        targets.built = True
-        return targets
+        return _read_back(final, key, n, built=True)
 
 
-def _no_barrier():
-    pass
+def _read_back(final, key, n, built):
+    targets = _open(final, key, n)
+    if targets is None:
+        raise DataError(f"{final}: the target cache {'just written ' if built else ''}does not read back")
+    targets.built = built
+    return targets
 
 
 class _ChunkWriter:

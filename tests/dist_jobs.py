@@ -12,7 +12,8 @@ from toolkit.dist import close, init_from_env
 
 
 def targets(teacher_path, data_path, root, *taps):
-    """The target cache of a teacher over an .npy dataset, computed by every rank's share."""
+    """The target cache of a teacher over an .npy dataset, computed by every rank's share
+    (progress and any wait for another job's lock on stderr)."""
     from runtime.cache import TargetCache
     from runtime.cache_key import array_fingerprint
     from runtime.session import threads_for_rank
@@ -22,10 +23,10 @@ def targets(teacher_path, data_path, root, *taps):
     data = np.load(data_path, mmap_mode="r")
     teacher = Teacher(teacher_path, [TaskSpec("hair", "logits", slice=(0, 5), kind="multiclass")], boundaries=taps,
                       threads=threads_for_rank(ranks.local_world))
-    TargetCache(root).get_or_build(teacher, lambda a, b: np.asarray(data[a:b]), len(data),
-                                   array_fingerprint(data), progress=False, batch=8, chunk_batches=2,
-                                   rank=ranks.rank, world=ranks.world, barrier=ranks.barrier)
-    print(f"rank {ranks.rank}/{ranks.world} done", flush=True)
+    out = TargetCache(root).get_or_build(teacher, lambda a, b: np.asarray(data[a:b]), len(data),
+                                         array_fingerprint(data), batch=8, chunk_batches=2, rank=ranks.rank,
+                                         world=ranks.world, barrier=ranks.barrier, broadcast=ranks.broadcast)
+    print(f"rank {ranks.rank}/{ranks.world} done built={out.built}", flush=True)
     close()
 
 

@@ -131,7 +131,7 @@ def test_broken_cache_recomputes_only_broken_chunks(tmp_path, teacher_file, taps
     assert again.built and teacher.calls == calls and again.path == good.path
     for name, value in expected.items():
         np.testing.assert_array_equal(again.taps[name], value)
-    assert [p.name for p in tmp_path.iterdir()] == [good.path.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [good.path.name, f"{good.path.name}.lock"]
 
 
 def test_temp_dir_of_a_killed_build_is_ignored_and_swept(tmp_path, teacher_file, taps, data):
@@ -145,7 +145,7 @@ def test_temp_dir_of_a_killed_build_is_ignored_and_swept(tmp_path, teacher_file,
     teacher = CountingTeacher(teacher_file, TASKS, boundaries=taps)
     built = _build(cache, teacher, data)
     assert built.built and teacher.calls == 4 and built.path == path
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, f"{path.name}.lock"]
     assert sorted(p.name for p in path.iterdir()) == ["c000000", "manifest.json"]
 
 
@@ -165,14 +165,14 @@ def test_a_source_shorter_than_n_leaves_nothing(tmp_path, teacher_file, taps, da
     with pytest.raises(DataError, match=r"rows \[48, 51\) gave 2 samples.*n=51"):
         cache.get_or_build(Teacher(teacher_file, TASKS, boundaries=taps), _reader(data), 51, "d", progress=False,
                            batch=16)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.suffix for p in tmp_path.iterdir()] == [".lock"]  # only the entry's lock file (its last holder)
 
 
 def test_teacher_failure_midway_leaves_nothing(tmp_path, teacher_file, taps, data):
     data[40, 0, 5, 5] = np.nan
     with pytest.raises(BadInputError, match="NaN"):
         _build(TargetCache(tmp_path), Teacher(teacher_file, TASKS, boundaries=taps), data)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.suffix for p in tmp_path.iterdir()] == [".lock"]  # only the entry's lock file (its last holder)
 
 
 def test_progress_bar_goes_to_stderr(tmp_path, teacher_file, data, capsys):

@@ -14,20 +14,29 @@ from tests.builders import PlainCNN, export, randomize_bn
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def torchrun(nproc, *args, max_restarts=0, timeout=300):
-    """``torchrun --nproc-per-node nproc -m ARGS`` on this machine, c10d rendezvous on 127.0.0.1."""
+def torchrun_command(nproc, *args, max_restarts=0):
+    """``torchrun --nproc-per-node nproc -m ARGS`` on this machine, c10d rendezvous on 127.0.0.1:
+    the command line and its environment."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
            "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--max-restarts", str(max_restarts),
            "-m", *map(str, args)]
+    return cmd, env
+
+
+def torchrun(nproc, *args, max_restarts=0, timeout=300):
+    """Run :func:`torchrun_command` to the end; its CompletedProcess (exit code 0 checked)."""
+    cmd, env = torchrun_command(nproc, *args, max_restarts=max_restarts)
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-4000:]
     return done
 
 
 def tree_bytes(root):
-    """Every file under ``root`` (relative path -> bytes)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
+    """Every file under ``root`` (relative path -> bytes) but the cache entries' lock files (their
+    content is the last holder's pid)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*"))
+            if p.is_file() and p.suffix != ".lock"}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +53,7 @@ def test_two_processes_write_the_same_target_cache_as_one(tmp_path, teacher):
     np.save(data, np.random.default_rng(0).random((70, 1, 28, 28), dtype=np.float32))  # 5 chunks of 16 rows
     torchrun(1, "tests.dist_jobs", "targets", path, data, tmp_path / "one", *taps)
     two = torchrun(2, "tests.dist_jobs", "targets", path, data, tmp_path / "two", *taps)
-    assert "rank 1/2 done" in two.stdout
+    assert "rank 1/2 done built=True" in two.stdout
     one, two = tree_bytes(tmp_path / "one"), tree_bytes(tmp_path / "two")
     assert len([k for k in one if k.endswith("chunk.json")]) == 5
     assert one.keys() == two.keys() and all(one[k] == two[k] for k in one)

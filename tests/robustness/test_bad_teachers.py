@@ -68,7 +68,8 @@ def test_nan_in_teacher_outputs(cli, assets, tmp_path):
     config = base_config(assets)
     config["teachers"][1]["onnx"] = str(tmp_path / "nan.onnx")
     assert_bad_input(amalgamate(cli, tmp_path, config), "nan.onnx", "'logits' has NaN or Inf values")
-    assert not list((tmp_path / "cache" / "targets").glob("nan-*")), "no cache entry for the failed teacher"
+    left = [p for p in (tmp_path / "cache" / "targets").glob("nan-*") if p.suffix != ".lock"]
+    assert not left, "no cache entry for the failed teacher (its lock file may stay)"
 
 
 def test_inf_in_teacher_outputs(cli, assets, tmp_path):

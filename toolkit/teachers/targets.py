@@ -97,7 +97,8 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
     source = open_source(spec, ref_p.size, ref_p.channels, config.data.on_corrupt)
     n = len(source)
     cache = TargetCache(Path(cache_root) / "targets")
-    job = {} if ranks is None else {"rank": ranks.rank, "world": ranks.world, "barrier": ranks.barrier}
+    job = {} if ranks is None else {"rank": ranks.rank, "world": ranks.world, "barrier": ranks.barrier,
+                                    "broadcast": ranks.broadcast}
     every = isinstance(tap_rows, str) and tap_rows == "all"
     tap_rows = tap_rows(n) if callable(tap_rows) else tap_rows
     logits, taps = {}, {}
