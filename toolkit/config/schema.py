@@ -26,6 +26,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from runtime.errors import ConfigError
 from runtime.rules import NAME, NAME_RULE
 from toolkit.config.checks import cross_check
+from toolkit.data.views import parse_view
 
 
 def _matches(pattern: str, expected: str) -> AfterValidator:
@@ -39,6 +40,7 @@ def _matches(pattern: str, expected: str) -> AfterValidator:
 Name = Annotated[str, _matches(NAME.pattern, f"expected {NAME_RULE}")]
 Device = Annotated[str, _matches(r"cpu|cuda(:\d+)?", "expected 'cpu', 'cuda' or 'cuda:N'")]
 PosInt = Annotated[int, Field(ge=1)]
+ViewName = Annotated[str, AfterValidator(lambda v: parse_view(v).name)]  # canonical spelling
 
 
 class _Model(BaseModel):
@@ -131,6 +133,8 @@ class TrainingConfig(_Model):
     targets: Literal["hard", "soft"] = "hard"
     temperature: Annotated[float, Field(gt=0)] = 2.0
     hint_weight: Annotated[float, Field(ge=0)] = 0.1
+    teacher_views: list[ViewName] = []
+    view_agreement: Annotated[float, Field(ge=0, le=1)] = 0.95
     seed: int = 0
     device: Device = "cpu"
 

@@ -159,6 +159,22 @@ def tap_rows(config):
     return lambda n: split_holdout(n, config.data.holdout, t.seed)[0][:FIT_SAMPLES]
 
 
+def log_views(log, views, minimum):
+    """One line per view a teacher drops (its self-agreement under ``minimum``), one for
+    those it keeps, and the ``views`` event with every self-agreement."""
+    if not views:
+        return
+    for teacher, found in views.items():
+        for view, r in found.items():
+            if not r["kept"]:
+                log.say(f"teacher views: {teacher} drops {view}: self-agreement {r['agreement']:.4f} "
+                        f"on the held-out split, under training.view_agreement {minimum}")
+        kept = [f"{view} ({r['agreement']:.4f})" for view, r in found.items() if r["kept"]]
+        if kept:
+            log.say(f"teacher views: {teacher}'s targets averaged over the plain view and {', '.join(kept)}")
+    log.write("views", teachers=views, minimum=minimum)
+
+
 def start_run(config, out, resume, overwrite, quiet, cache_root, ranks):
     """Step 1: the run dir (made by rank 0), the teachers and their cached targets (each
     rank computing its share of the chunks)."""
@@ -176,7 +192,9 @@ def start_run(config, out, resume, overwrite, quiet, cache_root, ranks):
         ctx.log.say(line)
     ctx.log.write("alignment", teachers=alignment_tables(teachers))
     progress = not log.quiet
-    train = split_data(config, teachers, config.data.train, cache_root, progress, ranks, tap_rows(config))
+    train = split_data(config, teachers, config.data.train, cache_root, progress, ranks, tap_rows(config),
+                       t.teacher_views)
+    log_views(ctx.log, train.views, t.view_agreement)
     evaluation = split_data(config, teachers, config.data.eval, cache_root, progress, ranks, tap_rows=None) \
         if config.data.eval else None
     train_idx, holdout_idx = split_holdout(len(train), config.data.holdout, t.seed)

@@ -5,6 +5,11 @@ One ONNX Runtime pass per teacher over a dataset fills the target cache
 inputs are the images preprocessed as the reference teacher wants them, cached
 the same way. Everything here is keyed by content, so a second run, or the KD
 baseline, reuses it.
+
+With ``training.teacher_views``, each view's task logits are one more cached pass per
+teacher (the view's name in the cache key), and the training split's ``logits`` are
+averaged over the views each teacher agrees with itself on (toolkit.teachers.averaged);
+its ``plain_logits`` keep the plain view's, for evaluation. Taps stay the plain view's.
 """
 
 import hashlib
@@ -16,20 +21,31 @@ import numpy as np
 from runtime.cache import TargetCache
 from runtime.errors import DataError
 from runtime.files import atomic_path
-from toolkit.data import Preprocess, eval_labels, open_source
+from toolkit.data import Preprocess, eval_labels, open_source, split_holdout
+from toolkit.data.views import parse_view
+from toolkit.teachers.averaged import averaged_targets
 
 BATCH = 256
 
 
 @dataclass
 class SplitData:
-    """One split: ``inputs`` (n, ...) for the student, teacher ``logits[task]`` and
-    ``taps[(teacher, block)]``, and ground-truth ``labels[task]`` where known."""
+    """One split: ``inputs`` (n, ...) for the student, teacher ``logits[task]`` (the
+    targets: averaged over the kept views where views are on) and ``taps[(teacher, block)]``,
+    ground-truth ``labels[task]`` where known, the plain view's ``plain_logits[task]``
+    (what evaluation compares with; ``logits`` when there are no views) and ``views``
+    (``{teacher: {view: {"agreement", "kept"}}}``)."""
 
     inputs: np.ndarray
     logits: dict
     taps: dict = field(default_factory=dict)
     labels: dict = field(default_factory=dict)
+    plain_logits: dict | None = None
+    views: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.plain_logits is None:
+            self.plain_logits = self.logits
 
     def __len__(self):
         return len(self.inputs)
@@ -43,6 +59,11 @@ def preprocess_of(teacher_config):
 def _reader(source, preprocess):
     """``read(start, stop)``: rows ``[start, stop)`` of ``source``, preprocessed."""
     return lambda start, stop: preprocess(source.images(np.arange(start, stop)))
+
+
+def _view_reader(source, preprocess, view):
+    """``read(start, stop)``: rows ``[start, stop)`` of ``source`` under ``view``, preprocessed."""
+    return lambda start, stop: preprocess(view(source.images(np.arange(start, stop)), np.arange(start, stop)))
 
 
 def _write_inputs(path, source, preprocess, n):
@@ -81,7 +102,7 @@ def cached_inputs(root, source, preprocess, n, ranks=None):
     return np.load(path, mmap_mode="r")
 
 
-def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, tap_rows="all"):
+def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, tap_rows="all", views=()):
     """SplitData of one source (``config.data.train`` or ``.eval``) for all teachers.
 
     ``tap_rows``: which rows' block features (taps) the run uses and the cache keeps:
@@ -91,7 +112,11 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
     :class:`SampledRows`). Task logits are always kept for every row.
 
     ``ranks`` (a ``toolkit.dist.Ranks``, or None alone): in a job, each rank computes its
-    share of the target chunks and rank 0 writes the student's inputs."""
+    share of the target chunks and rank 0 writes the student's inputs.
+
+    ``views``: view names (``training.teacher_views``, the training split alone); each
+    teacher's targets are averaged over those it agrees with itself on, measured on
+    the held-out rows (``data.holdout``, ``training.seed``) against ``training.view_agreement``."""
     reference = next(t for t in teachers if t.name == config.student.reference)
     ref_p = reference.config.preprocess
     source = open_source(spec, ref_p.size, ref_p.channels, config.data.on_corrupt)
@@ -100,7 +125,8 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
     job = {} if ranks is None else {"rank": ranks.rank, "world": ranks.world, "barrier": ranks.barrier}
     every = isinstance(tap_rows, str) and tap_rows == "all"
     tap_rows = tap_rows(n) if callable(tap_rows) else tap_rows
-    logits, taps = {}, {}
+    logits, taps, plain, record = {}, {}, {}, {}
+    holdout = split_holdout(n, config.data.holdout, config.training.seed)[1]
     for t in teachers:
         prep = preprocess_of(t.config)
         src = source if (prep.size, prep.channels) == (tuple(ref_p.size), ref_p.channels) else \
@@ -108,8 +134,15 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
         common = dict(extra_key=prep.fingerprint(), progress=progress, batch=BATCH, tap_dtype=config.data.tap_dtype,
                       **job)
         found = cache.get_or_build(t.runner, _reader(src, prep), n, src.fingerprint(), keep_taps=every, **common)
-        for task in t.tasks:
-            logits[task.name] = found.tasks[task.name]
+        plain.update({task.name: found.tasks[task.name] for task in t.tasks})
+        if views and t.tasks and len(holdout):
+            viewed = {view.name: _view_logits(cache, t, src, prep, view, n, common)
+                      for view in map(parse_view, dict.fromkeys(views))}
+            targets, record[t.name] = averaged_targets(t.tasks, found.tasks, viewed, holdout,
+                                                       config.training.view_agreement)
+            logits.update(targets)
+        else:
+            logits.update({task.name: found.tasks[task.name] for task in t.tasks})
         if every:
             taps.update({(t.name, block): found.taps[b.name] for block, b in enumerate(t.boundaries, start=1)})
         elif tap_rows is not None and t.boundaries:
@@ -123,7 +156,14 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
     labels = {}
     if source.labels() is not None:  # data.labels rules, else each task's label of its own name
         labels = eval_labels(source, config.data.labels, list(logits))
-    return SplitData(inputs, logits, taps, labels)
+    return SplitData(inputs, logits, taps, labels, plain, record)
+
+
+def _view_logits(cache, teacher, source, preprocess, view, n, common):
+    """``teacher``'s cached task logits of ``source`` under ``view`` (its name in the cache key, no taps)."""
+    common = {**common, "extra_key": f"{common['extra_key']}|view:{view.name}"}
+    return cache.get_or_build(teacher.runner, _view_reader(source, preprocess, view), n, source.fingerprint(),
+                              keep_taps=False, **common).tasks
 
 
 def _sample_reader(source, preprocess, rows):
