@@ -14,22 +14,24 @@ from tests.synthetic import SIZE, make_images, save_npz
 from toolkit.config import load_config
 from toolkit.data.views import offsets, parse_view
 from toolkit.method.amalgamate import amalgamate
+from toolkit.teachers.averaged import chance_corrected, self_agreement
 from toolkit.teachers import load_teachers, split_data
 
 
-def mirror_symmetric(model):
-    """Every conv kernel made left-right symmetric: with even sizes at every pooling, the
-    net is equivariant to a horizontal flip, and its global-pooled logits invariant."""
+def mirror_symmetric(model, asymmetry=0.0):
+    """Every conv kernel's left-right antisymmetric part scaled by ``asymmetry``. At 0 the
+    net (even sizes at every pooling) is equivariant to a horizontal flip and its
+    global-pooled logits invariant; at 0.2 a flip changes some of its decisions."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.Conv2d):
-                m.weight.copy_((m.weight + m.weight.flip(-1)) / 2)
+                w = m.weight.clone()
+                m.weight.copy_((w + w.flip(-1)) / 2 + asymmetry * (w - w.flip(-1)) / 2)
     return model
 
 
 def centred(model, images):
-    """The head's bias set so that half of ``images`` fall on each side of every logit's 0:
-    the decisions of a random net then depend on the image, and so on a flip of it."""
+    """The head's bias set so that half of ``images`` fall on each side of every logit's 0."""
     with torch.no_grad():
         model.head.bias -= model(torch.from_numpy(images.astype(np.float32) / 255)).median(0).values
     return model
@@ -37,12 +39,14 @@ def centred(model, images):
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    """A: a random net whose decisions a flip changes; B: flip-invariant."""
+    """A: a random net whose decisions a flip changes (some of them); B: flip-invariant."""
     root = tmp_path_factory.mktemp("views")
+    torch.manual_seed(0)  # module fixtures run before the per-test seeding
     images, labels = make_images(600, seed=2)
     save_npz(root / "train.npz", images, labels)
     shape = dict(input_shape=(2, 1, SIZE, SIZE), opset=17, dynamo=False)
-    export(centred(randomize_bn(PlainCNN(channels=(4, 8, 8, 8), n_out=5)), images), root / "a.onnx", **shape)
+    a = mirror_symmetric(randomize_bn(PlainCNN(channels=(4, 8, 8, 8), n_out=5)), asymmetry=0.2)
+    export(centred(a, images), root / "a.onnx", **shape)
     export(mirror_symmetric(randomize_bn(PlainCNN(channels=(4, 8, 8, 8), n_out=5))), root / "b.onnx", **shape)
     return root
 
@@ -62,14 +66,15 @@ def build(config, cache, views=None):
 def test_a_flip_invariant_teacher_keeps_hflip_and_its_targets_stay(tmp_path, assets):
     config = load(tmp_path, assets, teacher_views=["hflip"])
     data = build(config, tmp_path / "cache")
-    assert data.views["B"] == {"hflip": {"agreement": 1.0, "kept": True}}
+    assert data.views["B"] == {"hflip": {"agreement": 1.0, "kappa": 1.0, "kept": True}}
     np.testing.assert_allclose(data.logits["b2"], np.asarray(data.plain_logits["b2"]), atol=1e-4)
 
 
 def test_a_teacher_under_the_threshold_drops_the_view(tmp_path, assets):
     measured = build(load(tmp_path, assets, teacher_views=["hflip"], view_agreement=0.0), tmp_path / "cache")
-    score = measured.views["A"]["hflip"]["agreement"]
-    assert measured.views["A"]["hflip"]["kept"] and 0 < score < 1.0
+    found = measured.views["A"]["hflip"]
+    score = found["kappa"]
+    assert found["kept"] and 0 < score < found["agreement"] < 1.0
     # kept: the target is the mean probability over the plain and the mirrored image,
     # the mirrored one computed here by its own ONNX Runtime session
     images = np.load(assets / "train.npz")["images"].astype(np.float32) / 255
@@ -81,7 +86,7 @@ def test_a_teacher_under_the_threshold_drops_the_view(tmp_path, assets):
 
     above = (score + 1.0) / 2
     dropped = build(load(tmp_path, assets, teacher_views=["hflip"], view_agreement=above), tmp_path / "cache")
-    assert dropped.views["A"]["hflip"] == {"agreement": score, "kept": False}
+    assert dropped.views["A"]["hflip"] == {**found, "kept": False}
     assert dropped.logits["a0"] is dropped.plain_logits["a0"]
 
 
@@ -117,11 +122,28 @@ def test_a_bad_view_name_is_one_config_error(tmp_path, assets, capsys, bad):
     assert len(result.err.strip().splitlines()) == 1
 
 
-def test_the_run_records_each_teachers_self_agreement(tmp_path, assets):
+def test_the_run_records_each_teachers_self_agreement(tmp_path, assets, capsys):
     config = load(tmp_path, assets, teacher_views=["hflip"])
-    metrics = amalgamate(config, out=tmp_path / "run", quiet=True, cache_root=tmp_path / "cache")
-    assert metrics["teacher_views"]["B"]["hflip"] == {"agreement": 1.0, "kept": True}
+    metrics = amalgamate(config, out=tmp_path / "run", cache_root=tmp_path / "cache")
+    assert metrics["teacher_views"]["B"]["hflip"] == {"agreement": 1.0, "kappa": 1.0, "kept": True}
+    a = metrics["teacher_views"]["A"]["hflip"]
+    assert not a["kept"] and a["kappa"] < 0.95  # the default
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("teacher views: ")]
+    assert said == [f"teacher views: A drops hflip: self-agreement kappa {a['kappa']:.4f} (agreement "
+                    f"{a['agreement']:.4f}) on the held-out split, under training.view_agreement 0.95",
+                    "teacher views: B's targets averaged over the plain view and hflip (kappa 1.0000)"]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["teacher_views"] == metrics["teacher_views"]
     events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     views = [e for e in events if e["event"] == "views"]
     assert len(views) == 1 and views[0]["teachers"] == metrics["teacher_views"] and views[0]["minimum"] == 0.95
+
+
+def test_kappa_sees_a_view_that_misses_every_rare_positive():
+    """10% positives, all lost on the view: 0.9 of the decisions agree, none beyond chance."""
+    plain = np.where(np.arange(100) < 10, 2.0, -2.0)
+    assert self_agreement("binary", plain, -np.ones(100)) == 0.9
+    assert chance_corrected("binary", plain, -np.ones(100)) == 0.0
+    assert chance_corrected("binary", plain, plain) == 1.0 == chance_corrected("binary", -plain[10:], -plain[10:])
+    classes = np.eye(3)[np.arange(30) % 3]  # multiclass: argmax
+    assert chance_corrected("multiclass", classes, classes[::-1]) == pytest.approx(
+        (np.mean(np.arange(30) % 3 == (29 - np.arange(30)) % 3) - 1 / 3) / (2 / 3))

@@ -38,6 +38,7 @@ from toolkit.student.io import read_spec, save_student
 from toolkit.student.parts import build_branch, trunk_blocks, trunk_graphs
 from toolkit.student.targetnet import TargetNet, count_params
 from toolkit.teachers import SplitData, TeacherGraph, alignment_lines, alignment_tables, load_teachers, split_data
+from toolkit.teachers.averaged import log_views
 
 
 def prepare_run_dir(config, out, resume, overwrite):
@@ -157,22 +158,6 @@ def tap_rows(config):
     if t.hint_weight:
         return "all"
     return lambda n: split_holdout(n, config.data.holdout, t.seed)[0][:FIT_SAMPLES]
-
-
-def log_views(log, views, minimum):
-    """One line per view a teacher drops (its self-agreement under ``minimum``), one for
-    those it keeps, and the ``views`` event with every self-agreement."""
-    if not views:
-        return
-    for teacher, found in views.items():
-        for view, r in found.items():
-            if not r["kept"]:
-                log.say(f"teacher views: {teacher} drops {view}: self-agreement {r['agreement']:.4f} "
-                        f"on the held-out split, under training.view_agreement {minimum}")
-        kept = [f"{view} ({r['agreement']:.4f})" for view, r in found.items() if r["kept"]]
-        if kept:
-            log.say(f"teacher views: {teacher}'s targets averaged over the plain view and {', '.join(kept)}")
-    log.write("views", teachers=views, minimum=minimum)
 
 
 def start_run(config, out, resume, overwrite, quiet, cache_root, ranks):
