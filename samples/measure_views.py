@@ -33,7 +33,8 @@ def measure(path, view, cache):
         if data.labels:
             scores = np.mean([[f1(np.asarray(logits[k.name])[rows], np.asarray(data.labels[k.name])[rows] > 0)
                                for logits in (data.plain_logits, data.logits)] for k in t.tasks], axis=0)
-            line += f"; held-out F1 plain {scores[0]:.4f}, averaged {scores[1]:.4f} ({(scores[1] - scores[0]) * 100:+.2f} pt)"
+            plain, averaged = scores
+            line += f"; held-out F1 plain {plain:.4f}, averaged {averaged:.4f} ({(averaged - plain) * 100:+.2f} pt)"
         print(line, flush=True)
 
 

@@ -95,10 +95,13 @@ def test_each_view_is_cached_once(tmp_path, assets):
     build(config, tmp_path / "cache")
     manifests = sorted((tmp_path / "cache" / "targets").glob("*/manifest.json"))
     assert len(manifests) == 2 * 3  # two teachers: the plain view, hflip, shift:1
-    stamps = [p.stat().st_mtime_ns for p in manifests]
+    averaged = sorted((tmp_path / "cache" / "averaged").glob("*.npy"))
+    assert [p.name.split("-")[0] for p in averaged] == ["b2"]  # B keeps hflip, A keeps nothing
+    stamps = [p.stat().st_mtime_ns for p in manifests + averaged]
     again = build(config, tmp_path / "cache", views=["shift:1", "hflip", "hflip"])
     assert sorted((tmp_path / "cache" / "targets").glob("*/manifest.json")) == manifests
-    assert [p.stat().st_mtime_ns for p in manifests] == stamps
+    assert sorted((tmp_path / "cache" / "averaged").glob("*.npy")) == averaged
+    assert [p.stat().st_mtime_ns for p in manifests + averaged] == stamps
     assert set(again.views["A"]) == {"hflip", "shift:1"}
 
 

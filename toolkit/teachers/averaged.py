@@ -69,19 +69,15 @@ def teacher_agreement(tasks, plain, viewed, rows):
             "kappa": round(float(np.mean([chance_corrected(*p) for p in pairs])), 4)}
 
 
-def averaged_targets(tasks, plain, views, rows, minimum):
-    """``(targets, record)`` of one teacher: ``targets[task]`` averaged over the plain
-    view and every view in ``views`` (``{view name: {task: logits}}``) whose kappa on
-    the held-out ``rows`` is at least ``minimum``; ``record[view]`` holds ``agreement``,
-    ``kappa`` and ``kept``."""
+def kept_views(tasks, plain, views, rows, minimum):
+    """``(kept, record)`` of one teacher: the names of the views in ``views`` (``{view
+    name: {task: logits}}``) whose kappa on the held-out ``rows`` is at least ``minimum``;
+    ``record[view]`` holds ``agreement``, ``kappa`` and ``kept``."""
     record = {}
     for name, viewed in views.items():
         score = teacher_agreement(tasks, plain, viewed, rows)
         record[name] = {**score, "kept": score["kappa"] >= minimum}
-    kept = [views[name] for name in views if record[name]["kept"]]
-    if not kept:
-        return {t.name: plain[t.name] for t in tasks}, record
-    return {t.name: average(t.kind, [plain[t.name]] + [v[t.name] for v in kept]) for t in tasks}, record
+    return [name for name in views if record[name]["kept"]], record
 
 
 def log_views(log, views, minimum):

@@ -8,7 +8,8 @@ baseline, reuses it.
 
 With ``training.teacher_views``, each view's task logits are one more cached pass per
 teacher (the view's name in the cache key), and the training split's ``logits`` are
-averaged over the views each teacher agrees with itself on (toolkit.teachers.averaged);
+averaged over the views each teacher agrees with itself on (toolkit.teachers.averaged),
+written once to an .npy named after the averaged passes' cache keys and memory-mapped;
 its ``plain_logits`` keep the plain view's, for evaluation. Taps stay the plain view's.
 """
 
@@ -23,9 +24,10 @@ from runtime.errors import DataError
 from runtime.files import atomic_path
 from toolkit.data import Preprocess, eval_labels, open_source, split_holdout
 from toolkit.data.views import parse_view
-from toolkit.teachers.averaged import averaged_targets
+from toolkit.teachers.averaged import average, kept_views
 
 BATCH = 256
+AVERAGE_ROWS = 8192  # rows averaged at a time
 
 
 @dataclass
@@ -66,28 +68,32 @@ def _view_reader(source, preprocess, view):
     return lambda start, stop: preprocess(view(source.images(np.arange(start, stop)), np.arange(start, stop)))
 
 
-def _write_inputs(path, source, preprocess, n):
-    """An .npy of the preprocessed inputs, written through the file (a full disk is an
-    OSError here, where writing through a memory map would be a SIGBUS)."""
+def _write_rows(path, read, n, step=BATCH):
+    """An .npy of float32 rows ``read(start, stop)``, written through the file, ``step``
+    rows at a time (a full disk is an OSError here, where writing through a memory map
+    would be a SIGBUS)."""
     with open(path, "wb") as f:
-        read = _reader(source, preprocess)
-        for start in range(0, n, BATCH):
-            batch = read(start, min(n, start + BATCH))
+        for start in range(0, n, step):
+            batch = read(start, min(n, start + step))
             if start == 0:
                 np.lib.format.write_array_header_1_0(
                     f, {"descr": "<f4", "fortran_order": False, "shape": (n, *batch.shape[1:])})
             f.write(np.ascontiguousarray(batch, dtype="<f4").data)
 
 
-def _build_inputs(path, source, preprocess, n):
-    """Write the student's inputs to ``path`` unless they are there."""
+def _build_rows(path, read, n, what, step=BATCH):
+    """Write ``what`` (an .npy of ``n`` rows) to ``path`` unless it is there."""
     if not path.exists():
         try:
             with atomic_path(path) as tmp:
-                _write_inputs(tmp, source, preprocess, n)
+                _write_rows(tmp, read, n, step)
         except OSError as e:  # disk full, read-only or unwritable cache folder
-            raise DataError(f"{path.parent}: cannot write the student's inputs ({e.strerror or e}); "
+            raise DataError(f"{path.parent}: cannot write {what} ({e.strerror or e}); "
                             f"free space there or use another cache folder") from e
+
+
+def _on_main(ranks, fn, *args):
+    return fn(*args) if ranks is None else ranks.on_main(fn, *args)
 
 
 def cached_inputs(root, source, preprocess, n, ranks=None):
@@ -95,11 +101,23 @@ def cached_inputs(root, source, preprocess, n, ranks=None):
     by rank 0 in a job; the other ranks wait for it)."""
     key = hashlib.sha256(f"{source.fingerprint()}|{preprocess.fingerprint()}|{n}".encode()).hexdigest()[:24]
     path = Path(root) / f"inputs-{key}.npy"
-    if ranks is None:
-        _build_inputs(path, source, preprocess, n)
-    else:
-        ranks.on_main(_build_inputs, path, source, preprocess, n)
+    _on_main(ranks, _build_rows, path, _reader(source, preprocess), n, "the student's inputs")
     return np.load(path, mmap_mode="r")
+
+
+def averaged_logits(root, tasks, passes, ranks=None):
+    """``{task: logits}`` averaged over cached teacher passes (CachedTargets, the plain
+    view's first), as read-only memmaps of .npy files under ``root`` named after the
+    passes' cache keys, in any order (written once, by rank 0 in a job)."""
+    out = {}
+    for task in tasks:
+        arrays = [p.tasks[task.name] for p in passes]
+        key = hashlib.sha256("|".join([task.name, task.kind, *sorted(p.key for p in passes)]).encode()).hexdigest()[:24]
+        path = Path(root) / f"{task.name}-{key}.npy"
+        read = (lambda start, stop, kind=task.kind, arrays=arrays: average(kind, [a[start:stop] for a in arrays]))
+        _on_main(ranks, _build_rows, path, read, len(arrays[0]), "the averaged teacher targets", AVERAGE_ROWS)
+        out[task.name] = np.load(path, mmap_mode="r")
+    return out
 
 
 def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, tap_rows="all", views=()):
@@ -135,14 +153,15 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
                       **job)
         found = cache.get_or_build(t.runner, _reader(src, prep), n, src.fingerprint(), keep_taps=every, **common)
         plain.update({task.name: found.tasks[task.name] for task in t.tasks})
+        kept = []
         if views and t.tasks and len(holdout):
-            viewed = {view.name: _view_logits(cache, t, src, prep, view, n, common)
+            viewed = {view.name: _view_targets(cache, t, src, prep, view, n, common)
                       for view in map(parse_view, dict.fromkeys(views))}
-            targets, record[t.name] = averaged_targets(t.tasks, found.tasks, viewed, holdout,
-                                                       config.training.view_agreement)
-            logits.update(targets)
-        else:
-            logits.update({task.name: found.tasks[task.name] for task in t.tasks})
+            kept, record[t.name] = kept_views(t.tasks, found.tasks, {k: v.tasks for k, v in viewed.items()},
+                                              holdout, config.training.view_agreement)
+            kept = [viewed[name] for name in kept]
+        logits.update(averaged_logits(Path(cache_root) / "averaged", t.tasks, [found, *kept], ranks) if kept else
+                      {task.name: found.tasks[task.name] for task in t.tasks})
         if every:
             taps.update({(t.name, block): found.taps[b.name] for block, b in enumerate(t.boundaries, start=1)})
         elif tap_rows is not None and t.boundaries:
@@ -159,11 +178,11 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
     return SplitData(inputs, logits, taps, labels, plain, record)
 
 
-def _view_logits(cache, teacher, source, preprocess, view, n, common):
-    """``teacher``'s cached task logits of ``source`` under ``view`` (its name in the cache key, no taps)."""
+def _view_targets(cache, teacher, source, preprocess, view, n, common):
+    """``teacher``'s cached targets of ``source`` under ``view`` (its name in the cache key; task logits only)."""
     common = {**common, "extra_key": f"{common['extra_key']}|view:{view.name}"}
     return cache.get_or_build(teacher.runner, _view_reader(source, preprocess, view), n, source.fingerprint(),
-                              keep_taps=False, **common).tasks
+                              keep_taps=False, **common)
 
 
 def _sample_reader(source, preprocess, rows):
