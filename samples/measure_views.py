@@ -9,12 +9,16 @@ The README's table ("Config format", `training`) comes from this.
 """
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 
-from toolkit.config import load_config
-from toolkit.data import split_holdout
-from toolkit.teachers import load_teachers, split_data
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's toolkit, as samples/bench.py
+
+from toolkit.config import load_config  # noqa: E402
+from toolkit.data import split_holdout  # noqa: E402
+from toolkit.teachers import load_teachers, split_data  # noqa: E402
 
 
 def f1(logits, labels):

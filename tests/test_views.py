@@ -125,6 +125,14 @@ def test_a_bad_view_name_is_one_config_error(tmp_path, assets, capsys, bad):
     assert len(result.err.strip().splitlines()) == 1
 
 
+def test_views_need_a_held_out_split(tmp_path, assets, capsys):
+    config = base_config(assets)
+    config["training"]["teacher_views"] = ["hflip"]
+    config["data"]["holdout"] = 0
+    assert_bad_input(run_cli(capsys, "plan", write_config(tmp_path, config)),
+                     "training.teacher_views: needs data.holdout > 0")
+
+
 def test_the_run_records_each_teachers_self_agreement(tmp_path, assets, capsys):
     config = load(tmp_path, assets, teacher_views=["hflip"])
     metrics = amalgamate(config, out=tmp_path / "run", cache_root=tmp_path / "cache")

@@ -24,9 +24,8 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       ValidationError, ValidationInfo, field_validator)
 
 from runtime.errors import ConfigError
-from runtime.rules import NAME, NAME_RULE
+from runtime.rules import NAME, NAME_RULE, view_name
 from toolkit.config.checks import cross_check
-from toolkit.data.views import parse_view
 
 
 def _matches(pattern: str, expected: str) -> AfterValidator:
@@ -40,7 +39,7 @@ def _matches(pattern: str, expected: str) -> AfterValidator:
 Name = Annotated[str, _matches(NAME.pattern, f"expected {NAME_RULE}")]
 Device = Annotated[str, _matches(r"cpu|cuda(:\d+)?", "expected 'cpu', 'cuda' or 'cuda:N'")]
 PosInt = Annotated[int, Field(ge=1)]
-ViewName = Annotated[str, AfterValidator(lambda v: parse_view(v).name)]  # canonical spelling
+ViewName = Annotated[str, AfterValidator(view_name)]  # canonical spelling
 
 
 class _Model(BaseModel):

@@ -7,8 +7,8 @@ same shape, before a teacher's preprocessing. Each view is deterministic (a row 
 the same view in every run), so its teacher logits are cached once.
 
 * ``hflip``: mirrored left to right;
-* ``shift:N`` (``shift`` alone: N = 2): moved by (dy, dx), each in [-N, N], drawn once
-  per row from a fixed seed, the uncovered border filled with 0 (torchvision's
+* ``shift:N`` (``shift`` alone: N = 2): moved by (dy, dx), each in [-N, N], a fixed
+  pseudo-random pick per row number, the uncovered border filled with 0 (torchvision's
   ``RandomCrop(padding=N)``).
 
 >>> x = np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3)
@@ -18,19 +18,29 @@ the same view in every run), so its teacher logits are cached once.
 
 import numpy as np
 
+from runtime.rules import view_name
+
 SHIFT_SEED = 0
-EXPECTED = "expected 'hflip' or 'shift:N' (N a whole number of pixels, 1 to 16)"
+VERSION = 2  # part of every view's cache key: bump it when a view's pixels change
 
 
 def hflip(images, rows):
     return np.ascontiguousarray(images[..., ::-1])
 
 
+def _mixed(rows):
+    """SplitMix64 of each row number: a fixed pseudo-random 64-bit word per row."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(rows, dtype=np.uint64) + np.uint64(SHIFT_SEED + 0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
 def offsets(rows, pixels):
     """(dy, dx) of each row in ``rows``, each in [-pixels, pixels]; a function of the row alone."""
     span = 2 * pixels + 1
-    drawn = np.random.default_rng(SHIFT_SEED).integers(0, span * span, size=int(np.max(rows, initial=0)) + 1)
-    code = drawn[np.asarray(rows, dtype=np.int64)]
+    code = (_mixed(rows) % np.uint64(span * span)).astype(np.int64)
     return np.stack([code // span, code % span], 1) - pixels
 
 
@@ -46,10 +56,13 @@ def shift(images, rows, pixels):
 
 class View:
     """One named view: ``view(images, rows)``; ``name`` is its canonical spelling
-    (``shift`` alone reads as ``shift:2``), part of the target cache's key."""
+    (``shift`` alone reads as ``shift:2``); ``fingerprint()`` goes into the target cache's key."""
 
     def __init__(self, name, apply):
         self.name, self.apply = name, apply
+
+    def fingerprint(self):
+        return f"{self.name}|views-v{VERSION}"
 
     def __call__(self, images, rows):
         return self.apply(images, np.asarray(rows))
@@ -59,12 +72,9 @@ class View:
 
 
 def parse_view(text) -> View:
-    """A View from its config spelling; ValueError (with :data:`EXPECTED`) otherwise."""
-    kind, sep, arg = str(text).partition(":")
-    if kind == "hflip" and not sep:
-        return View("hflip", hflip)
-    if kind == "shift":
-        pixels = int(arg) if arg.isdigit() else (2 if not sep else 0)
-        if 1 <= pixels <= 16:
-            return View(f"shift:{pixels}", lambda images, rows: shift(images, rows, pixels))
-    raise ValueError(EXPECTED)
+    """A View from its config spelling; ValueError (runtime.rules.VIEW_RULE) otherwise."""
+    name = view_name(text)
+    if name == "hflip":
+        return View(name, hflip)
+    pixels = int(name.partition(":")[2])
+    return View(name, lambda images, rows: shift(images, rows, pixels))

@@ -36,7 +36,7 @@ class SplitData:
     targets: averaged over the kept views where views are on) and ``taps[(teacher, block)]``,
     ground-truth ``labels[task]`` where known, the plain view's ``plain_logits[task]``
     (what evaluation compares with; ``logits`` when there are no views) and ``views``
-    (``{teacher: {view: {"agreement", "kept"}}}``)."""
+    (``{teacher: {view: {"agreement", "kappa", "kept"}}}``)."""
 
     inputs: np.ndarray
     logits: dict
@@ -180,7 +180,7 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
 
 def _view_targets(cache, teacher, source, preprocess, view, n, common):
     """``teacher``'s cached targets of ``source`` under ``view`` (its name in the cache key; task logits only)."""
-    common = {**common, "extra_key": f"{common['extra_key']}|view:{view.name}"}
+    common = {**common, "extra_key": f"{common['extra_key']}|view:{view.fingerprint()}"}
     return cache.get_or_build(teacher.runner, _view_reader(source, preprocess, view), n, source.fingerprint(),
                               keep_taps=False, **common)
 
