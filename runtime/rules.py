@@ -1,11 +1,14 @@
 """The rules a run's names and task specs follow, written once for every place that
 checks them: the config loader (which adds field paths), :class:`runtime.teacher.TaskSpec`
-and ``amalgam export-teacher --tasks``. Plain Python, no dependencies.
+and ``amalgam export-teacher --tasks``; and the teacher views' names
+(``training.teacher_views``, toolkit.data.views). Plain Python, no dependencies.
 
 >>> name_problem("smiling") is None
 True
 >>> name_problem("a.b")
 "expected a non-empty name without spaces, '/', '\\\\', '@' or '.', found 'a.b'"
+>>> view_name("shift"), view_name("shift:4"), view_name("hflip")
+('shift:2', 'shift:4', 'hflip')
 >>> task_problems("multiclass", slice=(2, 3))
 [('slice', 'a multiclass task takes [start, stop] with stop - start >= 2 (at least two class logits), found [2, 3]')]
 """
@@ -17,6 +20,8 @@ import re
 NAME = re.compile(r"[^\s/\\@.]+")
 NAME_RULE = "a non-empty name without spaces, '/', '\\', '@' or '.'"
 KINDS = ("binary", "multiclass")
+MAX_SHIFT = 16
+VIEW_RULE = f"'hflip' or 'shift:N' (N a whole number of pixels, 1 to {MAX_SHIFT})"
 
 
 def name_problem(name):
@@ -24,6 +29,17 @@ def name_problem(name):
     if isinstance(name, str) and NAME.fullmatch(name):
         return None
     return f"expected {NAME_RULE}, found {name!r}"
+
+
+def view_name(text):
+    """The canonical spelling of a teacher view (``shift`` alone is ``shift:2``);
+    ValueError (``expected`` and :data:`VIEW_RULE`) for any other text."""
+    kind, sep, arg = str(text).partition(":")
+    if kind == "hflip" and not sep:
+        return "hflip"
+    if kind == "shift" and (arg.isdigit() or not sep) and 1 <= int(arg or 2) <= MAX_SHIFT:
+        return f"shift:{int(arg or 2)}"
+    raise ValueError(f"expected {VIEW_RULE}")
 
 
 def task_problems(kind, index=None, slice=None, labels=None):

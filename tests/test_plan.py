@@ -39,13 +39,16 @@ def plan_json(capsys, config_path, *args):
 
 
 # float32 / float16 taps of every training row (feature hint on); without the hint, only
-# the adapter-fit sample's taps (a second, small cache per teacher)
-@pytest.mark.parametrize("tap_dtype,hint", [("float32", 0.1), ("float16", 0.1), ("float32", 0.0)])
-def test_cache_estimate_is_within_ten_percent_of_the_written_cache(tmp_path, assets, capsys, tap_dtype, hint):
+# the adapter-fit sample's taps (a second, small cache per teacher); teacher views: the
+# training split's logits once more per view
+@pytest.mark.parametrize("tap_dtype,hint,views", [("float32", 0.1, []), ("float16", 0.1, []), ("float32", 0.0, []),
+                                                  ("float32", 0.0, ["hflip", "shift:1"])])
+def test_cache_estimate_is_within_ten_percent_of_the_written_cache(tmp_path, assets, capsys, tap_dtype, hint, views):
     config = base_config(assets)
     config["data"]["eval"] = {"format": "numpy", "path": str(assets / "test.npz")}
     config["data"]["tap_dtype"] = tap_dtype
     config["training"]["hint_weight"] = hint
+    config["training"]["teacher_views"] = views
     path = write_config(tmp_path, config)
     plan = plan_json(capsys, path, "--nproc", "2")
     assert plan["images"] == {"train": 700, "eval": 300} and plan["world"] == 2
@@ -54,7 +57,8 @@ def test_cache_estimate_is_within_ten_percent_of_the_written_cache(tmp_path, ass
     loaded = load_config(path)
     teachers = load_teachers(loaded)
     assert len(plan["prefix_bytes"]) == len(teachers[0].boundaries) - 1 >= 1  # stages 2..L
-    split_data(loaded, teachers, loaded.data.train, tmp_path / "cache", progress=False, tap_rows=tap_rows(loaded))
+    split_data(loaded, teachers, loaded.data.train, tmp_path / "cache", progress=False, tap_rows=tap_rows(loaded),
+               views=views)
     split_data(loaded, teachers, loaded.data.eval, tmp_path / "cache", progress=False, tap_rows=None)
     for row in plan["teachers"]:  # teacher A's cache folder is named after its file, a.onnx
         actual = sum(folder_bytes(d) for d in (tmp_path / "cache" / "targets").glob(f"{row['name'].lower()}-*"))

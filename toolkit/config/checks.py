@@ -51,6 +51,9 @@ def cross_check(c) -> list[str]:
         if len(given) != 1:
             problems.append(f"data.labels.{key}: expected exactly one of 'class', "
                             f"'attribute', 'classes', found {given}")
+    if c.training.teacher_views and not c.data.holdout:
+        problems.append("training.teacher_views: needs data.holdout > 0 (each teacher's self-agreement "
+                        "on a view is measured on the held-out split), found data.holdout 0")
     for role, src in (("train", c.data.train), ("eval", c.data.eval)):
         if src and src.format == "idx" and src.split not in ("train", "test"):
             problems.append(f"data.{role}.split: idx data has splits 'train' and 'test', "

@@ -24,7 +24,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       ValidationError, ValidationInfo, field_validator)
 
 from runtime.errors import ConfigError
-from runtime.rules import NAME, NAME_RULE
+from runtime.rules import NAME, NAME_RULE, view_name
 from toolkit.config.checks import cross_check
 
 
@@ -39,6 +39,7 @@ def _matches(pattern: str, expected: str) -> AfterValidator:
 Name = Annotated[str, _matches(NAME.pattern, f"expected {NAME_RULE}")]
 Device = Annotated[str, _matches(r"cpu|cuda(:\d+)?", "expected 'cpu', 'cuda' or 'cuda:N'")]
 PosInt = Annotated[int, Field(ge=1)]
+ViewName = Annotated[str, AfterValidator(view_name)]  # canonical spelling
 
 
 class _Model(BaseModel):
@@ -132,6 +133,8 @@ class TrainingConfig(_Model):
     temperature: Annotated[float, Field(gt=0)] = 2.0
     binary_temperature: Annotated[float, Field(gt=0)] = 1.0
     hint_weight: Annotated[float, Field(ge=0)] = 0.1
+    teacher_views: list[ViewName] = []
+    view_agreement: Annotated[float, Field(ge=0, le=1)] = 0.95
     seed: int = 0
     device: Device = "cpu"
 

@@ -33,7 +33,7 @@ def task_rows(teachers, models, data, indices, thresholds):
     preds = {name: predict(net, data.inputs, indices) for name, net in models.items() if net is not None}
     for tg in teachers:
         for task in tg.tasks:
-            teacher_logits = np.asarray(data.logits[task.name])[indices]
+            teacher_logits = np.asarray(data.plain_logits[task.name])[indices]
             row = {"task": task.name, "teacher_name": tg.name, "kind": task.kind}
             labels = data.labels.get(task.name)
             if labels is not None:
@@ -71,6 +71,8 @@ def evaluate_run(out, config, teachers, student, kd, train, holdout_idx, evaluat
                          "ratio": params / sum(teacher_sizes.values()),
                          "ratio_largest": params / max(teacher_sizes.values())}
     metrics["excess_loss"] = {str(k): v for k, v in table.items()}
+    if train.views:  # each teacher's self-agreement per view, and whether its targets used it
+        metrics["teacher_views"] = train.views
     write_json_atomic(out / "metrics.json", metrics)
     log.write("eval", summary=metrics["summary"], params=metrics["params"])
     plot_run(out, metrics, log_path=out / "metrics.jsonl")

@@ -50,10 +50,10 @@ def decision_thresholds(rule, logits, teacher_logits, kinds):
 def net_thresholds(rule, net, data, indices, kinds):
     """A trained net's thresholds, from its and its teachers' logits on the held-out rows ``indices``."""
     logits = predict(net, data.inputs, indices)
-    return decision_thresholds(rule, logits, {t: np.asarray(data.logits[t])[indices] for t in logits}, kinds)
+    return decision_thresholds(rule, logits, {t: np.asarray(data.plain_logits[t])[indices] for t in logits}, kinds)
 
 
 def teacher_thresholds(rule, data, indices, kinds):
     """The teachers' own thresholds under the same rule, on the same held-out rows."""
-    logits = {t: np.asarray(data.logits[t])[indices] for t in kinds}
+    logits = {t: np.asarray(data.plain_logits[t])[indices] for t in kinds}
     return decision_thresholds(rule, logits, logits, kinds)

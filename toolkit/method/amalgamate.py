@@ -38,6 +38,7 @@ from toolkit.student.io import read_spec, save_student
 from toolkit.student.parts import build_branch, trunk_blocks, trunk_graphs
 from toolkit.student.targetnet import TargetNet, count_params
 from toolkit.teachers import SplitData, TeacherGraph, alignment_lines, alignment_tables, load_teachers, split_data
+from toolkit.teachers.averaged import log_views
 
 
 def prepare_run_dir(config, out, resume, overwrite):
@@ -176,7 +177,9 @@ def start_run(config, out, resume, overwrite, quiet, cache_root, ranks):
         ctx.log.say(line)
     ctx.log.write("alignment", teachers=alignment_tables(teachers))
     progress = not log.quiet
-    train = split_data(config, teachers, config.data.train, cache_root, progress, ranks, tap_rows(config))
+    train = split_data(config, teachers, config.data.train, cache_root, progress, ranks, tap_rows(config),
+                       t.teacher_views)
+    log_views(ctx.log, train.views, t.view_agreement)
     evaluation = split_data(config, teachers, config.data.eval, cache_root, progress, ranks, tap_rows=None) \
         if config.data.eval else None
     train_idx, holdout_idx = split_holdout(len(train), config.data.holdout, t.seed)

@@ -67,7 +67,7 @@ def _timed(fn, repeats=2):
 def _teacher_row(t, source, config, splits):
     """Cache bytes of one teacher, as ``split_data`` keeps them: logits of every row;
     taps of every training row with the feature hint, else of the adapter-fit sample;
-    no taps for the evaluation split."""
+    no taps for the evaluation split; the training split's logits once more per teacher view."""
     prep = preprocess_of(t.config)
     x = prep(source.images(np.arange(min(SAMPLE, len(source)))))
     out = t.runner.run(x)
@@ -82,6 +82,7 @@ def _teacher_row(t, source, config, splits):
         sample = min(FIT_SAMPLES, len(split_holdout(splits["train"], config.data.holdout)[0])) if tapped else 0
         logit_bytes = array_bytes(n, logits, tasks) + array_bytes(sample, logits, tasks)
         tap_bytes = array_bytes(sample, taps, tapped)
+    logit_bytes += len(config.training.teacher_views) * array_bytes(splits["train"], logits, tasks)  # a pass per view
     per_image = _timed(lambda: t.runner.run(x)) / len(x)
     return {"name": t.name, "logits_bytes": logit_bytes, "taps_bytes": tap_bytes, "bytes": logit_bytes + tap_bytes,
             "seconds_per_image": per_image}
@@ -135,7 +136,8 @@ def make_plan(config, world=1):
     epochs = len(prefix_rows) * t.epochs_per_block + t.finetune_epochs
     if config.baseline.kd:
         epochs += config.baseline.epochs or epochs
-    targets = sum(r["seconds_per_image"] for r in rows) * sum(splits.values()) / world
+    images = sum(splits.values()) + len(t.teacher_views) * n  # each view: one more pass over the training split
+    targets = sum(r["seconds_per_image"] for r in rows) * images / world
     training = step * n * (1 - config.data.holdout) * epochs / world
     return Plan(splits, rows, inputs, [n * r + NPY_HEADER for r in prefix_rows[:-1]], trunk, student,
                 {"targets": targets, "training": training, "total": targets + training}, world)

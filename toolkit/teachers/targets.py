@@ -5,6 +5,12 @@ One ONNX Runtime pass per teacher over a dataset fills the target cache
 inputs are the images preprocessed as the reference teacher wants them, cached
 the same way. Everything here is keyed by content, so a second run, or the KD
 baseline, reuses it.
+
+With ``training.teacher_views``, each view's task logits are one more cached pass per
+teacher (the view's name in the cache key), and the training split's ``logits`` are
+averaged over the views each teacher agrees with itself on (toolkit.teachers.averaged),
+written once to an .npy named after the averaged passes' cache keys and memory-mapped;
+its ``plain_logits`` keep the plain view's, for evaluation. Taps stay the plain view's.
 """
 
 import hashlib
@@ -16,20 +22,32 @@ import numpy as np
 from runtime.cache import TargetCache
 from runtime.errors import DataError
 from runtime.files import atomic_path
-from toolkit.data import Preprocess, eval_labels, open_source
+from toolkit.data import Preprocess, eval_labels, open_source, split_holdout
+from toolkit.data.views import parse_view
+from toolkit.teachers.averaged import average, kept_views
 
 BATCH = 256
+AVERAGE_ROWS = 8192  # rows averaged at a time
 
 
 @dataclass
 class SplitData:
-    """One split: ``inputs`` (n, ...) for the student, teacher ``logits[task]`` and
-    ``taps[(teacher, block)]``, and ground-truth ``labels[task]`` where known."""
+    """One split: ``inputs`` (n, ...) for the student, teacher ``logits[task]`` (the
+    targets: averaged over the kept views where views are on) and ``taps[(teacher, block)]``,
+    ground-truth ``labels[task]`` where known, the plain view's ``plain_logits[task]``
+    (what evaluation compares with; ``logits`` when there are no views) and ``views``
+    (``{teacher: {view: {"agreement", "kappa", "kept"}}}``)."""
 
     inputs: np.ndarray
     logits: dict
     taps: dict = field(default_factory=dict)
     labels: dict = field(default_factory=dict)
+    plain_logits: dict | None = None
+    views: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.plain_logits is None:
+            self.plain_logits = self.logits
 
     def __len__(self):
         return len(self.inputs)
@@ -45,28 +63,37 @@ def _reader(source, preprocess):
     return lambda start, stop: preprocess(source.images(np.arange(start, stop)))
 
 
-def _write_inputs(path, source, preprocess, n):
-    """An .npy of the preprocessed inputs, written through the file (a full disk is an
-    OSError here, where writing through a memory map would be a SIGBUS)."""
+def _view_reader(source, preprocess, view):
+    """``read(start, stop)``: rows ``[start, stop)`` of ``source`` under ``view``, preprocessed."""
+    return lambda start, stop: preprocess(view(source.images(np.arange(start, stop)), np.arange(start, stop)))
+
+
+def _write_rows(path, read, n, step=BATCH):
+    """An .npy of float32 rows ``read(start, stop)``, written through the file, ``step``
+    rows at a time (a full disk is an OSError here, where writing through a memory map
+    would be a SIGBUS)."""
     with open(path, "wb") as f:
-        read = _reader(source, preprocess)
-        for start in range(0, n, BATCH):
-            batch = read(start, min(n, start + BATCH))
+        for start in range(0, n, step):
+            batch = read(start, min(n, start + step))
             if start == 0:
                 np.lib.format.write_array_header_1_0(
                     f, {"descr": "<f4", "fortran_order": False, "shape": (n, *batch.shape[1:])})
             f.write(np.ascontiguousarray(batch, dtype="<f4").data)
 
 
-def _build_inputs(path, source, preprocess, n):
-    """Write the student's inputs to ``path`` unless they are there."""
+def _build_rows(path, read, n, what, step=BATCH):
+    """Write ``what`` (an .npy of ``n`` rows) to ``path`` unless it is there."""
     if not path.exists():
         try:
             with atomic_path(path) as tmp:
-                _write_inputs(tmp, source, preprocess, n)
+                _write_rows(tmp, read, n, step)
         except OSError as e:  # disk full, read-only or unwritable cache folder
-            raise DataError(f"{path.parent}: cannot write the student's inputs ({e.strerror or e}); "
+            raise DataError(f"{path.parent}: cannot write {what} ({e.strerror or e}); "
                             f"free space there or use another cache folder") from e
+
+
+def _on_main(ranks, fn, *args):
+    return fn(*args) if ranks is None else ranks.on_main(fn, *args)
 
 
 def cached_inputs(root, source, preprocess, n, ranks=None):
@@ -74,14 +101,26 @@ def cached_inputs(root, source, preprocess, n, ranks=None):
     by rank 0 in a job; the other ranks wait for it)."""
     key = hashlib.sha256(f"{source.fingerprint()}|{preprocess.fingerprint()}|{n}".encode()).hexdigest()[:24]
     path = Path(root) / f"inputs-{key}.npy"
-    if ranks is None:
-        _build_inputs(path, source, preprocess, n)
-    else:
-        ranks.on_main(_build_inputs, path, source, preprocess, n)
+    _on_main(ranks, _build_rows, path, _reader(source, preprocess), n, "the student's inputs")
     return np.load(path, mmap_mode="r")
 
 
-def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, tap_rows="all"):
+def averaged_logits(root, tasks, passes, ranks=None):
+    """``{task: logits}`` averaged over cached teacher passes (CachedTargets, the plain
+    view's first), as read-only memmaps of .npy files under ``root`` named after the
+    passes' cache keys, in any order (written once, by rank 0 in a job)."""
+    out = {}
+    for task in tasks:
+        arrays = [p.tasks[task.name] for p in passes]
+        key = hashlib.sha256("|".join([task.name, task.kind, *sorted(p.key for p in passes)]).encode()).hexdigest()[:24]
+        path = Path(root) / f"{task.name}-{key}.npy"
+        read = (lambda start, stop, kind=task.kind, arrays=arrays: average(kind, [a[start:stop] for a in arrays]))
+        _on_main(ranks, _build_rows, path, read, len(arrays[0]), "the averaged teacher targets", AVERAGE_ROWS)
+        out[task.name] = np.load(path, mmap_mode="r")
+    return out
+
+
+def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, tap_rows="all", views=()):
     """SplitData of one source (``config.data.train`` or ``.eval``) for all teachers.
 
     ``tap_rows``: which rows' block features (taps) the run uses and the cache keeps:
@@ -91,7 +130,11 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
     :class:`SampledRows`). Task logits are always kept for every row.
 
     ``ranks`` (a ``toolkit.dist.Ranks``, or None alone): in a job, each rank computes its
-    share of the target chunks and rank 0 writes the student's inputs."""
+    share of the target chunks and rank 0 writes the student's inputs.
+
+    ``views``: view names (``training.teacher_views``, the training split alone); each
+    teacher's targets are averaged over those it agrees with itself on, measured on
+    the held-out rows (``data.holdout``, ``training.seed``) against ``training.view_agreement``."""
     reference = next(t for t in teachers if t.name == config.student.reference)
     ref_p = reference.config.preprocess
     source = open_source(spec, ref_p.size, ref_p.channels, config.data.on_corrupt)
@@ -101,7 +144,8 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
                                     "broadcast": ranks.broadcast}
     every = isinstance(tap_rows, str) and tap_rows == "all"
     tap_rows = tap_rows(n) if callable(tap_rows) else tap_rows
-    logits, taps = {}, {}
+    logits, taps, plain, record = {}, {}, {}, {}
+    holdout = split_holdout(n, config.data.holdout, config.training.seed)[1]
     for t in teachers:
         prep = preprocess_of(t.config)
         src = source if (prep.size, prep.channels) == (tuple(ref_p.size), ref_p.channels) else \
@@ -109,8 +153,16 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
         common = dict(extra_key=prep.fingerprint(), progress=progress, batch=BATCH, tap_dtype=config.data.tap_dtype,
                       **job)
         found = cache.get_or_build(t.runner, _reader(src, prep), n, src.fingerprint(), keep_taps=every, **common)
-        for task in t.tasks:
-            logits[task.name] = found.tasks[task.name]
+        plain.update({task.name: found.tasks[task.name] for task in t.tasks})
+        kept = []
+        if views and t.tasks and len(holdout):
+            viewed = {view.name: _view_targets(cache, t, src, prep, view, n, common)
+                      for view in map(parse_view, dict.fromkeys(views))}
+            kept, record[t.name] = kept_views(t.tasks, found.tasks, {k: v.tasks for k, v in viewed.items()},
+                                              holdout, config.training.view_agreement)
+            kept = [viewed[name] for name in kept]
+        logits.update(averaged_logits(Path(cache_root) / "averaged", t.tasks, [found, *kept], ranks) if kept else
+                      {task.name: found.tasks[task.name] for task in t.tasks})
         if every:
             taps.update({(t.name, block): found.taps[b.name] for block, b in enumerate(t.boundaries, start=1)})
         elif tap_rows is not None and t.boundaries:
@@ -124,7 +176,14 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
     labels = {}
     if source.labels() is not None:  # data.labels rules, else each task's label of its own name
         labels = eval_labels(source, config.data.labels, list(logits))
-    return SplitData(inputs, logits, taps, labels)
+    return SplitData(inputs, logits, taps, labels, plain, record)
+
+
+def _view_targets(cache, teacher, source, preprocess, view, n, common):
+    """``teacher``'s cached targets of ``source`` under ``view`` (its name in the cache key; task logits only)."""
+    common = {**common, "extra_key": f"{common['extra_key']}|view:{view.fingerprint()}"}
+    return cache.get_or_build(teacher.runner, _view_reader(source, preprocess, view), n, source.fingerprint(),
+                              keep_taps=False, **common)
 
 
 def _sample_reader(source, preprocess, rows):
