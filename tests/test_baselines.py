@@ -127,3 +127,25 @@ def test_a_typo_is_one_config_error_line(tmp_path, key, value):
         load_config(path, [f"baseline.{key}={value}"])
     message = str(e.value)
     assert "\n" not in message and f"baseline.{key}: expected a valid boolean" in message, message
+
+
+def test_autoencoder_start_is_the_best_linear_one():
+    """The PCA start reconstructs features of rank <= the code width exactly, and a narrower
+    code keeps the top components: its error is the variance left in the others."""
+    import torch
+    from torch import nn
+
+    from toolkit.method.feature_baselines import fit_autoencoder
+
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(3, 10, generator=g) * torch.tensor([[3.0], [2.0], [1.0]])
+    pixels = torch.randn(8 * 5 * 5, 3, generator=g) @ basis + 4.0  # rank 3, off-centre
+    features = pixels.reshape(8, 5, 5, 10).permute(0, 3, 1, 2)
+    for width in (4, 2):
+        encoder, decoder = nn.Conv2d(10, width, 1), nn.Conv2d(width, 10, 1)
+        fit_autoencoder(encoder, decoder, features)
+        with torch.no_grad():
+            error = (decoder(encoder(features)) - features).pow(2).sum(1).mean()
+        left = torch.linalg.svdvals(pixels - pixels.mean(0))[width:].pow(2).sum() / len(pixels)
+        assert float(error) == pytest.approx(float(left), abs=1e-3)
+        assert width == 2 or float(error) < 1e-3
