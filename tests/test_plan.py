@@ -39,16 +39,20 @@ def plan_json(capsys, config_path, *args):
 
 
 # float32 / float16 taps of every training row (feature hint on); without the hint, only
-# the adapter-fit sample's taps (a second, small cache per teacher); teacher views: the
-# training split's logits once more per view
-@pytest.mark.parametrize("tap_dtype,hint,views", [("float32", 0.1, []), ("float16", 0.1, []), ("float32", 0.0, []),
-                                                  ("float32", 0.0, ["hflip", "shift:1"])])
-def test_cache_estimate_is_within_ten_percent_of_the_written_cache(tmp_path, assets, capsys, tap_dtype, hint, views):
+# the adapter-fit sample's taps (a second, small cache per teacher), unless a feature
+# baseline is on: it reads every row's taps too; teacher views: the training split's
+# logits once more per view
+@pytest.mark.parametrize("tap_dtype,hint,baseline,views", [
+    ("float32", 0.1, {}, []), ("float16", 0.1, {}, []), ("float32", 0.0, {}, []),
+    ("float32", 0.0, {"cfl": True}, []), ("float32", 0.0, {}, ["hflip", "shift:1"])])
+def test_cache_estimate_is_within_ten_percent_of_the_written_cache(tmp_path, assets, capsys, tap_dtype, hint,
+                                                                   baseline, views):
     config = base_config(assets)
     config["data"]["eval"] = {"format": "numpy", "path": str(assets / "test.npz")}
     config["data"]["tap_dtype"] = tap_dtype
     config["training"]["hint_weight"] = hint
     config["training"]["teacher_views"] = views
+    config["baseline"].update(baseline)
     path = write_config(tmp_path, config)
     plan = plan_json(capsys, path, "--nproc", "2")
     assert plan["images"] == {"train": 700, "eval": 300} and plan["world"] == 2
@@ -64,6 +68,18 @@ def test_cache_estimate_is_within_ten_percent_of_the_written_cache(tmp_path, ass
         actual = sum(folder_bytes(d) for d in (tmp_path / "cache" / "targets").glob(f"{row['name'].lower()}-*"))
         assert abs(row["bytes"] - actual) <= 0.1 * actual, (row, actual)
     assert abs(plan["inputs_bytes"] - folder_bytes(tmp_path / "cache" / "inputs")) <= 0.1 * plan["inputs_bytes"]
+
+
+def test_only_a_feature_baseline_makes_the_plan_count_every_rows_taps(tmp_path, assets, capsys):
+    config = base_config(assets)
+    config["training"]["hint_weight"] = 0.0
+    taps = {}
+    for name in ("kd", "layerwise_ka"):
+        config["baseline"] = {name: True}
+        plan = plan_json(capsys, write_config(tmp_path, config, f"{name}.yaml"))
+        taps[name] = sum(r["taps_bytes"] for r in plan["teachers"])
+    # every one of the 700 training rows' taps, against the adapter-fit sample's (the 525 rows outside the holdout)
+    assert taps["layerwise_ka"] == pytest.approx(taps["kd"] * 700 / 525, rel=0.05)
 
 
 def test_plan_prints_a_table(tmp_path, assets, capsys):

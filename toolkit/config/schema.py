@@ -154,7 +154,10 @@ class EvaluationConfig(_Model):
 
 class BaselineConfig(_Model):
     kd: bool = True
+    layerwise_ka: bool = False
+    cfl: bool = False
     epochs: PosInt | None = None
+    feature_weight: Annotated[float, Field(ge=0)] = 1.0
 
 
 class Config(_Model):

@@ -1,9 +1,9 @@
-"""Metrics of a finished run: the student (and KD baseline) against the teachers.
+"""Metrics of a finished run: the student (and the baselines) against the teachers.
 
 * held-out part of the unlabeled training data: agreement with each task's
   teacher (same decision at logit 0 / same argmax);
 * labeled evaluation data, where given: accuracy, F1 (and average precision for
-  binary tasks) per task for the student, the baseline and the teacher on its own
+  binary tasks) per task for the student, each baseline and the teacher on its own
   task, plus agreement. F1 and accuracy use each model's decision thresholds, all
   set by one rule (``evaluation.threshold``, toolkit.eval.thresholds).
 
@@ -48,11 +48,13 @@ def task_rows(teachers, models, data, indices, thresholds):
     return rows
 
 
-def evaluate_run(out, config, teachers, student, kd, train, holdout_idx, evaluation, teacher_sizes, table, log,
-                 thresholds):
-    """``thresholds``: the student's and the KD baseline's decision thresholds (as in their specs);
-    the teachers' are set here by the same rule (toolkit.eval.thresholds)."""
-    models = {"student": student, "kd": kd}
+def evaluate_run(out, config, teachers, student, baselines, train, holdout_idx, evaluation, teacher_sizes, table,
+                 log, thresholds):
+    """``baselines``: ``{name: net}`` of the baselines trained (``kd``, ``layerwise_ka``, ``cfl``), each
+    scored under its name; ``thresholds``: the student's and each baseline's decision thresholds (as
+    in their specs); the teachers' are set here by the same rule (toolkit.eval.thresholds). The
+    summary always has a ``kd`` entry (all None when KD is off)."""
+    models = {"student": student, **baselines}
     rule = config.evaluation.threshold
     kinds = {task.name: task.kind for tg in teachers for task in tg.tasks}
     thresholds = {**thresholds, "teacher": teacher_thresholds(rule, train, holdout_idx, kinds)}
@@ -63,7 +65,7 @@ def evaluate_run(out, config, teachers, student, kd, train, holdout_idx, evaluat
     rows = metrics.get("eval") or metrics["holdout"]
     metrics["summary"] = {
         model: {key: _mean(rows, model, key) for key in ("agreement", "accuracy", "f1", "ap")}
-        for model in ("student", "kd", "teacher")
+        for model in ("student", *dict.fromkeys(["kd", *baselines]), "teacher")
     }
     params = count_params(student)
     metrics["params"] = {"student": params, "teachers": sum(teacher_sizes.values()),

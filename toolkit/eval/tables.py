@@ -20,24 +20,42 @@ def markdown(header, rows):
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
+BASELINE_LABELS = {"kd": "KD", "layerwise_ka": "LW-KA", "cfl": "CFL"}  # metrics.json key -> column label
+
+
+def _baselines(rows):
+    """The baselines a run's rows score: KD always (its columns read "-" when it is off), the others if trained."""
+    return [m for m in BASELINE_LABELS if m == "kd" or any(m in r for r in rows)]
+
+
 def run_task_table(rows):
-    """A run's metrics per task: teacher F1, student F1 / agreement, KD F1 / agreement."""
+    """A run's metrics per task: teacher F1, student F1 / agreement, each baseline's F1 / agreement."""
+    baselines = _baselines(rows)
     body = []
     for r in rows:
-        t, s, k = r.get("teacher") or {}, r.get("student") or {}, r.get("kd") or {}
-        body.append([r["task"], r["teacher_name"], cell(t.get("f1")), cell(s.get("f1")), cell(s.get("agreement")),
-                     cell(k.get("f1")), cell(k.get("agreement"))])
-    return markdown(["task", "teacher", "teacher F1", "student F1", "student agree", "KD F1", "KD agree"], body)
+        t, s = r.get("teacher") or {}, r.get("student") or {}
+        line = [r["task"], r["teacher_name"], cell(t.get("f1")), cell(s.get("f1")), cell(s.get("agreement"))]
+        for m in baselines:
+            b = r.get(m) or {}
+            line += [cell(b.get("f1")), cell(b.get("agreement"))]
+        body.append(line)
+    header = ["task", "teacher", "teacher F1", "student F1", "student agree"]
+    for m in baselines:
+        header += [f"{BASELINE_LABELS[m]} F1", f"{BASELINE_LABELS[m]} agree"]
+    return markdown(header, body)
 
 
 def run_summary(metrics):
     """What `amalgam amalgamate` prints: the task table, mean F1 and agreement, sizes."""
     s, p = metrics["summary"], metrics["params"]
+    rows = metrics.get("eval") or metrics["holdout"]
+    baselines = [m for m in _baselines(rows) if m in s]
+    f1 = ", ".join(f"{BASELINE_LABELS[m]} {cell(s[m]['f1'])}" for m in baselines)
+    agree = ", ".join(f"{BASELINE_LABELS[m]} {cell(s[m]['agreement'])}" for m in baselines)
     return "\n".join([
-        run_task_table(metrics.get("eval") or metrics["holdout"]), "",
-        f"mean F1: teachers {cell(s['teacher']['f1'])}, student {cell(s['student']['f1'])}, "
-        f"KD {cell(s['kd']['f1'])}; mean agreement: student {cell(s['student']['agreement'])}, "
-        f"KD {cell(s['kd']['agreement'])}",
+        run_task_table(rows), "",
+        f"mean F1: teachers {cell(s['teacher']['f1'])}, student {cell(s['student']['f1'])}, {f1}; "
+        f"mean agreement: student {cell(s['student']['agreement'])}, {agree}",
         f"params: student {p['student']:,} vs teachers {p['teachers']:,} ({p['ratio']:.2f}x; "
         f"{p['ratio_largest']:.2f}x the largest)"])
 

@@ -5,7 +5,9 @@
 3. branch-out: each task's branch point, from the held-out excess loss table
    (toolkit.method.branching), or fixed by the config;
 4. fine-tune of the assembled TargetNet end to end (toolkit.method.endtoend);
-then the multi-teacher KD baseline on the same architecture, and the metrics.
+then the baselines the config switches on, each on the same final architecture
+(multi-teacher KD; layer-wise feature amalgamation; common feature learning:
+toolkit.method.feature_baselines), and the metrics.
 """
 
 import copy
@@ -32,6 +34,8 @@ from toolkit.eval.thresholds import net_thresholds, teacher_thresholds
 from toolkit.method.blockwise import FIT_SAMPLES, PrefixFeatures, train_stage
 from toolkit.method.branching import auto_branch_points, branch_table, candidates, size_limit
 from toolkit.method.endtoend import fit_net_adapters, train_end_to_end
+from toolkit.method.feature_baselines import (check_feature_baselines, enabled_baselines, feature_loss,
+                                              needs_every_tap)
 from toolkit.method.loop import LoopContext, seed_phase
 from toolkit.runlog import RunLog
 from toolkit.student.io import read_spec, save_student
@@ -124,7 +128,7 @@ def assemble_student(blocks, stage_branches, points, teachers, task_order):
 
 
 def fresh_like(net, graphs, trunk, init, seed, width=1.0):
-    """The same architecture, freshly initialised (the KD baseline's start)."""
+    """The same architecture, freshly initialised (every baseline's start)."""
     torch.manual_seed(seed)
     blocks = trunk_blocks(trunk[: len(net.trunk)], init, width, seed)
     branches = {}
@@ -153,9 +157,10 @@ class Run:
 
 def tap_rows(config):
     """The training rows whose teacher features the run uses: every row with the feature
-    hint, else only the adapter-fit sample (the first FIT_SAMPLES training indices)."""
+    hint or a feature baseline, else only the adapter-fit sample (the first FIT_SAMPLES
+    training indices)."""
     t = config.training
-    if t.hint_weight:
+    if needs_every_tap(config):
         return "all"
     return lambda n: split_holdout(n, config.data.holdout, t.seed)[0][:FIT_SAMPLES]
 
@@ -171,6 +176,7 @@ def start_run(config, out, resume, overwrite, quiet, cache_root, ranks):
     where = teacher_device(t.device, ranks.local_rank)
     threads = threads_for_rank(ranks.local_world) if ranks.world > 1 and where == "cpu" else None
     teachers = load_teachers(config, where, threads)
+    check_feature_baselines(config, teachers)
     ctx.log.say(f"teachers: {', '.join(f'{tg.name} ({len(tg.boundaries)} blocks)' for tg in teachers)}; "
                 f"ONNX Runtime on {where}" + (f" ({threads} threads)" if threads else ""))
     for line in alignment_lines(teachers, config.student.reference):
@@ -221,20 +227,24 @@ def branch_out(run, blocks, stage_parts, table, sizes):
     return points
 
 
-def train_baseline(run, student, graphs, info):
-    """Multi-teacher KD on the student's final architecture, from a fresh start, same epochs."""
+def train_baseline(run, student, graphs, info, name):
+    """Baseline ``name`` (toolkit.method.feature_baselines.BASELINES) on the student's final
+    architecture, from the same fresh start for every baseline, for the same epochs; saved
+    under ``run/<name>`` with its held-out thresholds. Its feature loss modules, if any, are
+    training-only: not part of the saved net."""
     config, ctx = run.config, run.ctx
     t = ctx.training
     epochs = config.baseline.epochs or len(run.trunk) * t.epochs_per_block + t.finetune_epochs
-    seed_phase(ctx, "kd")
-    kd = fresh_like(student, graphs, run.trunk, config.student.init, t.seed + 100, config.student.width)
-    kd = kd.to(ctx.device)
-    fit_net_adapters(kd, run.train, run.train_idx, ctx.device)
-    kd = train_end_to_end(ctx, "kd", kd, run.train, run.train_idx, epochs, run.holdout_idx)
+    seed_phase(ctx, name)
+    net = fresh_like(student, graphs, run.trunk, config.student.init, t.seed + 100, config.student.width)
+    net = net.to(ctx.device)
+    fit_net_adapters(net, run.train, run.train_idx, ctx.device)
+    aux = feature_loss(name, net, run.train, run.train_idx, run.teachers, config.baseline.feature_weight, ctx.device)
+    net = train_end_to_end(ctx, name, net, run.train, run.train_idx, epochs, run.holdout_idx, aux)
     if ctx.ranks.is_main:
-        save_student(kd, {"trunk": run.trunk, "branches": graphs}, run.out / "kd",
-                     {**info, "thresholds": held_out_thresholds(run, kd)})
-    return kd
+        save_student(net, {"trunk": run.trunk, "branches": graphs}, run.out / name,
+                     {**info, "thresholds": held_out_thresholds(run, net)})
+    return net
 
 
 def held_out_thresholds(run, net):
@@ -244,7 +254,7 @@ def held_out_thresholds(run, net):
 
 
 def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cache_root=None, ranks=None):
-    """The four steps and the baseline into the run dir; returns the metrics (on rank 0
+    """The four steps and the baselines into the run dir; returns the metrics (on rank 0
     of a torchrun job; the other ranks train with it and return None)."""
     out = Path(out or config.output)
     cache_root = Path(cache_root or out.parent / ".cache")
@@ -261,13 +271,13 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     if ranks.is_main:
         save_student(student, {"trunk": run.trunk, "branches": graphs}, run.out / "student",
                      {**info, "thresholds": thresholds["student"]})
-    kd = train_baseline(run, student, graphs, info) if config.baseline.kd else None
+    baselines = {name: train_baseline(run, student, graphs, info, name) for name in enabled_baselines(config)}
     if not ranks.is_main:
         return None
-    if kd is not None:
-        thresholds["kd"] = read_spec(run.out / "kd")["thresholds"]
-    return evaluate_run(run.out, config, run.teachers, student, kd, run.train, run.holdout_idx, run.evaluation,
-                        sizes, table, run.ctx.log, thresholds)
+    for name in baselines:
+        thresholds[name] = read_spec(run.out / name)["thresholds"]
+    return evaluate_run(run.out, config, run.teachers, student, baselines, run.train, run.holdout_idx,
+                        run.evaluation, sizes, table, run.ctx.log, thresholds)
 
 
 def amalgamate_job(config, out=None, resume=False, overwrite=False, quiet=False, cache_root=None):

@@ -1,11 +1,12 @@
 """End-to-end training of an assembled TargetNet on the teachers' outputs.
 
-Used twice: the fine-tune (METHOD.md, step 4: all layers trainable, branches
-included, the same output losses) and the multi-teacher KD baseline (the same
+Used for the fine-tune (METHOD.md, step 4: all layers trainable, branches
+included, the same output losses) and the baselines: multi-teacher KD (the same
 final architecture trained end to end from the start, as KamalEngine and
-torchdistill do), so that one command compares the two under one harness.
+torchdistill do) and the feature baselines, which add a training-only feature loss
+(toolkit.method.feature_baselines), so that one command compares them under one harness.
 
-Both keep the epoch that agrees best with the teachers on the held-out part of
+Each keeps the epoch that agrees best with the teachers on the held-out part of
 the unlabeled training split (lower excess loss breaks a tie); the labeled
 evaluation data never chooses anything.
 """
@@ -96,27 +97,41 @@ class BestEpoch:
             restore(load_checkpoint(self.path), {"net": net})
 
 
-def train_end_to_end(ctx, phase, net, data, indices, epochs, holdout=None):
+def train_end_to_end(ctx, phase, net, data, indices, epochs, holdout=None, aux=None):
     """Train ``net`` end to end; with ``holdout`` (indices of the held-out split), keep the
-    epoch that agrees best with the teachers there (never a labeled split)."""
+    epoch that agrees best with the teachers there (never a labeled split).
+
+    ``aux``: a feature baseline's training-only loss module
+    (toolkit.method.feature_baselines.FeatureLoss): it trains beside ``net`` (checkpointed
+    with it, not part of it), its loss on the trunk's block outputs adds to the output
+    losses, and its terms' epoch means go to the run log (``feature_loss`` records)."""
     training, device = ctx.training, ctx.device
     net = unfreeze(net.to(device))
     kinds = task_kinds(net)
     best = BestEpoch(ctx.checkpoints / f"{phase}.best.pt", ctx.resume, ctx.ranks.is_main)
+    choose = holdout is not None and len(holdout) > 0
 
     def step(idx):
-        out = net.forward_dict(to_tensor(data.inputs, idx, device))
-        return sum(task_loss(kinds[name], logits, to_tensor(data.logits[name], idx, device),
-                             training) for name, logits in out.items())
+        features = None if aux is None else []
+        out = net.forward_dict(to_tensor(data.inputs, idx, device), features)
+        loss = sum(task_loss(kinds[name], logits, to_tensor(data.logits[name], idx, device), training)
+                   for name, logits in out.items())
+        return loss if aux is None else loss + aux(idx, features)
 
     def after_epoch(epoch):
-        agree, excess = heldout_fit(net, data, holdout, device)
-        ctx.log.write("heldout", phase=phase, epoch=epoch, agreement=agree, excess=excess)
-        best.offer(epoch, agree, excess, net)
+        if aux is not None:
+            ctx.log.write("feature_loss", phase=phase, epoch=epoch, **aux.epoch_means())
+        if choose:
+            agree, excess = heldout_fit(net, data, holdout, device)
+            ctx.log.write("heldout", phase=phase, epoch=epoch, agreement=agree, excess=excess)
+            best.offer(epoch, agree, excess, net)
 
-    choose = holdout is not None and len(holdout) > 0
-    run_phase(ctx, Phase(phase, {"net": net}, param_groups(net, training.head_lr_mult), step, epochs,
-                         after_epoch=after_epoch if choose else None), indices)
+    modules, groups = {"net": net}, param_groups(net, training.head_lr_mult)
+    if aux is not None:
+        modules["aux"] = aux
+        groups.append((list(aux.parameters()), 1.0))
+    run_phase(ctx, Phase(phase, modules, groups, step, epochs,
+                         after_epoch=after_epoch if choose or aux is not None else None), indices)
     if choose:
         best.restore(net)
         ctx.log.write("checkpoint", phase=phase, epoch=best.epoch)

@@ -4,13 +4,14 @@
 * target-cache bytes per teacher: each teacher runs once on a sample batch, which
   gives its row sizes (task logits in float32, taps in ``data.tap_dtype``); the
   cache holds the logits of every image of both splits and the taps the run uses
-  (every training image with the feature hint, else the adapter-fit sample), in
-  chunks of ``runtime.cache``;
+  (every training image with the feature hint or a feature baseline, else the
+  adapter-fit sample), in chunks of ``runtime.cache``;
 * the student's cached inputs, and the frozen-prefix bytes of each stage (stage
   ``l`` reads blocks ``1..l-1``'s output over the training images, kept on disk);
 * student params: the trunk, and the trunk plus every teacher's branch after the
   last block (the most shared student branch-out can pick);
-* a time estimate: the teachers' target pass and the student's epochs, scaled from
+* a time estimate: the teachers' target pass and the student's epochs (and each
+  baseline's, as many again or ``baseline.epochs``), scaled from
   timed passes over the sample and divided by the job's world size (an estimate:
   the real rate depends on I/O and on the other stage parts).
 """
@@ -25,6 +26,7 @@ import torch
 from runtime.cache import CHUNK_BATCHES, chunk_rows
 from toolkit.data import open_source, split_holdout
 from toolkit.method.blockwise import FIT_SAMPLES
+from toolkit.method.feature_baselines import enabled_baselines, needs_every_tap
 from toolkit.student.infer import to_tensor
 from toolkit.student.parts import make_branch, trunk_blocks, trunk_graphs
 from toolkit.student.targetnet import count_params
@@ -66,8 +68,9 @@ def _timed(fn, repeats=2):
 
 def _teacher_row(t, source, config, splits):
     """Cache bytes of one teacher, as ``split_data`` keeps them: logits of every row;
-    taps of every training row with the feature hint, else of the adapter-fit sample;
-    no taps for the evaluation split; the training split's logits once more per teacher view."""
+    taps of every training row with the feature hint or a feature baseline, else of the
+    adapter-fit sample; no taps for the evaluation split; the training split's logits once
+    more per teacher view."""
     prep = preprocess_of(t.config)
     x = prep(source.images(np.arange(min(SAMPLE, len(source)))))
     out = t.runner.run(x)
@@ -75,7 +78,7 @@ def _teacher_row(t, source, config, splits):
     taps = sum(v[:1].astype(config.data.tap_dtype).nbytes for v in out.taps.values())
     tasks, tapped = len(out.tasks), len(out.taps)
     n = sum(splits.values())
-    if config.training.hint_weight:
+    if needs_every_tap(config):
         logit_bytes = array_bytes(n, logits, tasks)
         tap_bytes = array_bytes(splits["train"], taps, tapped)
     else:
@@ -134,8 +137,7 @@ def make_plan(config, world=1):
     inputs = sum(splits.values()) * x_np[:1].nbytes + len(splits) * NPY_HEADER
     t = config.training
     epochs = len(prefix_rows) * t.epochs_per_block + t.finetune_epochs
-    if config.baseline.kd:
-        epochs += config.baseline.epochs or epochs
+    epochs += len(enabled_baselines(config)) * (config.baseline.epochs or epochs)
     images = sum(splits.values()) + len(t.teacher_views) * n  # each view: one more pass over the training split
     targets = sum(r["seconds_per_image"] for r in rows) * images / world
     training = step * n * (1 - config.data.holdout) * epochs / world

@@ -31,13 +31,18 @@ class Adapter(nn.Module):
         self.nhwc = target_layout == "NHWC"
 
     def resize(self, h):
-        if h.shape[-2:] != (self.height, self.width):
-            h = F.interpolate(h, size=(self.height, self.width), mode="bilinear", align_corners=False)
-        return h
+        return resize_to(h, (self.height, self.width))
 
     def forward(self, h):
         h = self.project(self.resize(h))
         return h.permute(0, 2, 3, 1) if self.nhwc else h
+
+
+def resize_to(h, size):
+    """An NCHW feature at spatial ``size`` (H, W): bilinear where it differs, else as it is."""
+    if tuple(h.shape[-2:]) != tuple(size):
+        h = F.interpolate(h, size=tuple(size), mode="bilinear", align_corners=False)
+    return h
 
 
 def needs_adapter(source_shape, target_shape, target_layout="NCHW", project=False):

@@ -94,13 +94,17 @@ class TargetNet(nn.Module):
     def depth(self):
         return max(self.branch_points.values())
 
-    def forward_dict(self, x):
+    def forward_dict(self, x, features=None):
+        """The tasks' logits by name; ``features``, a list if given, gets each trunk block's
+        output in order (what the feature baselines regress)."""
         by_block = {}
         for key, b in self.branch_points.items():
             by_block.setdefault(b, []).append(key)
         out, h = {}, x
         for block in range(1, self.depth + 1):
             h = self.trunk[block - 1](h)
+            if features is not None:
+                features.append(h)
             for key in by_block.get(block, ()):
                 out.update(self.branches[key](h, self.groups[key]))
         return out

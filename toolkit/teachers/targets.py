@@ -204,5 +204,6 @@ class SampledRows:
         if not np.array_equal(self.rows[at], idx):
             missing = idx[self.rows[at] != idx][:5].tolist()
             raise DataError(f"block features of rows {missing} are not cached: only the adapter-fit sample's "
-                            f"({len(self.rows)} rows) are kept when training.hint_weight is 0")
+                            f"({len(self.rows)} rows) are kept when training.hint_weight is 0 "
+                            f"and no feature baseline is on")
         return self.values[at]
