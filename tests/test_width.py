@@ -7,7 +7,6 @@ from runtime.convert import to_torch
 from runtime.cut import cut_block, cut_prefix
 from runtime.errors import ConfigError
 from tests.builders import PlainCNN, ResidualCNN, export
-from toolkit.student.prune import prune_width
 from toolkit.student.width import scale_width
 
 
@@ -35,28 +34,3 @@ def test_unscalable_layer_is_refused(tmp_path):
     blocks[0].extra = torch.nn.Linear(3, 3)
     with pytest.raises(ConfigError, match="student.width"):
         scale_width(blocks, 0.5)
-
-
-def test_pruned_trunk_keeps_the_strongest_filters_and_their_inputs(tmp_path):
-    blocks = _blocks(PlainCNN(), tmp_path)
-    convs = [m for b in blocks for m in b.modules() if isinstance(m, torch.nn.Conv2d)]
-    first, second = convs[0].weight.detach().clone(), convs[1].weight.detach().clone()
-    narrow = prune_width(blocks, 0.5)
-    kept = torch.sort(torch.topk(first.abs().sum(dim=(1, 2, 3)), 4).indices).values
-    pruned = [m for b in narrow for m in b.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert torch.equal(pruned[0].weight, first[kept])
-    # the second conv keeps its strongest filters over the kept inputs, and only those inputs
-    keep2 = torch.sort(torch.topk(second[:, kept].abs().sum(dim=(1, 2, 3)), 8).indices).values
-    assert torch.equal(pruned[1].weight, second[keep2][:, kept])
-    # same shapes as a fresh half-width trunk: a saved student reloads through scale_width
-    fresh = scale_width(_blocks(PlainCNN(), tmp_path), 0.5)
-    assert [p.shape for b in narrow for p in b.parameters()] == [p.shape for b in fresh for p in b.parameters()]
-    h = torch.randn(2, 1, 28, 28)
-    for block in narrow:
-        h = block(h)
-    assert h.shape[1] == 32
-
-
-def test_pruning_refuses_a_residual_join(tmp_path):
-    with pytest.raises(ConfigError, match="residual"):
-        prune_width(_blocks(ResidualCNN(), tmp_path), 0.5)
