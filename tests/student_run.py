@@ -22,7 +22,8 @@ CHANNELS = (32, 64, 128, 128)
 NOISE = 1.0  # easy data: teachers and student near perfect, so the 0.01 F1 gate is meaningful
 
 
-def write_config(root, train, test, name="config.yaml", **training):
+def write_config(root, train, test, name="config.yaml", extra=None, **training):
+    """The run's config (``extra``: more top-level sections, e.g. ``baseline``, replacing these)."""
     prep = {"size": [SIZE, SIZE], "channels": 1}
     config = {
         "teachers": [{"name": t, "onnx": str(root / f"{t.lower()}.onnx"), "preprocess": prep,
@@ -34,6 +35,7 @@ def write_config(root, train, test, name="config.yaml", **training):
                  "labels": {name: {"class": int(name[1:])} for name in CHOSEN}},
         "training": {"epochs_per_block": 1, "finetune_epochs": 2, "batch_size": 64, **training},
         "baseline": {"kd": False},
+        **(extra or {}),
     }
     path = Path(root) / name
     path.write_text(yaml.safe_dump(config))

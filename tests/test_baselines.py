@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
 from runtime.errors import ConfigError
 from tests.builders import export
 from tests.student_run import one_thread
+from tests.student_run import write_config as run_config
 from tests.synthetic import SIZE, make_images, save_npz, train_teacher
 from toolkit.config import load_config
 from toolkit.data import split_holdout
@@ -28,23 +28,9 @@ TERMS = {"layerwise_ka": ("regress", "reconstruct"), "cfl": ("common", "reconstr
 
 
 def write_config(root, **baseline):
-    prep = {"size": [SIZE, SIZE], "channels": 1}
-    config = {
-        "teachers": [{"name": t, "onnx": str(root / f"{t.lower()}.onnx"), "preprocess": prep,
-                      "tasks": [{"name": f"c{k}", "output": "logits", "index": i} for i, k in enumerate(classes)]}
-                     for t, classes in CLASSES.items()],
-        "tasks": CHOSEN,
-        "data": {"train": {"format": "numpy", "path": str(root / "train.npz")},
-                 "eval": {"format": "numpy", "path": str(root / "test.npz")},
-                 "labels": {name: {"class": int(name[1:])} for name in CHOSEN}},
-        # no hint: the feature baselines alone must make the cache keep every row's taps
-        "training": {"epochs_per_block": 1, "finetune_epochs": 1, "batch_size": 64, "hint_weight": 0.0},
-        "evaluation": {"threshold": "calibrated"},
-        "baseline": baseline,
-    }
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    # no hint: the feature baselines alone must make the cache keep every row's taps
+    return run_config(root, root / "train.npz", root / "test.npz", finetune_epochs=1, hint_weight=0.0,
+                      extra={"evaluation": {"threshold": "calibrated"}, "baseline": baseline})
 
 
 @pytest.fixture(scope="module")
