@@ -166,15 +166,16 @@ def _small(model, tmp_path):
 
 
 def test_plain_chain_keeps_the_strongest_filters_and_their_inputs(tmp_path):
-    blocks = _small(PlainCNN(), tmp_path)
+    wide = (16, 32, 32, 64)  # 16 -> 8 channels at width 0.5: a real choice (scaled() keeps 8 at least)
+    blocks = _small(PlainCNN(wide), tmp_path)
     convs = [c for b in blocks for c in _convs(b)]
     first, second = convs[0].weight.detach().clone(), convs[1].weight.detach().clone()
     narrow = prune_width(blocks, 0.5)
-    kept = _top(_norms(first), 4)
+    kept = _top(_norms(first), 8)
     pruned = [c for b in narrow for c in _convs(b)]
     assert torch.equal(pruned[0].weight, first[kept])
-    assert torch.equal(pruned[1].weight, second[_top(_norms(second), 8)][:, kept])
-    fresh = scale_width(_small(PlainCNN(), tmp_path), 0.5)
+    assert torch.equal(pruned[1].weight, second[_top(_norms(second), 16)][:, kept])
+    fresh = scale_width(_small(PlainCNN(wide), tmp_path), 0.5)
     assert [p.shape for b in narrow for p in b.parameters()] == [p.shape for b in fresh for p in b.parameters()]
 
 

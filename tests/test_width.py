@@ -7,7 +7,7 @@ from runtime.convert import to_torch
 from runtime.cut import cut_block, cut_prefix
 from runtime.errors import ConfigError
 from tests.builders import PlainCNN, ResidualCNN, export
-from toolkit.student.width import scale_width
+from toolkit.student.width import scale_width, scaled
 
 
 def _blocks(model, tmp_path):
@@ -25,7 +25,7 @@ def test_half_width_trunk_runs_and_halves_channels(model, tmp_path):
     h = torch.randn(2, 1, 28, 28, requires_grad=True)
     for block, ref in zip(narrow, full):
         h = block(h)
-        assert h.shape[1] == max(1, round(ref.shape[1] * 0.5)) and h.shape[2:] == ref.shape[2:]
+        assert h.shape[1] == scaled(ref.shape[1], 0.5) and h.shape[2:] == ref.shape[2:]
     h.sum().backward()
 
 

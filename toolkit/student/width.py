@@ -1,6 +1,6 @@
 """Width multiplier for a randomly initialised trunk (``student.width``, ours).
 
-Every convolution of the trunk blocks gets ``round(width x channels)`` output
+Every convolution of the trunk blocks gets ``scaled(channels, width)`` (width x channels in 8s) output
 channels (and matching inputs), BatchNorm layers follow; the image's channels
 stay as they are. Branches keep their teachers' widths: the adapters' 1x1 convs
 map the narrower (or wider) trunk onto them. Only layers whose shapes are known
@@ -16,8 +16,28 @@ SHAPELESS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Sigmoid, nn.H
              nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Identity, nn.Dropout, nn.Flatten)
 
 
+CHANNEL_MULTIPLE = 8
+
+
 def scaled(channels, width):
-    return max(1, int(round(channels * width)))
+    """``width`` x ``channels`` rounded to a multiple of 8, at least 8 and at most ``channels``
+    (MobileNet's ``make_divisible``: never more than 10% under). ONNX Runtime's blocked
+    convolution kernels take channels in 8s: two 3x3 convs of 179 channels ran 2.2x slower
+    than of 176 or 184 (batch 64, 8x8, this CPU), and ResNet-18 at width 0.7 with plain
+    rounding (45, 90, 179, 358) ran 3.5x slower than the full-width teacher.
+
+    >>> [scaled(c, 0.7) for c in (64, 128, 256, 512)]
+    [48, 88, 176, 360]
+    >>> scaled(16, 0.25), scaled(4, 0.5), scaled(179, 1.0)
+    (8, 4, 179)
+    """
+    if width == 1.0:
+        return channels
+    m = CHANNEL_MULTIPLE
+    c = max(m, int(channels * width + m / 2) // m * m)
+    if c < 0.9 * channels * width:
+        c += m
+    return min(c, channels)
 
 
 def replace_module(root, dotted, module):
