@@ -3,7 +3,8 @@
     .venv/bin/python samples/bench.py [--data DIR] [--out runs/bench] [--seeds 0 1 2]
         [--baselines kd layerwise_ka cfl] [--timing-images 20000 54000] [--no-real-archs] [--set KEY=VALUE]
 
-Writes ``runs/bench/bench.json``::
+Writes ``runs/bench/bench.json``, and from it ``bench.md`` (the tables) and ``bench.png``
+(F1 per model over the seeds; ``--report`` redraws both from an existing bench.json)::
 
     {"amalgamation": {"cached_s", "eager_teachers_s", "irreducible_s"},
      "latency_ms": {"student_b1", "student_b64", "teachers_b1", "teachers_b64", "student_torch_b64", "student_int8_b64"},
@@ -245,6 +246,62 @@ def table(bench):
     return "\n".join(f"{name:{width}}  {value:>24}  {note}" for name, value, note in rows)
 
 
+MODELS = (("student", "layer-wise student (ours)"), ("kd", "multi-teacher KD"),
+          ("layerwise_ka", "layer-wise feature amalgamation"), ("cfl", "common feature learning"),
+          ("teachers", "teachers (each task on its own)"), ("student_int8", "student, int8 export"),
+          ("student_w05", "student at width 0.5 (pruned init)"))
+
+
+def markdown(bench):
+    """bench.md: the F1 table (mean, std and range over seeds), the real_archs row, the targets."""
+    meta, seeds = bench["meta"], bench["meta"]["seeds"]
+    lines = [f"F1: mean test F1 over the 5 chosen tasks, {len(seeds)} seeds ({', '.join(map(str, seeds))})", "",
+             "| model | mean F1 | std | range | per seed |", "|---|---|---|---|---|"]
+    for key, name in MODELS:
+        if key in bench["f1"]:
+            v = meta["f1_seeds"][key]
+            lines.append(f"| {name} | {bench['f1'][key]:.4f} | {meta['f1_std'][key]:.4f} | "
+                         f"{min(v):.4f}-{max(v):.4f} | {' / '.join(f'{x:.4f}' for x in v)} |")
+    lines += ["", f"params: student / both teachers {bench['params_ratio']:.2f}x, / the larger "
+                  f"{bench['params_ratio_largest']:.2f}x"]
+    if bench["real_archs"]:
+        r = bench["real_archs"]
+        lines += ["", "real_archs (seed 0): " + ", ".join(f"{k} {v:.4f}" for k, v in r["f1"].items() if v is not None)
+                  + f"; params {r['params_ratio']:.2f}x both teachers, {r['params_ratio_largest']:.2f}x the larger"]
+    lines += ["", "| target | value | bound | met |", "|---|---|---|---|"]
+    lines += [f"| {name} | {t['value']:.2f}{t['unit']} | {t['target']} | {'yes' if t['met'] else 'MISSED'} |"
+              for name, t in bench["targets"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot_f1(bench, path):
+    """Mean test F1 per model with its range over the seeds (bench.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [(k, n) for k, n in MODELS if k in bench["f1"]]
+    seeds = bench["meta"]["f1_seeds"]
+    means = [bench["f1"][k] for k, _ in keys]
+    err = [[m - min(seeds[k]) for (k, _), m in zip(keys, means)], [max(seeds[k]) - m for (k, _), m in zip(keys, means)]]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.barh([n for _, n in keys], means, xerr=err, color=["C0" if k == "student" else "C7" for k, _ in keys])
+    ax.set_xlim(min(means) - 0.01, max(means) + 0.01)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"mean test F1 (range over {len(bench['meta']['seeds'])} seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(bench, out):
+    """bench.md and bench.png beside bench.json; the table on the terminal."""
+    (out / "bench.md").write_text(markdown(bench))
+    plot_f1(bench, out / "bench.png")
+    print(table(bench))
+
+
 def quality(args, data, out):
     """Every seed's F1 by model (student, teachers, int8, baselines, width 0.5) and seed 0's run."""
     seeds, first = {}, None
@@ -273,7 +330,12 @@ def main():
                     help="skip samples/real_archs (its teachers are built by make teachers-real)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value in every amalgamation, e.g. data.train.limit=2000 (smoke run)")
+    ap.add_argument("--report", action="store_true", help="only write bench.md / bench.png from --out's bench.json")
     args = ap.parse_args()
+    if args.report:
+        out = Path(args.out)
+        report(json.loads((out / "bench.json").read_text()), out)
+        return 0
     SETTINGS.extend(args.overrides)
     data = find_data(args.data)
     if data is None:
@@ -320,7 +382,7 @@ def main():
     tmp = out / "bench.json.tmp"
     tmp.write_text(json.dumps(bench, indent=2))
     os.replace(tmp, out / "bench.json")
-    print(table(bench))
+    report(bench, out)
     print(f"\nbench: {bench['meta']['total_s']:.0f} s; {out / 'bench.json'}")
     return 0
 
