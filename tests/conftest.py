@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -6,6 +8,7 @@ import pytest
 # ONNX Runtime and matplotlib write caches under ~/.cache: keep tests out of it.
 _CACHE = tempfile.mkdtemp(prefix="amalgam-test-cache-")
 os.environ["XDG_CACHE_HOME"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)  # one per session, gone with it
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
