@@ -28,7 +28,9 @@ Writes ``runs/bench/bench.json``, and from it ``bench.md`` (the tables) and ``be
 * params_ratio (student / both teachers), params_ratio_largest (student / the larger):
   seed 0's student;
 * real_archs: samples/real_archs/config.yaml (its teachers built by `make
-  teachers-real`), first seed only, with the KD baseline beside it;
+  teachers-real`), with the KD baseline beside it: F1 means over ``--seeds``
+  (meta.real_archs_f1_seeds, meta.real_archs_f1_std), the params ratios the largest
+  of any seed's student;
 * targets: issue 13's ratios, from this one run: student / teachers latency at batch
   1 and 64 (<= 0.6), eager teachers / cached block training (>= 2), cached /
   irreducible (<= 1.2), int8 / fp32 student latency at batch 64 (<= 1: int8 not
@@ -125,17 +127,26 @@ def seed_run(data, out, cache, seed, baselines):
     return fp32, int8, f1, metrics["params"]
 
 
-def real_archs_run(data, out, cache, seed):
-    """samples/real_archs with the KD baseline beside the student (None without its teachers)."""
+def real_archs_runs(data, out, cache, seeds):
+    """samples/real_archs with the KD baseline beside the student, one run per seed; returns
+    (means of F1 and params ratios, {model: [F1 per seed]}), or (None, None) without its teachers."""
     config = load_config(REAL_CONFIG)
     missing = [str(t.onnx) for t in config.teachers if not Path(t.onnx).is_file()]
     if missing:
         print(f"bench: real_archs skipped: {', '.join(missing)} not built (make teachers-real)", flush=True)
-        return None
-    _, metrics = amalgamate_run(REAL_CONFIG, data, out, cache, [f"training.seed={seed}", "baseline.kd=true"])
-    f1 = f1_by_model(metrics)
-    return {"f1": {k: f1.get(k) for k in ("student", "kd", "teachers")}, "params_ratio": metrics["params"]["ratio"],
-            "params_ratio_largest": metrics["params"]["ratio_largest"]}
+        return None, None
+    f1s, ratios = {k: [] for k in ("student", "kd", "teachers")}, []
+    for seed in seeds:
+        print(f"bench: real_archs, seed {seed}", flush=True)
+        _, metrics = amalgamate_run(REAL_CONFIG, data, out / f"seed{seed}", cache,
+                                    [f"training.seed={seed}", "baseline.kd=true"])
+        f1 = f1_by_model(metrics)
+        for k in f1s:
+            f1s[k].append(f1[k])
+        ratios.append((metrics["params"]["ratio"], metrics["params"]["ratio_largest"]))
+    means = {"f1": {k: float(np.mean(v)) for k, v in f1s.items()},
+             "params_ratio": max(r[0] for r in ratios), "params_ratio_largest": max(r[1] for r in ratios)}
+    return means, f1s
 
 
 def torch_latency_ms(run, batch=64):
@@ -238,7 +249,9 @@ def table(bench):
     rows += [(f"test F1: {name}", f"{value:.4f}", _spread(bench, name)) for name, value in f1.items()]
     if bench["real_archs"]:
         r = bench["real_archs"]
-        rows += [(f"real_archs F1: {name}", "-" if v is None else f"{v:.4f}", "seed 0") for name, v in r["f1"].items()]
+        std = bench["meta"].get("real_archs_f1_std") or {}
+        rows += [(f"real_archs F1: {name}", f"{v:.4f}", f"std {std[name]:.4f}" if name in std else "seed 0")
+                 for name, v in r["f1"].items() if v is not None]
         rows.append(("real_archs params: both / larger", f"{r['params_ratio']:.2f}x / {r['params_ratio_largest']:.2f}x", ""))
     rows += [(f"target {name}", f"{t['value']:.2f}{t['unit']}", f"{t['target']}: {'met' if t['met'] else 'MISSED'}")
              for name, t in bench["targets"].items()]
@@ -266,8 +279,14 @@ def markdown(bench):
                   f"{bench['params_ratio_largest']:.2f}x"]
     if bench["real_archs"]:
         r = bench["real_archs"]
-        lines += ["", "real_archs (seed 0): " + ", ".join(f"{k} {v:.4f}" for k, v in r["f1"].items() if v is not None)
-                  + f"; params {r['params_ratio']:.2f}x both teachers, {r['params_ratio_largest']:.2f}x the larger"]
+        per_seed = meta.get("real_archs_f1_seeds")
+        if per_seed:
+            lines += ["", f"real_archs, {len(seeds)} seeds:", "", "| model | mean F1 | std | per seed |", "|---|---|---|---|"]
+            lines += [f"| {k} | {r['f1'][k]:.4f} | {np.std(v):.4f} | {' / '.join(f'{x:.4f}' for x in v)} |"
+                      for k, v in per_seed.items()]
+        else:  # a bench.json of an earlier version: seed 0 alone
+            lines += ["", "real_archs (seed 0): " + ", ".join(f"{k} {v:.4f}" for k, v in r["f1"].items() if v is not None)]
+        lines += ["", f"real_archs params: {r['params_ratio']:.2f}x both teachers, {r['params_ratio_largest']:.2f}x the larger"]
     lines += ["", "| target | value | bound | met |", "|---|---|---|---|"]
     lines += [f"| {name} | {t['value']:.2f}{t['unit']} | {t['target']} | {'yes' if t['met'] else 'MISSED'} |"
               for name, t in bench["targets"].items()]
@@ -360,7 +379,8 @@ def main():
     by_images = {n: timing(load_config(CONFIG), data, out, n) for n in args.timing_images}
     amalgamation = by_images[args.timing_images[0]]
     timing_s = time.perf_counter() - t0
-    real = real_archs_run(data, out / "real_archs", out / ".cache", args.seeds[0]) if args.real_archs else None
+    real, real_seeds = real_archs_runs(data, out / "real_archs", out / ".cache", args.seeds) if args.real_archs \
+        else (None, None)
     f1s = {k: [seeds[s][k] for s in args.seeds] for k in seeds[args.seeds[0]]}
     bench = {
         "amalgamation": amalgamation,
@@ -372,7 +392,9 @@ def main():
         "real_archs": real,
         "meta": {"seeds": args.seeds, "f1_seeds": f1s, "f1_spread": {k: max(v) - min(v) for k, v in f1s.items()},
                  "f1_std": {k: float(np.std(v)) for k, v in f1s.items()}, "baselines": args.baselines,
-                 "params": params, "timing_images": args.timing_images[0], "timing_epochs_per_stage": 1,
+                 "params": params, "real_archs_f1_seeds": real_seeds,
+                 "real_archs_f1_std": real_seeds and {k: float(np.std(v)) for k, v in real_seeds.items()},
+                 "timing_images": args.timing_images[0], "timing_epochs_per_stage": 1,
                  "amalgamation_by_images": by_images,
                  "timing_s": timing_s, "torch_threads": torch.get_num_threads(),
                  "latency_from_seed": args.seeds[0], "cpu_count": os.cpu_count(),

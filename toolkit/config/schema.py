@@ -113,7 +113,7 @@ class DataConfig(_Model):
 class StudentConfig(_Model):
     reference: str | None = None
     init: Literal["teacher", "random", "pruned"] = "teacher"
-    width: Annotated[float, Field(gt=0)] = 1.0
+    width: Annotated[float, Field(gt=0, le=1)] | Literal["auto"] = "auto"
     gate_reduction: PosInt = 4
 
 

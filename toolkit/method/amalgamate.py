@@ -23,7 +23,6 @@ import torch
 from runtime.convert import to_torch
 from runtime.errors import BadInputError
 from runtime.files import write_json_atomic
-from runtime.model_io import load_model
 from runtime.session import teacher_device, threads_for_rank
 from toolkit import __version__
 from toolkit.config import Config, config_hash, dump_config
@@ -32,12 +31,15 @@ from toolkit.dist import Ranks, close, init_from_env
 from toolkit.eval.evaluate import evaluate_run
 from toolkit.eval.thresholds import net_thresholds, teacher_thresholds
 from toolkit.method.blockwise import FIT_SAMPLES, PrefixFeatures, train_stage
-from toolkit.method.branching import auto_branch_points, branch_table, candidates, size_limit
+from toolkit.method.branching import (auto_branch_points, branch_table, candidates, size_limit,
+                                      teacher_sizes)
 from toolkit.method.endtoend import fit_net_adapters, train_end_to_end
 from toolkit.method.feature_baselines import (check_feature_baselines, enabled_baselines, feature_loss,
                                               needs_every_tap)
 from toolkit.method.loop import LoopContext, seed_phase
+from toolkit.method.width_choice import choose_width
 from toolkit.runlog import RunLog
+from toolkit.student.infer import to_tensor
 from toolkit.student.io import read_spec, save_student
 from toolkit.student.parts import build_branch, trunk_blocks, trunk_graphs
 from toolkit.student.targetnet import TargetNet, count_params
@@ -75,12 +77,6 @@ def prepare_run_dir(config, out, resume, overwrite):
     except OSError as e:
         raise BadInputError(f"{out}: cannot write the run dir ({e.strerror})") from e
     return out
-
-
-def teacher_sizes(teachers):
-    """Weights of each teacher that serves a chosen task (ONNX initializers)."""
-    return {tg.name: sum(int(np.prod(t.dims)) for t in load_model(tg.config.onnx).graph.initializer)
-            for tg in teachers if tg.tasks}
 
 
 def decide_branch_points(config, table, teachers, size_of, sizes, log):
@@ -194,6 +190,25 @@ def start_run(config, out, resume, overwrite, quiet, cache_root, ranks):
                evaluation, train_idx, holdout_idx, reference, trunk_graphs(reference))
 
 
+def settle_width(run, sizes):
+    """``student.width`` as a number (toolkit.method.width_choice; ``auto`` picks the widest
+    trunk whose smallest student fits the size limit) and the init it takes; logged and
+    returned as the run's config, which every later step reads."""
+    student, ctx = run.config.student, run.ctx
+    x = to_tensor(run.train.inputs, np.arange(1), "cpu")
+    width, init, params, limit = choose_width(student, run.config.branching, run.trunk, run.teachers, run.reference,
+                                              sizes, x)
+    if student.width == "auto":
+        bound = ("no size limit" if limit is None else f"within the size limit of {int(limit):,}"
+                 if params <= limit else f"over the size limit of {int(limit):,} even at the narrowest width")
+        ctx.log.say(f"student.width auto: {width:g} (init {init}): every branch after the last block gives "
+                    f"{params:,} params, {bound}")
+    ctx.log.write("width", width=width, init=init, smallest_student_params=params, limit=limit,
+                  auto=student.width == "auto")
+    student = student.model_copy(update={"width": width, "init": init})
+    return run.config.model_copy(update={"student": student})
+
+
 def train_blocks(run):
     """Step 2: the trunk grown block by block; returns blocks, stage branches, loss table."""
     config, ctx = run.config, run.ctx
@@ -222,7 +237,9 @@ def branch_out(run, blocks, stage_parts, table, sizes):
 
     points, record = decide_branch_points(run.config, table, run.teachers, size_of, sizes, run.ctx.log)
     if run.ctx.ranks.is_main:
-        write_json_atomic(run.out / "branches.json", {**record, "alignment": alignment_tables(run.teachers)})
+        student = run.config.student
+        write_json_atomic(run.out / "branches.json", {**record, "width": student.width, "init": student.init,
+                                                      "alignment": alignment_tables(run.teachers)})
     run.ctx.log.write("branching", points=points, table={str(k): v for k, v in table.items()})
     return points
 
@@ -260,8 +277,9 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     cache_root = Path(cache_root or out.parent / ".cache")
     ranks = ranks or Ranks()
     run = start_run(config, out, resume, overwrite, quiet, cache_root, ranks)
-    blocks, stage_parts, table = train_blocks(run)
     sizes = teacher_sizes(run.teachers)
+    run.config = settle_width(run, sizes)
+    blocks, stage_parts, table = train_blocks(run)
     points = branch_out(run, blocks, stage_parts, table, sizes)
     student, graphs = assemble_student(blocks, stage_parts, points, run.teachers, run.task_order)
     student = train_end_to_end(run.ctx, "finetune", student, run.train, run.train_idx,  # step 4

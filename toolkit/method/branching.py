@@ -29,6 +29,16 @@ and a whole tail is copied only for a loss gain beyond noise.
 {'a': 2, 'b': 2}
 """
 
+import numpy as np
+
+from runtime.model_io import load_model
+
+
+def teacher_sizes(teachers):
+    """Weights of each teacher that serves a chosen task (ONNX initializers)."""
+    return {tg.name: sum(int(np.prod(t.dims)) for t in load_model(tg.config.onnx).graph.initializer)
+            for tg in teachers if tg.tasks}
+
 
 def size_limit(teacher_sizes, size_budget, max_vs_largest):
     """Max student params: ``size_budget`` x the teachers combined and ``max_vs_largest`` x

@@ -26,9 +26,11 @@ import torch
 from runtime.cache import CHUNK_BATCHES, chunk_rows
 from toolkit.data import open_source, split_holdout
 from toolkit.method.blockwise import FIT_SAMPLES
+from toolkit.method.branching import teacher_sizes
 from toolkit.method.feature_baselines import enabled_baselines, needs_every_tap
+from toolkit.method.width_choice import choose_width
 from toolkit.student.infer import to_tensor
-from toolkit.student.parts import make_branch, trunk_blocks, trunk_graphs
+from toolkit.student.parts import trunk_blocks, trunk_graphs
 from toolkit.student.targetnet import count_params
 from toolkit.teachers import load_teachers
 from toolkit.teachers.targets import BATCH, preprocess_of
@@ -45,6 +47,7 @@ class Plan:
     prefix_bytes: list  # stage l (2..L) -> bytes of blocks 1..l-1's output
     trunk_params: int
     student_params: int
+    width: float  # the trunk's width multiplier (``student.width``, ``auto`` settled)
     seconds: dict  # targets, training, total (divided by world)
     world: int
 
@@ -92,19 +95,17 @@ def _teacher_row(t, source, config, splits):
 
 
 def _student(config, teachers, reference, x):
-    """Trunk blocks (at the configured width), the prefix row sizes, params and the seconds
-    per image of one forward and backward pass through the trunk."""
-    blocks = trunk_blocks(trunk_graphs(reference), config.student.init, config.student.width, config.training.seed)
+    """Trunk blocks (at the width the run will take, toolkit.method.width_choice), the prefix
+    row sizes, params and the seconds per image of one forward and backward pass through the trunk."""
+    trunk = trunk_graphs(reference)
+    width, init, student, _ = choose_width(config.student, config.branching, trunk, teachers, reference,
+                                           teacher_sizes(teachers), x)
+    blocks = trunk_blocks(trunk, init, width, config.training.seed)
     rows, h = [], x
     with torch.no_grad():
         for block in blocks:
             h = block.eval()(h)
             rows.append(h[:1].numel() * 4)
-    trunk = sum(count_params(b) for b in blocks)
-    last = tuple(h.shape[1:])
-    branches = sum(count_params(make_branch(t, len(blocks), last, config.student.gate_reduction,
-                                            project=t.name != reference.name).module)
-                   for t in teachers if t.tasks)
 
     def step():
         y = x
@@ -112,7 +113,7 @@ def _student(config, teachers, reference, x):
             y = block.train()(y)
         y.float().pow(2).mean().backward()
 
-    return rows, trunk, trunk + branches, _timed(step) / len(x)
+    return rows, sum(count_params(b) for b in blocks), student, width, _timed(step) / len(x)
 
 
 def make_plan(config, world=1):
@@ -132,7 +133,7 @@ def make_plan(config, world=1):
         rows.append(_teacher_row(t, source, config, splits))
     x_np = preprocess_of(reference.config)(sources["train"].images(np.arange(min(SAMPLE, splits["train"]))))
     x = to_tensor(x_np, np.arange(len(x_np)), "cpu")
-    prefix_rows, trunk, student, step = _student(config, teachers, reference, x)
+    prefix_rows, trunk, student, width, step = _student(config, teachers, reference, x)
     n = splits["train"]
     inputs = sum(splits.values()) * x_np[:1].nbytes + len(splits) * NPY_HEADER
     t = config.training
@@ -141,7 +142,7 @@ def make_plan(config, world=1):
     images = sum(splits.values()) + len(t.teacher_views) * n  # each view: one more pass over the training split
     targets = sum(r["seconds_per_image"] for r in rows) * images / world
     training = step * n * (1 - config.data.holdout) * epochs / world
-    return Plan(splits, rows, inputs, [n * r + NPY_HEADER for r in prefix_rows[:-1]], trunk, student,
+    return Plan(splits, rows, inputs, [n * r + NPY_HEADER for r in prefix_rows[:-1]], trunk, student, width,
                 {"targets": targets, "training": training, "total": targets + training}, world)
 
 
@@ -166,8 +167,8 @@ def plan_text(plan):
     lines.append(f"  {'all teachers':<28}{'':>21}{_size(sum(r['bytes'] for r in plan.teachers)):>12}")
     lines.append(f"student inputs: {_size(plan.inputs_bytes)}")
     lines += [f"frozen prefix of stage {i}: {_size(b)}" for i, b in enumerate(plan.prefix_bytes, start=2)]
-    lines += ["", f"student params: trunk {plan.trunk_params:,}; with every branch after the last block "
-                  f"{plan.student_params:,}",
+    lines += ["", f"student params (width {plan.width:g}): trunk {plan.trunk_params:,}; with every branch "
+                  f"after the last block {plan.student_params:,}",
               f"time estimate ({plan.world} process{'es' if plan.world > 1 else ''}): target pass "
               f"{_duration(plan.seconds['targets'])}, training {_duration(plan.seconds['training'])}, "
               f"total {_duration(plan.seconds['total'])}"]

@@ -1,10 +1,11 @@
-"""Width multiplier for a randomly initialised trunk (``student.width``, ours).
+"""Width multiplier of a re-initialised trunk (``student.width``, ours).
 
-Every convolution of the trunk blocks gets ``scaled(channels, width)`` (width x channels in 8s) output
-channels (and matching inputs), BatchNorm layers follow; the image's channels
-stay as they are. Branches keep their teachers' widths: the adapters' 1x1 convs
-map the narrower (or wider) trunk onto them. Only layers whose shapes are known
-can be scaled: a trunk block holding other per-channel weights is refused.
+Every convolution of the trunk blocks gets ``scaled(channels, width)`` (width x
+channels, in 8s) output channels (and matching inputs), BatchNorm layers follow;
+the image's channels stay as they are. Branches keep their teachers' widths: the
+adapters' 1x1 convs map the narrower trunk onto them. Only layers whose shapes are
+known can be scaled: a trunk block holding other per-channel weights is refused.
+(``student.width: auto`` chooses the width: toolkit.method.width_choice.)
 """
 
 from torch import nn

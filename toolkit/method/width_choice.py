@@ -1,0 +1,61 @@
+"""``student.width: auto`` (the default): the widest trunk whose smallest student fits the size limit.
+
+The smallest student branch-out can assemble has every branch after the last block
+(toolkit.method.branching): the trunk plus one branch per teacher. When even that
+student is over the size limit (``branching.size_budget`` x the chosen tasks' teachers
+combined, ``branching.max_vs_largest`` x the largest of them), no branch point brings
+it under, and the trunk itself has to narrow. ``auto`` takes the widest of
+:data:`WIDTHS` at which it fits, so a config with no size key still gets a student no
+larger than its bound (issue 11, "compact by default"). A narrowed trunk of ``init:
+teacher`` starts from the reference teacher's weights pruned by filter L1 norm
+(``init: pruned``, toolkit.student.prune): the teacher's own weights at fewer channels.
+
+Sizes are counted before any training, on the blocks and branches the run will build
+(trainable params, adapters included: an upper bound on the exported student, whose
+adapters may fold into the next layer). When no width fits, the narrowest is taken and
+branching reports the bound as missed.
+"""
+
+import torch
+
+from toolkit.method.branching import size_limit
+from toolkit.student.parts import make_branch, trunk_blocks
+from toolkit.student.targetnet import count_params
+
+WIDTHS = (1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25)
+
+
+def init_at(init, width):
+    """The trunk init a width takes: a teacher's weights at width < 1 are the pruned ones."""
+    return "pruned" if init == "teacher" and width < 1.0 else init
+
+
+@torch.no_grad()
+def smallest_student_params(trunk, teachers, reference, init, width, gate_reduction, x, seed=0):
+    """Params of the student with every branch after the last block: ``trunk`` (the
+    reference teacher's block graphs) at ``width`` and ``init``, plus each teacher's
+    branch (gate, adapter, layers) on the last block's output for input ``x``."""
+    blocks = trunk_blocks(trunk, init, width, seed)
+    h = x
+    for block in blocks:
+        h = block.eval()(h)
+    source = reference.name if init == "teacher" else None
+    branches = sum(count_params(make_branch(t, len(blocks), tuple(h.shape[1:]), gate_reduction,
+                                            project=t.name != source).module)
+                   for t in teachers if t.tasks)
+    return sum(count_params(b) for b in blocks) + branches
+
+
+def choose_width(student, branching, trunk, teachers, reference, sizes, x):
+    """``(width, init, params, limit)`` for ``student`` (StudentConfig): its own width and
+    init when the width is a number; for ``auto`` the widest of :data:`WIDTHS` whose
+    smallest student is within the limit (the narrowest when none is), ``sizes`` being
+    the chosen tasks' teachers' params."""
+    limit = size_limit(sizes, branching.size_budget, branching.max_vs_largest)
+    candidates = WIDTHS if student.width == "auto" else (student.width,)
+    for width in candidates:
+        init = init_at(student.init, width) if student.width == "auto" else student.init
+        params = smallest_student_params(trunk, teachers, reference, init, width, student.gate_reduction, x)
+        if limit is None or params <= limit:
+            break
+    return width, init, params, limit
