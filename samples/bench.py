@@ -9,7 +9,7 @@ Writes ``runs/bench/bench.json``, and from it ``bench.md`` (the tables) and ``be
     {"amalgamation": {"cached_s", "eager_teachers_s", "irreducible_s"},
      "latency_ms": {"student_b1", "student_b64", "teachers_b1", "teachers_b64", "student_torch_b64", "student_int8_b64"},
      "size_bytes": {"student", "teachers", "student_int8"},
-     "f1": {"student", "teachers", "student_int8", "kd", "layerwise_ka", "cfl", "student_w05"},
+     "f1": {"student", "teachers", "student_int8", "kd", "layerwise_ka", "cfl", "student_w1", "student_w05"},
      "params_ratio", "params_ratio_largest",
      "real_archs": {"f1": {"student", "kd", "teachers"}, "params_ratio", "params_ratio_largest"},
      "targets": {name: {"value", "target", "met"}},
@@ -22,9 +22,11 @@ Writes ``runs/bench/bench.json``, and from it ``bench.md`` (the tables) and ``be
   (metrics.json): the student, each baseline of ``--baselines`` trained in the same
   run on the same final architecture (``baseline.<name>=true``), the teachers (each
   task on the teacher it comes from), the student's int8 export (its ONNX at the
-  student's thresholds) and ``student_w05``, the width-0.5 student (``student.init:
-  pruned``, ``student.width: 0.5``: the reference teacher's trunk narrowed by filter
-  L1 norm), a run of its own per seed;
+  student's thresholds), ``student_w1`` (``student.width: 1.0``: teacher A's own
+  trunk, which the config's ``width: auto`` narrows to meet the default size bounds)
+  and ``student_w05``, the width-0.5 student (``student.init: pruned``,
+  ``student.width: 0.5``: the reference teacher's trunk narrowed by filter L1 norm),
+  each a run of its own per seed;
 * params_ratio (student / both teachers), params_ratio_largest (student / the larger):
   seed 0's student;
 * real_archs: samples/real_archs/config.yaml (its teachers built by `make
@@ -35,7 +37,7 @@ Writes ``runs/bench/bench.json``, and from it ``bench.md`` (the tables) and ``be
   1 and 64 (<= 0.6), eager teachers / cached block training (>= 2), cached /
   irreducible (<= 1.2), int8 / fp32 student latency at batch 64 (<= 1: int8 not
   slower); and issue 11's: student >= teachers + 0.5 pt and >= KD + 0.3 pt, params
-  <= 0.6x, width 0.5 within 1 pt of width 1; real_archs params <= 0.6x both and <= the
+  <= 0.6x, width 0.5 within 1 pt of width 1 (``student_w1``); real_archs params <= 0.6x both and <= the
   larger, student >= KD and >= teachers - 0.5 pt;
 * latency_ms: median ONNX Runtime CPU latency, each model in its own session with
   thread spinning off (toolkit.ship.latency); "teachers" is both teachers, each timed
@@ -79,7 +81,8 @@ ORT_REPEATS = 1000  # median of up to this many runs (toolkit.ship.latency stops
 
 REAL_CONFIG = ROOT / "samples" / "real_archs" / "config.yaml"
 BASELINES = ("kd", "layerwise_ka", "cfl")
-W05 = ("student.init=pruned", "student.width=0.5")
+WIDTHS = {"student_w1": ("student.width=1.0",),  # teacher A's own trunk (the config's `auto` narrows it)
+          "student_w05": ("student.init=pruned", "student.width=0.5")}
 SETTINGS = []  # --set KEY=VALUE, applied to every amalgamation of the run (a quick smoke run)
 
 
@@ -196,7 +199,8 @@ TARGETS = (  # name, value from bench.json (None: not measured in this run), bou
     ("f1_student_minus_teachers", lambda b: PT * (b["f1"]["student"] - b["f1"]["teachers"]), 0.5, "min", "pt"),
     ("f1_student_minus_kd", lambda b: _diff(b["f1"], "student", "kd"), 0.3, "min", "pt"),
     ("params_ratio", lambda b: b["params_ratio"], 0.6, "max", "x"),
-    ("f1_w1_minus_w05", lambda b: _diff(b["f1"], "student", "student_w05"), 1.0, "max", "pt"),
+    ("f1_w1_minus_w05", lambda b: _diff(b["f1"], "student_w1" if "student_w1" in b["f1"] else "student", "student_w05"),
+     1.0, "max", "pt"),
     ("real_archs_params_ratio", lambda b: _real(b, "params_ratio"), 0.6, "max", "x"),
     ("real_archs_params_ratio_largest", lambda b: _real(b, "params_ratio_largest"), 1.0, "max", "x"),
     ("real_archs_f1_student_minus_kd", lambda b: b["real_archs"] and _diff(b["real_archs"]["f1"], "student", "kd"),
@@ -262,7 +266,7 @@ def table(bench):
 MODELS = (("student", "layer-wise student (ours)"), ("kd", "multi-teacher KD"),
           ("layerwise_ka", "layer-wise feature amalgamation"), ("cfl", "common feature learning"),
           ("teachers", "teachers (each task on its own)"), ("student_int8", "student, int8 export"),
-          ("student_w05", "student at width 0.5 (pruned init)"))
+          ("student_w1", "student at width 1 (teacher A's trunk)"), ("student_w05", "student at width 0.5 (pruned init)"))
 
 
 def markdown(bench):
@@ -281,7 +285,7 @@ def markdown(bench):
         r = bench["real_archs"]
         per_seed = meta.get("real_archs_f1_seeds")
         if per_seed:
-            lines += ["", f"real_archs, {len(seeds)} seeds:", "", "| model | mean F1 | std | per seed |", "|---|---|---|---|"]
+            lines += ["", f"real_archs, {len(next(iter(per_seed.values())))} seeds:", "", "| model | mean F1 | std | per seed |", "|---|---|---|---|"]
             lines += [f"| {k} | {r['f1'][k]:.4f} | {np.std(v):.4f} | {' / '.join(f'{x:.4f}' for x in v)} |"
                       for k, v in per_seed.items()]
         else:  # a bench.json of an earlier version: seed 0 alone
@@ -322,13 +326,15 @@ def report(bench, out):
 
 
 def quality(args, data, out):
-    """Every seed's F1 by model (student, teachers, int8, baselines, width 0.5) and seed 0's run."""
+    """Every seed's F1 by model (student, teachers, int8, baselines, widths 1 and 0.5) and seed 0's run."""
     seeds, first = {}, None
     for s in args.seeds:
         t0 = time.perf_counter()
         fp32, int8, f1, params = seed_run(data, out / f"seed{s}", out / ".cache", s, args.baselines)
-        _, w05 = amalgamate_run(CONFIG, data, out / f"seed{s}_w05", out / ".cache", [f"training.seed={s}", *W05])
-        f1["student_w05"] = f1_by_model(w05)["student"]
+        for key, overrides in WIDTHS.items():
+            _, metrics = amalgamate_run(CONFIG, data, out / f"seed{s}_{key[len('student_'):]}", out / ".cache",
+                                        [f"training.seed={s}", *overrides])
+            f1[key] = f1_by_model(metrics)["student"]
         seeds[s] = f1
         first = first or (fp32, int8, params, out / f"seed{s}")
         print(f"seed {s}: " + ", ".join(f"{k} {v:.4f}" for k, v in f1.items()) +
