@@ -19,7 +19,8 @@ from toolkit.method.amalgamate import amalgamate
 from toolkit.method.branching import size_limit, teacher_sizes
 from toolkit.method.width_choice import WIDTHS, choose_width, smallest_student_params
 from toolkit.student.io import load_student
-from toolkit.student.parts import trunk_graphs
+from toolkit.student.parts import trunk_blocks, trunk_graphs
+from toolkit.student.targetnet import count_params
 from toolkit.teachers import load_teachers
 
 
@@ -43,14 +44,14 @@ def chosen(tmp_path, assets, student=None, branching=None):
     reference = teachers[0]
     sizes = teacher_sizes(teachers)
     x = torch.zeros(1, 1, SIZE, SIZE)
-    width, init, params, limit = choose_width(config.student, config.branching, trunk_graphs(reference), teachers,
-                                              reference, sizes, x)
+    choice = choose_width(config.student, config.branching, trunk_graphs(reference), teachers, reference, sizes, x)
 
     def params_at(w):
-        return smallest_student_params(trunk_graphs(reference), teachers, reference, "teacher" if w == 1 else "pruned",
-                                       w, config.student.gate_reduction, x)
+        init = "teacher" if w == 1 else "pruned"
+        blocks = trunk_blocks(trunk_graphs(reference), init, w, 0)
+        return smallest_student_params(blocks, teachers, reference, init, config.student.gate_reduction, x)
 
-    return width, init, params, limit, params_at, sizes
+    return choice.width, choice.init, choice.params, choice.limit, params_at, sizes
 
 
 def test_auto_takes_the_widest_width_within_the_default_limit(tmp_path, assets):
@@ -67,6 +68,27 @@ def test_auto_keeps_full_width_and_the_teachers_weights_without_a_bound(tmp_path
     width, init, params, limit, params_at, _ = chosen(tmp_path, assets,
                                                       branching={"size_budget": None, "max_vs_largest": None})
     assert (width, init, limit) == (1.0, "teacher", None) and params == params_at(1.0)
+
+
+def test_the_choice_hands_over_its_trunk_as_built_fresh_at_that_width(tmp_path, assets):
+    """The candidates are pruned from one conversion of the graphs: each from its own copy, so the
+    blocks handed to the run equal a fresh build at the chosen width, weights and outputs."""
+    config = load_config(write_config(tmp_path, base_config(assets)))
+    teachers = load_teachers(config)
+    graphs = trunk_graphs(teachers[0])
+    x = torch.rand(3, 1, SIZE, SIZE)
+    choice = choose_width(config.student, config.branching, graphs, teachers, teachers[0], teacher_sizes(teachers), x)
+    fresh = trunk_blocks(graphs, choice.init, choice.width, 0)
+    assert choice.width < WIDTHS[1]  # at least two candidates were pruned before it
+    for kept, built in zip(choice.blocks, fresh, strict=True):
+        assert count_params(kept) == count_params(built)
+        for a, b in zip(kept.state_dict().values(), built.state_dict().values(), strict=True):
+            torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        h, g = x, x
+        for kept, built in zip(choice.blocks, fresh):
+            h, g = kept.eval()(h), built.eval()(g)
+    torch.testing.assert_close(h, g)
 
 
 def test_a_number_is_taken_as_given(tmp_path, assets):

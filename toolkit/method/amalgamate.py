@@ -192,28 +192,30 @@ def start_run(config, out, resume, overwrite, quiet, cache_root, ranks):
 
 def settle_width(run, sizes):
     """``student.width`` as a number (toolkit.method.width_choice; ``auto`` picks the widest
-    trunk whose smallest student fits the size limit) and the init it takes; logged and
-    returned as the run's config, which every later step reads."""
+    trunk whose smallest student fits the size limit) and the init it takes, logged; returns
+    the run's config with them, which every later step reads, and the trunk's blocks at
+    that width, untrained."""
     student, ctx = run.config.student, run.ctx
     x = to_tensor(run.train.inputs, np.arange(1), "cpu")
-    width, init, params, limit = choose_width(student, run.config.branching, run.trunk, run.teachers, run.reference,
-                                              sizes, x)
+    choice = choose_width(student, run.config.branching, run.trunk, run.teachers, run.reference, sizes, x,
+                          ctx.training.seed)
+    params, limit = choice.params, choice.limit
     if student.width == "auto":
         bound = ("no size limit" if limit is None else f"within the size limit of {int(limit):,}"
                  if params <= limit else f"over the size limit of {int(limit):,} even at the narrowest width")
-        ctx.log.say(f"student.width auto: {width:g} (init {init}): every branch after the last block gives "
-                    f"{params:,} params, {bound}")
-    ctx.log.write("width", width=width, init=init, smallest_student_params=params, limit=limit,
+        ctx.log.say(f"student.width auto: {choice.width:g} (init {choice.init}): every branch after the last "
+                    f"block gives {params:,} params, {bound}")
+    ctx.log.write("width", width=choice.width, init=choice.init, smallest_student_params=params, limit=limit,
                   auto=student.width == "auto")
-    student = student.model_copy(update={"width": width, "init": init})
-    return run.config.model_copy(update={"student": student})
+    student = student.model_copy(update={"width": choice.width, "init": choice.init})
+    return run.config.model_copy(update={"student": student}), choice.blocks
 
 
-def train_blocks(run):
-    """Step 2: the trunk grown block by block; returns blocks, stage branches, loss table."""
+def train_blocks(run, blocks):
+    """Step 2: the trunk ``blocks`` grown block by block; returns them trained, the stage
+    branches and the loss table."""
     config, ctx = run.config, run.ctx
-    blocks = [b.to(ctx.device) for b in trunk_blocks(run.trunk, config.student.init, config.student.width,
-                                                      ctx.training.seed)]
+    blocks = [b.to(ctx.device) for b in blocks]
     prefix = PrefixFeatures(run.out / "cache" / "prefix", run.train.inputs)
     source = run.reference.name if config.student.init == "teacher" else None
     stage_parts, table = {}, {}
@@ -278,8 +280,8 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     ranks = ranks or Ranks()
     run = start_run(config, out, resume, overwrite, quiet, cache_root, ranks)
     sizes = teacher_sizes(run.teachers)
-    run.config = settle_width(run, sizes)
-    blocks, stage_parts, table = train_blocks(run)
+    run.config, blocks = settle_width(run, sizes)
+    blocks, stage_parts, table = train_blocks(run, blocks)
     points = branch_out(run, blocks, stage_parts, table, sizes)
     student, graphs = assemble_student(blocks, stage_parts, points, run.teachers, run.task_order)
     student = train_end_to_end(run.ctx, "finetune", student, run.train, run.train_idx,  # step 4

@@ -30,7 +30,7 @@ from toolkit.method.branching import teacher_sizes
 from toolkit.method.feature_baselines import enabled_baselines, needs_every_tap
 from toolkit.method.width_choice import choose_width
 from toolkit.student.infer import to_tensor
-from toolkit.student.parts import trunk_blocks, trunk_graphs
+from toolkit.student.parts import trunk_graphs
 from toolkit.student.targetnet import count_params
 from toolkit.teachers import load_teachers
 from toolkit.teachers.targets import BATCH, preprocess_of
@@ -98,9 +98,9 @@ def _student(config, teachers, reference, x):
     """Trunk blocks (at the width the run will take, toolkit.method.width_choice), the prefix
     row sizes, params and the seconds per image of one forward and backward pass through the trunk."""
     trunk = trunk_graphs(reference)
-    width, init, student, _ = choose_width(config.student, config.branching, trunk, teachers, reference,
-                                           teacher_sizes(teachers), x)
-    blocks = trunk_blocks(trunk, init, width, config.training.seed)
+    choice = choose_width(config.student, config.branching, trunk, teachers, reference, teacher_sizes(teachers), x,
+                          config.training.seed)
+    blocks = choice.blocks
     rows, h = [], x
     with torch.no_grad():
         for block in blocks:
@@ -113,7 +113,7 @@ def _student(config, teachers, reference, x):
             y = block.train()(y)
         y.float().pow(2).mean().backward()
 
-    return rows, sum(count_params(b) for b in blocks), student, width, _timed(step) / len(x)
+    return rows, sum(count_params(b) for b in blocks), choice.params, choice.width, _timed(step) / len(x)
 
 
 def make_plan(config, world=1):

@@ -16,13 +16,29 @@ adapters may fold into the next layer). When no width fits, the narrowest is tak
 branching reports the bound as missed.
 """
 
+from dataclasses import dataclass
+
 import torch
 
+from runtime.convert import to_torch
 from toolkit.method.branching import size_limit
 from toolkit.student.parts import make_branch, trunk_blocks
 from toolkit.student.targetnet import count_params
 
 WIDTHS = (1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25)
+
+
+@dataclass
+class WidthChoice:
+    """The trunk's width and init, the smallest student's params at them, the size limit
+    (None: no bound) and the trunk's blocks at that width, built here once for the run
+    to train."""
+
+    width: float
+    init: str
+    params: int
+    limit: float | None
+    blocks: list
 
 
 def init_at(init, width):
@@ -31,11 +47,10 @@ def init_at(init, width):
 
 
 @torch.no_grad()
-def smallest_student_params(trunk, teachers, reference, init, width, gate_reduction, x, seed=0):
-    """Params of the student with every branch after the last block: ``trunk`` (the
-    reference teacher's block graphs) at ``width`` and ``init``, plus each teacher's
-    branch (gate, adapter, layers) on the last block's output for input ``x``."""
-    blocks = trunk_blocks(trunk, init, width, seed)
+def smallest_student_params(blocks, teachers, reference, init, gate_reduction, x):
+    """Params of the student with every branch after the last block: the trunk ``blocks``
+    (built with ``init``), plus each teacher's branch (gate, adapter, layers) on the last
+    block's output for input ``x``."""
     h = x
     for block in blocks:
         h = block.eval()(h)
@@ -46,16 +61,19 @@ def smallest_student_params(trunk, teachers, reference, init, width, gate_reduct
     return sum(count_params(b) for b in blocks) + branches
 
 
-def choose_width(student, branching, trunk, teachers, reference, sizes, x):
-    """``(width, init, params, limit)`` for ``student`` (StudentConfig): its own width and
-    init when the width is a number; for ``auto`` the widest of :data:`WIDTHS` whose
-    smallest student is within the limit (the narrowest when none is), ``sizes`` being
-    the chosen tasks' teachers' params."""
+def choose_width(student, branching, trunk, teachers, reference, sizes, x, seed=0):
+    """The :class:`WidthChoice` for ``student`` (StudentConfig) with the trunk's block graphs
+    ``trunk``: its own width and init when the width is a number; for ``auto`` the widest
+    of :data:`WIDTHS` whose smallest student is within the limit (the narrowest when none
+    is), ``sizes`` being the chosen tasks' teachers' params. The graphs are converted
+    once; ``seed`` seeds a random init's blocks, as the run's."""
     limit = size_limit(sizes, branching.size_budget, branching.max_vs_largest)
     candidates = WIDTHS if student.width == "auto" else (student.width,)
+    converted = [to_torch(g) for g in trunk]
     for width in candidates:
         init = init_at(student.init, width) if student.width == "auto" else student.init
-        params = smallest_student_params(trunk, teachers, reference, init, width, student.gate_reduction, x)
+        blocks = trunk_blocks(trunk, init, width, seed, converted)
+        params = smallest_student_params(blocks, teachers, reference, init, student.gate_reduction, x)
         if limit is None or params <= limit:
             break
-    return width, init, params, limit
+    return WidthChoice(width, init, params, limit, blocks)

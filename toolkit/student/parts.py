@@ -13,6 +13,7 @@ Every part keeps the ONNX graph it was converted from (``Part.graph``), so a
 trained student can be rebuilt from the run directory with no user code.
 """
 
+import copy
 from dataclasses import dataclass
 
 from torch import nn
@@ -44,12 +45,14 @@ def trunk_graphs(reference):
     return graphs
 
 
-def trunk_blocks(graphs, init, width, seed):
+def trunk_blocks(graphs, init, width, seed, converted=None):
     """The trunk's blocks from their graphs: the teacher's weights (``init: teacher``), those
     pruned to ``width`` by filter L1 norm (``pruned``; toolkit.student.prune), or
     re-initialised with a BatchNorm after each convolution and ``width`` x the channels
-    (``random``; toolkit.student.norm, toolkit.student.width). Block ``i`` is seeded ``seed + i``."""
-    blocks = [to_torch(g) for g in graphs]
+    (``random``; toolkit.student.norm, toolkit.student.width). Block ``i`` is seeded ``seed + i``.
+    ``converted``: the graphs already converted (``to_torch``), taken as copies, so that
+    trying several widths converts the graphs once."""
+    blocks = copy.deepcopy(converted) if converted is not None else [to_torch(g) for g in graphs]
     if init == "pruned":
         return prune_width(blocks, width)
     if init != "random":
