@@ -4,7 +4,8 @@
         [--baselines kd layerwise_ka cfl] [--timing-images 20000 54000] [--no-real-archs] [--set KEY=VALUE]
 
 Writes ``runs/bench/bench.json``, and from it ``bench.md`` (the tables) and ``bench.png``
-(F1 per model over the seeds; ``--report`` redraws both from an existing bench.json)::
+(F1 per model over the seeds), both drawn by samples/bench_report.py (``--report``
+redraws them from an existing bench.json)::
 
     {"amalgamation": {"cached_s", "eager_teachers_s", "irreducible_s"},
      "latency_ms": {"student_b1", "student_b64", "teachers_b1", "teachers_b64", "student_torch_b64", "student_int8_b64"},
@@ -63,6 +64,7 @@ from demo import CONFIG, ROOT, find_data  # samples/demo.py
 
 sys.path.insert(0, str(ROOT))
 import bench_training  # noqa: E402  samples/bench_training.py
+from bench_report import report, targets  # noqa: E402  samples/bench_report.py
 from runtime.session import make_session  # noqa: E402
 from toolkit.config import load_config  # noqa: E402
 from toolkit.data import Preprocess, eval_labels, open_source  # noqa: E402
@@ -182,147 +184,6 @@ def timing(config, data, out, images):
     eager_s = bench_training.eager(ctx, config, teachers, train, blocks, train_idx)
     irreducible_s = bench_training.irreducible(ctx, config, teachers, train, blocks, prefix, train_idx)
     return {"cached_s": cached_s, "eager_teachers_s": eager_s, "irreducible_s": irreducible_s}
-
-
-PT = 100  # F1 differences in points
-
-
-TARGETS = (  # name, value from bench.json (None: not measured in this run), bound, "max" or "min", unit
-    ("latency_b1", lambda b: b["latency_ms"]["student_b1"] / b["latency_ms"]["teachers_b1"], 0.6, "max", "x"),
-    ("latency_b64", lambda b: b["latency_ms"]["student_b64"] / b["latency_ms"]["teachers_b64"], 0.6, "max", "x"),
-    ("eager_over_cached", lambda b: b["amalgamation"]["eager_teachers_s"] / b["amalgamation"]["cached_s"], 2.0, "min",
-     "x"),
-    ("cached_over_irreducible", lambda b: b["amalgamation"]["cached_s"] / b["amalgamation"]["irreducible_s"], 1.2,
-     "max", "x"),
-    ("int8_over_fp32_b64", lambda b: b["latency_ms"]["student_int8_b64"] / b["latency_ms"]["student_b64"], 1.0, "max",
-     "x"),
-    ("f1_student_minus_teachers", lambda b: PT * (b["f1"]["student"] - b["f1"]["teachers"]), 0.5, "min", "pt"),
-    ("f1_student_minus_kd", lambda b: _diff(b["f1"], "student", "kd"), 0.3, "min", "pt"),
-    ("params_ratio", lambda b: b["params_ratio"], 0.6, "max", "x"),
-    ("f1_w1_minus_w05", lambda b: _diff(b["f1"], "student_w1" if "student_w1" in b["f1"] else "student", "student_w05"),
-     1.0, "max", "pt"),
-    ("real_archs_params_ratio", lambda b: _real(b, "params_ratio"), 0.6, "max", "x"),
-    ("real_archs_params_ratio_largest", lambda b: _real(b, "params_ratio_largest"), 1.0, "max", "x"),
-    ("real_archs_f1_student_minus_kd", lambda b: b["real_archs"] and _diff(b["real_archs"]["f1"], "student", "kd"),
-     0.0, "min", "pt"),
-    ("real_archs_f1_student_minus_teachers",
-     lambda b: b["real_archs"] and _diff(b["real_archs"]["f1"], "student", "teachers"), -0.5, "min", "pt"),
-)
-
-
-def _diff(f1, a, b):
-    return None if f1.get(a) is None or f1.get(b) is None else PT * (f1[a] - f1[b])
-
-
-def _real(bench, key):
-    return bench["real_archs"] and bench["real_archs"][key]
-
-
-def targets(bench):
-    """Each target of issues 11 and 13 measured in this run, with its bound and whether it is met."""
-    out = {}
-    for name, value, bound, kind, unit in TARGETS:
-        v = value(bench)
-        if v is not None:
-            out[name] = {"value": v, "unit": unit, "target": f"{'<=' if kind == 'max' else '>='} {bound:g}",
-                         "met": v <= bound if kind == "max" else v >= bound}
-    return out
-
-
-def _spread(bench, key):
-    s = bench["meta"]["f1_spread"].get(key)
-    return "" if s is None else f" (spread {s:.4f})"
-
-
-def table(bench):
-    a, lat, size, f1 = bench["amalgamation"], bench["latency_ms"], bench["size_bytes"], bench["f1"]
-    rows = [
-        ("block training, cached (s)", f"{a['cached_s']:.1f}", ""),
-        ("  teachers eager, no cache (s)", f"{a['eager_teachers_s']:.1f}", f"{a['eager_teachers_s'] / a['cached_s']:.2f}x cached"),
-        ("  irreducible (s)", f"{a['irreducible_s']:.1f}", f"cached {a['cached_s'] / a['irreducible_s']:.2f}x"),
-        ("latency b1: student / teachers (ms)", f"{lat['student_b1']:.3f} / {lat['teachers_b1']:.3f}",
-         f"{lat['student_b1'] / lat['teachers_b1']:.2f}x"),
-        ("latency b64: student / teachers (ms)", f"{lat['student_b64']:.2f} / {lat['teachers_b64']:.2f}",
-         f"{lat['student_b64'] / lat['teachers_b64']:.2f}x"),
-        ("latency b64: torch / int8 student (ms)", f"{lat['student_torch_b64']:.2f} / {lat['student_int8_b64']:.2f}", ""),
-        ("size: student / teachers / int8 (KiB)",
-         f"{size['student'] / 1024:.0f} / {size['teachers'] / 1024:.0f} / {size['student_int8'] / 1024:.0f}",
-         f"int8 {size['student'] / size['student_int8']:.2f}x smaller"),
-        ("params: student / both teachers", f"{bench['params_ratio']:.2f}x", ""),
-    ]
-    rows += [(f"test F1: {name}", f"{value:.4f}", _spread(bench, name)) for name, value in f1.items()]
-    if bench["real_archs"]:
-        r = bench["real_archs"]
-        std = bench["meta"].get("real_archs_f1_std") or {}
-        rows += [(f"real_archs F1: {name}", f"{v:.4f}", f"std {std[name]:.4f}" if name in std else "seed 0")
-                 for name, v in r["f1"].items() if v is not None]
-        rows.append(("real_archs params: both / larger", f"{r['params_ratio']:.2f}x / {r['params_ratio_largest']:.2f}x", ""))
-    rows += [(f"target {name}", f"{t['value']:.2f}{t['unit']}", f"{t['target']}: {'met' if t['met'] else 'MISSED'}")
-             for name, t in bench["targets"].items()]
-    width = max(len(r[0]) for r in rows)
-    return "\n".join(f"{name:{width}}  {value:>24}  {note}" for name, value, note in rows)
-
-
-MODELS = (("student", "layer-wise student (ours)"), ("kd", "multi-teacher KD"),
-          ("layerwise_ka", "layer-wise feature amalgamation"), ("cfl", "common feature learning"),
-          ("teachers", "teachers (each task on its own)"), ("student_int8", "student, int8 export"),
-          ("student_w1", "student at width 1 (teacher A's trunk)"), ("student_w05", "student at width 0.5 (pruned init)"))
-
-
-def markdown(bench):
-    """bench.md: the F1 table (mean, std and range over seeds), the real_archs row, the targets."""
-    meta, seeds = bench["meta"], bench["meta"]["seeds"]
-    lines = [f"F1: mean test F1 over the 5 chosen tasks, {len(seeds)} seeds ({', '.join(map(str, seeds))})", "",
-             "| model | mean F1 | std | range | per seed |", "|---|---|---|---|---|"]
-    for key, name in MODELS:
-        if key in bench["f1"]:
-            v = meta["f1_seeds"][key]
-            lines.append(f"| {name} | {bench['f1'][key]:.4f} | {meta['f1_std'][key]:.4f} | "
-                         f"{min(v):.4f}-{max(v):.4f} | {' / '.join(f'{x:.4f}' for x in v)} |")
-    lines += ["", f"params: student / both teachers {bench['params_ratio']:.2f}x, / the larger "
-                  f"{bench['params_ratio_largest']:.2f}x"]
-    if bench["real_archs"]:
-        r = bench["real_archs"]
-        per_seed = meta.get("real_archs_f1_seeds")
-        if per_seed:
-            lines += ["", f"real_archs, {len(next(iter(per_seed.values())))} seeds:", "", "| model | mean F1 | std | per seed |", "|---|---|---|---|"]
-            lines += [f"| {k} | {r['f1'][k]:.4f} | {np.std(v):.4f} | {' / '.join(f'{x:.4f}' for x in v)} |"
-                      for k, v in per_seed.items()]
-        else:  # a bench.json of an earlier version: seed 0 alone
-            lines += ["", "real_archs (seed 0): " + ", ".join(f"{k} {v:.4f}" for k, v in r["f1"].items() if v is not None)]
-        lines += ["", f"real_archs params: {r['params_ratio']:.2f}x both teachers, {r['params_ratio_largest']:.2f}x the larger"]
-    lines += ["", "| target | value | bound | met |", "|---|---|---|---|"]
-    lines += [f"| {name} | {t['value']:.2f}{t['unit']} | {t['target']} | {'yes' if t['met'] else 'MISSED'} |"
-              for name, t in bench["targets"].items()]
-    return "\n".join(lines) + "\n"
-
-
-def plot_f1(bench, path):
-    """Mean test F1 per model with its range over the seeds (bench.png)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [(k, n) for k, n in MODELS if k in bench["f1"]]
-    seeds = bench["meta"]["f1_seeds"]
-    means = [bench["f1"][k] for k, _ in keys]
-    err = [[m - min(seeds[k]) for (k, _), m in zip(keys, means)], [max(seeds[k]) - m for (k, _), m in zip(keys, means)]]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.barh([n for _, n in keys], means, xerr=err, color=["C0" if k == "student" else "C7" for k, _ in keys])
-    ax.set_xlim(min(means) - 0.01, max(means) + 0.01)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"mean test F1 (range over {len(bench['meta']['seeds'])} seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def report(bench, out):
-    """bench.md and bench.png beside bench.json; the table on the terminal."""
-    (out / "bench.md").write_text(markdown(bench))
-    plot_f1(bench, out / "bench.png")
-    print(table(bench))
 
 
 def quality(args, data, out):
