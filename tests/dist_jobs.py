@@ -92,5 +92,38 @@ def train(out, kill_at_step="0"):
     close()
 
 
+def heldout(out):
+    """The held-out fit (toolkit.method.endtoend.heldout_fit) of a small TargetNet (a conv
+    block, one fresh head with a binary and a 3-class task) with fixed random teacher
+    logits on 101 rows; each rank writes the rows its net ran on and what it got
+    to ``out/rank<r>.json``."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from toolkit.method.endtoend import heldout_fit
+    from toolkit.student.parts import build_branch
+    from toolkit.student.targetnet import TargetNet, TaskSlot
+    from toolkit.teachers.targets import SplitData
+
+    ranks = init_from_env()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    inputs = rng.random((120, 1, 8, 8), dtype=np.float32)
+    logits = {"a": rng.standard_normal(120).astype(np.float32),
+              "m": rng.standard_normal((120, 3)).astype(np.float32)}
+    slots = [TaskSlot("a", "binary", 0, index=0), TaskSlot("m", "multiclass", 0, start=1, stop=4)]
+    branch = build_branch({"gate": [4, 2], "adapter": None, "fresh_head": [4, 4]}, None, slots)
+    block = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU())
+    net = TargetNet([block], {"T@1": branch}, {"T@1": 1}, ["a", "m"])
+    seen = [0]
+    block.register_forward_hook(lambda module, args, out: seen.__setitem__(0, seen[0] + len(out)))
+    agree, excess = heldout_fit(net, SplitData(inputs, logits), np.arange(7, 108), "cpu", ranks)
+    Path(out, f"rank{ranks.rank}.json").write_text(json.dumps({"rows": seen[0], "fit": [agree, excess]}))
+    close()
+
+
 if __name__ == "__main__":
-    {"targets": targets, "prefix": prefix, "train": train}[sys.argv[1]](*sys.argv[2:])
+    {"targets": targets, "prefix": prefix, "train": train, "heldout": heldout}[sys.argv[1]](*sys.argv[2:])

@@ -85,6 +85,25 @@ def test_two_ranks_train_to_the_weights_of_one(tmp_path):
     assert any(np.abs(one[name] - weights_at_start()[name]).max() > 1e-3 for name in one)  # it did train
 
 
+def test_two_ranks_score_the_held_out_split_as_one(tmp_path):
+    """Each rank runs the net on its share of the 101 held-out rows alone; the sums make
+    every rank's numbers those of one process on all of them."""
+    import json
+
+    def scores(nproc):
+        out = tmp_path / str(nproc)
+        out.mkdir()
+        torchrun(nproc, "tests.dist_jobs", "heldout", out)
+        found = [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)]
+        assert [f["rows"] for f in found] == [len(range(r, 101, nproc)) for r in range(nproc)]  # no padding
+        return [tuple(f["fit"]) for f in found]
+
+    (one,), two = scores(1), scores(2)
+    assert two[0] == two[1]  # the same numbers on every rank
+    assert two[0] == pytest.approx(one, rel=1e-6)
+    assert 0.3 < one[0] < 0.9 and one[1] > 0  # random logits: neither all agree nor none
+
+
 def weights_at_start():
     import torch
 

@@ -14,6 +14,7 @@ evaluation data never chooses anything.
 import numpy as np
 import torch
 
+from toolkit.dist import Ranks
 from toolkit.eval.metrics import agreement
 from toolkit.method.checkpoint import load_checkpoint, restore, save_checkpoint
 from toolkit.method.loop import Phase, run_phase
@@ -60,17 +61,25 @@ def fit_net_adapters(net, data, indices, device):
 
 
 @torch.no_grad()
-def heldout_fit(net, data, indices, device):
+def heldout_fit(net, data, indices, device, ranks=None):
     """(agreement, excess loss) with the teachers on held-out rows, each a mean over tasks:
-    the share of same decisions at logit 0 / argmax, and the KL from each task's teacher."""
+    the share of same decisions at logit 0 / argmax, and the KL from each task's teacher.
+    In a torchrun job (``ranks``) each rank scores its share of the rows (``Ranks.split``)
+    and the sums are added up: every rank gets the numbers of the whole split."""
+    ranks = ranks or Ranks()
+    rows = ranks.split(indices)
     kinds = task_kinds(net)
-    logits = predict(net, data.inputs, indices, device)
-    agree, excess = [], []
-    for name, z in logits.items():
-        teacher = np.asarray(data.logits[name])[indices]
-        agree.append(agreement(kinds[name], z, teacher))
-        excess.append(excess_loss(kinds[name], torch.from_numpy(z), torch.from_numpy(teacher)).mean().item())
-    return float(np.mean(agree)), float(np.mean(excess))
+    logits = predict(net, data.inputs, rows, device) if len(rows) else {}
+    sums = []
+    for name, kind in kinds.items():  # the same order on every rank
+        if name not in logits:
+            sums += [0.0, 0.0]
+            continue
+        z, teacher = logits[name], np.asarray(data.logits[name])[rows]
+        sums += [agreement(kind, z, teacher) * len(rows),
+                 excess_loss(kind, torch.from_numpy(z), torch.from_numpy(teacher)).sum().item()]
+    *totals, n = ranks.sum((*sums, len(rows)))
+    return float(np.mean(totals[0::2]) / n), float(np.mean(totals[1::2]) / n)
 
 
 class BestEpoch:
@@ -122,7 +131,7 @@ def train_end_to_end(ctx, phase, net, data, indices, epochs, holdout=None, aux=N
         if aux is not None:
             ctx.log.write("feature_loss", phase=phase, epoch=epoch, **aux.epoch_means())
         if choose:
-            agree, excess = heldout_fit(net, data, holdout, device)
+            agree, excess = heldout_fit(net, data, holdout, device, ctx.ranks)
             ctx.log.write("heldout", phase=phase, epoch=epoch, agreement=agree, excess=excess)
             best.offer(epoch, agree, excess, net)
 
