@@ -16,7 +16,6 @@ from runtime.errors import ConfigError
 from runtime.normalize import normalize
 from tests.builders import PlainCNN, ResidualCNN, export
 from tests.zoo_teachers import calibrated
-from toolkit.student.adapters import Select
 from toolkit.student.prune import prune_width
 from toolkit.student.width import scale_width, scaled
 
@@ -111,22 +110,6 @@ def test_dead_channels_pruned_leave_the_live_ones_unchanged(exported, arch):
         dead[live] = False
         assert ref[:, dead].abs().max() == 0 and ref[:, live].abs().max() > 0  # the teacher as built
         torch.testing.assert_close(out, ref[:, live], rtol=1e-4, atol=1e-5, msg=f"block {block}")
-
-
-@pytest.mark.parametrize("arch", ARCHS)
-def test_select_puts_the_kept_channels_back_where_the_teacher_has_them(exported, arch):
-    """Each pruned block records the teacher's channels it keeps (here the live ones), and
-    Select scatters its output back into the teacher's own feature: what the teacher's
-    layers after the block see, with no trained adapter between."""
-    graphs = exported(arch, dead=True)
-    x = torch.randn(2, 3, SIZE, SIZE)
-    pruned = prune_width(_convert(graphs), 0.5)
-    with torch.no_grad():
-        full, outs = _run(_convert(graphs), x), _run(pruned, x)
-        for block, (out, ref) in enumerate(zip(outs, full)):
-            assert pruned[block].teacher_channels == _live(ref.shape[1]).tolist()
-            back = Select(pruned[block].teacher_channels, ref.shape[1])(out)
-            torch.testing.assert_close(back, ref, rtol=1e-4, atol=1e-5, msg=f"block {block + 1}")
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -41,7 +41,7 @@ from toolkit.method.width_choice import choose_width
 from toolkit.runlog import RunLog
 from toolkit.student.infer import to_tensor
 from toolkit.student.io import read_spec, save_student
-from toolkit.student.parts import build_branch, trunk_blocks, trunk_graphs, trunk_source
+from toolkit.student.parts import build_branch, trunk_blocks, trunk_graphs
 from toolkit.student.targetnet import TargetNet, count_params
 from toolkit.teachers import SplitData, TeacherGraph, alignment_lines, alignment_tables, load_teachers, split_data
 from toolkit.teachers.averaged import log_views
@@ -217,7 +217,7 @@ def train_blocks(run, blocks):
     config, ctx = run.config, run.ctx
     blocks = [b.to(ctx.device) for b in blocks]
     prefix = PrefixFeatures(run.out / "cache" / "prefix", run.train.inputs)
-    source = trunk_source(run.reference.name, config.student.init)
+    source = run.reference.name if config.student.init == "teacher" else None
     stage_parts, table = {}, {}
     for block_no, block in enumerate(blocks, start=1):
         stage_parts[block_no], table[block_no] = train_stage(

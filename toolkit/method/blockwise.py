@@ -75,18 +75,16 @@ class PrefixFeatures:
         self.levels.append(np.load(path, mmap_mode="r"))
 
 
-def stage_branches(teachers, block, trunk_shape, gate_reduction, trunk_source, select=None):
+def stage_branches(teachers, block, trunk_shape, gate_reduction, trunk_source):
     """Each teacher's branch after trunk block ``block``; teacher layers frozen.
 
     ``trunk_source``: the teacher whose own features the trunk starts from (None
-    for a random trunk); every other teacher's adapter gets a 1x1 conv. ``select``:
-    the source's channels a pruned trunk keeps after this block (its branch selects them)."""
+    for a random trunk); every other teacher's adapter gets a 1x1 conv."""
     out = {}
     for t in teachers:
         if not t.tasks:
             continue
-        own = t.name == trunk_source
-        part = make_branch(t, block, trunk_shape, gate_reduction, project=not own, select=select if own else None)
+        part = make_branch(t, block, trunk_shape, gate_reduction, project=t.name != trunk_source)
         if t.structured:
             freeze(part.module.body)
         out[t.name] = part
@@ -174,8 +172,7 @@ def train_stage(ctx, block_no, block, teachers, prefix, data, train_idx, holdout
     block.to(device)
     with torch.no_grad():
         trunk_shape = tuple(block.eval()(to_tensor(prefix.levels[-1], np.arange(1), device)).shape[1:])
-    branches = stage_branches(teachers, block_no, trunk_shape, gate_reduction, trunk_source,
-                              getattr(block, "teacher_channels", None))
+    branches = stage_branches(teachers, block_no, trunk_shape, gate_reduction, trunk_source)
     fit_adapters(block, branches, teachers, prefix.levels[-1], data, train_idx, block_no, device)
     modules = {"block": block, **{f"branch_{k}": p.module.to(device) for k, p in branches.items()}}
     trainable = [block] + [p.module.gate for p in branches.values()] + [p.module.adapter for p in branches.values()]

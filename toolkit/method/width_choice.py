@@ -22,7 +22,7 @@ import torch
 
 from runtime.convert import to_torch
 from toolkit.method.branching import size_limit
-from toolkit.student.parts import make_branch, trunk_blocks, trunk_source
+from toolkit.student.parts import make_branch, trunk_blocks
 from toolkit.student.targetnet import count_params
 
 WIDTHS = (1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25)
@@ -54,11 +54,9 @@ def smallest_student_params(blocks, teachers, reference, init, gate_reduction, x
     h = x
     for block in blocks:
         h = block.eval()(h)
-    source = trunk_source(reference.name, init)
-    select = getattr(blocks[-1], "teacher_channels", None)
+    source = reference.name if init == "teacher" else None
     branches = sum(count_params(make_branch(t, len(blocks), tuple(h.shape[1:]), gate_reduction,
-                                            project=t.name != source,
-                                            select=select if t.name == source else None).module)
+                                            project=t.name != source).module)
                    for t in teachers if t.tasks)
     return sum(count_params(b) for b in blocks) + branches
 

@@ -9,12 +9,6 @@ widths agree: its channels need not line up with the trunk's. The conv starts as
 the least-squares map from the trunk's feature to that teacher's own feature at
 the boundary (:func:`fit_adapter`, on cached taps), so the frozen branch sees
 nearly what its teacher saw from the first step.
-
-The teacher the trunk came from, pruned (``student.init: pruned``), gets no trained
-conv: the trunk keeps a subset of that teacher's own channels, and :class:`Select`
-puts them back at their places (the teacher's layers take the pruned channels as
-zeros, as if their input weights for them were pruned too). Issue 11, "branch
-tails can be pruned the same way"; ours.
 """
 
 import torch
@@ -22,42 +16,18 @@ from torch import nn
 from torch.nn import functional as F
 
 
-class Select(nn.Module):
-    """The trunk's channels back at the teacher's positions ``channels`` among its
-    ``target_channels``, zeros elsewhere: a fixed 0/1 1x1 conv (a buffer, not trained;
-    the export folds it into the layer after it, as it folds an adapter).
-
-    >>> select = Select([0, 2], 3)
-    >>> select(torch.tensor([5.0, 7.0]).reshape(1, 2, 1, 1)).flatten().tolist()
-    [5.0, 0.0, 7.0]
-    """
-
-    def __init__(self, channels, target_channels):
-        super().__init__()
-        weight = torch.zeros(target_channels, len(channels), 1, 1)
-        weight[list(channels), range(len(channels))] = 1.0
-        self.register_buffer("weight", weight)
-
-    def forward(self, h):
-        return F.conv2d(h, self.weight)
-
-
 class Adapter(nn.Module):
     """Maps a trunk feature (N, C, H, W) to a branch input of ``target_shape``.
 
     ``target_shape`` is (C, H, W) in NCHW order; ``target_layout`` "NHWC" permutes
-    the result for branches cut from NHWC graphs. ``select``: the target channels the
-    trunk's channels are, in order (:class:`Select` instead of a trained 1x1 conv).
+    the result for branches cut from NHWC graphs.
     """
 
-    def __init__(self, source_channels, target_shape, target_layout="NCHW", project=False, select=None):
+    def __init__(self, source_channels, target_shape, target_layout="NCHW", project=False):
         super().__init__()
         channels, self.height, self.width = target_shape
         project = project or source_channels != channels
-        if select is not None:
-            self.project = Select(select, channels)
-        else:
-            self.project = nn.Conv2d(source_channels, channels, 1) if project else nn.Identity()
+        self.project = nn.Conv2d(source_channels, channels, 1) if project else nn.Identity()
         self.nhwc = target_layout == "NHWC"
 
     def resize(self, h):
@@ -80,24 +50,15 @@ def needs_adapter(source_shape, target_shape, target_layout="NCHW", project=Fals
     return project or tuple(source_shape) != tuple(target_shape) or target_layout == "NHWC"
 
 
-def keeps_all(select, channels):
-    """True when ``select`` is every one of ``channels`` in order (a trunk pruned at width 1)."""
-    return list(select) == list(range(channels))
-
-
 def to_nchw(shape, layout):
     """(C, H, W) of a feature shape given without its batch axis."""
     return (shape[2], shape[0], shape[1]) if layout == "NHWC" else tuple(shape)
 
 
-def make_adapter(source_shape, target_shape, target_layout="NCHW", project=False, select=None):
-    """The adapter from a trunk feature of ``source_shape`` to a branch input of ``target_shape``
-    (:class:`Adapter`; ``select``: the teacher's channels a pruned trunk of its own keeps)."""
-    if select is not None and keeps_all(select, target_shape[0]):
-        select = None
-    if select is None and not needs_adapter(source_shape, target_shape, target_layout, project):
+def make_adapter(source_shape, target_shape, target_layout="NCHW", project=False):
+    if not needs_adapter(source_shape, target_shape, target_layout, project):
         return nn.Identity()
-    return Adapter(source_shape[0], target_shape, target_layout, project, select)
+    return Adapter(source_shape[0], target_shape, target_layout, project)
 
 
 @torch.no_grad()

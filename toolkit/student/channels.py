@@ -143,14 +143,12 @@ def _walk(groups, layers, b, block, g_in):
 
 
 def channel_groups(blocks):
-    """(groups, layers, outputs): each group (by id), every conv / BatchNorm with its input and
-    output groups, and the group of each block's output."""
-    groups, layers, outputs = _Groups(), [], []
+    """(groups, layers): each group (by id) and every conv / BatchNorm with its input and output groups."""
+    groups, layers = _Groups(), []
     g = groups.new(image=True)
     for b, block in enumerate(blocks):
         g = _walk(groups, layers, b, block, g)
-        outputs.append(g)
     for layer in layers:
         layer.group_in, layer.group_out = groups.find(layer.group_in), groups.find(layer.group_out)
     roots = {groups.find(i) for i in range(len(groups.parent))}
-    return {r: groups.info[r] for r in roots}, layers, [groups.find(g) for g in outputs]
+    return {r: groups.info[r] for r in roots}, layers

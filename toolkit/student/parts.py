@@ -89,19 +89,11 @@ def feature_shape(boundary):
     return to_nchw(boundary.shape[1:], boundary.layout)
 
 
-def trunk_source(reference, init):
-    """The teacher whose own channels the trunk's are (all of them, or a pruned subset): its
-    branches need no trained adapter; None for a re-initialised trunk."""
-    return reference if init in ("teacher", "pruned") else None
-
-
-def make_branch(teacher, block, trunk_shape, gate_reduction, project=False, select=None):
+def make_branch(teacher, block, trunk_shape, gate_reduction, project=False):
     """A branch leaving a trunk feature of shape ``trunk_shape`` (C, H, W) after ``block``.
 
     ``project``: give the adapter a 1x1 conv even where widths agree (a teacher
-    whose channels need not line up with the trunk's); ``select``: the teacher's
-    channels the trunk keeps, in order (the trunk pruned from this teacher:
-    toolkit.student.adapters.Select, no trained conv)."""
+    whose channels need not line up with the trunk's)."""
     if not teacher.structured:
         keep, slots = head_plan(teacher)
         width = sum(len(v) for v in keep.values())
@@ -111,7 +103,7 @@ def make_branch(teacher, block, trunk_shape, gate_reduction, project=False, sele
     graph, slots = branch_graph(teacher, block)
     target = teacher.boundary(block)
     build = {"gate": [trunk_shape[0], gate_reduction],
-             "adapter": [list(trunk_shape), list(feature_shape(target)), target.layout, project, select],
+             "adapter": [list(trunk_shape), list(feature_shape(target)), target.layout, project],
              "fresh_head": None}
     return Part(build_branch(build, to_torch(graph), slots), graph)
 

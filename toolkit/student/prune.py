@@ -59,14 +59,9 @@ def _all(keep, channels):
 
 
 def prune_width(blocks, width):
-    """``blocks`` (converted teacher blocks, in order) narrowed to ``width``, one index set per channel
-    group. Each block records the teacher's channels its output keeps, in order
-    (``teacher_channels``, a list of ints; None for the image's), for the branch that
-    leaves after it to the same teacher (toolkit.student.adapters.Select)."""
-    groups, layers, outputs = channel_groups(blocks)
+    """``blocks`` (converted teacher blocks, in order) narrowed to ``width``, one index set per channel group."""
+    groups, layers = channel_groups(blocks)
     kept = {g: _kept(group, width) for g, group in groups.items()}
-    for block, group in zip(blocks, outputs, strict=True):
-        block.teacher_channels = None if kept[group] is None else kept[group].tolist()
     for layer in layers:
         block, module = blocks[layer.block], layer.module
         if isinstance(module, nn.Conv2d):
