@@ -6,7 +6,8 @@
 For each width < 1, two students of samples/fashion_mnist/config.yaml are amalgamated
 (``student.width``): ``init: pruned`` (teacher A's trunk narrowed by filter L1 norm,
 toolkit.student.prune) and ``init: random`` (He init, a BatchNorm after each conv);
-width 1.0 is the sample's own student (``init: teacher``). Each row: params (student /
+width 1.0 is teacher A's trunk as it is (``init: teacher``; the sample itself takes
+``width: auto``, 0.75). Each row: params (student /
 both teachers), mean test F1 at each model's held-out thresholds, mean held-out
 agreement with the teachers (the number a user without labels would choose by).
 Writes ``runs/width/width.json`` and ``width.png``; prints the table.
@@ -40,9 +41,10 @@ def heldout_agreement(out):
 
 def point(data, out, seed, width, init, settings):
     """Amalgamate one (width, init) student; its row of the curve."""
-    overrides = [f"data.train.path={data}", f"data.eval.path={data}", f"training.seed={seed}", *settings]
+    overrides = [f"data.train.path={data}", f"data.eval.path={data}", f"training.seed={seed}",
+                 f"student.width={width}", *settings]  # the sample's own width is ``auto``
     if width != 1.0:
-        overrides += [f"student.width={width}", f"student.init={init}"]
+        overrides.append(f"student.init={init}")
     t0 = time.perf_counter()
     amalgamate(load_config(CONFIG, overrides), out=out, overwrite=True, quiet=True, cache_root=out.parent / ".cache")
     metrics = json.loads((out / "metrics.json").read_text())
