@@ -25,8 +25,8 @@ redraws them from an existing bench.json)::
   task on the teacher it comes from), the student's int8 export (its ONNX at the
   student's thresholds), ``student_w1`` (``student.width: 1.0``: teacher A's own
   trunk, which the config's ``width: auto`` narrows to meet the default size bounds)
-  and ``student_w05``, the width-0.5 student (``student.init: pruned``,
-  ``student.width: 0.5``: the reference teacher's trunk narrowed by filter L1 norm),
+  and ``student_w05``, the width-0.5 student (``student.width: 0.5`` at the config's
+  init, which a narrowed trunk takes as He init: toolkit.method.width_choice),
   each a run of its own per seed;
 * params_ratio (student / both teachers), params_ratio_largest (student / the larger):
   seed 0's student;
@@ -84,7 +84,7 @@ ORT_REPEATS = 1000  # median of up to this many runs (toolkit.ship.latency stops
 REAL_CONFIG = ROOT / "samples" / "real_archs" / "config.yaml"
 BASELINES = ("kd", "layerwise_ka", "cfl")
 WIDTHS = {"student_w1": ("student.width=1.0",),  # teacher A's own trunk (the config's `auto` narrows it)
-          "student_w05": ("student.init=pruned", "student.width=0.5")}
+          "student_w05": ("student.width=0.5",)}
 SETTINGS = []  # --set KEY=VALUE, applied to every amalgamation of the run (a quick smoke run)
 
 

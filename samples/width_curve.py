@@ -7,10 +7,13 @@ For each width < 1, two students of samples/fashion_mnist/config.yaml are amalga
 (``student.width``): ``init: pruned`` (teacher A's trunk narrowed by filter L1 norm,
 toolkit.student.prune) and ``init: random`` (He init, a BatchNorm after each conv);
 width 1.0 is teacher A's trunk as it is (``init: teacher``; the sample itself takes
-``width: auto``, 0.75). Each row: params (student /
-both teachers), mean test F1 at each model's held-out thresholds, mean held-out
-agreement with the teachers (the number a user without labels would choose by).
-Writes ``runs/width/width.json`` and ``width.png``; prints the table.
+``width: auto``, 0.75, and ``init: auto``, He init when narrowed). Each row: params
+(student / both teachers), mean test F1 at each model's held-out thresholds, mean
+held-out agreement with the teachers (the number a user without labels would choose
+a checkpoint by), and the held-out agreement on the tasks of teacher B alone, which
+neither init starts from: the fair judge between the two inits (a trunk pruned from
+A shares A's mistakes, toolkit.method.width_choice). The init it ranks first at each
+width is marked. Writes ``runs/width/width.json`` and ``width.png``; prints the table.
 """
 
 import argparse
@@ -18,6 +21,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from demo import CONFIG, ROOT, find_data  # samples/demo.py
 
@@ -39,18 +44,35 @@ def heldout_agreement(out):
     return next((r["agreement"] for r in rows if r["epoch"] == kept), None)
 
 
+def others_agreement(metrics, reference):
+    """Mean held-out agreement on the tasks of the teachers other than ``reference``."""
+    per = metrics["holdout_by_teacher"]["student"]
+    return float(np.mean([a for t, a in per.items() if t != reference]))
+
+
 def point(data, out, seed, width, init, settings):
     """Amalgamate one (width, init) student; its row of the curve."""
     overrides = [f"data.train.path={data}", f"data.eval.path={data}", f"training.seed={seed}",
-                 f"student.width={width}", *settings]  # the sample's own width is ``auto``
-    if width != 1.0:
-        overrides.append(f"student.init={init}")
+                 f"student.width={width}", f"student.init={init if width != 1.0 else 'teacher'}", *settings]
     t0 = time.perf_counter()
-    amalgamate(load_config(CONFIG, overrides), out=out, overwrite=True, quiet=True, cache_root=out.parent / ".cache")
+    config = load_config(CONFIG, overrides)
+    amalgamate(config, out=out, overwrite=True, quiet=True, cache_root=out.parent / ".cache")
     metrics = json.loads((out / "metrics.json").read_text())
     return {"width": width, "init": init if width != 1.0 else "teacher", "params_ratio": metrics["params"]["ratio"],
             "f1": metrics["summary"]["student"]["f1"], "teachers_f1": metrics["summary"]["teacher"]["f1"],
-            "heldout_agreement": heldout_agreement(out), "seconds": time.perf_counter() - t0}
+            "heldout_agreement": heldout_agreement(out),
+            "others_agreement": others_agreement(metrics, config.student.reference),
+            "seconds": time.perf_counter() - t0}
+
+
+def mark_choices(rows):
+    """``chosen``: at each width below 1, the init with the higher agreement on the other teachers' tasks."""
+    for width in {r["width"] for r in rows if r["width"] != 1.0}:
+        pair = [r for r in rows if r["width"] == width]
+        best = max(pair, key=lambda r: r["others_agreement"])
+        for r in pair:
+            r["chosen"] = r is best
+    return rows
 
 
 def plot(rows, path):
@@ -90,12 +112,15 @@ def main():
             rows.append(point(data, out / f"w{width}-{init}", args.seed, width, init, args.overrides))
             r = rows[-1]
             print(f"width {width} {init}: params {r['params_ratio']:.2f}x, F1 {r['f1']:.4f}, "
-                  f"held-out agreement {r['heldout_agreement']:.4f} ({r['seconds']:.0f} s)", flush=True)
+                  f"held-out agreement {r['heldout_agreement']:.4f}, on B's tasks {r['others_agreement']:.4f} "
+                  f"({r['seconds']:.0f} s)", flush=True)
+    mark_choices(rows)
     (out / "width.json").write_text(json.dumps(rows, indent=2))
     plot(rows, out / "width.png")
-    print(f"\n{'width':>5} {'init':8} {'params':>7} {'test F1':>8} {'held-out agr.':>13}")
+    print(f"\n{'width':>5} {'init':8} {'params':>7} {'test F1':>8} {'held-out agr.':>13} {'on B':>7}")
     for r in sorted(rows, key=lambda r: (r["width"], r["init"])):
-        print(f"{r['width']:>5} {r['init']:8} {r['params_ratio']:>6.2f}x {r['f1']:>8.4f} {r['heldout_agreement']:>13.4f}")
+        print(f"{r['width']:>5} {r['init']:8} {r['params_ratio']:>6.2f}x {r['f1']:>8.4f} {r['heldout_agreement']:>13.4f} "
+              f"{r['others_agreement']:>7.4f}" + ("  <- chosen" if r.get("chosen") else ""))
     print(f"teachers F1 {rows[0]['teachers_f1']:.4f}; {out / 'width.json'}, {out / 'width.png'}")
     return 0
 

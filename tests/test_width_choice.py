@@ -2,7 +2,8 @@
 
 Teacher A (the trunk's reference) is much larger than teacher B, so the full-width
 student (A's trunk plus B's branch) is over ``max_vs_largest`` 1.0 x A: no branch
-point can bring it under, and ``auto`` narrows the trunk, from A's pruned weights.
+point can bring it under, and ``auto`` narrows the trunk: from He init (``init: auto``,
+the default) or from A's pruned weights (``init: teacher``).
 """
 
 import json
@@ -17,7 +18,7 @@ from tests.synthetic import SIZE, make_images, save_npz
 from toolkit.config import load_config
 from toolkit.method.amalgamate import amalgamate
 from toolkit.method.branching import size_limit, teacher_sizes
-from toolkit.method.width_choice import WIDTHS, choose_width, smallest_student_params
+from toolkit.method.width_choice import WIDTHS, choose_width, init_at, smallest_student_params
 from toolkit.student.io import load_student
 from toolkit.student.parts import trunk_blocks, trunk_graphs
 from toolkit.student.targetnet import count_params
@@ -47,7 +48,7 @@ def chosen(tmp_path, assets, student=None, branching=None):
     choice = choose_width(config.student, config.branching, trunk_graphs(reference), teachers, reference, sizes, x)
 
     def params_at(w):
-        init = "teacher" if w == 1 else "pruned"
+        init = init_at(config.student.init, w)
         blocks = trunk_blocks(trunk_graphs(reference), init, w, 0)
         return smallest_student_params(blocks, teachers, reference, init, config.student.gate_reduction, x)
 
@@ -58,10 +59,16 @@ def test_auto_takes_the_widest_width_within_the_default_limit(tmp_path, assets):
     width, init, params, limit, params_at, sizes = chosen(tmp_path, assets)
     assert limit == pytest.approx(min(0.6 * sum(sizes.values()), max(sizes.values())))
     assert params_at(1.0) > limit  # the full-width student breaks the bound
-    assert width < 1.0 and init == "pruned"
+    assert width < 1.0 and init == "random"  # init auto: He init for a narrowed trunk
     assert params == params_at(width) <= limit
     wider = WIDTHS[WIDTHS.index(width) - 1]
     assert params_at(wider) > limit  # the widest that fits
+
+
+def test_a_narrowed_trunk_of_init_teacher_starts_from_the_pruned_weights(tmp_path, assets):
+    width, init, params, limit, params_at, _ = chosen(tmp_path, assets, student={"init": "teacher"})
+    assert width < 1.0 and init == "pruned"
+    assert params == params_at(width) <= limit
 
 
 def test_auto_keeps_full_width_and_the_teachers_weights_without_a_bound(tmp_path, assets):
@@ -70,16 +77,20 @@ def test_auto_keeps_full_width_and_the_teachers_weights_without_a_bound(tmp_path
     assert (width, init, limit) == (1.0, "teacher", None) and params == params_at(1.0)
 
 
-def test_the_choice_hands_over_its_trunk_as_built_fresh_at_that_width(tmp_path, assets):
-    """The candidates are pruned from one conversion of the graphs: each from its own copy, so the
-    blocks handed to the run equal a fresh build at the chosen width, weights and outputs."""
-    config = load_config(write_config(tmp_path, base_config(assets)))
+@pytest.mark.parametrize("init", ["auto", "teacher"])
+def test_the_choice_hands_over_its_trunk_as_built_fresh_at_that_width(tmp_path, assets, init):
+    """The candidates are built (He init, or pruned) from one conversion of the graphs: each from
+    its own copy, so the blocks handed to the run equal a fresh build at the chosen width,
+    weights and outputs."""
+    config = base_config(assets)
+    config["student"] = {"reference": "A", "init": init}
+    config = load_config(write_config(tmp_path, config))
     teachers = load_teachers(config)
     graphs = trunk_graphs(teachers[0])
     x = torch.rand(3, 1, SIZE, SIZE)
     choice = choose_width(config.student, config.branching, graphs, teachers, teachers[0], teacher_sizes(teachers), x)
     fresh = trunk_blocks(graphs, choice.init, choice.width, 0)
-    assert choice.width < WIDTHS[1]  # a pruned candidate (0.875) came before it
+    assert choice.width < WIDTHS[1]  # a narrowed candidate (0.875) came before it
     for kept, built in zip(choice.blocks, fresh, strict=True):
         assert count_params(kept) == count_params(built)
         for a, b in zip(kept.state_dict().values(), built.state_dict().values(), strict=True):
@@ -105,7 +116,7 @@ def test_the_run_records_the_width_and_builds_the_trunk_at_it(tmp_path, assets):
     config = load_config(write_config(tmp_path, base_config(assets)))
     amalgamate(config, out=tmp_path / "run", quiet=True, cache_root=tmp_path / "cache")
     branches = json.loads((tmp_path / "run" / "branches.json").read_text())
-    assert branches["width"] < 1.0 and branches["init"] == "pruned"
+    assert branches["width"] < 1.0 and branches["init"] == "random"
     assert branches["budget_met"] and branches["params"] <= size_limit(branches["teachers_params"], 0.6, 1.0)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["width"] for r in records if r["event"] == "width"] == [branches["width"]]
@@ -114,3 +125,7 @@ def test_the_run_records_the_width_and_builds_the_trunk_at_it(tmp_path, assets):
     assert convs[-1].out_channels < 64
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["params"]["ratio_largest"] <= 1.0 and np.isfinite(metrics["summary"]["student"]["agreement"])
+    by_teacher = metrics["holdout_by_teacher"]["student"]  # how a user compares two inits without labels
+    for teacher in ("A", "B"):
+        rows = [r["student"]["agreement"] for r in metrics["holdout"] if r["teacher_name"] == teacher]
+        assert rows and by_teacher[teacher] == pytest.approx(np.mean(rows), abs=1e-6)

@@ -33,7 +33,7 @@ def cross_check(c) -> list[str]:
         elif c.tasks.index(name) != i:
             problems.append(f"tasks[{i}]: task {name!r} is chosen twice")
     if c.student.width not in (1.0, "auto") and c.student.init == "teacher":
-        problems.append(f"student.width: {c.student.width} needs init: random or pruned (a teacher's "
+        problems.append(f"student.width: {c.student.width} needs init: auto, random or pruned (a teacher's "
                         f"weights have the teacher's width)")
     if c.student.reference is not None and c.student.reference not in teacher_names:
         problems.append(f"student.reference: expected a teacher name {teacher_names}, "

@@ -112,7 +112,7 @@ class DataConfig(_Model):
 
 class StudentConfig(_Model):
     reference: str | None = None
-    init: Literal["teacher", "random", "pruned"] = "teacher"
+    init: Literal["auto", "teacher", "random", "pruned"] = "auto"
     width: Annotated[float, Field(gt=0, le=1)] | Literal["auto"] = "auto"
     gate_reduction: PosInt = 4
 

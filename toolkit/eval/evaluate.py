@@ -1,7 +1,9 @@
 """Metrics of a finished run: the student (and the baselines) against the teachers.
 
 * held-out part of the unlabeled training data: agreement with each task's
-  teacher (same decision at logit 0 / same argmax);
+  teacher (same decision at logit 0 / same argmax), per task and, per model, its
+  mean over each teacher's tasks (``holdout_by_teacher``: two students are fairly
+  compared on a teacher neither starts from, toolkit.method.width_choice);
 * labeled evaluation data, where given: accuracy, F1 (and average precision for
   binary tasks) per task for the student, each baseline and the teacher on its own
   task, plus agreement. F1 and accuracy use each model's decision thresholds, all
@@ -48,6 +50,25 @@ def task_rows(teachers, models, data, indices, thresholds):
     return rows
 
 
+def by_teacher(rows, models):
+    """``{model: {teacher: mean agreement over its tasks}}`` of task rows.
+
+    >>> rows = [{"teacher_name": "A", "student": {"agreement": 0.9}},
+    ...         {"teacher_name": "B", "student": {"agreement": 0.8}},
+    ...         {"teacher_name": "B", "student": {"agreement": 0.6}}]
+    >>> by_teacher(rows, ["student"])
+    {'student': {'A': 0.9, 'B': 0.7}}
+    """
+    means = {}
+    for model in models:
+        per = {}
+        for r in rows:
+            if r.get(model):
+                per.setdefault(r["teacher_name"], []).append(r[model]["agreement"])
+        means[model] = {t: round(float(np.mean(v)), 6) for t, v in per.items()}
+    return means
+
+
 def evaluate_run(out, config, teachers, student, baselines, train, holdout_idx, evaluation, teacher_sizes, table,
                  log, thresholds):
     """``baselines``: ``{name: net}`` of the baselines trained (``kd``, ``layerwise_ka``, ``cfl``), each
@@ -60,6 +81,7 @@ def evaluate_run(out, config, teachers, student, baselines, train, holdout_idx, 
     thresholds = {**thresholds, "teacher": teacher_thresholds(rule, train, holdout_idx, kinds)}
     metrics = {"threshold_rule": rule, "thresholds": thresholds,
                "holdout": task_rows(teachers, models, train, holdout_idx, thresholds)}
+    metrics["holdout_by_teacher"] = by_teacher(metrics["holdout"], [m for m, net in models.items() if net is not None])
     if evaluation is not None:
         metrics["eval"] = task_rows(teachers, models, evaluation, np.arange(len(evaluation)), thresholds)
     rows = metrics.get("eval") or metrics["holdout"]

@@ -6,9 +6,19 @@ student is over the size limit (``branching.size_budget`` x the chosen tasks' te
 combined, ``branching.max_vs_largest`` x the largest of them), no branch point brings
 it under, and the trunk itself has to narrow. ``auto`` takes the widest of
 :data:`WIDTHS` at which it fits, so a config with no size key still gets a student no
-larger than its bound (issue 11, "compact by default"). A narrowed trunk of ``init:
-teacher`` starts from the reference teacher's weights pruned by filter L1 norm
-(``init: pruned``, toolkit.student.prune): the teacher's own weights at fewer channels.
+larger than its bound (issue 11, "compact by default").
+
+The init a width takes (:func:`init_at`). ``student.init: auto`` (the default): the
+reference teacher's own weights at full width, He init (``random``) when the trunk is
+narrowed; ``init: teacher`` narrowed starts from the reference's weights pruned by
+filter L1 norm (``pruned``, toolkit.student.prune). ``auto`` was chosen on the held-out
+split, judged by the teachers the trunk does not come from: a trunk pruned from the
+reference inherits the reference's mistakes, and a mistake the judge shares counts as
+agreement, so agreement with the reference flatters the pruned init (agreement-based
+accuracy estimates assume independent errors). On the other teachers' tasks, which
+neither init copies, He init agreed better at every width and seed measured on both
+samples, and the pruned init only ever led on the reference's own tasks (README,
+"Which init a narrowed trunk takes"; ``samples/width_curve.py`` measures both).
 
 Sizes are counted before any training, on the blocks and branches the run will build
 (trainable params, adapters included: an upper bound on the exported student, whose
@@ -42,7 +52,14 @@ class WidthChoice:
 
 
 def init_at(init, width):
-    """The trunk init a width takes: a teacher's weights at width < 1 are the pruned ones."""
+    """The trunk init ``init`` takes at ``width``: ``auto`` is the teacher's weights at full width
+    and He init below it; a teacher's weights at width < 1 are the pruned ones.
+
+    >>> [init_at(i, w) for i in ("auto", "teacher", "random") for w in (1.0, 0.5)]
+    ['teacher', 'random', 'teacher', 'pruned', 'random', 'random']
+    """
+    if init == "auto":
+        return "teacher" if width == 1.0 else "random"
     return "pruned" if init == "teacher" and width < 1.0 else init
 
 
@@ -63,15 +80,16 @@ def smallest_student_params(blocks, teachers, reference, init, gate_reduction, x
 
 def choose_width(student, branching, trunk, teachers, reference, sizes, x, seed=0):
     """The :class:`WidthChoice` for ``student`` (StudentConfig) with the trunk's block graphs
-    ``trunk``: its own width and init when the width is a number; for ``auto`` the widest
-    of :data:`WIDTHS` whose smallest student is within the limit (the narrowest when none
-    is), ``sizes`` being the chosen tasks' teachers' params. The graphs are converted
-    once; ``seed`` seeds a random init's blocks, as the run's."""
+    ``trunk``: its own width when the width is a number; for ``auto`` the widest of
+    :data:`WIDTHS` whose smallest student is within the limit (the narrowest when none
+    is), ``sizes`` being the chosen tasks' teachers' params; each width at the init
+    :func:`init_at` gives it. The graphs are converted once; ``seed`` seeds a random
+    init's blocks, as the run's."""
     limit = size_limit(sizes, branching.size_budget, branching.max_vs_largest)
     candidates = WIDTHS if student.width == "auto" else (student.width,)
     converted = [to_torch(g) for g in trunk]
     for width in candidates:
-        init = init_at(student.init, width) if student.width == "auto" else student.init
+        init = init_at(student.init, width)
         blocks = trunk_blocks(trunk, init, width, seed, converted)
         params = smallest_student_params(blocks, teachers, reference, init, student.gate_reduction, x)
         if limit is None or params <= limit:
