@@ -16,9 +16,10 @@ split, judged by the teachers the trunk does not come from: a trunk pruned from 
 reference inherits the reference's mistakes, and a mistake the judge shares counts as
 agreement, so agreement with the reference flatters the pruned init (agreement-based
 accuracy estimates assume independent errors). On the other teachers' tasks, which
-neither init copies, He init agreed better at every width and seed measured on both
-samples, and the pruned init only ever led on the reference's own tasks (README,
-"Which init a narrowed trunk takes"; ``samples/width_curve.py`` measures both).
+neither init copies, He init agreed better at every width and seed of the FM sample and
+tied with the pruned init at width 0.75 of real_archs (README, "Which init a narrowed
+trunk takes"; ``samples/width_curve.py`` measures both). One rule for every run: a
+per-run choice would train twice, and one seed's judge is within its noise.
 
 Sizes are counted before any training, on the blocks and branches the run will build
 (trainable params, adapters included: an upper bound on the exported student, whose
