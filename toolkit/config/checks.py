@@ -54,8 +54,35 @@ def cross_check(c) -> list[str]:
     if c.training.teacher_views and not c.data.holdout:
         problems.append("training.teacher_views: needs data.holdout > 0 (each teacher's self-agreement "
                         "on a view is measured on the held-out split), found data.holdout 0")
+    problems += _one_of_problems(c, owner, chosen)
     for role, src in (("train", c.data.train), ("eval", c.data.eval)):
         if src and src.format == "idx" and src.split not in ("train", "test"):
             problems.append(f"data.{role}.split: idx data has splits 'train' and 'test', "
                             f"found {src.split!r}")
+    return problems
+
+
+def _one_of_problems(c, owner, chosen):
+    """``data.one_of``: every group's tasks are binary tasks of teachers the run opens, each
+    in one group once, and each group holds a chosen task."""
+    problems, seen = [], {}
+    kinds = {k.name: k.kind for t in c.teachers for k in t.tasks}
+    opened = {owner[name] for name in chosen if name in owner} | {c.student.reference or c.teachers[0].name}
+    for i, group in enumerate(c.data.one_of):
+        for j, name in enumerate(group):
+            where = f"data.one_of[{i}][{j}]"
+            if name not in owner:
+                problems.append(f"{where}: no teacher has a task {name!r}; known tasks: {list(owner)}")
+            elif kinds[name] != "binary":
+                problems.append(f"{where}: task {name!r} is {kinds[name]}; a one_of group holds binary tasks "
+                                f"(one class each)")
+            elif owner[name] not in opened:
+                problems.append(f"{where}: task {name!r} is of teacher {owner[name]!r}, which owns no chosen task "
+                                f"and is not the reference, so the run does not open it")
+            if name in seen:
+                problems.append(f"{where}: task {name!r} is already in data.one_of[{seen[name]}]; "
+                                f"a task is in one group, once")
+            seen.setdefault(name, i)
+        if not any(name in chosen for name in group):
+            problems.append(f"data.one_of[{i}]: none of its tasks is chosen; chosen: {chosen}")
     return problems

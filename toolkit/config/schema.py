@@ -108,6 +108,7 @@ class DataConfig(_Model):
     holdout: Annotated[float, Field(ge=0, lt=1)] = 0.1
     on_corrupt: Literal["skip", "fail"] = "skip"
     tap_dtype: Literal["float32", "float16"] = "float32"
+    one_of: list[Annotated[list[str], Field(min_length=2)]] = []
 
 
 class StudentConfig(_Model):
@@ -156,6 +157,7 @@ class BaselineConfig(_Model):
     kd: bool = True
     layerwise_ka: bool = False
     cfl: bool = False
+    one_of: bool = False
     epochs: PosInt | None = None
     feature_weight: Annotated[float, Field(ge=0)] = 1.0
 

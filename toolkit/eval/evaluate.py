@@ -97,6 +97,8 @@ def evaluate_run(out, config, teachers, student, baselines, train, holdout_idx, 
     metrics["excess_loss"] = {str(k): v for k, v in table.items()}
     if train.views:  # each teacher's self-agreement per view, and whether its targets used it
         metrics["teacher_views"] = train.views
+    if train.one_of:  # what reconciling the targets did on the held-out split
+        metrics["one_of"] = train.one_of
     write_json_atomic(out / "metrics.json", metrics)
     log.write("eval", summary=metrics["summary"], params=metrics["params"])
     plot_run(out, metrics, log_path=out / "metrics.jsonl")

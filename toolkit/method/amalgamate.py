@@ -14,7 +14,7 @@ import copy
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ from toolkit.student.parts import build_branch, trunk_blocks, trunk_graphs
 from toolkit.student.targetnet import TargetNet, count_params
 from toolkit.teachers import SplitData, TeacherGraph, alignment_lines, alignment_tables, load_teachers, split_data
 from toolkit.teachers.averaged import log_views
+from toolkit.teachers.one_of import log_one_of
 
 
 def prepare_run_dir(config, out, resume, overwrite):
@@ -180,8 +181,9 @@ def start_run(config, out, resume, overwrite, quiet, cache_root, ranks):
     ctx.log.write("alignment", teachers=alignment_tables(teachers))
     progress = not log.quiet
     train = split_data(config, teachers, config.data.train, cache_root, progress, ranks, tap_rows(config),
-                       t.teacher_views)
+                       t.teacher_views, config.data.one_of)
     log_views(ctx.log, train.views, t.view_agreement)
+    log_one_of(ctx.log, train.one_of)
     evaluation = split_data(config, teachers, config.data.eval, cache_root, progress, ranks, tap_rows=None) \
         if config.data.eval else None
     train_idx, holdout_idx = split_holdout(len(train), config.data.holdout, t.seed)
@@ -249,7 +251,8 @@ def branch_out(run, blocks, stage_parts, table, sizes):
 def train_baseline(run, student, graphs, info, name):
     """Baseline ``name`` (toolkit.method.feature_baselines.BASELINES) on the student's final
     architecture, from the same fresh start for every baseline, for the same epochs; saved
-    under ``run/<name>`` with its held-out thresholds. Its feature loss modules, if any, are
+    under ``run/<name>`` with its held-out thresholds. It learns each teacher's own targets
+    (``data.one_of`` reconciles the student's alone, unless ``baseline.one_of``). Its feature loss modules, if any, are
     training-only: not part of the saved net."""
     config, ctx = run.config, run.ctx
     t = ctx.training
@@ -258,8 +261,9 @@ def train_baseline(run, student, graphs, info, name):
     net = fresh_like(student, graphs, run.trunk, config.student.init, t.seed + 100, config.student.width)
     net = net.to(ctx.device)
     fit_net_adapters(net, run.train, run.train_idx, ctx.device)
-    aux = feature_loss(name, net, run.train, run.train_idx, run.teachers, config.baseline.feature_weight, ctx.device)
-    net = train_end_to_end(ctx, name, net, run.train, run.train_idx, epochs, run.holdout_idx, aux)
+    data = run.train if config.baseline.one_of else replace(run.train, logits=run.train.own_logits)
+    aux = feature_loss(name, net, data, run.train_idx, run.teachers, config.baseline.feature_weight, ctx.device)
+    net = train_end_to_end(ctx, name, net, data, run.train_idx, epochs, run.holdout_idx, aux)
     if ctx.ranks.is_main:
         save_student(net, {"trunk": run.trunk, "branches": graphs}, run.out / name,
                      {**info, "thresholds": held_out_thresholds(run, net)})

@@ -30,7 +30,7 @@ class TeacherGraph:
     graph: onnx.ModelProto  # normalised
     boundaries: list  # runtime.blocks.Boundary, in graph order
     tasks: list  # chosen TaskSpecs of this teacher, in config order
-    runner: Teacher  # ONNX Runtime session for targets (all chosen tasks, boundary taps)
+    runner: Teacher  # ONNX Runtime session for targets (chosen tasks, data.one_of's others, taps)
     alignment: list | None = None  # runtime.align.Pairing per reference block; None for the reference
 
     @property
@@ -78,8 +78,15 @@ def load_teachers(config: Config, device="cpu", threads=None) -> list[TeacherGra
     entries = {tc.name: (i, tc) for i, tc in enumerate(config.teachers)
                if tc.name in chosen or tc.name == reference}
 
+    grouped = {name for group in config.data.one_of for name in group}
+
     def tasks_of(tc):
-        return chosen.get(tc.name) or [TaskSpec.from_dict(tc.tasks[0].model_dump(by_alias=True))]
+        """The runner's tasks: the chosen ones (or the first, for a reference that owns none),
+        then the unchosen ones of a ``data.one_of`` group (read for reconciling, never learned)."""
+        own = chosen.get(tc.name) or [TaskSpec.from_dict(tc.tasks[0].model_dump(by_alias=True))]
+        names = {t.name for t in own}
+        return own + [TaskSpec.from_dict(k.model_dump(by_alias=True)) for k in tc.tasks
+                      if k.name in grouped and k.name not in names]
 
     i, ref_tc = entries[reference]
     session = {"device": device, "threads": threads}

@@ -11,6 +11,10 @@ teacher (the view's name in the cache key), and the training split's ``logits`` 
 averaged over the views each teacher agrees with itself on (toolkit.teachers.averaged),
 written once to an .npy named after the averaged passes' cache keys and memory-mapped;
 its ``plain_logits`` keep the plain view's, for evaluation. Taps stay the plain view's.
+
+With ``data.one_of``, the training split's ``logits`` of each group's chosen tasks are
+then reconciled over the group (toolkit.teachers.one_of), the group's unchosen tasks
+read from the same teacher passes; ``own_logits`` keep each teacher's own targets.
 """
 
 import hashlib
@@ -25,6 +29,7 @@ from runtime.files import atomic_path
 from toolkit.data import Preprocess, eval_labels, open_source, split_holdout
 from toolkit.data.views import parse_view
 from toolkit.teachers.averaged import average, kept_views
+from toolkit.teachers.one_of import held_out_record, reconcile
 
 BATCH = 256
 AVERAGE_ROWS = 8192  # rows averaged at a time
@@ -35,8 +40,10 @@ class SplitData:
     """One split: ``inputs`` (n, ...) for the student, teacher ``logits[task]`` (the
     targets: averaged over the kept views where views are on) and ``taps[(teacher, block)]``,
     ground-truth ``labels[task]`` where known, the plain view's ``plain_logits[task]``
-    (what evaluation compares with; ``logits`` when there are no views) and ``views``
-    (``{teacher: {view: {"agreement", "kappa", "kept"}}}``)."""
+    (what evaluation compares with; ``logits`` when there are no views), ``views``
+    (``{teacher: {view: {"agreement", "kappa", "kept"}}}``), each teacher's own targets
+    ``own_logits[task]`` (``logits`` before ``data.one_of`` reconciles them) and ``one_of``
+    (a held-out record per reconciled group, toolkit.teachers.one_of.held_out_record)."""
 
     inputs: np.ndarray
     logits: dict
@@ -44,10 +51,14 @@ class SplitData:
     labels: dict = field(default_factory=dict)
     plain_logits: dict | None = None
     views: dict = field(default_factory=dict)
+    own_logits: dict | None = None
+    one_of: list = field(default_factory=list)
 
     def __post_init__(self):
         if self.plain_logits is None:
             self.plain_logits = self.logits
+        if self.own_logits is None:
+            self.own_logits = self.logits
 
     def __len__(self):
         return len(self.inputs)
@@ -120,7 +131,8 @@ def averaged_logits(root, tasks, passes, ranks=None):
     return out
 
 
-def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, tap_rows="all", views=()):
+def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, tap_rows="all", views=(),
+               one_of=()):
     """SplitData of one source (``config.data.train`` or ``.eval``) for all teachers.
 
     ``tap_rows``: which rows' block features (taps) the run uses and the cache keeps:
@@ -134,7 +146,11 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
 
     ``views``: view names (``training.teacher_views``, the training split alone); each
     teacher's targets are averaged over those it agrees with itself on, measured on
-    the held-out rows (``data.holdout``, ``training.seed``) against ``training.view_agreement``."""
+    the held-out rows (``data.holdout``, ``training.seed``) against ``training.view_agreement``.
+
+    ``one_of``: groups of task names (``data.one_of``, the training split alone) whose
+    chosen tasks' targets are reconciled over the group; every task of a group is a task
+    of a teacher's runner (toolkit.teachers.graphs.load_teachers adds the unchosen ones)."""
     reference = next(t for t in teachers if t.name == config.student.reference)
     ref_p = reference.config.preprocess
     source = open_source(spec, ref_p.size, ref_p.channels, config.data.on_corrupt)
@@ -144,7 +160,7 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
                                     "broadcast": ranks.broadcast}
     every = isinstance(tap_rows, str) and tap_rows == "all"
     tap_rows = tap_rows(n) if callable(tap_rows) else tap_rows
-    logits, taps, plain, record = {}, {}, {}, {}
+    logits, taps, plain, record, others = {}, {}, {}, {}, {}
     holdout = split_holdout(n, config.data.holdout, config.training.seed)[1]
     for t in teachers:
         prep = preprocess_of(t.config)
@@ -154,6 +170,7 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
                       **job)
         found = cache.get_or_build(t.runner, _reader(src, prep), n, src.fingerprint(), keep_taps=every, **common)
         plain.update({task.name: found.tasks[task.name] for task in t.tasks})
+        others.update({name: z for name, z in found.tasks.items() if name not in plain})
         kept = []
         if views and t.tasks and len(holdout):
             viewed = {view.name: _view_targets(cache, t, src, prep, view, n, common)
@@ -176,7 +193,13 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
     labels = {}
     if source.labels() is not None:  # data.labels rules, else each task's label of its own name
         labels = eval_labels(source, config.data.labels, list(logits))
-    return SplitData(inputs, logits, taps, labels, plain, record)
+    own, records = logits, []
+    for group in one_of:
+        chosen = [task for task in group if task in own]
+        fixed = reconcile(group, {**others, **own}, chosen)
+        records.append(held_out_record(group, {**others, **own}, fixed, holdout))
+        logits = {**logits, **fixed}
+    return SplitData(inputs, logits, taps, labels, plain, record, own, records)
 
 
 def _view_targets(cache, teacher, source, preprocess, view, n, common):

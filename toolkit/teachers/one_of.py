@@ -1,0 +1,78 @@
+"""Targets reconciled across teachers whose tasks are the classes of one label (``data.one_of``).
+
+Teachers trained on disjoint class sets each answer "is it my class k?" without
+knowing the other teachers' classes: teacher B says "shirt" with probability 0.6 on an
+image that teacher A calls a T-shirt with 0.9. When the config declares that a group
+of binary tasks, chosen or not, are all the classes of one label (each image is
+exactly one of them), the group's probabilities are one distribution and each task's
+target is its teacher's probability renormalised over the group:
+
+    q_k = p_k / sum_j p_j,   p_j = sigmoid(z_j), j over every task of the group
+
+the simplest case of unifying heterogeneous classifiers (Vongkulbhisal et al.,
+"Unifying Heterogeneous Classifiers with Distillation", CVPR 2019), which treats
+each teacher's output as the union distribution conditioned on its own classes. The
+student learns ``logit(q_k)``; evaluation still compares with the teachers' own
+outputs. Unchosen tasks of a group take part through their teachers' logits (one
+more output of the same pass) and are not learned.
+
+>>> z = {"a": np.array([2.0, -3.0]), "b": np.array([2.0, -3.0]), "c": np.array([-9.0, 3.0])}
+>>> q = reconcile(["a", "b", "c"], z)
+>>> np.round(1 / (1 + np.exp(-q["a"])), 3).tolist()   # two teachers sure of two classes: 0.5 each
+[0.5, 0.002]
+"""
+
+import numpy as np
+
+EPS = 1e-7
+ROWS = 65536  # rows reconciled at a time
+
+
+def _log_sigmoid(z):
+    return -np.logaddexp(0.0, -z)
+
+
+def _reconcile_rows(z):
+    """``logit(q)`` of (rows, group) logits ``z``: each row's probabilities renormalised to sum 1."""
+    log_p = _log_sigmoid(z.astype(np.float64))
+    log_q = log_p - np.logaddexp.reduce(log_p, axis=1, keepdims=True)
+    q = np.clip(np.exp(log_q), EPS, 1 - EPS)
+    return np.log(q / (1 - q)).astype(np.float32)
+
+
+def reconcile(group, logits, keep=None):
+    """``{task: reconciled logits}`` for the tasks of ``group`` in ``keep`` (default: all),
+    from ``logits[task]`` ((n,) binary logits) of every task of the group."""
+    keep = list(group if keep is None else keep)
+    n = len(logits[group[0]])
+    out = {task: np.empty(n, np.float32) for task in keep}
+    cols = [group.index(task) for task in keep]
+    for start in range(0, n, ROWS):
+        z = np.stack([np.asarray(logits[task][start:start + ROWS]) for task in group], axis=1)
+        q = _reconcile_rows(z)
+        for task, col in zip(keep, cols):
+            out[task][start:start + ROWS] = q[:, col]
+    return out
+
+
+def held_out_record(group, logits, reconciled, rows):
+    """What reconciling does on the held-out ``rows``, without labels: the mean of the
+    teachers' summed probabilities over the group (1 for consistent teachers), the share of
+    rows where that sum is off by more than 0.5, and per reconciled task the share of
+    decisions (probability 0.5) that change."""
+    p = np.stack([1 / (1 + np.exp(-np.asarray(logits[t][rows], np.float64))) for t in group], axis=1).sum(axis=1)
+    changed = {t: round(float(np.mean((np.asarray(logits[t][rows]) > 0) != (q[rows] > 0))), 4)
+               for t, q in reconciled.items()}
+    return {"tasks": list(group), "sum_mean": round(float(p.mean()), 4),
+            "sum_off_share": round(float(np.mean(np.abs(p - 1) > 0.5)), 4), "changed": changed}
+
+
+def log_one_of(log, records):
+    """One line per reconciled group, and the ``one_of`` event with the records."""
+    for r in records:
+        changes = ", ".join(f"{t} {100 * v:.1f}%" for t, v in r["changed"].items())
+        log.say(f"data.one_of: targets of {', '.join(r['changed'])} reconciled over {len(r['tasks'])} classes; "
+                f"held-out: the teachers' probabilities sum to {r['sum_mean']:.2f} on average (off by more "
+                f"than 0.5 on {100 * r['sum_off_share']:.1f}% of images); decisions changed: {changes}")
+    if records:
+        log.write("one_of", groups=records)
