@@ -87,8 +87,16 @@ def test_four_steps_write_the_run_dir(run):
     row = branches["candidates"][0]  # the trade: each candidate's size and loss
     assert {"teacher", "block", "tasks", "excess_loss", "student_params"} <= set(row)
     assert len(branches["candidates"]) == 2 * 4
-    tails = {(r["teacher"], r["block"]) for r in branches["rows"]}
-    assert len(tails) == 2  # one tail copy per teacher: no task here conflicts with its siblings
+    # one tail copy per teacher, and one more only for a move of some of its tasks whose
+    # held-out gain beat the noise (a conflict with its siblings; how many tasks show one
+    # depends on the CPU's float kernels, which train the synthetic teachers a little apart)
+    rows, moves = branches["rows"], branches["moves"]
+    assert all(m["gain"] > m["noise"] for m in moves)
+    for teacher in ("A", "B"):
+        own = {r["task"] for r in rows if r["teacher"] == teacher}
+        tails = {r["block"] for r in rows if r["teacher"] == teacher}
+        conflicts = [m for m in moves if m["teacher"] == teacher and set(m["tasks"]) < own]
+        assert len(tails) <= 1 + len(conflicts), (teacher, tails, moves)
     assert "mean F1" in r.stdout
 
 

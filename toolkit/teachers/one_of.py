@@ -16,10 +16,10 @@ student learns ``logit(q_k)``; evaluation still compares with the teachers' own
 outputs. Unchosen tasks of a group take part through their teachers' logits (one
 more output of the same pass) and are not learned.
 
->>> z = {"a": np.array([2.0, -3.0]), "b": np.array([2.0, -3.0]), "c": np.array([-9.0, 3.0])}
+>>> z = {"a": np.array([2.0, -3.0]), "b": np.array([2.0, -9.0]), "c": np.array([-9.0, 3.0])}
 >>> q = reconcile(["a", "b", "c"], z)
->>> np.round(1 / (1 + np.exp(-q["a"])), 3).tolist()   # two teachers sure of two classes: 0.5 each
-[0.5, 0.002]
+>>> np.round(1 / (1 + np.exp(-q["a"].astype(float))), 3).tolist()  # a and b both sure: 0.5 each; summing to 1: kept
+[0.5, 0.047]
 """
 
 import numpy as np
