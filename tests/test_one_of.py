@@ -17,7 +17,8 @@ from toolkit.data import split_holdout
 from toolkit.method.amalgamate import amalgamate
 from toolkit.student.io import load_student
 from toolkit.teachers import load_teachers, split_data
-from toolkit.teachers.one_of import reconcile
+from toolkit.runlog import RunLog
+from toolkit.teachers.one_of import held_out_record, log_one_of, reconcile
 
 GROUP = [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)]
 
@@ -145,3 +146,13 @@ def test_a_bad_group_is_one_error(tmp_path, assets, capsys, one_of, field, messa
     result = run_cli(capsys, "plan", write_config(tmp_path, config))
     assert_bad_input(result, field, message)
     assert len(result.err.strip().splitlines()) == 1
+
+
+
+def test_without_a_held_out_split_the_record_says_none(tmp_path, capsys):
+    z = {t: np.linspace(-3, 3, 8).astype(np.float32) for t in "xyz"}
+    record = held_out_record(list("xyz"), z, reconcile(list("xyz"), z, ["x"]), np.arange(0))
+    assert record == {"tasks": ["x", "y", "z"], "sum_mean": None, "sum_off_share": None, "changed": {"x": None}}
+    log_one_of(RunLog(tmp_path / "log.jsonl"), [record])
+    assert "data.one_of: targets of x reconciled over 3 classes (no held-out split to measure them on)" \
+        in capsys.readouterr().err

@@ -252,8 +252,8 @@ def train_baseline(run, student, graphs, info, name):
     """Baseline ``name`` (toolkit.method.feature_baselines.BASELINES) on the student's final
     architecture, from the same fresh start for every baseline, for the same epochs; saved
     under ``run/<name>`` with its held-out thresholds. It learns each teacher's own targets
-    (``data.one_of`` reconciles the student's alone, unless ``baseline.one_of``). Its feature loss modules, if any, are
-    training-only: not part of the saved net."""
+    (``data.one_of`` reconciles the student's alone, unless ``baseline.one_of``). Its
+    feature loss modules, if any, are training-only: not part of the saved net."""
     config, ctx = run.config, run.ctx
     t = ctx.training
     epochs = config.baseline.epochs or len(run.trunk) * t.epochs_per_block + t.finetune_epochs

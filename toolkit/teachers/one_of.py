@@ -59,7 +59,10 @@ def held_out_record(group, logits, reconciled, rows):
     """What reconciling does on the held-out ``rows``, without labels: the mean of the
     teachers' summed probabilities over the group (1 for consistent teachers), the share of
     rows where that sum is off by more than 0.5, and per reconciled task the share of
-    decisions (probability 0.5) that change."""
+    decisions (probability 0.5) that change; None without held-out rows (``data.holdout: 0``)."""
+    if not len(rows):
+        return {"tasks": list(group), "sum_mean": None, "sum_off_share": None,
+                "changed": {t: None for t in reconciled}}
     p = np.stack([1 / (1 + np.exp(-np.asarray(logits[t][rows], np.float64))) for t in group], axis=1).sum(axis=1)
     changed = {t: round(float(np.mean((np.asarray(logits[t][rows]) > 0) != (q[rows] > 0))), 4)
                for t, q in reconciled.items()}
@@ -70,9 +73,12 @@ def held_out_record(group, logits, reconciled, rows):
 def log_one_of(log, records):
     """One line per reconciled group, and the ``one_of`` event with the records."""
     for r in records:
+        said = f"data.one_of: targets of {', '.join(r['changed'])} reconciled over {len(r['tasks'])} classes"
+        if r["sum_mean"] is None:
+            log.say(f"{said} (no held-out split to measure them on)")
+            continue
         changes = ", ".join(f"{t} {100 * v:.1f}%" for t, v in r["changed"].items())
-        log.say(f"data.one_of: targets of {', '.join(r['changed'])} reconciled over {len(r['tasks'])} classes; "
-                f"held-out: the teachers' probabilities sum to {r['sum_mean']:.2f} on average (off by more "
-                f"than 0.5 on {100 * r['sum_off_share']:.1f}% of images); decisions changed: {changes}")
+        log.say(f"{said}; held-out: the teachers' probabilities sum to {r['sum_mean']:.2f} on average (off by "
+                f"more than 0.5 on {100 * r['sum_off_share']:.1f}% of images); decisions changed: {changes}")
     if records:
         log.write("one_of", groups=records)
