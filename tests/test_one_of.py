@@ -156,3 +156,15 @@ def test_without_a_held_out_split_the_record_says_none(tmp_path, capsys):
     log_one_of(RunLog(tmp_path / "log.jsonl"), [record])
     assert "data.one_of: targets of x reconciled over 3 classes (no held-out split to measure them on)" \
         in capsys.readouterr().err
+
+
+def test_measure_one_of_scores_both_targets_on_labeled_rows(tmp_path, assets, capsys):
+    import samples.measure_one_of as measure
+    config = base_config(assets)
+    config["data"].update(one_of=[GROUP], labels={"a0": {"class": 0}, "a1": {"class": 1}, "b2": {"class": 7}})
+    measure.main([str(write_config(tmp_path, config)), "--rows", "0:400", "--cache", str(tmp_path / "cache")])
+    rows = [line.strip("| ").split(" | ") for line in capsys.readouterr().out.splitlines()]
+    assert [r[0] for r in rows] == ["each teacher's own", "reconciled (data.one_of)"]
+    own, fixed = (np.array(r[1:], dtype=float) for r in rows)
+    assert own.shape == (4,) and np.all((0 <= own) & (own <= 1)) and np.all((0 <= fixed) & (fixed <= 1))
+    assert own[3] == pytest.approx(own[:3].mean(), abs=1e-4) and not np.array_equal(own, fixed)
