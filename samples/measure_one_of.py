@@ -21,18 +21,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout'
 from toolkit.config import load_config  # noqa: E402
 from toolkit.data import split_holdout  # noqa: E402
 from toolkit.eval.metrics import task_metrics  # noqa: E402
-from toolkit.eval.thresholds import rate_threshold, teacher_rate  # noqa: E402
+from toolkit.eval.thresholds import decision_thresholds  # noqa: E402
 from toolkit.teachers import load_teachers, split_data  # noqa: E402
 
 
 def scores(targets, plain, labels, holdout, rows):
-    """{task: F1 on ``rows``} of ``targets`` decided where their held-out positive rate is the teachers'."""
-    out = {}
-    for task, logits in targets.items():
-        z = np.asarray(logits)
-        threshold = rate_threshold(z[holdout], teacher_rate(np.asarray(plain[task])[holdout]))
-        out[task] = task_metrics("binary", z[rows], np.asarray(labels[task])[rows], threshold)["f1"]
-    return out
+    """{task: F1 on ``rows``} of ``targets`` decided at their calibrated held-out thresholds."""
+    held_out = {t: np.asarray(z)[holdout] for t, z in targets.items()}
+    thresholds = decision_thresholds("calibrated", held_out, {t: np.asarray(plain[t])[holdout] for t in targets},
+                                     dict.fromkeys(targets, "binary"))
+    return {t: task_metrics("binary", np.asarray(z)[rows], np.asarray(labels[t])[rows], thresholds[t])["f1"]
+            for t, z in targets.items()}
 
 
 def main(argv=None):
@@ -45,7 +44,8 @@ def main(argv=None):
     data = split_data(config, load_teachers(config), config.data.train, Path(args.cache), progress=False,
                       tap_rows=None, one_of=config.data.one_of)
     if not data.labels:
-        sys.exit(f"error: {args.config}: data.train has no labels to score the targets with")
+        print(f"error: {args.config}: data.train has no labels to score the targets with", file=sys.stderr)
+        sys.exit(2)
     start, stop = map(int, args.rows.split(":"))
     rows = np.arange(start, min(stop, len(data)))
     holdout = split_holdout(len(data), config.data.holdout, config.training.seed)[1]

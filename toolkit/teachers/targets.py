@@ -193,11 +193,10 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
     labels = {}
     if source.labels() is not None:  # data.labels rules, else each task's label of its own name
         labels = eval_labels(source, config.data.labels, list(logits))
-    own, records = logits, []
+    own, records, grouped = logits, [], {**others, **logits}
     for group in one_of:
-        chosen = [task for task in group if task in own]
-        fixed = reconcile(group, {**others, **own}, chosen)
-        records.append(held_out_record(group, {**others, **own}, fixed, holdout))
+        fixed = reconcile(group, grouped, [task for task in group if task in own])
+        records.append(held_out_record(group, grouped, fixed, holdout))
         logits = {**logits, **fixed}
     return SplitData(inputs, logits, taps, labels, plain, record, own, records)
 
