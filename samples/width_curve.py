@@ -51,14 +51,15 @@ def others_agreement(metrics, reference):
 
 
 def point(data, out, seed, width, init, settings):
-    """Amalgamate one (width, init) student; its row of the curve."""
+    """Amalgamate one (width, init) student; its row of the curve (width 1 is teacher A's own trunk)."""
+    init = init if width != 1.0 else "teacher"
     overrides = [f"data.train.path={data}", f"data.eval.path={data}", f"training.seed={seed}",
-                 f"student.width={width}", f"student.init={init if width != 1.0 else 'teacher'}", *settings]
+                 f"student.width={width}", f"student.init={init}", *settings]
     t0 = time.perf_counter()
     config = load_config(CONFIG, overrides)
     amalgamate(config, out=out, overwrite=True, quiet=True, cache_root=out.parent / ".cache")
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"width": width, "init": init if width != 1.0 else "teacher", "params_ratio": metrics["params"]["ratio"],
+    return {"width": width, "init": init, "params_ratio": metrics["params"]["ratio"],
             "f1": metrics["summary"]["student"]["f1"], "teachers_f1": metrics["summary"]["teacher"]["f1"],
             "heldout_agreement": heldout_agreement(out),
             "others_agreement": others_agreement(metrics, config.student.reference),
