@@ -41,9 +41,11 @@ def load(tmp_path, assets, one_of=(GROUP,), **top):
     return load_config(write_config(tmp_path, config))
 
 
-def ort_probabilities(assets):
-    """Every task's probability on the training images, each teacher in its own session."""
+def ort_probabilities(assets, mirrored=False):
+    """Every task's probability on the training images (``mirrored``: flipped left-right),
+    each teacher in its own session."""
     images = np.load(assets / "train.npz")["images"].astype(np.float32) / 255
+    images = np.ascontiguousarray(images[..., ::-1]) if mirrored else images
     out = {}
     for name in ("a", "b"):
         session = ort.InferenceSession(str(assets / f"{name}.onnx"), providers=["CPUExecutionProvider"])
@@ -76,6 +78,20 @@ def test_chosen_targets_are_the_teachers_probabilities_renormalised_over_the_gro
         flips = (np.asarray(data.own_logits[task])[holdout] > 0) != (data.logits[task][holdout] > 0)
         assert share == pytest.approx(flips.mean(), abs=1e-4)
     assert max(record["changed"].values()) > 0
+
+
+def test_with_teacher_views_every_task_of_the_group_is_averaged_before_reconciling(tmp_path, assets):
+    config = load(tmp_path, assets, training={"epochs_per_block": 0, "finetune_epochs": 0, "batch_size": 32,
+                                              "teacher_views": ["hflip"], "view_agreement": 0.0})
+    data = split_data(config, load_teachers(config), config.data.train, tmp_path / "cache", progress=False,
+                      tap_rows=None, views=config.training.teacher_views, one_of=config.data.one_of)
+    assert all(v["hflip"]["kept"] for v in data.views.values())
+    plain, mirrored = ort_probabilities(assets), ort_probabilities(assets, mirrored=True)
+    p = {task: (plain[task] + mirrored[task]) / 2 for task in plain}  # unchosen tasks too
+    total = sum(p.values())
+    for task in data.logits:
+        np.testing.assert_allclose(1 / (1 + np.exp(-data.logits[task])), p[task] / total, atol=1e-5)
+    assert not np.allclose(sum(plain.values()), total, atol=1e-3)  # the views do change the group's sum
 
 
 def test_without_one_of_the_targets_are_the_teachers_own(tmp_path, assets):

@@ -14,7 +14,8 @@ its ``plain_logits`` keep the plain view's, for evaluation. Taps stay the plain 
 
 With ``data.one_of``, the training split's ``logits`` of each group's chosen tasks are
 then reconciled over the group (toolkit.teachers.one_of), the group's unchosen tasks
-read from the same teacher passes; ``own_logits`` keep each teacher's own targets.
+read from the same teacher passes (averaged over the same kept views); ``own_logits``
+keep each teacher's own targets.
 """
 
 import hashlib
@@ -170,7 +171,6 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
                       **job)
         found = cache.get_or_build(t.runner, _reader(src, prep), n, src.fingerprint(), keep_taps=every, **common)
         plain.update({task.name: found.tasks[task.name] for task in t.tasks})
-        others.update({name: z for name, z in found.tasks.items() if name not in plain})
         kept = []
         if views and t.tasks and len(holdout):
             viewed = {view.name: _view_targets(cache, t, src, prep, view, n, common)
@@ -178,8 +178,11 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
             kept, record[t.name] = kept_views(t.tasks, found.tasks, {k: v.tasks for k, v in viewed.items()},
                                               holdout, config.training.view_agreement)
             kept = [viewed[name] for name in kept]
-        logits.update(averaged_logits(Path(cache_root) / "averaged", t.tasks, [found, *kept], ranks) if kept else
-                      {task.name: found.tasks[task.name] for task in t.tasks})
+        # every task the runner reads (the chosen ones, and data.one_of's others) over the same kept views
+        read = averaged_logits(Path(cache_root) / "averaged", t.runner.tasks, [found, *kept], ranks) if kept \
+            else found.tasks
+        logits.update({task.name: read[task.name] for task in t.tasks})
+        others.update({name: z for name, z in read.items() if name not in plain})
         if every:
             taps.update({(t.name, block): found.taps[b.name] for block, b in enumerate(t.boundaries, start=1)})
         elif tap_rows is not None and t.boundaries:
