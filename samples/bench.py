@@ -64,7 +64,7 @@ from demo import CONFIG, ROOT, find_data  # samples/demo.py
 
 sys.path.insert(0, str(ROOT))
 import bench_training  # noqa: E402  samples/bench_training.py
-from bench_report import report, targets  # noqa: E402  samples/bench_report.py
+from bench_report import report, sample_std, targets  # noqa: E402  samples/bench_report.py
 from runtime.session import make_session  # noqa: E402
 from toolkit.config import load_config  # noqa: E402
 from toolkit.data import Preprocess, eval_labels, open_source  # noqa: E402
@@ -258,9 +258,9 @@ def main():
         "params_ratio": params["ratio"], "params_ratio_largest": params["ratio_largest"],
         "real_archs": real,
         "meta": {"seeds": args.seeds, "f1_seeds": f1s, "f1_spread": {k: max(v) - min(v) for k, v in f1s.items()},
-                 "f1_std": {k: float(np.std(v)) for k, v in f1s.items()}, "baselines": args.baselines,
+                 "f1_std": {k: sample_std(v) for k, v in f1s.items()}, "baselines": args.baselines,
                  "params": params, "real_archs_f1_seeds": real_seeds,
-                 "real_archs_f1_std": real_seeds and {k: float(np.std(v)) for k, v in real_seeds.items()},
+                 "real_archs_f1_std": real_seeds and {k: sample_std(v) for k, v in real_seeds.items()},
                  "timing_images": args.timing_images[0], "timing_epochs_per_stage": 1,
                  "amalgamation_by_images": by_images,
                  "timing_s": timing_s, "torch_threads": torch.get_num_threads(),
