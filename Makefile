@@ -21,10 +21,10 @@ $(STAMP): requirements/main.txt pyproject.toml
 include mk/frameworks.mk
 include samples/real_archs/teachers.mk
 
-# The main suite (it uses teachers exported by each framework's environment) with the
-# doctests of every module, then each framework's exporter tests in its own environment.
+# The main suite (it uses teachers exported by each framework's environment; tests/test_doctests.py
+# runs every module's doctests), then each framework's exporter tests in its own environment.
 test: $(STAMP) fixtures
-	AMALGAM_ZOO_FIXTURES=$(ZOO_FIXTURES) $(BIN)/python -m pytest -q --doctest-modules tests runtime exporters toolkit
+	AMALGAM_ZOO_FIXTURES=$(ZOO_FIXTURES) $(BIN)/python -m pytest -q tests
 	$(MAKE) --no-print-directory test-frameworks
 
 demo: $(STAMP)

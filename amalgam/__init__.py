@@ -14,44 +14,20 @@ Each call returns a dataclass and raises the typed errors of :mod:`amalgam.error
 ``BadInputError`` and its kinds (``exit_code`` 2), ``CheckFailed`` (``ParityError``,
 ``DegradationError``: ``exit_code`` 1), as the CLI's exit codes.
 
-The code lives in three packages, installed inside this one (``site-packages/amalgam/``):
-``runtime`` (the ONNX Runtime side), ``exporters`` (into and out of ONNX) and
-``toolkit`` (learning, shipping, the CLI). They import one another by those names;
-importing ``amalgam`` lets them be found where they are installed. In a source
-checkout they are found on ``sys.path`` as they are.
+The code lives in three subpackages: ``amalgam.runtime`` (the ONNX Runtime side),
+``amalgam.exporters`` (into and out of ONNX) and ``amalgam.toolkit`` (learning,
+shipping, the CLI). In a source checkout their folders sit at the top of the
+repository (``runtime/``, ``exporters/``, ``toolkit/``); pyproject.toml maps them into
+this package, for a wheel and for an editable install alike.
 """
 
-import importlib.abc
-import importlib.util
-import sys
-
-PACKAGES = ("runtime", "exporters", "toolkit")
-
-
-class _InstalledInside(importlib.abc.MetaPathFinder):
-    """Finds ``runtime``, ``exporters`` and ``toolkit`` inside this package, after every
-    other finder (a source checkout's folders win)."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname not in PACKAGES:
-            return None
-        inner = importlib.util.find_spec(f"{__name__}.{fullname}")
-        if inner is None or inner.origin is None:
-            return None
-        return importlib.util.spec_from_file_location(
-            fullname, inner.origin, submodule_search_locations=list(inner.submodule_search_locations))
-
-
-if not any(isinstance(f, _InstalledInside) for f in sys.meta_path):
-    sys.meta_path.append(_InstalledInside())
-
-from amalgam import errors  # noqa: E402
-from amalgam.api import amalgamate, export, inspect, run, validate  # noqa: E402
+from amalgam import errors
+from amalgam.api import amalgamate, export, inspect, run, validate
 
 
 def main(argv=None):
     """The ``amalgam`` command."""
-    from toolkit.cli import main as cli_main
+    from amalgam.toolkit.cli import main as cli_main
 
     cli_main(argv)
 

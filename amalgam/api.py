@@ -15,7 +15,7 @@ class Amalgamated:
 
 def _config(config, overrides=()):
     """A loaded config, from a path (with ``KEY=VALUE`` overrides) or as given."""
-    from toolkit.config import Config, load_config
+    from amalgam.toolkit.config import Config, load_config
 
     return config if isinstance(config, Config) else load_config(config, list(overrides))
 
@@ -27,7 +27,7 @@ def inspect(model, input_shape=None, check=False, atol=1e-4, rtol=1e-3):
     ``check``, each branch is cut, converted and compared; a branch beyond
     ``atol + rtol * |ref|`` raises ``ParityError``. Returns a
     :class:`runtime.inspection.Inspection`."""
-    from runtime.inspection import inspect_model
+    from amalgam.runtime.inspection import inspect_model
 
     return inspect_model(model, input_shape, check=check, atol=atol, rtol=rtol).raise_if_failed()
 
@@ -35,7 +35,7 @@ def inspect(model, input_shape=None, check=False, atol=1e-4, rtol=1e-3):
 def amalgamate(config, out=None, overrides=(), resume=False, overwrite=False, quiet=True, cache_dir=None):
     """Train the student of ``config`` (a YAML path or a loaded config) into run dir ``out``
     (default: the config's ``output``); returns :class:`Amalgamated`."""
-    from toolkit.method.amalgamate import amalgamate as train
+    from amalgam.toolkit.method.amalgamate import amalgamate as train
 
     config = _config(config, overrides)
     out = Path(out or config.output)
@@ -46,7 +46,7 @@ def amalgamate(config, out=None, overrides=(), resume=False, overwrite=False, qu
 def export(run_dir, out, opset=18, static_batch=None, simplify=True, quantize=None, calib_data=None):
     """The student of ``run_dir`` as ONNX at ``out`` (simplified, stamped, int8 with
     ``quantize="int8"`` and ``calib_data``); returns :class:`toolkit.ship.export.Exported`."""
-    from toolkit.ship.export import export_student
+    from amalgam.toolkit.ship.export import export_student
 
     return export_student(run_dir, out, opset=opset, static_batch=static_batch, simplified=simplify,
                           quantize=quantize, calib_data=calib_data)
@@ -58,7 +58,7 @@ def validate(student, run=None, config=None, data=None, atol=1e-4, rtol=1e-3, to
     and against its teachers; writes the JSON and Markdown reports (``report``, default
     ``<student>.validation.json``). A failed check raises ``ParityError`` or
     ``DegradationError`` (exit code 1); returns :class:`toolkit.ship.validate.Validation`."""
-    from toolkit.ship.validate import validate_student, write_reports
+    from amalgam.toolkit.ship.validate import validate_student, write_reports
 
     result = validate_student(student, run=run, config=config, data=data, atol=atol, rtol=rtol,
                               tolerances=tolerances, max_degradation=max_degradation, cache_dir=cache_dir)
@@ -70,7 +70,7 @@ def run(config, out=None, overrides=(), resume=False, overwrite=False, quiet=Tru
         max_degradation=0.01):
     """Amalgamate, export, validate and report, as ``amalgam run``; a failed check raises
     as :func:`validate` does. Returns :class:`toolkit.ship.run.Shipped`."""
-    from toolkit.ship.run import ship_run
+    from amalgam.toolkit.ship.run import ship_run
 
     config = _config(config, overrides)
     done = amalgamate(config, out, resume=resume, overwrite=overwrite, quiet=quiet, cache_dir=cache_dir)

@@ -2,7 +2,7 @@
 input (a file, field or tensor that is not what was expected), 1 for a check that ran
 and failed (parity, degradation)."""
 
-from runtime.errors import (AmalgamError, BadInputError, BoundaryError, CheckFailed, ConfigError, DataError,
+from amalgam.runtime.errors import (AmalgamError, BadInputError, BoundaryError, CheckFailed, ConfigError, DataError,
                             DegradationError, ExportError, ModelFileError, ParityError, UnknownTapError,
                             UnsupportedOpError)
 

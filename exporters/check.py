@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import ExportError, ParityError, first_line
-from runtime.files import atomic_path
-from runtime.parity import ATOL, RTOL, compare
-from runtime.session import make_session
+from amalgam.runtime.errors import ExportError, ParityError, first_line
+from amalgam.runtime.files import atomic_path
+from amalgam.runtime.parity import ATOL, RTOL, compare
+from amalgam.runtime.session import make_session
 
 # Absolute and relative tolerance of ONNX Runtime vs the framework, per framework.
 TOLERANCES = {

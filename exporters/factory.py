@@ -5,7 +5,7 @@ import importlib
 import os
 import sys
 
-from runtime.errors import BadInputError, first_line
+from amalgam.runtime.errors import BadInputError, first_line
 
 
 def load_factory(spec):

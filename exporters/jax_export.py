@@ -33,11 +33,11 @@ import numpy as np
 from flax import nnx, serialization
 from jax2onnx import to_onnx
 
-from exporters.check import (check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis, run_onnx,
+from amalgam.exporters.check import (check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis, run_onnx,
                              save_model)
-from exporters.metadata import stamp
-from runtime.errors import ExportError, ModelFileError, first_line
-from runtime.graph import dims
+from amalgam.exporters.metadata import stamp
+from amalgam.runtime.errors import ExportError, ModelFileError, first_line
+from amalgam.runtime.graph import dims
 
 POOLING_HINT = ("flax max_pool/avg_pool called without strides=: Flax strides 1 by default, jax2onnx strides by the "
                 "window; pass window_shape=, strides= and padding= as keywords")

@@ -37,11 +37,11 @@ import tensorflow as tf  # noqa: E402
 import tf2onnx  # noqa: E402
 from tf2onnx import tf_loader  # noqa: E402
 
-from exporters.check import (check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis,  # noqa: E402
+from amalgam.exporters.check import (check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis,  # noqa: E402
                              rename_tensor, run_onnx, save_model)
-from exporters.metadata import stamp  # noqa: E402
-from runtime.errors import ExportError, ModelFileError  # noqa: E402
-from runtime.quiet import framework_output  # noqa: E402
+from amalgam.exporters.metadata import stamp  # noqa: E402
+from amalgam.runtime.errors import ExportError, ModelFileError  # noqa: E402
+from amalgam.runtime.quiet import framework_output  # noqa: E402
 
 SUFFIXES = (".keras", ".h5", ".hdf5")
 RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")  # "ValueError: ..." in a traced stack

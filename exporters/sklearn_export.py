@@ -28,9 +28,9 @@ import sklearn
 from sklearn.base import is_classifier
 from skl2onnx.common.data_types import FloatTensorType
 
-from exporters.check import check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis, run_onnx, save_model
-from exporters.metadata import stamp
-from runtime.errors import ExportError, ModelFileError, first_line
+from amalgam.exporters.check import check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis, run_onnx, save_model
+from amalgam.exporters.metadata import stamp
+from amalgam.runtime.errors import ExportError, ModelFileError, first_line
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.")

@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from exporters.fold import fold_student
-from exporters.metadata import PREFIX, stamp
-from runtime.errors import BadInputError, ExportError, first_line
-from runtime.files import atomic_path
-from runtime.graph import dims as graph_dims
-from runtime.model_io import load_model
-from runtime.parity import as_feeds
-from runtime.teacher import TaskSpec
+from amalgam.exporters.fold import fold_student
+from amalgam.exporters.metadata import PREFIX, stamp
+from amalgam.runtime.errors import BadInputError, ExportError, first_line
+from amalgam.runtime.files import atomic_path
+from amalgam.runtime.graph import dims as graph_dims
+from amalgam.runtime.model_io import load_model
+from amalgam.runtime.parity import as_feeds
+from amalgam.runtime.teacher import TaskSpec
 
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products ONNX Runtime's kernels use
 CALIBRATION_CHUNK = 32  # rows per calibration batch when one array is given

@@ -29,11 +29,11 @@ from pathlib import Path
 import onnx
 import torch
 
-from exporters.metadata import stamp
-from runtime.errors import AmalgamError, BadInputError, ExportError, first_line
-from runtime.files import atomic_path
-from runtime.parity import ATOL, RTOL, ShapeError, compare, onnx_runner
-from runtime.quiet import framework_output
+from amalgam.exporters.metadata import stamp
+from amalgam.runtime.errors import AmalgamError, BadInputError, ExportError, first_line
+from amalgam.runtime.files import atomic_path
+from amalgam.runtime.parity import ATOL, RTOL, ShapeError, compare, onnx_runner
+from amalgam.runtime.quiet import framework_output
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ boundary whose layout is unknown is read as NCHW, as the adapters do.
 import math
 from dataclasses import dataclass
 
-from runtime.blocks import Boundary, layouts, tensor_shapes
-from runtime.errors import BoundaryError
-from runtime.graph import data_inputs
-from runtime.taps import infer_shapes
+from amalgam.runtime.blocks import Boundary, layouts, tensor_shapes
+from amalgam.runtime.errors import BoundaryError
+from amalgam.runtime.graph import data_inputs
+from amalgam.runtime.taps import infer_shapes
 
 
 @dataclass(frozen=True)

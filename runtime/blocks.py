@@ -14,9 +14,9 @@ shape next (or none follows: the last map before global pooling).
 
 from dataclasses import dataclass
 
-from runtime.errors import BoundaryError
-from runtime.graph import consumers, data_inputs, dims, node_inputs
-from runtime.taps import infer_shapes, require_tensor
+from amalgam.runtime.errors import BoundaryError
+from amalgam.runtime.graph import consumers, data_inputs, dims, node_inputs
+from amalgam.runtime.taps import infer_shapes, require_tensor
 
 ACTIVATIONS = {
     "Relu", "LeakyRelu", "PRelu", "Clip", "HardSwish", "Elu", "Selu", "Celu",

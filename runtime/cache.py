@@ -46,10 +46,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from runtime.cache_key import FORMAT_VERSION, TAP_DTYPES, cache_key, key_parts
-from runtime.errors import DataError
-from runtime.files import atomic_path
-from runtime.key_lock import KeyLock, take_turn
+from amalgam.runtime.cache_key import FORMAT_VERSION, TAP_DTYPES, cache_key, key_parts
+from amalgam.runtime.errors import DataError
+from amalgam.runtime.files import atomic_path
+from amalgam.runtime.key_lock import KeyLock, take_turn
 
 MANIFEST = "manifest.json"
 CHUNK = "chunk.json"

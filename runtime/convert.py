@@ -28,7 +28,7 @@ from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
 from torch import nn
 
-from runtime.errors import UnsupportedOpError
+from amalgam.runtime.errors import UnsupportedOpError
 
 # Reductions whose axes moved from an attribute to an input (opset 18; Max/Min 20).
 REDUCE_AXES_AS_INPUT = {

@@ -18,10 +18,10 @@ piece's own start instead (:func:`_batch_from_start`).
 import onnx
 from onnx.utils import Extractor
 
-from runtime.blocks import check_boundary
-from runtime.graph import data_inputs, topological
-from runtime.errors import BoundaryError
-from runtime.taps import infer_shapes, require_tensor
+from amalgam.runtime.blocks import check_boundary
+from amalgam.runtime.graph import data_inputs, topological
+from amalgam.runtime.errors import BoundaryError
+from amalgam.runtime.taps import infer_shapes, require_tensor
 
 BATCH = "batch"
 

@@ -17,7 +17,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from runtime.errors import BadInputError
+from amalgam.runtime.errors import BadInputError
 
 
 def temp_beside(path):

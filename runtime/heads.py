@@ -11,9 +11,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from runtime.errors import BadInputError
-from runtime.graph import consumers, prune_dead
-from runtime.taps import infer_shapes
+from amalgam.runtime.errors import BadInputError
+from amalgam.runtime.graph import consumers, prune_dead
+from amalgam.runtime.taps import infer_shapes
 
 
 def _initializers(model):

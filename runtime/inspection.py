@@ -10,12 +10,12 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from runtime.blocks import find_boundaries
-from runtime.errors import BadInputError, ParityError
-from runtime.graph import data_inputs, dims
-from runtime.model_io import default_opset, load_model
-from runtime.normalize import example_shape, normalize
-from runtime.parity import ATOL, RTOL
+from amalgam.runtime.blocks import find_boundaries
+from amalgam.runtime.errors import BadInputError, ParityError
+from amalgam.runtime.graph import data_inputs, dims
+from amalgam.runtime.model_io import default_opset, load_model
+from amalgam.runtime.normalize import example_shape, normalize
+from amalgam.runtime.parity import ATOL, RTOL
 
 CHECK_BATCH = 2
 
@@ -84,10 +84,10 @@ def check_branches(model, boundaries, label="the model", atol=ATOL, rtol=RTOL):
     """``{boundary: ParityReport}``: each branch as torch vs the whole graph under ONNX Runtime."""
     import torch
 
-    from runtime.convert import to_torch
-    from runtime.cut import cut_branch
-    from runtime.parity import compare, onnx_runner
-    from runtime.taps import add_taps
+    from amalgam.runtime.convert import to_torch
+    from amalgam.runtime.cut import cut_branch
+    from amalgam.runtime.parity import compare, onnx_runner
+    from amalgam.runtime.taps import add_taps
 
     names = [b.name for b in boundaries]
     outputs = [o.name for o in model.graph.output]

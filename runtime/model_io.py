@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 from onnx import helper
 
-from runtime.errors import ModelFileError, first_line
+from amalgam.runtime.errors import ModelFileError, first_line
 
 DEFAULT_MAX_BYTES = 2**31
 MAX_BYTES_ENV = "AMALGAM_MAX_MODEL_BYTES"

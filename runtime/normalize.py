@@ -21,12 +21,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from runtime.graph import data_inputs, prune_dead
-from runtime.graph import dims as graph_dims
-from runtime.errors import BadInputError, ParityError, first_line
-from runtime.parity import compare
-from runtime.session import make_session
-from runtime.taps import infer_shapes
+from amalgam.runtime.graph import data_inputs, prune_dead
+from amalgam.runtime.graph import dims as graph_dims
+from amalgam.runtime.errors import BadInputError, ParityError, first_line
+from amalgam.runtime.parity import compare
+from amalgam.runtime.session import make_session
+from amalgam.runtime.taps import infer_shapes
 
 FOLD_BATCHES = (2, 3)
 CHECK_BATCHES = (1, 4)

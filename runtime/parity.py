@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from runtime.errors import BadInputError, ModelFileError, ParityError, first_line
-from runtime.session import make_session
+from amalgam.runtime.errors import BadInputError, ModelFileError, ParityError, first_line
+from amalgam.runtime.session import make_session
 
 EPS = 1e-8
 ATOL, RTOL = 1e-4, 1e-3  # the default tolerance of every parity check (docs/design.md: how they were chosen)

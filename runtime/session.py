@@ -16,7 +16,7 @@
 import os
 from pathlib import Path
 
-from runtime.errors import AmalgamError, ModelFileError, first_line
+from amalgam.runtime.errors import AmalgamError, ModelFileError, first_line
 
 OPT_LEVELS = ("full", "basic", "none")
 LOG_SEVERITY = 4  # fatal only: at 3 (error) a failing kernel still prints an "[E:onnxruntime]" line (measured, ORT 1.32)

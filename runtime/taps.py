@@ -9,7 +9,7 @@ import difflib
 import onnx
 from onnx import helper, shape_inference
 
-from runtime.errors import UnknownTapError
+from amalgam.runtime.errors import UnknownTapError
 
 WEIGHT_ELEMENTS = 1024  # initializers larger than this are weights: shape inference needs only their shapes
 

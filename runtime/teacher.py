@@ -21,12 +21,12 @@ from typing import NamedTuple
 import numpy as np
 import onnx
 
-from runtime.errors import BadInputError, ConfigError, UnknownTapError
-from runtime.graph import dims
-from runtime.model_io import file_sha256, load_model
-from runtime.rules import task_problems
-from runtime.session import make_session
-from runtime.taps import add_taps, infer_shapes, tensor_names
+from amalgam.runtime.errors import BadInputError, ConfigError, UnknownTapError
+from amalgam.runtime.graph import dims
+from amalgam.runtime.model_io import file_sha256, load_model
+from amalgam.runtime.rules import task_problems
+from amalgam.runtime.session import make_session
+from amalgam.runtime.taps import add_taps, infer_shapes, tensor_names
 
 SPEC_KEYS = ("name", "output", "index", "slice", "kind", "labels")
 
@@ -275,8 +275,8 @@ def open_teacher(path, tasks, input_shape, boundaries=None, input_name=None, cop
     toolkit lines a teacher up with the reference's blocks, runtime.align). A failure's
     ``part`` attribute says what was wrong:
     ``"input"``, ``"boundaries"`` or ``"ops"`` (None: the file or the tasks)."""
-    from runtime.blocks import check_boundary, describe, find_boundaries
-    from runtime.normalize import normalize
+    from amalgam.runtime.blocks import check_boundary, describe, find_boundaries
+    from amalgam.runtime.normalize import normalize
 
     model = load_model(path)
     try:
@@ -301,9 +301,9 @@ def open_teacher(path, tasks, input_shape, boundaries=None, input_name=None, cop
 
 def _check_convertible(graph, boundaries, whole):
     """Refuse, before any target pass, a teacher whose copied layers hold an op no converter handles."""
-    from runtime.convert import unsupported_ops
-    from runtime.cut import cut_branch
-    from runtime.errors import UnsupportedOpError
+    from amalgam.runtime.convert import unsupported_ops
+    from amalgam.runtime.cut import cut_branch
+    from amalgam.runtime.errors import UnsupportedOpError
 
     part = graph if whole else cut_branch(graph, boundaries[0].name, [o.name for o in graph.graph.output])
     missing = unsupported_ops(part)

@@ -8,8 +8,8 @@ ONNX export named them, so its dict lines up with ``onnx_runner``'s.
 import numpy as np
 import torch
 
-from runtime.errors import BadInputError
-from runtime.parity import as_feeds
+from amalgam.runtime.errors import BadInputError
+from amalgam.runtime.parity import as_feeds
 
 
 def _named(outputs, output_names):

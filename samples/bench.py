@@ -65,17 +65,17 @@ from demo import CONFIG, ROOT, find_data  # samples/demo.py
 sys.path.insert(0, str(ROOT))
 import bench_training  # noqa: E402  samples/bench_training.py
 from bench_report import report, sample_std, targets  # noqa: E402  samples/bench_report.py
-from runtime.session import make_session  # noqa: E402
-from toolkit.config import load_config  # noqa: E402
-from toolkit.data import Preprocess, eval_labels, open_source  # noqa: E402
-from toolkit.eval.metrics import task_metrics  # noqa: E402
-from toolkit.method.amalgamate import amalgamate  # noqa: E402
-from toolkit.method.loop import LoopContext  # noqa: E402
-from toolkit.runlog import RunLog  # noqa: E402
-from toolkit.ship.export import export_student  # noqa: E402
-from toolkit.ship.latency import latency_ms  # noqa: E402
-from toolkit.student.io import load_student  # noqa: E402
-from toolkit.teachers import load_teachers, split_data  # noqa: E402
+from amalgam.runtime.session import make_session  # noqa: E402
+from amalgam.toolkit.config import load_config  # noqa: E402
+from amalgam.toolkit.data import Preprocess, eval_labels, open_source  # noqa: E402
+from amalgam.toolkit.eval.metrics import task_metrics  # noqa: E402
+from amalgam.toolkit.method.amalgamate import amalgamate  # noqa: E402
+from amalgam.toolkit.method.loop import LoopContext  # noqa: E402
+from amalgam.toolkit.runlog import RunLog  # noqa: E402
+from amalgam.toolkit.ship.export import export_student  # noqa: E402
+from amalgam.toolkit.ship.latency import latency_ms  # noqa: E402
+from amalgam.toolkit.student.io import load_student  # noqa: E402
+from amalgam.toolkit.teachers import load_teachers, split_data  # noqa: E402
 
 TORCH_REPEATS = 20
 ORT_REPEATS = 1000  # median of up to this many runs (toolkit.ship.latency stops after ~3 s)

@@ -21,15 +21,15 @@ import time
 import numpy as np
 import torch
 
-from runtime.convert import to_torch
-from runtime.taps import add_taps
-from toolkit.data import split_holdout
-from toolkit.method.blockwise import PrefixFeatures, branch_loss, stage_branches, train_stage
-from toolkit.method.loop import Phase, batches, run_phase, seed_phase
-from toolkit.method.optim import make_optimizer
-from toolkit.student.infer import to_tensor
-from toolkit.student.parts import trunk_blocks, trunk_graphs
-from toolkit.teachers import SplitData
+from amalgam.runtime.convert import to_torch
+from amalgam.runtime.taps import add_taps
+from amalgam.toolkit.data import split_holdout
+from amalgam.toolkit.method.blockwise import PrefixFeatures, branch_loss, stage_branches, train_stage
+from amalgam.toolkit.method.loop import Phase, batches, run_phase, seed_phase
+from amalgam.toolkit.method.optim import make_optimizer
+from amalgam.toolkit.student.infer import to_tensor
+from amalgam.toolkit.student.parts import trunk_blocks, trunk_graphs
+from amalgam.toolkit.teachers import SplitData
 
 
 def cached(ctx, config, teachers, data, root):

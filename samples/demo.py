@@ -65,7 +65,7 @@ def find_data(given):
 
 def run_amalgam(config, data, out, overrides=()):
     """`amalgam run` on a sample config (plus ``overrides``, KEY=VALUE); returns its exit code."""
-    cmd = [sys.executable, "-m", "toolkit.cli", "run", str(config), "--out", str(out), "--overwrite", "--quiet",
+    cmd = [sys.executable, "-m", "amalgam", "run", str(config), "--out", str(out), "--overwrite", "--quiet",
            "--set", f"data.train.path={data}", "--set", f"data.eval.path={data}"]
     cmd += [a for item in overrides for a in ("--set", item)]
     print("$ amalgam " + " ".join(cmd[3:]), flush=True)
@@ -94,7 +94,7 @@ def task_table(report, metrics):
 def footprint_table(out, config):
     """Student against each teacher alone and both together: params, ONNX KiB, latency (ms),
     every model timed here, one after another, each in its own session (toolkit.ship.latency)."""
-    from toolkit.ship.latency import footprint, total
+    from amalgam.toolkit.ship.latency import footprint, total
 
     shape = lambda t: (t.preprocess.channels, *t.preprocess.size)  # noqa: E731
     reference = next(t for t in config.teachers if t.name == config.student.reference)
@@ -134,7 +134,7 @@ def main():
         print(f"demo: amalgam run failed (exit {code}); see {out}", file=sys.stderr)
         return code or 1
     sys.path.insert(0, str(ROOT))
-    from toolkit.config import load_config
+    from amalgam.toolkit.config import load_config
 
     report = json.loads((out / "report.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())

@@ -18,11 +18,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's toolkit, as samples/bench.py
 
-from toolkit.config import load_config  # noqa: E402
-from toolkit.data import split_holdout  # noqa: E402
-from toolkit.eval.metrics import task_metrics  # noqa: E402
-from toolkit.eval.thresholds import decision_thresholds  # noqa: E402
-from toolkit.teachers import load_teachers, split_data  # noqa: E402
+from amalgam.toolkit.config import load_config  # noqa: E402
+from amalgam.toolkit.data import split_holdout  # noqa: E402
+from amalgam.toolkit.eval.metrics import task_metrics  # noqa: E402
+from amalgam.toolkit.eval.thresholds import decision_thresholds  # noqa: E402
+from amalgam.toolkit.teachers import load_teachers, split_data  # noqa: E402
 
 
 def scores(targets, plain, labels, holdout, rows):

@@ -27,9 +27,9 @@ import numpy as np
 from demo import CONFIG, ROOT, find_data  # samples/demo.py
 
 sys.path.insert(0, str(ROOT))
-from toolkit.config import load_config  # noqa: E402
-from toolkit.method.amalgamate import amalgamate  # noqa: E402
-from toolkit.runlog import read_log  # noqa: E402
+from amalgam.toolkit.config import load_config  # noqa: E402
+from amalgam.toolkit.method.amalgamate import amalgamate  # noqa: E402
+from amalgam.toolkit.runlog import read_log  # noqa: E402
 
 
 def heldout_agreement(out):

@@ -8,16 +8,16 @@ import sys
 
 import numpy as np
 
-from toolkit.dist import close, init_from_env
+from amalgam.toolkit.dist import close, init_from_env
 
 
 def targets(teacher_path, data_path, root, *taps):
     """The target cache of a teacher over an .npy dataset, computed by every rank's share
     (progress and any wait for another job's lock on stderr)."""
-    from runtime.cache import TargetCache
-    from runtime.cache_key import array_fingerprint
-    from runtime.session import threads_for_rank
-    from runtime.teacher import TaskSpec, Teacher
+    from amalgam.runtime.cache import TargetCache
+    from amalgam.runtime.cache_key import array_fingerprint
+    from amalgam.runtime.session import threads_for_rank
+    from amalgam.runtime.teacher import TaskSpec, Teacher
 
     ranks = init_from_env()
     data = np.load(data_path, mmap_mode="r")
@@ -37,7 +37,7 @@ def prefix(out):
 
     import torch
 
-    from toolkit.method.blockwise import PrefixFeatures
+    from amalgam.toolkit.method.blockwise import PrefixFeatures
 
     ranks = init_from_env()
     torch.set_num_threads(1)
@@ -61,9 +61,9 @@ def train(out, kill_at_step="0"):
     import torch
 
     from tests.builders import SECNN
-    from toolkit.config.schema import TrainingConfig
-    from toolkit.method.loop import LoopContext, Phase, run_phase
-    from toolkit.runlog import RunLog
+    from amalgam.toolkit.config.schema import TrainingConfig
+    from amalgam.toolkit.method.loop import LoopContext, Phase, run_phase
+    from amalgam.toolkit.runlog import RunLog
 
     ranks = init_from_env()
     torch.set_num_threads(1)
@@ -102,10 +102,10 @@ def heldout(out):
 
     import torch
 
-    from toolkit.method.endtoend import heldout_fit
-    from toolkit.student.parts import build_branch
-    from toolkit.student.targetnet import TargetNet, TaskSlot
-    from toolkit.teachers.targets import SplitData
+    from amalgam.toolkit.method.endtoend import heldout_fit
+    from amalgam.toolkit.student.parts import build_branch
+    from amalgam.toolkit.student.targetnet import TargetNet, TaskSlot
+    from amalgam.toolkit.teachers.targets import SplitData
 
     ranks = init_from_env()
     torch.set_num_threads(1)

@@ -73,8 +73,8 @@ _BUILT = {}  # each test module that imports the fixture gets its own FixtureDef
 @pytest.fixture(scope="session")
 def student_run(tmp_path_factory):
     """``(config path, run dir)`` of one finished amalgamation."""
-    from toolkit.config import load_config
-    from toolkit.method.amalgamate import amalgamate
+    from amalgam.toolkit.config import load_config
+    from amalgam.toolkit.method.amalgamate import amalgamate
 
     if "run" not in _BUILT:
         root = tmp_path_factory.mktemp("deploy")

@@ -4,10 +4,10 @@ torchvision architectures exported to ONNX."""
 import onnx
 import pytest
 
-from runtime.align import align, image_size, stride, table
-from runtime.blocks import Boundary, find_boundaries
-from runtime.errors import BoundaryError
-from runtime.normalize import normalize
+from amalgam.runtime.align import align, image_size, stride, table
+from amalgam.runtime.blocks import Boundary, find_boundaries
+from amalgam.runtime.errors import BoundaryError
+from amalgam.runtime.normalize import normalize
 from tests.builders import PlainCNN, export, torchvision_teacher
 
 SIZE = 32

@@ -57,7 +57,7 @@ def write_config(root, train, test, **training):
 
 
 def amalgam(*args, **kwargs):
-    cmd = [sys.executable, "-m", "toolkit.cli", *map(str, args)]
+    cmd = [sys.executable, "-m", "amalgam", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, **kwargs)
 
 
@@ -132,7 +132,7 @@ def test_same_seed_same_metrics(run, tmp_path):
 def test_killed_run_resumes_to_the_same_metrics(run, tmp_path):
     config, out, _ = run
     resumed = tmp_path / "resumed"
-    cmd = [sys.executable, "-m", "toolkit.cli", "amalgamate", str(config), "--out", str(resumed), "--quiet",
+    cmd = [sys.executable, "-m", "amalgam", "amalgamate", str(config), "--out", str(resumed), "--quiet",
            "--cache-dir", str(out.parent / "cache")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

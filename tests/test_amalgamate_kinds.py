@@ -52,7 +52,7 @@ def run(tmp_path_factory):
     }
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     out = root / "run"
-    r = subprocess.run([sys.executable, "-m", "toolkit.cli", "amalgamate", str(root / "config.yaml"), "--out", str(out),
+    r = subprocess.run([sys.executable, "-m", "amalgam", "amalgamate", str(root / "config.yaml"), "--out", str(out),
                         "--quiet", "--cache-dir", str(root / "cache")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return out

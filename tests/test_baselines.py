@@ -8,18 +8,18 @@ import json
 import numpy as np
 import pytest
 
-from runtime.errors import ConfigError
+from amalgam.runtime.errors import ConfigError
 from tests.builders import export
 from tests.student_run import one_thread
 from tests.student_run import write_config as run_config
 from tests.synthetic import SIZE, make_images, save_npz, train_teacher
-from toolkit.config import load_config
-from toolkit.data import split_holdout
-from toolkit.eval.tables import run_summary
-from toolkit.eval.thresholds import net_thresholds
-from toolkit.method.amalgamate import amalgamate, tap_rows
-from toolkit.student.io import load_student, read_spec
-from toolkit.teachers import load_teachers, split_data
+from amalgam.toolkit.config import load_config
+from amalgam.toolkit.data import split_holdout
+from amalgam.toolkit.eval.tables import run_summary
+from amalgam.toolkit.eval.thresholds import net_thresholds
+from amalgam.toolkit.method.amalgamate import amalgamate, tap_rows
+from amalgam.toolkit.student.io import load_student, read_spec
+from amalgam.toolkit.teachers import load_teachers, split_data
 
 CLASSES = {"A": [0, 1, 2], "B": [5, 6, 7]}
 CHOSEN = ["c0", "c2", "c6"]
@@ -121,7 +121,7 @@ def test_autoencoder_start_is_the_best_linear_one():
     import torch
     from torch import nn
 
-    from toolkit.method.feature_baselines import fit_autoencoder
+    from amalgam.toolkit.method.feature_baselines import fit_autoencoder
 
     g = torch.Generator().manual_seed(0)
     basis = torch.randn(3, 10, generator=g) * torch.tensor([[3.0], [2.0], [1.0]])

@@ -5,8 +5,8 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from runtime.blocks import check_boundary, dominates_outputs, find_boundaries
-from runtime.errors import BoundaryError, UnknownTapError
+from amalgam.runtime.blocks import check_boundary, dominates_outputs, find_boundaries
+from amalgam.runtime.errors import BoundaryError, UnknownTapError
 from tests.builders import SECNN, PlainCNN, ResidualCNN, export, randomize_bn
 from tests.test_cut_convert import tf_like_model
 

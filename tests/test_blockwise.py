@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from toolkit.method.blockwise import HeldoutExcess, PrefixFeatures, heldout_excess
-from toolkit.teachers import SplitData
+from amalgam.toolkit.method.blockwise import HeldoutExcess, PrefixFeatures, heldout_excess
+from amalgam.toolkit.teachers import SplitData
 
 
 class Head(torch.nn.Module):

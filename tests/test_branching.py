@@ -1,6 +1,6 @@
 """Branch-out's rule on synthetic loss tables: params weighed against excess loss."""
 
-from toolkit.method.branching import auto_branch_points, candidates, size_limit
+from amalgam.toolkit.method.branching import auto_branch_points, candidates, size_limit
 
 TEACHER_OF = {"a1": "A", "a2": "A", "b1": "B"}
 

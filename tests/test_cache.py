@@ -11,10 +11,10 @@ import numpy as np
 import onnx
 import pytest
 
-from runtime.cache import TargetCache
-from runtime.cache_key import array_fingerprint
-from runtime.errors import BadInputError, DataError
-from runtime.teacher import TaskSpec, Teacher
+from amalgam.runtime.cache import TargetCache
+from amalgam.runtime.cache_key import array_fingerprint
+from amalgam.runtime.errors import BadInputError, DataError
+from amalgam.runtime.teacher import TaskSpec, Teacher
 from tests.builders import PlainCNN, export, randomize_bn
 
 TASKS = [TaskSpec("smiling", "logits", index=2), TaskSpec("hair", "logits", slice=(1, 4), kind="multiclass")]
@@ -198,8 +198,8 @@ def test_array_fingerprint():
 MEMORY_PROBE = """
 import json, os, sys
 import numpy as np
-from runtime.cache import TargetCache
-from runtime.teacher import TaskSpec, Teacher
+from amalgam.runtime.cache import TargetCache
+from amalgam.runtime.teacher import TaskSpec, Teacher
 path, root, n, size, tap_dtype, taps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6:]
 def rss():  # resident set now (ru_maxrss is a high-water mark that start-up may already hold)
     with open("/proc/self/statm") as f:

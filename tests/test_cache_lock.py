@@ -18,10 +18,10 @@ import numpy as np
 import onnx
 import pytest
 
-from runtime.cache import TargetCache
-from runtime.cache_key import array_fingerprint
-from runtime.key_lock import KeyLock
-from runtime.teacher import TaskSpec, Teacher
+from amalgam.runtime.cache import TargetCache
+from amalgam.runtime.cache_key import array_fingerprint
+from amalgam.runtime.key_lock import KeyLock
+from amalgam.runtime.teacher import TaskSpec, Teacher
 from tests.builders import PlainCNN, export, randomize_bn
 from tests.test_dist import ROOT, torchrun_command
 
@@ -29,9 +29,9 @@ JOB = """
 import hashlib, json, os, signal, sys, time
 from pathlib import Path
 import numpy as np
-from runtime.cache import TargetCache
-from runtime.cache_key import array_fingerprint
-from runtime.teacher import TaskSpec, Teacher
+from amalgam.runtime.cache import TargetCache
+from amalgam.runtime.cache_key import array_fingerprint
+from amalgam.runtime.teacher import TaskSpec, Teacher
 teacher_path, data_path, root, gate, name, die_at, tap = sys.argv[1:8]
 data = np.load(data_path)
 calls = []

@@ -44,7 +44,7 @@ def test_the_workflow_is_a_github_actions_job_that_installs_exports_and_gates():
 @pytest.fixture(scope="module")
 def workspace(student_run, tmp_path_factory):
     """A checkout as the workflow sees it: the run dir and student.onnx from the export step."""
-    from toolkit.ship.export import export_student
+    from amalgam.toolkit.ship.export import export_student
 
     argv = gate_command()
     root = tmp_path_factory.mktemp("ci")

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from runtime.errors import BadInputError, ConfigError
-from toolkit.config import Config, config_hash, dump_config, load_config
+from amalgam.runtime.errors import BadInputError, ConfigError
+from amalgam.toolkit.config import Config, config_hash, dump_config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -292,7 +292,7 @@ def test_one_logit_multiclass_slice_is_refused_at_config_load(tmp_path):
 
 def test_preprocess_resize_reaches_the_teachers_preprocessing(tmp_path):
     """`teachers[i].preprocess.resize` is what training feeds the teachers and the student with."""
-    from toolkit.teachers.targets import preprocess_of
+    from amalgam.toolkit.teachers.targets import preprocess_of
 
     nearest = load_config(write(tmp_path, edit(teachers__0__preprocess__resize="nearest"))).teachers[0]
     default = load_config(write(tmp_path, VALID)).teachers[0]

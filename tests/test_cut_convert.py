@@ -6,13 +6,13 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
-from runtime.blocks import find_boundaries
-from runtime.convert import to_torch, unsupported_ops
-from runtime.cut import cut_block, cut_branch, cut_prefix
-from runtime.errors import BadInputError, BoundaryError, UnknownTapError, UnsupportedOpError
-from runtime.normalize import normalize
-from runtime.session import make_session
-from runtime.taps import add_taps
+from amalgam.runtime.blocks import find_boundaries
+from amalgam.runtime.convert import to_torch, unsupported_ops
+from amalgam.runtime.cut import cut_block, cut_branch, cut_prefix
+from amalgam.runtime.errors import BadInputError, BoundaryError, UnknownTapError, UnsupportedOpError
+from amalgam.runtime.normalize import normalize
+from amalgam.runtime.session import make_session
+from amalgam.runtime.taps import add_taps
 from tests.builders import SECNN, PlainCNN, ResidualCNN, export, randomize_bn
 
 EXPORTS = {"opset17-legacy": (17, False), "opset18-dynamo": (18, True)}

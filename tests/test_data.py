@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.errors import DataError
-from toolkit.data import Preprocess, eval_labels, open_source, split_holdout
-from toolkit.data.celeba import CelebASource
-from toolkit.data.folder import FolderSource
+from amalgam.runtime.errors import DataError
+from amalgam.toolkit.data import Preprocess, eval_labels, open_source, split_holdout
+from amalgam.toolkit.data.celeba import CelebASource
+from amalgam.toolkit.data.folder import FolderSource
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -142,14 +142,14 @@ def small_run(tmp_path_factory):
 
 
 def test_amalgamate_under_torchrun_matches_one_process(tmp_path, small_run):
-    """`torchrun -m toolkit.cli amalgamate` at world size 2: rank 0 writes the run dir once;
+    """`torchrun -m amalgam amalgamate` at world size 2: rank 0 writes the run dir once;
     the student agrees with its teachers as the world-size-1 student does (BatchNorm in the
     blocks sees each rank's half batch, so the weights are close, not equal)."""
     import json
 
-    first = torchrun(1, "toolkit.cli", "amalgamate", small_run, "--out", tmp_path / "one", "--quiet",
+    first = torchrun(1, "amalgam", "amalgamate", small_run, "--out", tmp_path / "one", "--quiet",
                      "--cache-dir", tmp_path / "cache")
-    second = torchrun(2, "toolkit.cli", "amalgamate", small_run, "--out", tmp_path / "two", "--quiet",
+    second = torchrun(2, "amalgam", "amalgamate", small_run, "--out", tmp_path / "two", "--quiet",
                       "--cache-dir", tmp_path / "cache")
     assert first.stdout.strip() and second.stdout.count("student") == first.stdout.count("student")  # rank 0 prints
     one, two = (json.loads((tmp_path / d / "metrics.json").read_text())["summary"]["student"] for d in ("one", "two"))
@@ -167,7 +167,7 @@ def _workers(launcher_pid):
 
 @pytest.mark.slow
 def test_a_rank_killed_mid_stage_resumes_to_the_metrics_of_an_uninterrupted_run(tmp_path, small_run):
-    """`torchrun --max-restarts=1 -m toolkit.cli amalgamate`: one worker is SIGKILLed once
+    """`torchrun --max-restarts=1 -m amalgam amalgamate`: one worker is SIGKILLed once
     stage 1 has checkpointed its first epoch; the restarted job resumes and ends with the
     metrics of an uninterrupted run at the same world size."""
     import json
@@ -175,11 +175,11 @@ def test_a_rank_killed_mid_stage_resumes_to_the_metrics_of_an_uninterrupted_run(
     import time
 
     args = ["--set", "training.epochs_per_block=2", "--quiet", "--cache-dir", tmp_path / "cache"]
-    torchrun(2, "toolkit.cli", "amalgamate", small_run, "--out", tmp_path / "whole", *args)
+    torchrun(2, "amalgam", "amalgamate", small_run, "--out", tmp_path / "whole", *args)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
            "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--max-restarts", "1",
-           "-m", "toolkit.cli", "amalgamate", str(small_run), "--out", str(tmp_path / "killed"), *map(str, args)]
+           "-m", "amalgam", "amalgamate", str(small_run), "--out", str(tmp_path / "killed"), *map(str, args)]
     launcher = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoint, deadline = tmp_path / "killed" / "checkpoints" / "stage1.pt", time.time() + 240
     while not checkpoint.exists() and time.time() < deadline and launcher.poll() is None:

@@ -7,11 +7,11 @@ import numpy as np
 import onnx
 import pytest
 
-from exporters.metadata import read_metadata
-from runtime.model_io import file_sha256
-from runtime.session import make_session
+from amalgam.exporters.metadata import read_metadata
+from amalgam.runtime.model_io import file_sha256
+from amalgam.runtime.session import make_session
 from tests.student_run import CHOSEN, student_run  # noqa: F401 (fixture)
-from toolkit.cli import main
+from amalgam.toolkit.cli import main
 
 
 def amalgam(capsys, *args):
@@ -25,7 +25,7 @@ def amalgam(capsys, *args):
 @pytest.fixture(scope="module")
 def exported(student_run, tmp_path_factory):
     """student.onnx (simplified, dynamic batch) and student.raw.onnx of the shared run."""
-    from toolkit.ship.export import export_student
+    from amalgam.toolkit.ship.export import export_student
 
     return export_student(student_run[1], tmp_path_factory.mktemp("export") / "student.onnx")
 

@@ -5,8 +5,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from exporters.fold import fold_student
-from runtime.session import make_session
+from amalgam.exporters.fold import fold_student
+from amalgam.runtime.session import make_session
 
 RNG = np.random.default_rng(0)
 N, C, H, W = 3, 6, 5, 5

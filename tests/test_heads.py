@@ -3,9 +3,9 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from runtime.errors import BadInputError
-from runtime.heads import prune_outputs
-from runtime.session import make_session
+from amalgam.runtime.errors import BadInputError
+from amalgam.runtime.heads import prune_outputs
+from amalgam.runtime.session import make_session
 from tests.builders import PlainCNN, export
 
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from runtime.blocks import find_boundaries
-from runtime.normalize import normalize
+from amalgam.runtime.blocks import find_boundaries
+from amalgam.runtime.normalize import normalize
 
 from tests.builders import PlainCNN, export, torchvision_teacher
 from tests.synthetic import make_images, save_npz
@@ -37,7 +37,7 @@ def celeba_folder(root, n=40, seed=0):
 
 
 def amalgam(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "amalgam", *map(str, args)], capture_output=True, text=True,
                           **kwargs)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.cli import main
+from amalgam.toolkit.cli import main
 from tests.builders import PlainCNN, ResidualCNN, export, randomize_bn
 
 

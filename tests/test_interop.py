@@ -14,15 +14,15 @@ import onnx
 import pytest
 import torch
 
-from exporters.metadata import read_metadata
-from runtime.blocks import find_boundaries
-from runtime.convert import to_torch
-from runtime.cut import cut_branch
-from runtime.normalize import normalize
-from runtime.session import make_session
-from runtime.taps import add_taps, run_with_taps
-from runtime.teacher import TaskSpec, Teacher
-from exporters.torch_export import export_torch
+from amalgam.exporters.metadata import read_metadata
+from amalgam.runtime.blocks import find_boundaries
+from amalgam.runtime.convert import to_torch
+from amalgam.runtime.cut import cut_branch
+from amalgam.runtime.normalize import normalize
+from amalgam.runtime.session import make_session
+from amalgam.runtime.taps import add_taps, run_with_taps
+from amalgam.runtime.teacher import TaskSpec, Teacher
+from amalgam.exporters.torch_export import export_torch
 from tests.builders import PlainCNN, randomize_bn
 
 FIXTURES = Path(__file__).resolve().parent.parent / "runs" / "fixtures"

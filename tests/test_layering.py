@@ -16,7 +16,8 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIRST_PARTY = ("runtime", "exporters", "toolkit", "amalgam")
+PACKAGES = ("runtime", "exporters", "toolkit")  # folders at the top, installed as amalgam.<name>
+FIRST_PARTY = (*PACKAGES, "amalgam")
 FLAT = "(flat)"  # toolkit/__init__.py, toolkit/runlog.py, ...
 
 # role -> the first-party packages (and toolkit roles) it may import, besides itself
@@ -75,7 +76,25 @@ def imported(path, root):
             module = ".".join(base + ([node.module] if node.module else []))
             names.add(module)
             names.update(f"{module}.{a.name}" for a in node.names)
+    names = {n.removeprefix("amalgam.") if n.split(".")[:2] in (["amalgam", p] for p in PACKAGES) else n
+             for n in names}
     return sorted({_module(n, root) if n.split(".")[0] in FIRST_PARTY else n for n in names})
+
+
+def bare_imports(root):
+    """``file:line`` of every import of ``runtime``, ``exporters`` or ``toolkit`` by the bare
+    name (the package is ``amalgam.*``), in every Python file under ``root``."""
+    root = Path(root)
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if any(part.startswith(".") or part in ("runs", "build") for part in path.relative_to(root).parts):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                       else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(m.split(".")[0] in PACKAGES for m in modules):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
 
 
 def violations(root):
@@ -105,6 +124,20 @@ def test_the_code_keeps_the_import_rules():
     assert violations(ROOT) == []
 
 
+def test_no_file_imports_a_package_by_its_bare_name():
+    """Package, samples and tests alike import ``amalgam.runtime``, never ``runtime``."""
+    assert bare_imports(ROOT) == []
+
+
+def test_the_bare_name_checker_finds_each_form(tmp_path):
+    root = _tree(tmp_path, {
+        "samples/a.py": "import runtime.errors\nfrom amalgam.runtime import errors\n",
+        "tests/b.py": "def f():\n    from toolkit.config import load_config\n",
+        "tests/c.py": "from exporters import check\nimport amalgam.toolkit as toolkit\n",
+    })
+    assert bare_imports(root) == ["samples/a.py:1", "tests/b.py:2", "tests/c.py:1"]
+
+
 def _tree(tmp_path, files):
     for rel, text in files.items():
         path = tmp_path / rel
@@ -119,12 +152,12 @@ def _tree(tmp_path, files):
 
 def test_the_checker_finds_each_kind_of_forbidden_import(tmp_path):
     root = _tree(tmp_path, {
-        "runtime/ok.py": "import onnx\nfrom runtime import errors\n",
-        "runtime/bad.py": "def f():\n    from toolkit.config import load_config\n",
-        "toolkit/student/net.py": "from runtime.errors import AmalgamError\nfrom toolkit.method import loop\n",
-        "toolkit/method/loop.py": "from toolkit.student.net import X\nfrom toolkit.eval import metrics\n",
+        "runtime/ok.py": "import onnx\nfrom amalgam.runtime import errors\n",
+        "runtime/bad.py": "def f():\n    from amalgam.toolkit.config import load_config\n",
+        "toolkit/student/net.py": "from amalgam.runtime.errors import AmalgamError\nfrom amalgam.toolkit.method import loop\n",
+        "toolkit/method/loop.py": "from amalgam.toolkit.student.net import X\nfrom amalgam.toolkit.eval import metrics\n",
         "toolkit/ship/export.py": "from ..method import loop\n",
-        "toolkit/eval/metrics.py": "from toolkit import cli\n",
+        "toolkit/eval/metrics.py": "from amalgam.toolkit import cli\n",
         "toolkit/config/schema.py": "import torch.nn\n",
     })
     assert violations(root) == [
@@ -145,6 +178,6 @@ def test_adding_a_forbidden_import_to_the_real_tree_is_caught(tmp_path):
         shutil.copytree(ROOT / top, tmp_path / top, ignore=shutil.ignore_patterns("__pycache__"))
     assert violations(tmp_path) == []
     target = tmp_path / "toolkit" / "student" / "targetnet.py"
-    target.write_text(target.read_text() + "\nfrom toolkit.ship.export import export_student\n")
+    target.write_text(target.read_text() + "\nfrom amalgam.toolkit.ship.export import export_student\n")
     assert violations(tmp_path) == [
         "toolkit/student/targetnet.py: imports toolkit.ship.export (toolkit/student may use only ['runtime'])"]

@@ -2,8 +2,8 @@
 
 import torch
 
-from toolkit.config.schema import TrainingConfig
-from toolkit.method.losses import binary_loss, task_loss
+from amalgam.toolkit.config.schema import TrainingConfig
+from amalgam.toolkit.method.losses import binary_loss, task_loss
 
 
 def _grad(student, teacher, **kw):

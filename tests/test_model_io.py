@@ -4,9 +4,9 @@ import numpy as np
 import onnx
 import pytest
 
-from runtime.errors import ModelFileError
-from runtime.model_io import default_opset, file_sha256, load_model, ort_max_opset, ort_runs_opset
-from runtime.session import make_session
+from amalgam.runtime.errors import ModelFileError
+from amalgam.runtime.model_io import default_opset, file_sha256, load_model, ort_max_opset, ort_runs_opset
+from amalgam.runtime.session import make_session
 from tests.builders import PlainCNN, export, linear_model, randomize_bn
 
 

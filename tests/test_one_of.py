@@ -12,13 +12,13 @@ import torch
 from tests.builders import PlainCNN, export, randomize_bn
 from tests.robustness.contract import assert_bad_input, base_config, run_cli, write_config
 from tests.synthetic import SIZE, make_images, save_npz
-from toolkit.config import load_config
-from toolkit.data import split_holdout
-from toolkit.method.amalgamate import amalgamate
-from toolkit.student.io import load_student
-from toolkit.teachers import load_teachers, split_data
-from toolkit.runlog import RunLog
-from toolkit.teachers.one_of import held_out_record, log_one_of, reconcile
+from amalgam.toolkit.config import load_config
+from amalgam.toolkit.data import split_holdout
+from amalgam.toolkit.method.amalgamate import amalgamate
+from amalgam.toolkit.student.io import load_student
+from amalgam.toolkit.teachers import load_teachers, split_data
+from amalgam.toolkit.runlog import RunLog
+from amalgam.toolkit.teachers.one_of import held_out_record, log_one_of, reconcile
 
 GROUP = [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)]
 
@@ -103,7 +103,7 @@ def test_without_one_of_the_targets_are_the_teachers_own(tmp_path, assets):
 
 
 def test_reconcile_sums_to_one_in_chunks_and_survives_extreme_logits(monkeypatch):
-    import toolkit.teachers.one_of as one_of
+    import amalgam.toolkit.teachers.one_of as one_of
     rng = np.random.default_rng(0)
     z = {t: rng.normal(scale=30, size=1000).astype(np.float32) for t in "xyz"}
     whole = reconcile(list("xyz"), z)

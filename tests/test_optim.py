@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from toolkit.config import TrainingConfig
-from toolkit.method.optim import make_optimizer, make_schedule
+from amalgam.toolkit.config import TrainingConfig
+from amalgam.toolkit.method.optim import make_optimizer, make_schedule
 
 
 def _rates(schedule, steps_per_epoch=5, epochs=6, **training):

@@ -10,8 +10,8 @@ from pathlib import Path
 import onnx
 import pytest
 
-import toolkit
-from exporters.metadata import read_metadata, stamp
+from amalgam import toolkit
+from amalgam.exporters.metadata import read_metadata, stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,8 +40,9 @@ def test_every_package_folder_is_installed_under_amalgam():
 
 @pytest.mark.slow
 def test_wheel_installs_one_amalgam_package(tmp_path):
-    """`pip install .` puts only `amalgam` in site-packages, and `import amalgam` finds
-    runtime/, exporters/ and toolkit/ inside it (no source checkout on sys.path)."""
+    """`pip install .` puts only `amalgam` in site-packages, with runtime/, exporters/ and
+    toolkit/ inside it as amalgam.runtime, ... (no source checkout on sys.path), and no
+    bare `runtime` to import."""
     source = tmp_path / "src"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -61,8 +62,10 @@ def test_wheel_installs_one_amalgam_package(tmp_path):
     assert installed.returncode == 0, installed.stderr
     assert sorted(p.name for p in site.iterdir() if not p.name.endswith(".dist-info")) == ["amalgam", "bin"]
     # (bin/ holds the `amalgam` script.) -S: no site-packages (so no editable install of this checkout), cwd outside it
-    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import amalgam, runtime.errors, exporters.metadata; "
-             "print(runtime.errors.__file__); print(amalgam.errors.BadInputError.exit_code)")
+    probe = ("import sys, importlib.util; sys.path.insert(0, sys.argv[1]); "
+             "import amalgam, amalgam.runtime.errors, amalgam.exporters.metadata; "
+             "assert importlib.util.find_spec('runtime') is None; "
+             "print(amalgam.runtime.errors.__file__); print(amalgam.errors.BadInputError.exit_code)")
     ran = subprocess.run([sys.executable, "-S", "-c", probe, str(site)], capture_output=True, text=True,
                          cwd=tmp_path, timeout=120)
     assert ran.returncode == 0, ran.stderr

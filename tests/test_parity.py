@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from runtime.errors import BadInputError, ParityError
-from runtime.parity import EPS, ShapeError, ToleranceError, collect, compare, onnx_runner
-from toolkit.eval.metrics import agreement
-from runtime.torch_runner import torch_runner
+from amalgam.runtime.errors import BadInputError, ParityError
+from amalgam.runtime.parity import EPS, ShapeError, ToleranceError, collect, compare, onnx_runner
+from amalgam.toolkit.eval.metrics import agreement
+from amalgam.runtime.torch_runner import torch_runner
 from tests.builders import PlainCNN, export, randomize_bn
 
 

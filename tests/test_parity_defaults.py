@@ -10,13 +10,13 @@ import pytest
 import torch
 import torchvision
 
-from exporters.torch_export import export_torch
-from runtime.blocks import find_boundaries
-from runtime.convert import to_torch
-from runtime.cut import cut_branch
-from runtime.normalize import normalize
-from runtime.parity import ATOL, RTOL, compare, onnx_runner
-from runtime.taps import add_taps
+from amalgam.exporters.torch_export import export_torch
+from amalgam.runtime.blocks import find_boundaries
+from amalgam.runtime.convert import to_torch
+from amalgam.runtime.cut import cut_branch
+from amalgam.runtime.normalize import normalize
+from amalgam.runtime.parity import ATOL, RTOL, compare, onnx_runner
+from amalgam.runtime.taps import add_taps
 
 pytestmark = pytest.mark.slow
 

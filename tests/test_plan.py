@@ -8,10 +8,10 @@ import pytest
 from tests.builders import PlainCNN, export, randomize_bn
 from tests.robustness.contract import base_config, write_config
 from tests.synthetic import SIZE, make_images, save_npz
-from toolkit.cli import main
-from toolkit.config import load_config
-from toolkit.method.amalgamate import tap_rows
-from toolkit.teachers import load_teachers, split_data
+from amalgam.toolkit.cli import main
+from amalgam.toolkit.config import load_config
+from amalgam.toolkit.method.amalgamate import tap_rows
+from amalgam.toolkit.teachers import load_teachers, split_data
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +100,8 @@ def test_without_the_hint_only_the_adapter_fit_sample_keeps_features(tmp_path, a
 
     import numpy as np
 
-    from runtime.errors import DataError
-    from toolkit.method.amalgamate import amalgamate
+    from amalgam.runtime.errors import DataError
+    from amalgam.toolkit.method.amalgamate import amalgamate
 
     save_npz(tmp_path / "train.npz", *make_images(1500, seed=4))  # 1125 training rows after the holdout
     config = base_config(assets)

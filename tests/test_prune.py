@@ -8,16 +8,16 @@ import onnx
 import pytest
 import torch
 
-from exporters.torch_export import export_torch
-from runtime.blocks import find_boundaries
-from runtime.convert import to_torch
-from runtime.cut import cut_block, cut_prefix
-from runtime.errors import ConfigError
-from runtime.normalize import normalize
+from amalgam.exporters.torch_export import export_torch
+from amalgam.runtime.blocks import find_boundaries
+from amalgam.runtime.convert import to_torch
+from amalgam.runtime.cut import cut_block, cut_prefix
+from amalgam.runtime.errors import ConfigError
+from amalgam.runtime.normalize import normalize
 from tests.builders import PlainCNN, ResidualCNN, export
 from tests.zoo_teachers import calibrated
-from toolkit.student.prune import prune_width
-from toolkit.student.width import scale_width, scaled
+from amalgam.toolkit.student.prune import prune_width
+from amalgam.toolkit.student.width import scale_width, scaled
 
 SIZE = 32
 ARCHS = ("resnet18", "mobilenet_v2")

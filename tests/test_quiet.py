@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from runtime.quiet import framework_output
+from amalgam.runtime.quiet import framework_output
 
 NOISE = ("Traceback", "TracerWarning", "[E:onnxruntime", "torch.onnx", "def forward", "UserWarning")
 

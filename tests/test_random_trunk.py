@@ -16,14 +16,14 @@ import pytest
 import torch
 import yaml
 
-from exporters.metadata import read_metadata
+from amalgam.exporters.metadata import read_metadata
 from tests.builders import export
 from tests.student_run import one_thread
 from tests.synthetic import SIZE, make_images, save_npz, train_teacher
-from toolkit.config import load_config
-from toolkit.method.amalgamate import amalgamate
-from toolkit.ship.export import export_student
-from toolkit.student.io import load_student
+from amalgam.toolkit.config import load_config
+from amalgam.toolkit.method.amalgamate import amalgamate
+from amalgam.toolkit.ship.export import export_student
+from amalgam.toolkit.student.io import load_student
 
 CLASSES = {"A": [0, 1, 2, 3], "B": [5, 6, 7, 8]}
 CHOSEN = ["c0", "c2", "c6", "c8"]

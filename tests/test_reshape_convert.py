@@ -10,13 +10,13 @@ import torch
 import torch.nn as nn
 from onnx import helper, numpy_helper
 
-from runtime.blocks import find_boundaries
-from runtime.convert import StaticReshape, to_torch
-from runtime.cut import cut_branch
-from runtime.errors import UnsupportedOpError
-from runtime.normalize import normalize
-from runtime.session import make_session
-from runtime.taps import add_taps
+from amalgam.runtime.blocks import find_boundaries
+from amalgam.runtime.convert import StaticReshape, to_torch
+from amalgam.runtime.cut import cut_branch
+from amalgam.runtime.errors import UnsupportedOpError
+from amalgam.runtime.normalize import normalize
+from amalgam.runtime.session import make_session
+from amalgam.runtime.taps import add_taps
 from tests.builders import export, randomize_bn
 
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from tests.student_run import CHOSEN, one_thread, student_run  # noqa: F401 (fixture)
-from toolkit.cli import main
+from amalgam.toolkit.cli import main
 
 NUMBER = (int, float)
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from exporters.metadata import read_metadata
-from runtime.blocks import find_boundaries
-from runtime.model_io import load_model
-from runtime.session import make_session
-from toolkit.config import load_config
+from amalgam.exporters.metadata import read_metadata
+from amalgam.runtime.blocks import find_boundaries
+from amalgam.runtime.model_io import load_model
+from amalgam.runtime.session import make_session
+from amalgam.toolkit.config import load_config
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "fashion_mnist"
 CONFIG = SAMPLE / "config.yaml"
@@ -51,7 +51,7 @@ def test_config_validates_and_chooses_tasks_from_both_teachers():
 def test_sample_config_amalgamates_on_a_subset(tmp_path):
     sets = ["data.train.limit=300", "data.eval.limit=200", "training.finetune_epochs=1",
             "training.batch_size=64", "baseline.kd=false"]
-    cmd = [sys.executable, "-m", "toolkit.cli", "amalgamate", str(CONFIG), "--out", str(tmp_path / "run"),
+    cmd = [sys.executable, "-m", "amalgam", "amalgamate", str(CONFIG), "--out", str(tmp_path / "run"),
            "--quiet", *[a for s in sets for a in ("--set", s)]]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -8,8 +8,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from runtime.errors import ModelFileError
-from runtime.session import SessionError, make_session
+from amalgam.runtime.errors import ModelFileError
+from amalgam.runtime.session import SessionError, make_session
 
 
 def _relu_affine():
@@ -113,7 +113,7 @@ def test_missing_file_names_the_file(tmp_path):
 
 
 def test_each_process_of_a_job_gets_its_gpu_and_its_share_of_the_cores():
-    from runtime.session import device_for_rank, teacher_device, threads_for_rank
+    from amalgam.runtime.session import device_for_rank, teacher_device, threads_for_rank
 
     assert device_for_rank("cuda", 3) == "cuda:3" and device_for_rank("cuda:0", 3) == "cuda:0"
     assert device_for_rank("cpu", 3) == "cpu"
@@ -124,7 +124,7 @@ def test_each_process_of_a_job_gets_its_gpu_and_its_share_of_the_cores():
 
 
 def test_a_rank_asking_for_its_gpu_on_a_cpu_only_runtime_is_refused(affine):
-    from runtime.session import device_for_rank
+    from amalgam.runtime.session import device_for_rank
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has the CUDA EP")

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from exporters.metadata import read_metadata
-from exporters.student import INT8_FLAGS, cpu_int8_support, quantize_int8, save_atomic, simplify, stamp_student
-from runtime.errors import BadInputError, ConfigError, ModelFileError
-from runtime.parity import compare, onnx_runner
-from toolkit.eval.metrics import agreement
+from amalgam.exporters.metadata import read_metadata
+from amalgam.exporters.student import INT8_FLAGS, cpu_int8_support, quantize_int8, save_atomic, simplify, stamp_student
+from amalgam.runtime.errors import BadInputError, ConfigError, ModelFileError
+from amalgam.runtime.parity import compare, onnx_runner
+from amalgam.toolkit.eval.metrics import agreement
 from tests.builders import PlainCNN, export, randomize_bn
 
 TASKS = [{"name": f"quadrant{i}", "output": "logits", "index": i, "kind": "binary"} for i in range(4)] + [

@@ -3,9 +3,9 @@ import onnx
 import pytest
 import torch
 
-from runtime.errors import UnknownTapError
-from runtime.session import make_session
-from runtime.taps import add_taps, run_with_taps, tensor_names
+from amalgam.runtime.errors import UnknownTapError
+from amalgam.runtime.session import make_session
+from amalgam.runtime.taps import add_taps, run_with_taps, tensor_names
 from tests.builders import PlainCNN, export, randomize_bn
 
 

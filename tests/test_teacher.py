@@ -8,9 +8,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.errors import BadInputError, ConfigError, UnknownTapError
-from runtime.model_io import file_sha256
-from runtime.teacher import TaskSpec, Teacher
+from amalgam.runtime.errors import BadInputError, ConfigError, UnknownTapError
+from amalgam.runtime.model_io import file_sha256
+from amalgam.runtime.teacher import TaskSpec, Teacher
 from tests.builders import PlainCNN, SECNN, export, randomize_bn
 
 
@@ -189,7 +189,7 @@ def test_to_dict_from_dict_round_trip(spec):
 
 
 def test_unreadable_teacher_file_is_named(tmp_path):
-    from runtime.errors import ModelFileError
+    from amalgam.runtime.errors import ModelFileError
 
     path = tmp_path / "teacher.onnx"
     path.write_bytes(b"definitely not protobuf" * 4)
@@ -202,7 +202,7 @@ def test_unreadable_teacher_file_is_named(tmp_path):
 def test_cuda_teacher_on_cpu_only_runtime_is_refused(plain):
     import onnxruntime as ort
 
-    from runtime.session import SessionError
+    from amalgam.runtime.session import SessionError
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has CUDA")
@@ -213,8 +213,8 @@ def test_cuda_teacher_on_cpu_only_runtime_is_refused(plain):
 def test_open_teacher_in_one_call(plain):
     """open_teacher: normalised graph, boundaries found (or checked), convertible layers,
     a runner with the boundaries as taps; a failure names its part."""
-    from runtime.errors import BoundaryError
-    from runtime.teacher import open_teacher
+    from amalgam.runtime.errors import BoundaryError
+    from amalgam.runtime.teacher import open_teacher
 
     model, path = plain
     opened = open_teacher(path, [TaskSpec("a", "logits", index=0)], (1, 1, 28, 28), copied="all")

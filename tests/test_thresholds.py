@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from toolkit.eval.metrics import task_metrics
-from toolkit.eval.thresholds import decision_thresholds, rate_threshold, teacher_rate
+from amalgam.toolkit.eval.metrics import task_metrics
+from amalgam.toolkit.eval.thresholds import decision_thresholds, rate_threshold, teacher_rate
 
 
 def test_calibrated_threshold_matches_the_teachers_mean_probability():

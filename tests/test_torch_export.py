@@ -7,10 +7,10 @@ import onnx
 import pytest
 import torch
 
-from exporters.metadata import read_metadata
-from exporters.torch_export import export_torch
-from runtime.errors import ExportError, ParityError
-from runtime.session import make_session
+from amalgam.exporters.metadata import read_metadata
+from amalgam.exporters.torch_export import export_torch
+from amalgam.runtime.errors import ExportError, ParityError
+from amalgam.runtime.session import make_session
 from tests.builders import ResidualCNN, SECNN, randomize_bn
 
 
@@ -28,7 +28,7 @@ def _no_external_data(path):
 def test_round_trip_at_batch_1_and_7(tmp_path, dynamo, caplog):
     module = randomize_bn(ResidualCNN(n_out=4))
     tasks = [{"name": "cat", "output": "logits", "index": 0, "kind": "binary"}]
-    with caplog.at_level(logging.INFO, logger="exporters.torch_export"):
+    with caplog.at_level(logging.INFO, logger="amalgam.exporters.torch_export"):
         path = export_torch(module, torch.randn(2, 1, 28, 28), tmp_path / "m.onnx", input_names=("image",),
                             output_names=("logits",), tasks=tasks, dynamo=dynamo)
     assert "failed" not in caplog.text  # the dynamo exporter did it, no fallback
@@ -48,7 +48,7 @@ def test_round_trip_at_batch_1_and_7(tmp_path, dynamo, caplog):
 
 
 def test_fixed_batch_and_taskspec_objects(tmp_path):
-    from runtime.teacher import TaskSpec
+    from amalgam.runtime.teacher import TaskSpec
 
     module = SECNN(n_out=3).eval()
     spec = TaskSpec("digit", "y", kind="multiclass", labels=["a", "b", "c"])
@@ -99,7 +99,7 @@ class SignSwitch(torch.nn.Module):
 
 def test_data_dependent_flow_falls_back_and_the_check_catches_it(tmp_path, caplog):
     sample = torch.stack([torch.ones(4), -torch.ones(4)])  # first row positive, last row negative
-    with caplog.at_level(logging.INFO, logger="exporters.torch_export"):
+    with caplog.at_level(logging.INFO, logger="amalgam.exporters.torch_export"):
         with pytest.raises(ParityError) as e:
             export_torch(SignSwitch(), sample, tmp_path / "s.onnx")
     assert "dynamo exporter failed" in caplog.text and "trying the legacy exporter" in caplog.text
@@ -110,7 +110,7 @@ def test_data_dependent_flow_falls_back_and_the_check_catches_it(tmp_path, caplo
 
 
 def test_legacy_only_when_asked(tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="exporters.torch_export"):
+    with caplog.at_level(logging.INFO, logger="amalgam.exporters.torch_export"):
         path = export_torch(torch.nn.Linear(3, 2), torch.randn(4, 3), tmp_path / "l.onnx", dynamo=False)
     assert caplog.text == "" and _no_external_data(path)
     x = np.random.rand(7, 3).astype(np.float32)
@@ -160,7 +160,7 @@ class ClassToken(torch.nn.Module):
 
 def test_a_batch_1_sample_exports_with_an_open_batch(tmp_path, caplog):
     module = ClassToken().eval()
-    with caplog.at_level(logging.INFO, logger="exporters.torch_export"):
+    with caplog.at_level(logging.INFO, logger="amalgam.exporters.torch_export"):
         path = export_torch(module, torch.randn(1, 5, 4), tmp_path / "v.onnx")
     assert "failed" not in caplog.text  # dynamo, no fallback
     assert onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0].dim_param
@@ -204,7 +204,7 @@ def test_export_teacher_torch_from_a_factory_and_its_weights(tmp_path, capsys):
     from safetensors.torch import save_file
 
     from tests.builders import PlainCNN
-    from toolkit.cli import main
+    from amalgam.toolkit.cli import main
 
     torch.manual_seed(3)
     trained = randomize_bn(PlainCNN()).eval()

@@ -11,11 +11,11 @@ import torch
 from tests.builders import PlainCNN, export, randomize_bn
 from tests.robustness.contract import assert_bad_input, base_config, run_cli, write_config
 from tests.synthetic import SIZE, make_images, save_npz
-from toolkit.config import load_config
-from toolkit.data.views import offsets, parse_view
-from toolkit.method.amalgamate import amalgamate
-from toolkit.teachers.averaged import chance_corrected, self_agreement
-from toolkit.teachers import load_teachers, split_data
+from amalgam.toolkit.config import load_config
+from amalgam.toolkit.data.views import offsets, parse_view
+from amalgam.toolkit.method.amalgamate import amalgamate
+from amalgam.toolkit.teachers.averaged import chance_corrected, self_agreement
+from amalgam.toolkit.teachers import load_teachers, split_data
 
 
 def mirror_symmetric(model, asymmetry=0.0):

@@ -2,12 +2,12 @@ import onnx
 import pytest
 import torch
 
-from runtime.blocks import find_boundaries
-from runtime.convert import to_torch
-from runtime.cut import cut_block, cut_prefix
-from runtime.errors import ConfigError
+from amalgam.runtime.blocks import find_boundaries
+from amalgam.runtime.convert import to_torch
+from amalgam.runtime.cut import cut_block, cut_prefix
+from amalgam.runtime.errors import ConfigError
 from tests.builders import PlainCNN, ResidualCNN, export
-from toolkit.student.width import scale_width, scaled
+from amalgam.toolkit.student.width import scale_width, scaled
 
 
 def _blocks(model, tmp_path):

@@ -15,14 +15,14 @@ import torch
 from tests.builders import PlainCNN, export, randomize_bn
 from tests.robustness.contract import base_config, write_config
 from tests.synthetic import SIZE, make_images, save_npz
-from toolkit.config import load_config
-from toolkit.method.amalgamate import amalgamate
-from toolkit.method.branching import size_limit, teacher_sizes
-from toolkit.method.width_choice import WIDTHS, choose_width, init_at, smallest_student_params
-from toolkit.student.io import load_student
-from toolkit.student.parts import trunk_blocks, trunk_graphs
-from toolkit.student.targetnet import count_params
-from toolkit.teachers import load_teachers
+from amalgam.toolkit.config import load_config
+from amalgam.toolkit.method.amalgamate import amalgamate
+from amalgam.toolkit.method.branching import size_limit, teacher_sizes
+from amalgam.toolkit.method.width_choice import WIDTHS, choose_width, init_at, smallest_student_params
+from amalgam.toolkit.student.io import load_student
+from amalgam.toolkit.student.parts import trunk_blocks, trunk_graphs
+from amalgam.toolkit.student.targetnet import count_params
+from amalgam.toolkit.teachers import load_teachers
 
 
 @pytest.fixture(scope="module")

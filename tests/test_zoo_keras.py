@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.cli import main
+from amalgam.toolkit.cli import main
 
 # `make test` builds the zoo into ZOO_FIXTURES (mk/frameworks.mk) and names the folder in
 # AMALGAM_ZOO_FIXTURES: there a missing file fails; elsewhere it skips.

@@ -18,9 +18,9 @@ import numpy as np
 import onnx
 import pytest
 
-from runtime.parity import onnx_runner
+from amalgam.runtime.parity import onnx_runner
 from tests.frameworks.cli import amalgam
-from toolkit.cli import main
+from amalgam.toolkit.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -92,9 +92,9 @@ def test_token_models_convert_whole(exported):
     """A ViT has no block boundary yet; its whole graph still converts and matches ONNX Runtime."""
     import torch
 
-    from runtime.convert import to_torch
-    from runtime.normalize import normalize
-    from runtime.parity import compare
+    from amalgam.runtime.convert import to_torch
+    from amalgam.runtime.normalize import normalize
+    from amalgam.runtime.parity import compare
 
     name, path = exported
     if name not in TOKEN_MODELS:

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from runtime.errors import AmalgamError
+from amalgam.runtime.errors import AmalgamError
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,10 @@ Every rewrite is exact in real arithmetic; in float32 the results differ by roun
 
 from collections import Counter
 
-from runtime.graph import prune_dead
-from exporters.fold.view import GraphView
-from exporters.fold.linear import fold_gemm_chain, fold_linear_conv, pool_first
-from exporters.fold.merge import divide_as_multiply, drop_reshape_round_trip, merge_duplicates, merge_gemms, sink_scalar, sink_split, split_outputs, sum_as_mean
+from amalgam.runtime.graph import prune_dead
+from amalgam.exporters.fold.view import GraphView
+from amalgam.exporters.fold.linear import fold_gemm_chain, fold_linear_conv, pool_first
+from amalgam.exporters.fold.merge import divide_as_multiply, drop_reshape_round_trip, merge_duplicates, merge_gemms, sink_scalar, sink_split, split_outputs, sum_as_mean
 
 
 FOLDS = (("pool_first", pool_first), ("linear_conv", fold_linear_conv), ("reshape_round_trip", drop_reshape_round_trip),

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from exporters.fold.view import SPATIAL, attrs
+from amalgam.exporters.fold.view import SPATIAL, attrs
 
 
 def _is_pointwise_conv(node, view):
@@ -137,7 +137,7 @@ def pool_first(view):
 
 def _conv_on_map(conv, bias_map, weight):
     """ONNX Runtime runs ``conv`` (its attributes, ``weight``, no bias) on one constant input map."""
-    from runtime.session import make_session
+    from amalgam.runtime.session import make_session
 
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(bias_map.shape))
     y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)

@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from exporters.fold.view import attrs, toposort
-from exporters.fold.linear import gemm_parts, make_gemm, reduce_axes, reduce_node
+from amalgam.exporters.fold.view import attrs, toposort
+from amalgam.exporters.fold.linear import gemm_parts, make_gemm, reduce_axes, reduce_node
 
 
 def merge_duplicates(view):

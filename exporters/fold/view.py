@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from runtime.graph import node_inputs
+from amalgam.runtime.graph import node_inputs
 
 
 SPATIAL = (2, 3)

@@ -11,7 +11,7 @@ into the convolutions) is checked against PyTorch under ONNX Runtime.
 import torch
 from torch import nn
 
-from exporters.torch_export import export_torch
+from amalgam.exporters.torch_export import export_torch
 from samples.fashion_mnist.common import CHANNELS, CLASSES, TeacherData, mean_f1, parse_args
 
 

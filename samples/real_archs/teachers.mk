@@ -35,6 +35,6 @@ $(RA_KERAS): | .venv-keras/.installed
 	@grep "test mean F1" $@.log
 
 $(RA_MOBILENET): $(RA_KERAS)
-	@.venv-keras/bin/python -m toolkit.cli export-teacher keras $< --nchw --tasks "$(RA_TASKS_M)" -o $@ \
+	@.venv-keras/bin/python -m amalgam export-teacher keras $< --nchw --tasks "$(RA_TASKS_M)" -o $@ \
 		> $@.log 2>&1 || { tail -5 $@.log; exit 1; }
 	@tail -1 $@.log

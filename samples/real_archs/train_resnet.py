@@ -14,7 +14,7 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from exporters.torch_export import export_torch
+from amalgam.exporters.torch_export import export_torch
 from samples.real_archs.common import CLASSES, SIZE, TeacherData, mean_f1, parse_args
 
 

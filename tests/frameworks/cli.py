@@ -2,7 +2,7 @@
 
 import pytest
 
-from toolkit.cli import main
+from amalgam.toolkit.cli import main
 
 
 def amalgam(capsys, *args):

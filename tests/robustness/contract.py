@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.synthetic import SIZE
-from toolkit.cli import main
+from amalgam.toolkit.cli import main
 
 PARTIAL_MARKERS = (".tmp", ".stale-", ".partial")
 

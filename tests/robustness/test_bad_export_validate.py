@@ -20,7 +20,7 @@ def student(assets, tmp_path_factory):
     for args in (["amalgamate", config, "--out", root / "run", "--quiet", "--cache-dir", root / "cache"],
                  ["export", root / "run", "-o", root / "student.onnx"]):
         with pytest.raises(SystemExit) as e:
-            from toolkit.cli import main
+            from amalgam.toolkit.cli import main
             main([str(a) for a in args])
         assert e.value.code == 0, args
     return root
@@ -95,8 +95,8 @@ def test_calibration_data_that_is_not_an_npz(cli, student, tmp_path):
 
 
 def test_report_path_not_writable(tmp_path):
-    from runtime.errors import BadInputError
-    from runtime.files import write_text_atomic
+    from amalgam.runtime.errors import BadInputError
+    from amalgam.runtime.files import write_text_atomic
 
     blocker = tmp_path / "file"
     blocker.write_text("x")

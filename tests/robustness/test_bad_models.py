@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from runtime.model_io import MAX_BYTES_ENV, ort_max_opset
+from amalgam.runtime.model_io import MAX_BYTES_ENV, ort_max_opset
 from tests.builders import linear_model
 from tests.robustness.contract import assert_bad_input
 

@@ -5,7 +5,7 @@ training; no temp file is left in the run dir or the cache."""
 import onnx
 from onnx import numpy_helper
 
-from runtime.blocks import dominates_outputs
+from amalgam.runtime.blocks import dominates_outputs
 from tests.robustness.contract import assert_bad_input, assert_no_partial_files, base_config, write_config
 from tests.robustness.test_bad_models import with_shrink_head
 

@@ -14,11 +14,11 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.errors import AmalgamError
+from amalgam.runtime.errors import AmalgamError
 from tests.robustness.contract import base_config, write_config
 from tests.robustness.test_fuzz_onnx import FUZZ
-from toolkit.config import load_config
-from toolkit.teachers import load_teachers
+from amalgam.toolkit.config import load_config
+from amalgam.toolkit.teachers import load_teachers
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-3, 10**6), st.floats(allow_nan=True),
                     st.text(max_size=12), st.sampled_from(["cpu", "cuda:9", "numpy", "a0", "logits", "-1", "1e3"]))

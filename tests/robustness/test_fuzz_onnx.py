@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.errors import AmalgamError, ModelFileError
-from runtime.model_io import load_model
+from amalgam.runtime.errors import AmalgamError, ModelFileError
+from amalgam.runtime.model_io import load_model
 
 EXAMPLES = int(os.environ.get("AMALGAM_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

@@ -15,11 +15,11 @@ import time
 
 import numpy as np
 
-from runtime.cache import MANIFEST
+from amalgam.runtime.cache import MANIFEST
 from tests.robustness.contract import assert_no_partial_files, base_config, write_config
 from tests.synthetic import make_images, save_npz
-from toolkit.config import load_config
-from toolkit.teachers import load_teachers, split_data
+from amalgam.toolkit.config import load_config
+from amalgam.toolkit.teachers import load_teachers, split_data
 
 N = 3000  # long enough a pass per teacher to land a kill in it
 
@@ -52,7 +52,7 @@ def test_killed_cache_build_is_rebuilt_not_reused(cli, assets, tmp_path):
     config["data"]["train"]["path"] = str(data)
     config_path = write_config(tmp_path, config)
     cache = tmp_path / "cache"
-    cmd = [sys.executable, "-m", "toolkit.cli", "amalgamate", str(config_path), "--out", str(tmp_path / "run"),
+    cmd = [sys.executable, "-m", "amalgam", "amalgamate", str(config_path), "--out", str(tmp_path / "run"),
            "--quiet", "--cache-dir", str(cache)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     partial = wait_for_partial_cache(cache / "targets", proc)

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from tests.robustness.contract import assert_bad_input, assert_no_partial_files, base_config, write_config
-from toolkit import __version__
+from amalgam.toolkit import __version__
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 import click
 
-from toolkit.cli.options import run_dir_options
+from amalgam.toolkit.cli.options import run_dir_options
 
 
 @click.command("amalgamate")
@@ -25,9 +25,9 @@ def amalgamate(config_path, out, resume, overwrite, overrides, cache_dir, quiet)
       amalgam amalgamate samples/fashion_mnist/config.yaml --out runs/fm
       torchrun --nproc-per-node 2 -m amalgam amalgamate samples/fashion_mnist/config.yaml --out runs/fm
     """
-    from toolkit.config import load_config
-    from toolkit.eval.tables import run_summary
-    from toolkit.method.amalgamate import amalgamate_job
+    from amalgam.toolkit.config import load_config
+    from amalgam.toolkit.eval.tables import run_summary
+    from amalgam.toolkit.method.amalgamate import amalgamate_job
 
     config = load_config(config_path, list(overrides))
     ranks, metrics = amalgamate_job(config, out, resume, overwrite, quiet, cache_dir)

@@ -23,8 +23,8 @@ def export(run_dir, out, opset, static_batch, no_simplify, quantize, calib_data)
       amalgam export runs/fm -o student.onnx
       amalgam export runs/fm -o student_int8.onnx --quantize int8 --calib-data numpy:calib.npz
     """
-    from exporters.metadata import read_metadata
-    from toolkit.ship.export import export_student
+    from amalgam.exporters.metadata import read_metadata
+    from amalgam.toolkit.ship.export import export_student
 
     done = export_student(run_dir, out, opset=opset, static_batch=static_batch, simplified=not no_simplify,
                           quantize=quantize, calib_data=calib_data)

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import click
 
-from exporters.factory import build
-from runtime.errors import BadInputError, ExportError
-from runtime.rules import name_problem
-from toolkit.cli.options import parse_dims
+from amalgam.exporters.factory import build
+from amalgam.runtime.errors import BadInputError, ExportError
+from amalgam.runtime.rules import name_problem
+from amalgam.toolkit.cli.options import parse_dims
 
 FRAMEWORKS = ("keras", "jax", "sklearn", "torch")
 NEEDS = {"keras": "tensorflow-cpu, tf2onnx", "jax": "jax, flax, jax2onnx", "sklearn": "scikit-learn, skl2onnx, skops",
@@ -84,7 +84,7 @@ def parse_kwargs(text):
 
 def _exporter(framework):
     try:
-        return importlib.import_module(f"exporters.{framework}_export")
+        return importlib.import_module(f"amalgam.exporters.{framework}_export")
     except ImportError as e:
         raise BadInputError(f"export-teacher {framework}: this environment lacks {NEEDS[framework]} ({e.name}); "
                             f"use the environment made from requirements/{framework}.txt") from e
@@ -92,7 +92,7 @@ def _exporter(framework):
 
 def _keras(source, out, shape, opts):
     """TensorFlow's banners, from its import on, go where the export's messages go (``--log``)."""
-    from runtime.quiet import framework_output
+    from amalgam.runtime.quiet import framework_output
 
     log = opts.pop("log")
     with framework_output("import tensorflow", log):

@@ -14,11 +14,11 @@ import json
 
 import click
 
-from runtime.align import align, image_size, table
-from runtime.errors import BadInputError, ParityError
-from runtime.inspection import inspect_model
-from runtime.parity import ATOL, RTOL
-from toolkit.cli.options import named_values, parse_dims
+from amalgam.runtime.align import align, image_size, table
+from amalgam.runtime.errors import BadInputError, ParityError
+from amalgam.runtime.inspection import inspect_model
+from amalgam.runtime.parity import ATOL, RTOL
+from amalgam.toolkit.cli.options import named_values, parse_dims
 
 
 def _print_table(path, report):
@@ -101,8 +101,8 @@ def _alignment(paths, inspected):
 
 def _show_config_alignment(config_path, as_json):
     """Each of the config's teachers lined up with its student.reference, as amalgamate does."""
-    from toolkit.config import load_config
-    from toolkit.teachers import alignment_lines, alignment_tables, load_teachers
+    from amalgam.toolkit.config import load_config
+    from amalgam.toolkit.teachers import alignment_lines, alignment_tables, load_teachers
 
     config = load_config(config_path)
     teachers = load_teachers(config)

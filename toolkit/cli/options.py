@@ -10,7 +10,7 @@ or as dims (``--input-shape 1,1,28,28``).
 
 import click
 
-from runtime.errors import BadInputError
+from amalgam.runtime.errors import BadInputError
 
 DEGRADATION_HELP = ("How far a task's student F1 may fall below its teacher's "
                     "(without labels: its teacher agreement below the PyTorch student's).")

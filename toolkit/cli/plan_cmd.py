@@ -22,8 +22,8 @@ def plan(config_path, overrides, nproc, as_json):
     """
     import json
 
-    from toolkit.config import load_config
-    from toolkit.method.plan import make_plan, plan_text
+    from amalgam.toolkit.config import load_config
+    from amalgam.toolkit.method.plan import make_plan, plan_text
 
     result = make_plan(load_config(config_path, list(overrides)), world=nproc)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else plan_text(result))

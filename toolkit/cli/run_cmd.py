@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from toolkit.cli.options import max_degradation_option, run_dir_options
+from amalgam.toolkit.cli.options import max_degradation_option, run_dir_options
 
 
 @click.command("run")
@@ -25,9 +25,9 @@ def run(config_path, out, resume, overwrite, overrides, cache_dir, quiet, max_de
     Example:
       amalgam run samples/fashion_mnist/config.yaml --out runs/fm
     """
-    from toolkit.config import load_config
-    from toolkit.method.amalgamate import amalgamate_job
-    from toolkit.ship.run import ship_run
+    from amalgam.toolkit.config import load_config
+    from amalgam.toolkit.method.amalgamate import amalgamate_job
+    from amalgam.toolkit.ship.run import ship_run
 
     config = load_config(config_path, list(overrides))
     out = Path(out or config.output)

@@ -2,7 +2,7 @@
 
 import click
 
-from toolkit.cli.options import float_value, max_degradation_option, named_values
+from amalgam.toolkit.cli.options import float_value, max_degradation_option, named_values
 
 
 @click.command("validate")
@@ -32,8 +32,8 @@ def validate(student, run_dir, config_path, data, atol, rtol, tolerances, max_de
     Example:
       amalgam validate student.onnx --run runs/fm --max-degradation 0.01 --report report.json
     """
-    from toolkit.eval.tables import validation_task_table
-    from toolkit.ship.validate import validate_student, write_reports
+    from amalgam.toolkit.eval.tables import validation_task_table
+    from amalgam.toolkit.ship.validate import validate_student, write_reports
 
     result = validate_student(student, run=run_dir, config=config_path, data=data, atol=atol, rtol=rtol,
                               tolerances=tolerances, max_degradation=max_degradation, cache_dir=cache_dir)

@@ -3,6 +3,6 @@ fields (``checks``). Every problem is one line naming its field path.
 
 Uses nothing else in ``toolkit/`` and no torch."""
 
-from toolkit.config.schema import Config, TeacherConfig, TrainingConfig, config_hash, dump_config, load_config
+from amalgam.toolkit.config.schema import Config, TeacherConfig, TrainingConfig, config_hash, dump_config, load_config
 
 __all__ = ["Config", "TeacherConfig", "TrainingConfig", "config_hash", "dump_config", "load_config"]

@@ -2,7 +2,7 @@
 a reference that is a teacher, ...). Each problem is one line naming its field path;
 ``toolkit.config.load_config`` reports them all at once."""
 
-from runtime.rules import task_problems
+from amalgam.runtime.rules import task_problems
 
 
 def cross_check(c) -> list[str]:

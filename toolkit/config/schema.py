@@ -23,9 +23,9 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
                       ValidationError, ValidationInfo, field_validator)
 
-from runtime.errors import ConfigError
-from runtime.rules import NAME, NAME_RULE, view_name
-from toolkit.config.checks import cross_check
+from amalgam.runtime.errors import ConfigError
+from amalgam.runtime.rules import NAME, NAME_RULE, view_name
+from amalgam.toolkit.config.checks import cross_check
 
 
 def _matches(pattern: str, expected: str) -> AfterValidator:

@@ -6,15 +6,15 @@ teachers' preprocessing. numpy in, numpy out: nothing here needs torch.
 
 from pathlib import Path
 
-from runtime.errors import BadInputError, DataError
-from toolkit.data.arrays import ArraySource, open_npz
-from toolkit.data.celeba import CelebASource
-from toolkit.data.folder import FolderSource
-from toolkit.data.idx import open_idx
-from toolkit.data.labels import eval_labels
-from toolkit.data.preprocess import Preprocess, input_shape
-from toolkit.data.source import Source
-from toolkit.data.split import split_holdout
+from amalgam.runtime.errors import BadInputError, DataError
+from amalgam.toolkit.data.arrays import ArraySource, open_npz
+from amalgam.toolkit.data.celeba import CelebASource
+from amalgam.toolkit.data.folder import FolderSource
+from amalgam.toolkit.data.idx import open_idx
+from amalgam.toolkit.data.labels import eval_labels
+from amalgam.toolkit.data.preprocess import Preprocess, input_shape
+from amalgam.toolkit.data.source import Source
+from amalgam.toolkit.data.split import split_holdout
 
 FORMATS = ("idx", "folder", "celeba", "numpy")
 

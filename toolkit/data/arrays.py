@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import DataError
-from toolkit.data.pixels import conform
-from toolkit.data.source import Source, digest
+from amalgam.runtime.errors import DataError
+from amalgam.toolkit.data.pixels import conform
+from amalgam.toolkit.data.source import Source, digest
 
 
 class ArraySource(Source):

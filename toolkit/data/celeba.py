@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import DataError
-from toolkit.data.imagefile import load_image, probe
-from toolkit.data.source import Source, digest
+from amalgam.runtime.errors import DataError
+from amalgam.toolkit.data.imagefile import load_image, probe
+from amalgam.toolkit.data.source import Source, digest
 
 _SPLITS = {"train": "0", "valid": "1", "test": "2"}
 

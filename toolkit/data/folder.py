@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import DataError
-from toolkit.data.imagefile import EXTENSIONS, load_image, probe
-from toolkit.data.source import Source, digest
+from amalgam.runtime.errors import DataError
+from amalgam.toolkit.data.imagefile import EXTENSIONS, load_image, probe
+from amalgam.toolkit.data.source import Source, digest
 
 log = logging.getLogger("amalgam.data")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import DataError
-from toolkit.data.arrays import ArraySource
-from toolkit.data.source import digest
+from amalgam.runtime.errors import DataError
+from amalgam.toolkit.data.arrays import ArraySource
+from amalgam.toolkit.data.source import digest
 
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 _PREFIX = {"train": "train", "test": "t10k"}

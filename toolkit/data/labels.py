@@ -5,7 +5,7 @@ import difflib
 
 import numpy as np
 
-from runtime.errors import DataError
+from amalgam.runtime.errors import DataError
 
 
 def _rule(value) -> dict | None:

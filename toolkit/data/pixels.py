@@ -3,7 +3,7 @@ conversion and resizing of float image batches laid out (n, C, H, W)."""
 
 import numpy as np
 
-from runtime.errors import DataError
+from amalgam.runtime.errors import DataError
 
 # ITU-R 601 luma, the weights Pillow uses for RGB -> L.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)

@@ -3,8 +3,8 @@ to what its ONNX graph expects (size, channels, mean/std, NCHW or NHWC)."""
 
 import numpy as np
 
-from toolkit.data.pixels import conform
-from toolkit.data.source import digest
+from amalgam.toolkit.data.pixels import conform
+from amalgam.toolkit.data.source import digest
 
 
 def input_shape(preprocess, batch=1):

@@ -18,7 +18,7 @@ the same view in every run), so its teacher logits are cached once.
 
 import numpy as np
 
-from runtime.rules import view_name
+from amalgam.runtime.rules import view_name
 
 SHIFT_SEED = 0
 VERSION = 2  # part of every view's cache key: bump it when a view's pixels change

@@ -15,12 +15,12 @@ Writes ``metrics.json`` and the plots, and returns the metrics dict.
 
 import numpy as np
 
-from runtime.files import write_json_atomic
-from toolkit.eval.metrics import agreement, task_metrics
-from toolkit.eval.plots import plot_run
-from toolkit.eval.thresholds import teacher_thresholds
-from toolkit.student.infer import predict
-from toolkit.student.targetnet import count_params
+from amalgam.runtime.files import write_json_atomic
+from amalgam.toolkit.eval.metrics import agreement, task_metrics
+from amalgam.toolkit.eval.plots import plot_run
+from amalgam.toolkit.eval.thresholds import teacher_thresholds
+from amalgam.toolkit.student.infer import predict
+from amalgam.toolkit.student.targetnet import count_params
 
 
 def _mean(rows, model, key):

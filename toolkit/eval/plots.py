@@ -5,9 +5,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from runtime.files import atomic_path  # noqa: E402
-from toolkit.eval.tables import BASELINE_LABELS  # noqa: E402
-from toolkit.runlog import read_log  # noqa: E402
+from amalgam.runtime.files import atomic_path  # noqa: E402
+from amalgam.toolkit.eval.tables import BASELINE_LABELS  # noqa: E402
+from amalgam.toolkit.runlog import read_log  # noqa: E402
 
 
 def _save(fig, path):

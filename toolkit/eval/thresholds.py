@@ -19,7 +19,7 @@ the argmax.
 
 import numpy as np
 
-from toolkit.student.infer import predict
+from amalgam.toolkit.student.infer import predict
 
 RULES = ("logit0", "calibrated")
 

@@ -20,32 +20,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.convert import to_torch
-from runtime.errors import BadInputError
-from runtime.files import write_json_atomic
-from runtime.session import teacher_device, threads_for_rank
-from toolkit import __version__
-from toolkit.config import Config, config_hash, dump_config
-from toolkit.data import split_holdout
-from toolkit.dist import Ranks, close, init_from_env
-from toolkit.eval.evaluate import evaluate_run
-from toolkit.eval.thresholds import net_thresholds, teacher_thresholds
-from toolkit.method.blockwise import FIT_SAMPLES, PrefixFeatures, train_stage
-from toolkit.method.branching import (auto_branch_points, branch_table, candidates, size_limit,
+from amalgam.runtime.convert import to_torch
+from amalgam.runtime.errors import BadInputError
+from amalgam.runtime.files import write_json_atomic
+from amalgam.runtime.session import teacher_device, threads_for_rank
+from amalgam.toolkit import __version__
+from amalgam.toolkit.config import Config, config_hash, dump_config
+from amalgam.toolkit.data import split_holdout
+from amalgam.toolkit.dist import Ranks, close, init_from_env
+from amalgam.toolkit.eval.evaluate import evaluate_run
+from amalgam.toolkit.eval.thresholds import net_thresholds, teacher_thresholds
+from amalgam.toolkit.method.blockwise import FIT_SAMPLES, PrefixFeatures, train_stage
+from amalgam.toolkit.method.branching import (auto_branch_points, branch_table, candidates, size_limit,
                                       teacher_sizes)
-from toolkit.method.endtoend import fit_net_adapters, train_end_to_end
-from toolkit.method.feature_baselines import (check_feature_baselines, enabled_baselines, feature_loss,
+from amalgam.toolkit.method.endtoend import fit_net_adapters, train_end_to_end
+from amalgam.toolkit.method.feature_baselines import (check_feature_baselines, enabled_baselines, feature_loss,
                                               needs_every_tap)
-from toolkit.method.loop import LoopContext, seed_phase
-from toolkit.method.width_choice import choose_width
-from toolkit.runlog import RunLog
-from toolkit.student.infer import to_tensor
-from toolkit.student.io import read_spec, save_student
-from toolkit.student.parts import build_branch, trunk_blocks, trunk_graphs
-from toolkit.student.targetnet import TargetNet, count_params
-from toolkit.teachers import SplitData, TeacherGraph, alignment_lines, alignment_tables, load_teachers, split_data
-from toolkit.teachers.averaged import log_views
-from toolkit.teachers.one_of import log_one_of
+from amalgam.toolkit.method.loop import LoopContext, seed_phase
+from amalgam.toolkit.method.width_choice import choose_width
+from amalgam.toolkit.runlog import RunLog
+from amalgam.toolkit.student.infer import to_tensor
+from amalgam.toolkit.student.io import read_spec, save_student
+from amalgam.toolkit.student.parts import build_branch, trunk_blocks, trunk_graphs
+from amalgam.toolkit.student.targetnet import TargetNet, count_params
+from amalgam.toolkit.teachers import SplitData, TeacherGraph, alignment_lines, alignment_tables, load_teachers, split_data
+from amalgam.toolkit.teachers.averaged import log_views
+from amalgam.toolkit.teachers.one_of import log_one_of
 
 
 def prepare_run_dir(config, out, resume, overwrite):

@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.files import atomic_path
-from toolkit.dist import Ranks
-from toolkit.method.checkpoint import load_checkpoint, restore
-from toolkit.method.loop import Phase, mark_phase, phase_results, run_phase, seed_phase
-from toolkit.method.losses import excess_loss, hint_loss, task_loss
-from toolkit.student.adapters import fit_adapter
-from toolkit.student.infer import to_tensor
-from toolkit.student.parts import make_branch
-from toolkit.student.targetnet import freeze
+from amalgam.runtime.files import atomic_path
+from amalgam.toolkit.dist import Ranks
+from amalgam.toolkit.method.checkpoint import load_checkpoint, restore
+from amalgam.toolkit.method.loop import Phase, mark_phase, phase_results, run_phase, seed_phase
+from amalgam.toolkit.method.losses import excess_loss, hint_loss, task_loss
+from amalgam.toolkit.student.adapters import fit_adapter
+from amalgam.toolkit.student.infer import to_tensor
+from amalgam.toolkit.student.parts import make_branch
+from amalgam.toolkit.student.targetnet import freeze
 
 EVAL_BATCH = 512
 FIT_SAMPLES = 1024

@@ -31,7 +31,7 @@ and a whole tail is copied only for a loss gain beyond noise.
 
 import numpy as np
 
-from runtime.model_io import load_model
+from amalgam.runtime.model_io import load_model
 
 
 def teacher_sizes(teachers):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from runtime.errors import BadInputError
-from runtime.files import atomic_path
+from amalgam.runtime.errors import BadInputError
+from amalgam.runtime.files import atomic_path
 
 
 def save_checkpoint(path, modules, optimizer=None, schedule=None, **meta):

@@ -14,13 +14,13 @@ evaluation data never chooses anything.
 import numpy as np
 import torch
 
-from toolkit.dist import Ranks
-from toolkit.eval.metrics import agreement
-from toolkit.method.checkpoint import load_checkpoint, restore, save_checkpoint
-from toolkit.method.loop import Phase, run_phase
-from toolkit.method.losses import excess_loss, task_loss
-from toolkit.student.adapters import fit_adapter
-from toolkit.student.infer import predict, to_tensor
+from amalgam.toolkit.dist import Ranks
+from amalgam.toolkit.eval.metrics import agreement
+from amalgam.toolkit.method.checkpoint import load_checkpoint, restore, save_checkpoint
+from amalgam.toolkit.method.loop import Phase, run_phase
+from amalgam.toolkit.method.losses import excess_loss, task_loss
+from amalgam.toolkit.student.adapters import fit_adapter
+from amalgam.toolkit.student.infer import predict, to_tensor
 
 FIT_SAMPLES = 1024
 

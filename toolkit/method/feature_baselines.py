@@ -46,10 +46,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from runtime.errors import ConfigError
-from toolkit.student.adapters import resize_to
-from toolkit.student.infer import to_tensor
-from toolkit.student.parts import feature_shape
+from amalgam.runtime.errors import ConfigError
+from amalgam.toolkit.student.adapters import resize_to
+from amalgam.toolkit.student.infer import to_tensor
+from amalgam.toolkit.student.parts import feature_shape
 
 FEATURE_BASELINES = ("layerwise_ka", "cfl")
 BASELINES = ("kd", *FEATURE_BASELINES)  # the run dir's folder and metrics.json's key of each

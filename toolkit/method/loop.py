@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toolkit.config import TrainingConfig
-from toolkit.dist import Ranks
-from toolkit.method.checkpoint import load_checkpoint, restore, save_checkpoint
-from toolkit.method.optim import make_optimizer, make_schedule
-from toolkit.runlog import RunLog
+from amalgam.toolkit.config import TrainingConfig
+from amalgam.toolkit.dist import Ranks
+from amalgam.toolkit.method.checkpoint import load_checkpoint, restore, save_checkpoint
+from amalgam.toolkit.method.optim import make_optimizer, make_schedule
+from amalgam.toolkit.runlog import RunLog
 
 
 @dataclass

@@ -23,17 +23,17 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from runtime.cache import CHUNK_BATCHES, chunk_rows
-from toolkit.data import open_source, split_holdout
-from toolkit.method.blockwise import FIT_SAMPLES
-from toolkit.method.branching import teacher_sizes
-from toolkit.method.feature_baselines import enabled_baselines, needs_every_tap
-from toolkit.method.width_choice import choose_width
-from toolkit.student.infer import to_tensor
-from toolkit.student.parts import trunk_graphs
-from toolkit.student.targetnet import count_params
-from toolkit.teachers import load_teachers
-from toolkit.teachers.targets import BATCH, preprocess_of
+from amalgam.runtime.cache import CHUNK_BATCHES, chunk_rows
+from amalgam.toolkit.data import open_source, split_holdout
+from amalgam.toolkit.method.blockwise import FIT_SAMPLES
+from amalgam.toolkit.method.branching import teacher_sizes
+from amalgam.toolkit.method.feature_baselines import enabled_baselines, needs_every_tap
+from amalgam.toolkit.method.width_choice import choose_width
+from amalgam.toolkit.student.infer import to_tensor
+from amalgam.toolkit.student.parts import trunk_graphs
+from amalgam.toolkit.student.targetnet import count_params
+from amalgam.toolkit.teachers import load_teachers
+from amalgam.toolkit.teachers.targets import BATCH, preprocess_of
 
 NPY_HEADER = 128  # bytes of a .npy header for these shapes (numpy pads it to a multiple of 64)
 SAMPLE = 32

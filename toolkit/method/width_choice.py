@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 import torch
 
-from runtime.convert import to_torch
-from toolkit.method.branching import size_limit
-from toolkit.student.parts import make_branch, trunk_blocks
-from toolkit.student.targetnet import count_params
+from amalgam.runtime.convert import to_torch
+from amalgam.toolkit.method.branching import size_limit
+from amalgam.toolkit.student.parts import make_branch, trunk_blocks
+from amalgam.toolkit.student.targetnet import count_params
 
 WIDTHS = (1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25)
 

@@ -24,11 +24,11 @@ from pathlib import Path
 import onnx
 import torch
 
-from exporters.student import cpu_int8_support, fold, quantize_int8, record, save_atomic, simplify, stamp_student
-from exporters.torch_export import export_torch
-from runtime.errors import BadInputError
-from toolkit.data import Preprocess, input_shape, open_source, source_spec
-from toolkit.student.io import INPUT_NAME, open_run, sibling
+from amalgam.exporters.student import cpu_int8_support, fold, quantize_int8, record, save_atomic, simplify, stamp_student
+from amalgam.exporters.torch_export import export_torch
+from amalgam.runtime.errors import BadInputError
+from amalgam.toolkit.data import Preprocess, input_shape, open_source, source_spec
+from amalgam.toolkit.student.io import INPUT_NAME, open_run, sibling
 
 EXPORT_BATCH = 2  # the dynamo exporter specialises a batch of 1
 EXPORT_LOG = "export.log"  # in the run dir: what torch printed while exporting
@@ -129,7 +129,7 @@ def export_student(run_dir, out, opset=18, static_batch=None, simplified=True, q
 def int8_speed(fp32, int8, preprocess):
     """fp32 vs int8 ONNX Runtime latency at batch 64 on this CPU and its int8 instructions,
     recorded in the int8 file as ``amalgam.int8_speed``: int8 that runs slower is said so."""
-    from toolkit.ship.latency import latency_ms
+    from amalgam.toolkit.ship.latency import latency_ms
 
     shape = input_shape(preprocess, 1)[1:]
     speed = {"fp32_b64_ms": latency_ms(fp32, shape, 64), "int8_b64_ms": latency_ms(int8, shape, 64),

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from runtime.model_io import load_model
-from runtime.session import make_session
+from amalgam.runtime.model_io import load_model
+from amalgam.runtime.session import make_session
 
 BATCHES = (1, 64)
 REPEATS = 20

@@ -15,7 +15,7 @@ task was chosen from; "teachers" is every teacher serving a chosen task, summed,
 as a user would otherwise have to run them side by side.
 """
 
-from toolkit.eval.tables import footprint_table
+from amalgam.toolkit.eval.tables import footprint_table
 
 FOOTPRINT_KEYS = ("params", "onnx_bytes", "latency_ms")
 

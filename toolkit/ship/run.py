@@ -11,15 +11,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.files import write_json_atomic, write_text_atomic
-from toolkit.config import Config
-from toolkit.data import input_shape
-from toolkit.eval.plots import plot_task_bars
-from toolkit.eval.tables import footprint_table, validation_task_table
-from toolkit.ship.export import Exported, export_student
-from toolkit.ship.latency import footprint, total
-from toolkit.ship.report import run_markdown, run_report
-from toolkit.ship.validate import Validation, validate_student
+from amalgam.runtime.files import write_json_atomic, write_text_atomic
+from amalgam.toolkit.config import Config
+from amalgam.toolkit.data import input_shape
+from amalgam.toolkit.eval.plots import plot_task_bars
+from amalgam.toolkit.eval.tables import footprint_table, validation_task_table
+from amalgam.toolkit.ship.export import Exported, export_student
+from amalgam.toolkit.ship.latency import footprint, total
+from amalgam.toolkit.ship.report import run_markdown, run_report
+from amalgam.toolkit.ship.validate import Validation, validate_student
 
 
 @dataclass

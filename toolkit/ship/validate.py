@@ -28,16 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.metadata import read_metadata
-from runtime.errors import BadInputError, DegradationError, ParityError
-from runtime.files import write_text_atomic
-from runtime.graph import dims
-from runtime.model_io import file_sha256, load_model
-from runtime.parity import collect, compare, onnx_runner
-from toolkit.data import source_spec
-from toolkit.eval.metrics import agreement, task_metrics
-from toolkit.eval.tables import validation_task_table
-from toolkit.student.io import INPUT_NAME, open_run, sibling
+from amalgam.exporters.metadata import read_metadata
+from amalgam.runtime.errors import BadInputError, DegradationError, ParityError
+from amalgam.runtime.files import write_text_atomic
+from amalgam.runtime.graph import dims
+from amalgam.runtime.model_io import file_sha256, load_model
+from amalgam.runtime.parity import collect, compare, onnx_runner
+from amalgam.toolkit.data import source_spec
+from amalgam.toolkit.eval.metrics import agreement, task_metrics
+from amalgam.toolkit.eval.tables import validation_task_table
+from amalgam.toolkit.student.io import INPUT_NAME, open_run, sibling
 
 BATCH = 64
 TRAIN_LIMIT = 1024  # rows of the training source used when the config has no eval data
@@ -191,7 +191,7 @@ def _numeric(path, meta, net, onnx_out, inputs, batch_dim, atol, rtol, tolerance
     """Parity reports: ONNX vs PyTorch student, simplified vs unsimplified; and the torch outputs."""
     reports, torch_out = [], None
     if net is not None:
-        from runtime.torch_runner import torch_runner
+        from amalgam.runtime.torch_runner import torch_runner
 
         runner = torch_runner(net, [INPUT_NAME], [t["name"] for t in meta["tasks"]])
         torch_out = run_rows(runner, inputs, batch_dim)
@@ -234,7 +234,7 @@ def _batch_dim(model, path):
 
 def _teacher_split(config, data, run, cache_dir):
     """The evaluation inputs, the teachers' logits on them, and labels where known."""
-    from toolkit.teachers import load_teachers, split_data
+    from amalgam.toolkit.teachers import load_teachers, split_data
 
     source, label = _eval_source(config, data)
     with contextlib.ExitStack() as stack:
@@ -268,7 +268,7 @@ def validate_student(student, run=None, config=None, data=None, atol=1e-4, rtol=
     ``config`` defaults to ``RUN/config.json``; the teachers and the evaluation data
     (its ``data.eval``, or ``data``) come from it.
     """
-    from toolkit.config import load_config
+    from amalgam.toolkit.config import load_config
 
     path = Path(student)
     model = load_model(path)

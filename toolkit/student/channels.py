@@ -18,8 +18,8 @@ from functools import reduce
 
 from torch import nn
 
-from runtime.errors import ConfigError
-from toolkit.student.width import SHAPELESS
+from amalgam.runtime.errors import ConfigError
+from amalgam.toolkit.student.width import SHAPELESS
 
 ELEMENTWISE = "OnnxBinaryMathOperation"  # onnx2torch's Add / Sub / Mul / Div
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import onnx
 from safetensors.torch import load_model, save_model
 
-from runtime.convert import to_torch
-from runtime.errors import BadInputError
-from runtime.files import atomic_path
-from toolkit.student.norm import add_batchnorm
-from toolkit.student.parts import build_branch
-from toolkit.student.targetnet import TargetNet, TaskSlot
-from toolkit.student.width import scale_width
+from amalgam.runtime.convert import to_torch
+from amalgam.runtime.errors import BadInputError
+from amalgam.runtime.files import atomic_path
+from amalgam.toolkit.student.norm import add_batchnorm
+from amalgam.toolkit.student.parts import build_branch
+from amalgam.toolkit.student.targetnet import TargetNet, TaskSlot
+from amalgam.toolkit.student.width import scale_width
 
 FORMAT = 1
 INPUT_NAME = "input"  # the exported student's one input

@@ -15,7 +15,7 @@ each BatchNorm back into its convolution.
 import torch
 from torch import nn
 
-from toolkit.student.width import replace_module
+from amalgam.toolkit.student.width import replace_module
 
 
 def add_batchnorm(block):

@@ -18,15 +18,15 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from runtime.convert import to_torch
-from runtime.cut import cut_block, cut_branch, cut_prefix
-from runtime.heads import prune_outputs
-from toolkit.student.adapters import make_adapter, to_nchw
-from toolkit.student.gates import ChannelGate
-from toolkit.student.norm import add_batchnorm, kaiming_init
-from toolkit.student.prune import prune_width
-from toolkit.student.targetnet import Branch, FreshHead, TaskSlot
-from toolkit.student.width import scale_width
+from amalgam.runtime.convert import to_torch
+from amalgam.runtime.cut import cut_block, cut_branch, cut_prefix
+from amalgam.runtime.heads import prune_outputs
+from amalgam.toolkit.student.adapters import make_adapter, to_nchw
+from amalgam.toolkit.student.gates import ChannelGate
+from amalgam.toolkit.student.norm import add_batchnorm, kaiming_init
+from amalgam.toolkit.student.prune import prune_width
+from amalgam.toolkit.student.targetnet import Branch, FreshHead, TaskSlot
+from amalgam.toolkit.student.width import scale_width
 
 
 @dataclass

@@ -21,8 +21,8 @@ in order: the teacher's trunk exactly.
 import torch
 from torch import nn
 
-from toolkit.student.channels import channel_groups, depthwise
-from toolkit.student.width import replace_module, scaled
+from amalgam.toolkit.student.channels import channel_groups, depthwise
+from amalgam.toolkit.student.width import replace_module, scaled
 
 
 def _conv(conv, keep_in, keep_out):

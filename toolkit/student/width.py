@@ -10,7 +10,7 @@ known can be scaled: a trunk block holding other per-channel weights is refused.
 
 from torch import nn
 
-from runtime.errors import ConfigError
+from amalgam.runtime.errors import ConfigError
 
 SCALABLE = (nn.Conv2d, nn.BatchNorm2d)
 SHAPELESS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Hardswish, nn.Hardsigmoid,

@@ -2,8 +2,8 @@
 resolved and checked (``graphs``), and the target splits their outputs and taps give
 on the training data (``targets``)."""
 
-from toolkit.teachers.graphs import TeacherGraph, alignment_lines, alignment_tables, load_teachers
-from toolkit.teachers.targets import SplitData, split_data
+from amalgam.toolkit.teachers.graphs import TeacherGraph, alignment_lines, alignment_tables, load_teachers
+from amalgam.toolkit.teachers.targets import SplitData, split_data
 
 __all__ = ["SplitData", "TeacherGraph", "alignment_lines", "alignment_tables", "load_teachers",
            "split_data"]

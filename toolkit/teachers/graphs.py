@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import onnx
 
-from runtime.align import align, image_size, image_size_or_none, in_order, table
-from runtime.errors import AmalgamError, BadInputError, ConfigError
-from runtime.teacher import TaskSpec, Teacher, open_teacher
-from toolkit.config import Config, TeacherConfig
-from toolkit.data import input_shape
+from amalgam.runtime.align import align, image_size, image_size_or_none, in_order, table
+from amalgam.runtime.errors import AmalgamError, BadInputError, ConfigError
+from amalgam.runtime.teacher import TaskSpec, Teacher, open_teacher
+from amalgam.toolkit.config import Config, TeacherConfig
+from amalgam.toolkit.data import input_shape
 
 
 @dataclass

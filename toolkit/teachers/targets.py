@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.cache import TargetCache
-from runtime.errors import DataError
-from runtime.files import atomic_path
-from toolkit.data import Preprocess, eval_labels, open_source, split_holdout
-from toolkit.data.views import parse_view
-from toolkit.teachers.averaged import average, kept_views
-from toolkit.teachers.one_of import held_out_record, reconcile
+from amalgam.runtime.cache import TargetCache
+from amalgam.runtime.errors import DataError
+from amalgam.runtime.files import atomic_path
+from amalgam.toolkit.data import Preprocess, eval_labels, open_source, split_holdout
+from amalgam.toolkit.data.views import parse_view
+from amalgam.toolkit.teachers.averaged import average, kept_views
+from amalgam.toolkit.teachers.one_of import held_out_record, reconcile
 
 BATCH = 256
 AVERAGE_ROWS = 8192  # rows averaged at a time

@@ -7,10 +7,10 @@ import onnx
 import pytest
 from flax import nnx, serialization
 
-from exporters.jax_export import export_jax
-from exporters.metadata import read_metadata
-from runtime.errors import ExportError, ParityError
-from runtime.session import make_session
+from amalgam.exporters.jax_export import export_jax
+from amalgam.exporters.metadata import read_metadata
+from amalgam.runtime.errors import ExportError, ParityError
+from amalgam.runtime.session import make_session
 from tests.frameworks.cli import amalgam
 from tests.frameworks.jax_env.models import SmallCNN, plain_mlp, small_cnn, trained_like_state
 

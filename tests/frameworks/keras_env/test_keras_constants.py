@@ -11,10 +11,10 @@ import numpy as np
 import onnx
 import pytest
 
-from exporters import check
-from exporters.keras_export import export_keras
-from runtime.errors import ExportError
-from runtime.session import make_session
+from amalgam.exporters import check
+from amalgam.exporters.keras_export import export_keras
+from amalgam.runtime.errors import ExportError
+from amalgam.runtime.session import make_session
 from tests.frameworks.cli import amalgam
 from tests.frameworks.keras_env.models import small_cnn
 from tests.frameworks.keras_env.zoo import INPUT_SHAPE, build, calibrate
@@ -99,7 +99,7 @@ def test_tolerance_miss_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
 def _cli(*args, env=None):
     """``amalgam`` in its own process, TensorFlow asked to be as noisy as it gets."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **NOISY_TF, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *map(str, args)], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "amalgam", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

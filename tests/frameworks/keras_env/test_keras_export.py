@@ -8,10 +8,10 @@ import onnx
 import pytest
 import tf2onnx
 
-from exporters.keras_export import export_keras
-from exporters.metadata import read_metadata
-from runtime.errors import ExportError, ModelFileError
-from runtime.session import make_session
+from amalgam.exporters.keras_export import export_keras
+from amalgam.exporters.metadata import read_metadata
+from amalgam.runtime.errors import ExportError, ModelFileError
+from amalgam.runtime.session import make_session
 from tests.frameworks.cli import amalgam
 from tests.frameworks.keras_env.models import small_cnn
 

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from runtime.quiet import framework_output  # noqa: E402
+from amalgam.runtime.quiet import framework_output  # noqa: E402
 
 ZOO = {
     "mobilenetv2": "MobileNetV2",

@@ -12,10 +12,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from exporters.metadata import read_metadata
-from exporters.sklearn_export import export_sklearn, load_sklearn
-from runtime.errors import ExportError, ModelFileError
-from runtime.session import make_session
+from amalgam.exporters.metadata import read_metadata
+from amalgam.exporters.sklearn_export import export_sklearn, load_sklearn
+from amalgam.runtime.errors import ExportError, ModelFileError
+from amalgam.runtime.session import make_session
 from tests.frameworks.cli import amalgam
 from tests.frameworks.sklearn_env.models import images, small_forest
 

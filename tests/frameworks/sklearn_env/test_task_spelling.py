@@ -4,9 +4,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from runtime.errors import BadInputError
-from toolkit.cli.export_teacher_cmd import parse_tasks
-from toolkit.cli.options import parse_dims
+from amalgam.runtime.errors import BadInputError
+from amalgam.toolkit.cli.export_teacher_cmd import parse_tasks
+from amalgam.toolkit.cli.options import parse_dims
 
 NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True)
 
