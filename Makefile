@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export XDG_CACHE_HOME ?= $(CURDIR)/runs/.cache
 
-.PHONY: demo demo-real test test-main bench lock clean env
+.PHONY: demo demo-real test test-main lint bench lock clean env
 
 env: $(STAMP)
 
@@ -23,9 +23,14 @@ include samples/real_archs/teachers.mk
 
 # The main suite (it uses teachers exported by each framework's environment; tests/test_doctests.py
 # runs every module's doctests), then each framework's exporter tests in its own environment.
-test: $(STAMP) fixtures
+test: lint $(STAMP) fixtures
 	AMALGAM_ZOO_FIXTURES=$(ZOO_FIXTURES) $(BIN)/python -m pytest -q tests
 	$(MAKE) --no-print-directory test-frameworks
+
+# ruff's lint and format rules, configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 demo: $(STAMP)
 	$(BIN)/python samples/demo.py

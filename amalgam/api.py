@@ -48,26 +48,53 @@ def export(run_dir, out, opset=18, static_batch=None, simplify=True, quantize=No
     ``quantize="int8"`` and ``calib_data``); returns :class:`toolkit.ship.export.Exported`."""
     from amalgam.toolkit.ship.export import export_student
 
-    return export_student(run_dir, out, opset=opset, static_batch=static_batch, simplified=simplify,
-                          quantize=quantize, calib_data=calib_data)
+    return export_student(
+        run_dir,
+        out,
+        opset=opset,
+        static_batch=static_batch,
+        simplified=simplify,
+        quantize=quantize,
+        calib_data=calib_data,
+    )
 
 
-def validate(student, run=None, config=None, data=None, atol=1e-4, rtol=1e-3, tolerances=None,
-             max_degradation=0.01, report=None, cache_dir=None):
+def validate(
+    student,
+    run=None,
+    config=None,
+    data=None,
+    atol=1e-4,
+    rtol=1e-3,
+    tolerances=None,
+    max_degradation=0.01,
+    report=None,
+    cache_dir=None,
+):
     """Check ``student`` (an exported ONNX file) against the PyTorch student of ``run``
     and against its teachers; writes the JSON and Markdown reports (``report``, default
     ``<student>.validation.json``). A failed check raises ``ParityError`` or
     ``DegradationError`` (exit code 1); returns :class:`toolkit.ship.validate.Validation`."""
     from amalgam.toolkit.ship.validate import validate_student, write_reports
 
-    result = validate_student(student, run=run, config=config, data=data, atol=atol, rtol=rtol,
-                              tolerances=tolerances, max_degradation=max_degradation, cache_dir=cache_dir)
+    result = validate_student(
+        student,
+        run=run,
+        config=config,
+        data=data,
+        atol=atol,
+        rtol=rtol,
+        tolerances=tolerances,
+        max_degradation=max_degradation,
+        cache_dir=cache_dir,
+    )
     write_reports(result, report)
     return result.raise_if_failed()
 
 
-def run(config, out=None, overrides=(), resume=False, overwrite=False, quiet=True, cache_dir=None,
-        max_degradation=0.01):
+def run(
+    config, out=None, overrides=(), resume=False, overwrite=False, quiet=True, cache_dir=None, max_degradation=0.01
+):
     """Amalgamate, export, validate and report, as ``amalgam run``; a failed check raises
     as :func:`validate` does. Returns :class:`toolkit.ship.run.Shipped`."""
     from amalgam.toolkit.ship.run import ship_run

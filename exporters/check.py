@@ -46,8 +46,10 @@ def compare_outputs(got, expected, framework, what="output", hint=None):
         if name not in got:
             raise ExportError(f"{framework} export: the ONNX model has no {what} {name!r}; it has {sorted(got)}")
         if np.shape(got[name]) != np.shape(ref):  # another function altogether: the export is wrong
-            raise ExportError(f"{framework} export: {what} {name!r} has shape {list(np.shape(got[name]))} in ONNX "
-                              f"Runtime but {list(np.shape(ref))} in {framework}" + suffix)
+            raise ExportError(
+                f"{framework} export: {what} {name!r} has shape {list(np.shape(got[name]))} in ONNX "
+                f"Runtime but {list(np.shape(ref))} in {framework}" + suffix
+            )
     try:
         compare(expected, got, atol, rtol, title=f"{framework} export: ONNX Runtime vs {framework}").raise_if_failed()
     except ParityError as e:
@@ -60,7 +62,9 @@ def check_tasks(tasks, outputs, framework):
     for task in tasks or ():
         name, out = task.get("name"), task.get("output")
         if out not in outputs:
-            raise ExportError(f"{framework} export: task {name!r} names output {out!r}; the model's outputs are {sorted(outputs)}")
+            raise ExportError(
+                f"{framework} export: task {name!r} names output {out!r}; the model's outputs are {sorted(outputs)}"
+            )
         width = np.asarray(outputs[out]).shape[-1] if np.asarray(outputs[out]).ndim > 1 else 1
         last = task["slice"][1] - 1 if task.get("slice") else task.get("index") or 0
         if last >= width:
@@ -71,7 +75,9 @@ def check_tasks(tasks, outputs, framework):
 
 def max_abs_error(got, expected):
     """Largest absolute difference over all compared outputs (for reports)."""
-    return max(float(np.max(np.abs(np.asarray(got[k], np.float64) - np.asarray(v, np.float64)))) for k, v in expected.items())
+    return max(
+        float(np.max(np.abs(np.asarray(got[k], np.float64) - np.asarray(v, np.float64)))) for k, v in expected.items()
+    )
 
 
 def save_model(model, path):

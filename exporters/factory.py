@@ -31,5 +31,6 @@ def build(spec, kwargs):
     try:
         return factory(**kwargs)
     except Exception as e:
-        raise BadInputError(f"{spec}: the factory failed with {kwargs or 'no arguments'}: "
-                            f"{type(e).__name__}: {first_line(e)}") from e
+        raise BadInputError(
+            f"{spec}: the factory failed with {kwargs or 'no arguments'}: {type(e).__name__}: {first_line(e)}"
+        ) from e

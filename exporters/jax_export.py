@@ -33,14 +33,23 @@ import numpy as np
 from flax import nnx, serialization
 from jax2onnx import to_onnx
 
-from amalgam.exporters.check import (check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis, run_onnx,
-                             save_model)
+from amalgam.exporters.check import (
+    check_tasks,
+    compare_outputs,
+    fresh_shapes,
+    max_abs_error,
+    name_batch_axis,
+    run_onnx,
+    save_model,
+)
 from amalgam.exporters.metadata import stamp
 from amalgam.runtime.errors import ExportError, ModelFileError, first_line
 from amalgam.runtime.graph import dims
 
-POOLING_HINT = ("flax max_pool/avg_pool called without strides=: Flax strides 1 by default, jax2onnx strides by the "
-                "window; pass window_shape=, strides= and padding= as keywords")
+POOLING_HINT = (
+    "flax max_pool/avg_pool called without strides=: Flax strides 1 by default, jax2onnx strides by the "
+    "window; pass window_shape=, strides= and padding= as keywords"
+)
 
 
 def load_params(path):
@@ -57,7 +66,9 @@ def load_params(path):
                 return _unflatten({k: flat[k] for k in flat.files})
     except Exception as e:
         raise ModelFileError(f"{path}: cannot read JAX parameters: {first_line(e)}") from e
-    raise ModelFileError(f"{path}: expected JAX parameters as .msgpack or .npz (no pickles), got {suffix or 'no suffix'!r}")
+    raise ModelFileError(
+        f"{path}: expected JAX parameters as .msgpack or .npz (no pickles), got {suffix or 'no suffix'!r}"
+    )
 
 
 def _unflatten(flat):
@@ -86,8 +97,10 @@ def apply_params(model, params, loaded, source="weights"):
     own = _keys_as_str(_pure_state(model) if params is None else params)
     missing, extra = _paths(own) - _paths(loaded), _paths(loaded) - _paths(own)
     if missing or extra:
-        raise ExportError(f"{source}: parameter names do not match the model: missing {sorted(missing)[:5]}, "
-                          f"unexpected {sorted(extra)[:5]}")
+        raise ExportError(
+            f"{source}: parameter names do not match the model: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(extra)[:5]}"
+        )
     if params is not None:
         return loaded
     state = nnx.state(model)
@@ -111,12 +124,20 @@ def _teacher_fn(model, params):
 def convert(fn, shape, input_name, output_names, nchw, opset):
     """jax2onnx conversion with a dynamic batch axis."""
     try:
-        return to_onnx(fn, [("batch", *shape[1:])], opset=opset, inputs_as_nchw=[0] if nchw else None,
-                       input_names=[input_name], output_names=output_names)
+        return to_onnx(
+            fn,
+            [("batch", *shape[1:])],
+            opset=opset,
+            inputs_as_nchw=[0] if nchw else None,
+            input_names=[input_name],
+            output_names=output_names,
+        )
     except TypeError as e:
         if "patched_" in str(e) and "positional" in str(e):
-            raise ExportError(f"jax export: {e}; jax2onnx needs pooling arguments as keywords: "
-                              "nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding='VALID')") from e
+            raise ExportError(
+                f"jax export: {e}; jax2onnx needs pooling arguments as keywords: "
+                "nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding='VALID')"
+            ) from e
         raise ExportError(f"jax export: jax2onnx cannot trace the model: {e}") from e
     except Exception as e:
         raise ExportError(f"jax export: jax2onnx cannot convert the model: {first_line(e)}") from e
@@ -144,8 +165,10 @@ def explicit_pads(model):
         spatial = shapes.get(node.input[0], [])[2:]
         kernel = attrs.get("kernel_shape") or weights.get(node.input[1], [])[2:]
         if not spatial or not all(spatial) or len(kernel) != len(spatial):
-            raise ExportError(f"jax export: node {node.name!r} pads 'SAME' on an input of unknown spatial size; "
-                              "give a fixed --input-shape")
+            raise ExportError(
+                f"jax export: node {node.name!r} pads 'SAME' on an input of unknown spatial size; "
+                "give a fixed --input-shape"
+            )
         n = len(spatial)
         strides, dilations = attrs.get("strides") or [1] * n, attrs.get("dilations") or [1] * n
         pairs = [_same_pads(*a, mode == b"SAME_UPPER") for a in zip(spatial, kernel, strides, dilations)]
@@ -155,8 +178,19 @@ def explicit_pads(model):
     return model
 
 
-def export_jax(model, path, input_shape, params=None, nchw=False, opset=18, tasks=None, input_name="x",
-               output_names=None, samples=4, seed=0):
+def export_jax(
+    model,
+    path,
+    input_shape,
+    params=None,
+    nchw=False,
+    opset=18,
+    tasks=None,
+    input_name="x",
+    output_names=None,
+    samples=4,
+    seed=0,
+):
     """Export an NNX module, or ``model(params, x)`` when ``params`` is given, to ONNX at ``path``.
 
     ``input_shape`` is the shape the model takes (NHWC for Flax convolutions; the
@@ -171,7 +205,9 @@ def export_jax(model, path, input_shape, params=None, nchw=False, opset=18, task
     try:
         expected = jax.tree_util.tree_leaves(fn(x))
     except TypeError as e:
-        raise ExportError(f"jax export: calling the model on an input of shape {[samples, *shape[1:]]} fails: {e}") from e
+        raise ExportError(
+            f"jax export: calling the model on an input of shape {[samples, *shape[1:]]} fails: {e}"
+        ) from e
     names = list(output_names or (["logits"] if len(expected) == 1 else [f"output_{i}" for i in range(len(expected))]))
     if len(names) != len(expected):
         raise ExportError(f"jax export: {len(names)} output names given for {len(expected)} outputs")
@@ -186,7 +222,15 @@ def export_jax(model, path, input_shape, params=None, nchw=False, opset=18, task
     check_tasks(tasks, got, "jax")
     layout = "NCHW" if nchw else ("NHWC" if len(shape) == 4 else None)
     extra = {"layout": layout} if layout else {}
-    stamp(proto, framework="jax", framework_version=jax.__version__, tasks=tasks, flax_version=flax.__version__,
-          converter=f"jax2onnx {version('jax2onnx')}", input_name=input_name, **extra)
+    stamp(
+        proto,
+        framework="jax",
+        framework_version=jax.__version__,
+        tasks=tasks,
+        flax_version=flax.__version__,
+        converter=f"jax2onnx {version('jax2onnx')}",
+        input_name=input_name,
+        **extra,
+    )
     save_model(proto, path)
     return {"path": str(path), "outputs": names, "layout": layout, "max_abs_error": max_abs_error(got, reference)}

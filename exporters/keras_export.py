@@ -37,8 +37,16 @@ import tensorflow as tf  # noqa: E402
 import tf2onnx  # noqa: E402
 from tf2onnx import tf_loader  # noqa: E402
 
-from amalgam.exporters.check import (check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis,  # noqa: E402
-                             rename_tensor, run_onnx, save_model)
+from amalgam.exporters.check import (
+    check_tasks,
+    compare_outputs,
+    fresh_shapes,
+    max_abs_error,
+    name_batch_axis,  # noqa: E402
+    rename_tensor,
+    run_onnx,
+    save_model,
+)
 from amalgam.exporters.metadata import stamp  # noqa: E402
 from amalgam.runtime.errors import ExportError, ModelFileError  # noqa: E402
 from amalgam.runtime.quiet import framework_output  # noqa: E402
@@ -53,7 +61,9 @@ def load_keras(path):
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
     if path.suffix.lower() not in SUFFIXES:
-        raise ModelFileError(f"{path}: expected a Keras model file ({', '.join(SUFFIXES)}), got {path.suffix or 'no suffix'!r}")
+        raise ModelFileError(
+            f"{path}: expected a Keras model file ({', '.join(SUFFIXES)}), got {path.suffix or 'no suffix'!r}"
+        )
     try:
         return keras.models.load_model(str(path), compile=False)
     except Exception as e:
@@ -83,7 +93,9 @@ def model_input_shape(model, input_shape=None):
     except (AttributeError, ValueError):
         inputs = None
     if not inputs:
-        raise ExportError("keras export: the model has no defined input; give its input shape (e.g. --input-shape 1,28,28,1)")
+        raise ExportError(
+            "keras export: the model has no defined input; give its input shape (e.g. --input-shape 1,28,28,1)"
+        )
     if len(inputs) != 1:
         raise ExportError(f"keras export: the model has {len(inputs)} inputs; a teacher takes one image tensor")
     return (None, *tuple(inputs[0].shape)[1:])
@@ -96,7 +108,9 @@ def trace(model, shape, input_name="x"):
     try:
         return function.get_concrete_function(*signature)
     except Exception as e:
-        raise ExportError(f"keras export: the model does not run on an input of shape {list(shape)}: {_first_line(e)}") from e
+        raise ExportError(
+            f"keras export: the model does not run on an input of shape {list(shape)}: {_first_line(e)}"
+        ) from e
 
 
 def freeze(model, concrete, input_name="x"):
@@ -112,8 +126,10 @@ def freeze(model, concrete, input_name="x"):
         raise ExportError(f"keras export: TensorFlow cannot freeze the model: {_first_line(e)}") from e
     leftover = [n.name for n in graph_def.node if n.op == "Placeholder" and n.name != input_name]
     if leftover:
-        raise ExportError(f"keras export: {_capture_owner(model, concrete, leftover[0])} holds {leftover[0]!r}, "
-                          f"which cannot be folded into the ONNX graph as a constant (the ONNX model would need it as a second input)")
+        raise ExportError(
+            f"keras export: {_capture_owner(model, concrete, leftover[0])} holds {leftover[0]!r}, "
+            f"which cannot be folded into the ONNX graph as a constant (the ONNX model would need it as a second input)"
+        )
     return graph_def, outputs
 
 
@@ -140,8 +156,13 @@ def convert(model, shape, input_name="x", nchw=False, opset=18):
     graph_def, outputs = freeze(model, concrete, input_name)
     try:
         proto, _ = tf2onnx.convert.from_graph_def(
-            graph_def, name=concrete.name, input_names=[f"{input_name}:0"], output_names=outputs, opset=opset,
-            inputs_as_nchw=[input_name] if nchw else None, tensors_to_rename={f"{input_name}:0": input_name},
+            graph_def,
+            name=concrete.name,
+            input_names=[f"{input_name}:0"],
+            output_names=outputs,
+            opset=opset,
+            inputs_as_nchw=[input_name] if nchw else None,
+            tensors_to_rename={f"{input_name}:0": input_name},
         )
     except Exception as e:
         raise ExportError(f"keras export: tf2onnx cannot convert the model: {_first_line(e)}") from e
@@ -154,7 +175,7 @@ def _first_line(error):
     lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
     if lines and lines[0] == "in user code:":
         raised = [i for i, line in enumerate(lines) if RAISED.match(line)]
-        lines = lines[raised[-1]:] if raised else lines[-1:]
+        lines = lines[raised[-1] :] if raised else lines[-1:]
     if len(lines) > 1 and "Exception encountered when calling" in lines[0]:
         lines = [f"{lines[0].split(':')[0]}: {lines[1]}"]
     return lines[0] if lines else type(error).__name__
@@ -166,8 +187,19 @@ def _as_list(y):
     return list(y) if isinstance(y, (list, tuple)) else [y]
 
 
-def export_keras(model, path, input_shape=None, nchw=False, opset=18, tasks=None, input_name="x",
-                 output_names=None, samples=4, seed=0, log_path=None):
+def export_keras(
+    model,
+    path,
+    input_shape=None,
+    nchw=False,
+    opset=18,
+    tasks=None,
+    input_name="x",
+    output_names=None,
+    samples=4,
+    seed=0,
+    log_path=None,
+):
     """Export a Keras model (or a path to one) to ONNX at ``path``; checked and stamped.
 
     ``input_shape`` overrides the model's own input shape (batch axis ignored);
@@ -182,7 +214,9 @@ def export_keras(model, path, input_shape=None, nchw=False, opset=18, tasks=None
         shape = model_input_shape(model, input_shape)
         layout = input_layout(model, shape)
         if nchw and layout != "NHWC":
-            raise ExportError(f"keras export: --nchw needs an NHWC image input; the model's input is {list(shape)} ({layout or 'not an image'})")
+            raise ExportError(
+                f"keras export: --nchw needs an NHWC image input; the model's input is {list(shape)} ({layout or 'not an image'})"
+            )
         proto = convert(model, shape, input_name, nchw, opset)
         x = np.random.default_rng(seed).random((samples, *shape[1:]), dtype=np.float32)
         expected = [np.asarray(y) for y in _as_list(model(x, training=False))]
@@ -200,8 +234,16 @@ def export_keras(model, path, input_shape=None, nchw=False, opset=18, tasks=None
     check_tasks(tasks, got, "keras")
     layout = "NCHW" if nchw else layout
     extra = {"layout": layout} if layout else {}
-    stamp(proto, framework="keras", framework_version=keras.__version__, tasks=tasks, tensorflow_version=tf.__version__,
-          converter=f"tf2onnx {tf2onnx.__version__}", input_name=input_name, **extra)
+    stamp(
+        proto,
+        framework="keras",
+        framework_version=keras.__version__,
+        tasks=tasks,
+        tensorflow_version=tf.__version__,
+        converter=f"tf2onnx {tf2onnx.__version__}",
+        input_name=input_name,
+        **extra,
+    )
     save_model(proto, path)
     return {"path": str(path), "outputs": names, "layout": layout, "max_abs_error": max_abs_error(got, reference)}
 

@@ -42,7 +42,7 @@ def stamp(model, framework, framework_version, tasks=None, **extra):
     if tasks is not None:
         values["tasks"] = list(tasks)
     values.update(extra)
-    kept = [p for p in model.metadata_props if not p.key.startswith(PREFIX) or p.key[len(PREFIX):] not in values]
+    kept = [p for p in model.metadata_props if not p.key.startswith(PREFIX) or p.key[len(PREFIX) :] not in values]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
     for key, value in values.items():
@@ -62,7 +62,7 @@ def read_metadata(model):
     for p in model.metadata_props:
         if p.key.startswith(PREFIX):
             try:
-                out[p.key[len(PREFIX):]] = json.loads(p.value)
+                out[p.key[len(PREFIX) :]] = json.loads(p.value)
             except json.JSONDecodeError:
-                out[p.key[len(PREFIX):]] = p.value
+                out[p.key[len(PREFIX) :]] = p.value
     return out

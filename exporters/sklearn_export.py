@@ -25,10 +25,18 @@ from pathlib import Path
 import numpy as np
 import skl2onnx
 import sklearn
-from sklearn.base import is_classifier
 from skl2onnx.common.data_types import FloatTensorType
+from sklearn.base import is_classifier
 
-from amalgam.exporters.check import check_tasks, compare_outputs, fresh_shapes, max_abs_error, name_batch_axis, run_onnx, save_model
+from amalgam.exporters.check import (
+    check_tasks,
+    compare_outputs,
+    fresh_shapes,
+    max_abs_error,
+    name_batch_axis,
+    run_onnx,
+    save_model,
+)
 from amalgam.exporters.metadata import stamp
 from amalgam.runtime.errors import ExportError, ModelFileError, first_line
 
@@ -47,17 +55,23 @@ def load_sklearn(path, trust_pickle=False):
         return _load_skops(path)
     if suffix in PICKLE_SUFFIXES:
         if not trust_pickle:
-            raise ModelFileError(f"{path}: a {suffix} file runs arbitrary code when loaded; save the model with "
-                                 "skops.io.dump as .skops, or pass --trust-pickle if you trust its source")
-        warnings.warn(f"{path}: loading a pickle runs any code it holds; do this only for files you trust", stacklevel=2)
+            raise ModelFileError(
+                f"{path}: a {suffix} file runs arbitrary code when loaded; save the model with "
+                "skops.io.dump as .skops, or pass --trust-pickle if you trust its source"
+            )
+        warnings.warn(
+            f"{path}: loading a pickle runs any code it holds; do this only for files you trust", stacklevel=2
+        )
         import joblib
 
         try:
             return joblib.load(path)
         except Exception as e:
             raise ModelFileError(f"{path}: cannot unpickle it: {e}") from e
-    raise ModelFileError(f"{path}: expected a scikit-learn model as .skops (or {', '.join(PICKLE_SUFFIXES)} with "
-                         f"--trust-pickle), got {suffix or 'no suffix'!r}")
+    raise ModelFileError(
+        f"{path}: expected a scikit-learn model as .skops (or {', '.join(PICKLE_SUFFIXES)} with "
+        f"--trust-pickle), got {suffix or 'no suffix'!r}"
+    )
 
 
 def _load_skops(path):
@@ -77,11 +91,14 @@ def convert(model, n_features, input_name, opset):
     """skl2onnx conversion with one float32 ``[batch, n_features]`` input and ZipMap off."""
     options = {"zipmap": False} if is_classifier(model) else None
     try:
-        return skl2onnx.to_onnx(model, initial_types=[(input_name, FloatTensorType([None, n_features]))],
-                       target_opset={"": opset, "ai.onnx.ml": 3}, options=options)
+        return skl2onnx.to_onnx(
+            model,
+            initial_types=[(input_name, FloatTensorType([None, n_features]))],
+            target_opset={"": opset, "ai.onnx.ml": 3},
+            options=options,
+        )
     except Exception as e:
-        raise ExportError(f"sklearn export: skl2onnx cannot convert {type(model).__name__}: "
-                          f"{first_line(e)}") from e
+        raise ExportError(f"sklearn export: skl2onnx cannot convert {type(model).__name__}: {first_line(e)}") from e
 
 
 def add_logits(proto, n_classes, probabilities="probabilities", logits="logits"):
@@ -90,10 +107,12 @@ def add_logits(proto, n_classes, probabilities="probabilities", logits="logits")
 
     floor = numpy_helper.from_array(np.array(LOG_FLOOR, np.float32), "amalgam_log_floor")
     proto.graph.initializer.append(floor)
-    proto.graph.node.extend([
-        helper.make_node("Max", [probabilities, floor.name], ["amalgam_probabilities_floored"]),
-        helper.make_node("Log", ["amalgam_probabilities_floored"], [logits]),
-    ])
+    proto.graph.node.extend(
+        [
+            helper.make_node("Max", [probabilities, floor.name], ["amalgam_probabilities_floored"]),
+            helper.make_node("Log", ["amalgam_probabilities_floored"], [logits]),
+        ]
+    )
     proto.graph.output.append(helper.make_tensor_value_info(logits, TensorProto.FLOAT, ["batch", n_classes]))
     return proto
 
@@ -116,8 +135,16 @@ def add_flatten(proto, input_name, image_shape):
 def default_tasks(model):
     """One multi-class task over ``logits`` named ``class``, labelled by the classes."""
     classes = [str(c) for c in model.classes_]
-    return [{"name": "class", "output": "logits", "index": None, "slice": [0, len(classes)],
-             "kind": "multiclass", "labels": classes}]
+    return [
+        {
+            "name": "class",
+            "output": "logits",
+            "index": None,
+            "slice": [0, len(classes)],
+            "kind": "multiclass",
+            "labels": classes,
+        }
+    ]
 
 
 def _reference(model, x):
@@ -136,13 +163,16 @@ def check_labels(got, labels, proba):
     tie = (ordered[:, -1] - ordered[:, -2]) < 1e-5 if proba.shape[1] > 1 else np.zeros(len(proba), bool)
     wrong = (np.asarray(got).astype(str) != np.asarray(labels).astype(str)) & ~tie
     if wrong.any():
-        raise ExportError(f"sklearn export: ONNX Runtime predicts another label than scikit-learn for "
-                          f"{int(wrong.sum())} of {len(labels)} samples (rows {np.flatnonzero(wrong)[:5].tolist()})")
+        raise ExportError(
+            f"sklearn export: ONNX Runtime predicts another label than scikit-learn for "
+            f"{int(wrong.sum())} of {len(labels)} samples (rows {np.flatnonzero(wrong)[:5].tolist()})"
+        )
     return float(np.mean(np.asarray(got).astype(str) == np.asarray(labels).astype(str)))
 
 
-def export_sklearn(model, path, input_shape=None, opset=18, tasks=None, input_name="x", samples=64, seed=0,
-                   trust_pickle=False):
+def export_sklearn(
+    model, path, input_shape=None, opset=18, tasks=None, input_name="x", samples=64, seed=0, trust_pickle=False
+):
     """Export a fitted estimator (or a path to one) to ONNX at ``path``; checked and stamped.
 
     ``tasks=None`` gives a classifier the default task (:func:`default_tasks`).
@@ -151,13 +181,17 @@ def export_sklearn(model, path, input_shape=None, opset=18, tasks=None, input_na
     if isinstance(model, (str, Path)):
         model = load_sklearn(model, trust_pickle=trust_pickle)
     if not hasattr(model, "predict"):
-        raise ExportError(f"sklearn export: {type(model).__name__} has no predict(); a teacher is a classifier or regressor")
+        raise ExportError(
+            f"sklearn export: {type(model).__name__} has no predict(); a teacher is a classifier or regressor"
+        )
     n = getattr(model, "n_features_in_", None)
     if n is None:
         raise ExportError(f"sklearn export: {type(model).__name__} is not fitted (no n_features_in_)")
     image = tuple(int(d) for d in input_shape) if input_shape else None
     if image and int(np.prod(image)) != n:
-        raise ExportError(f"sklearn export: input shape {list(image)} holds {int(np.prod(image))} values; the model takes {n} features")
+        raise ExportError(
+            f"sklearn export: input shape {list(image)} holds {int(np.prod(image))} values; the model takes {n} features"
+        )
 
     proto = convert(model, n, input_name, opset)
     classifier = is_classifier(model)
@@ -176,9 +210,21 @@ def export_sklearn(model, path, input_shape=None, opset=18, tasks=None, input_na
     agreement = check_labels(got["label"], labels, reference["probabilities"]) if classifier else None
     check_tasks(tasks, got, "sklearn")
     extra = {"input_shape": list(image)} if image else {}
-    stamp(proto, framework="sklearn", framework_version=sklearn.__version__, tasks=tasks,
-          converter=f"skl2onnx {skl2onnx.__version__}", estimator=type(model).__name__, input_name=input_name,
-          output_only=True, **extra)
+    stamp(
+        proto,
+        framework="sklearn",
+        framework_version=sklearn.__version__,
+        tasks=tasks,
+        converter=f"skl2onnx {skl2onnx.__version__}",
+        estimator=type(model).__name__,
+        input_name=input_name,
+        output_only=True,
+        **extra,
+    )
     save_model(proto, path)
-    return {"path": str(path), "outputs": [o.name for o in proto.graph.output],
-            "max_abs_error": max_abs_error(got, reference), "label_agreement": agreement}
+    return {
+        "path": str(path),
+        "outputs": [o.name for o in proto.graph.output],
+        "max_abs_error": max_abs_error(got, reference),
+        "label_agreement": agreement,
+    }

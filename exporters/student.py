@@ -113,8 +113,12 @@ def simplify(model_or_path, out_path, check_n=3, static_batch=None):
     props = list(model.metadata_props)
     shapes = _static_shapes(model, static_batch, label) if static_batch is not None else None
     try:
-        simple, ok = onnxsim.simplify(model, check_n=check_n, overwrite_input_shapes=shapes,
-                                      test_input_shapes=None if shapes else _check_shapes(model))
+        simple, ok = onnxsim.simplify(
+            model,
+            check_n=check_n,
+            overwrite_input_shapes=shapes,
+            test_input_shapes=None if shapes else _check_shapes(model),
+        )
     except Exception as e:
         raise ExportError(f"{label}: onnxsim cannot simplify it: {first_line(e)}") from e
     if not ok:
@@ -144,7 +148,7 @@ def _calibration_batches(calibration, input_names, label):
     if calibration is None:
         raise BadInputError(f"{label}: {hint}")
     if isinstance(calibration, np.ndarray):
-        calibration = [calibration[i:i + CALIBRATION_CHUNK] for i in range(0, len(calibration), CALIBRATION_CHUNK)]
+        calibration = [calibration[i : i + CALIBRATION_CHUNK] for i in range(0, len(calibration), CALIBRATION_CHUNK)]
     batches = iter(calibration)
     first = next(batches, None)
     if first is None:
@@ -187,16 +191,27 @@ def quantize_int8(in_path, out_path, calibration, per_channel=True):
         try:
             quant_pre_process(model, str(prepared))
             quantize_static(
-                str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                str(prepared),
+                str(quantized),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
             )
         except BadInputError:
             raise
         except Exception as e:
             raise ExportError(f"{label}: int8 quantization failed: {first_line(e)}") from e
         int8 = onnx.load(str(quantized))
-    record = {"format": "QDQ", "weights": "int8" + (" per-channel" if per_channel else ""),
-              "activations": "uint8", "calibration": "MinMax", "calibration_batches": reader.count}
+    record = {
+        "format": "QDQ",
+        "weights": "int8" + (" per-channel" if per_channel else ""),
+        "activations": "uint8",
+        "calibration": "MinMax",
+        "calibration_batches": reader.count,
+    }
     _carry_metadata(int8, props, precision="int8", quantization=record)
     return save_atomic(int8, out_path)
 
@@ -238,8 +253,14 @@ def stamp_student(model, tasks, thresholds=None, preprocess=None, teacher_hashes
     unknown = sorted(set(thresholds or {}) - set(names))
     if unknown:
         raise BadInputError(f"thresholds given for {unknown}, which are not tasks of the student ({names})")
-    values = dict(role="student", precision="fp32", thresholds={k: float(v) for k, v in (thresholds or {}).items()},
-                  preprocess=preprocess or {}, teachers=dict(teacher_hashes or {}), **extra)
+    values = dict(
+        role="student",
+        precision="fp32",
+        thresholds={k: float(v) for k, v in (thresholds or {}).items()},
+        preprocess=preprocess or {},
+        teachers=dict(teacher_hashes or {}),
+        **extra,
+    )
     try:
         json.dumps(values)
     except TypeError as e:

@@ -40,9 +40,22 @@ log = logging.getLogger(__name__)
 EXPORT_BATCH = 2  # rows the exporters see: torch.export would fix a batch of 1
 
 
-def export_torch(module, sample, path, input_names=("input",), output_names=("output",), opset=18,
-                 dynamic_batch=True, tasks=None, dynamo=True, check=True, atol=ATOL, rtol=RTOL, fallback=True,
-                 log_path=None):
+def export_torch(
+    module,
+    sample,
+    path,
+    input_names=("input",),
+    output_names=("output",),
+    opset=18,
+    dynamic_batch=True,
+    tasks=None,
+    dynamo=True,
+    check=True,
+    atol=ATOL,
+    rtol=RTOL,
+    fallback=True,
+    log_path=None,
+):
     """Export ``module`` on ``sample`` (a tensor or a tuple of tensors) to ``path``.
 
     Returns the path. ``tasks``: task specs (dicts, or objects with ``to_dict``) for
@@ -61,12 +74,19 @@ def export_torch(module, sample, path, input_names=("input",), output_names=("ou
         with framework_output(f"torch export of {path}", log_path):
             n_out = len(_outputs(module, sample))
             if len(output_names) != n_out:
-                raise ExportError(f"{path}: the module returns {n_out} tensors but output_names is {list(output_names)}")
+                raise ExportError(
+                    f"{path}: the module returns {n_out} tensors but output_names is {list(output_names)}"
+                )
             exported = _export_sample(sample) if dynamic_batch else sample
-            model = _export(module, exported, list(input_names), list(output_names), opset, dynamic_batch,
-                            dynamo, fallback, path)
-            stamp(model, framework="torch", framework_version=torch.__version__,
-                  tasks=None if tasks is None else [t.to_dict() if hasattr(t, "to_dict") else dict(t) for t in tasks])
+            model = _export(
+                module, exported, list(input_names), list(output_names), opset, dynamic_batch, dynamo, fallback, path
+            )
+            stamp(
+                model,
+                framework="torch",
+                framework_version=torch.__version__,
+                tasks=None if tasks is None else [t.to_dict() if hasattr(t, "to_dict") else dict(t) for t in tasks],
+            )
             _write_checked(model, path, module, exported, dynamic_batch, check, atol, rtol)
     finally:
         for m, training in modes.items():
@@ -80,8 +100,10 @@ def _outputs(module, inputs):
         out = module(*inputs)
     flat = list(out.values()) if isinstance(out, dict) else [out] if isinstance(out, torch.Tensor) else out
     if not isinstance(flat, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in flat):
-        raise ExportError(f"module {type(module).__name__} returns {type(out).__name__}; "
-                          f"expected a tensor, or a tuple, list or dict of tensors")
+        raise ExportError(
+            f"module {type(module).__name__} returns {type(out).__name__}; "
+            f"expected a tensor, or a tuple, list or dict of tensors"
+        )
     return list(flat)
 
 
@@ -110,8 +132,9 @@ def _export(module, sample, input_names, output_names, opset, dynamic_batch, dyn
         except Exception as e:
             failures.append(f"dynamo exporter: {_why(e)}")
             if not fallback:
-                raise ExportError(f"{path}: the dynamo exporter cannot export {type(module).__name__}: "
-                                  f"{_why(e)}") from e
+                raise ExportError(
+                    f"{path}: the dynamo exporter cannot export {type(module).__name__}: {_why(e)}"
+                ) from e
             print(f"{path}: the dynamo exporter failed ({_why(e)}); trying the legacy exporter")
             log.info("%s: the dynamo exporter failed (%s); trying the legacy exporter", path, _why(e))
     try:
@@ -124,17 +147,35 @@ def _export(module, sample, input_names, output_names, opset, dynamic_batch, dyn
 def _export_dynamo(module, sample, input_names, output_names, opset, dynamic_batch):
     batch = torch.export.Dim("batch")
     shapes = tuple({0: batch} for _ in sample) if dynamic_batch else None
-    program = torch.onnx.export(module, sample, None, dynamo=True, verbose=False, opset_version=opset,
-                                input_names=input_names, output_names=output_names,
-                                dynamic_shapes=shapes, external_data=False)
+    program = torch.onnx.export(
+        module,
+        sample,
+        None,
+        dynamo=True,
+        verbose=False,
+        opset_version=opset,
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_shapes=shapes,
+        external_data=False,
+    )
     return program.model_proto
 
 
 def _export_legacy(module, sample, input_names, output_names, opset, dynamic_batch):
     axes = {name: {0: "batch"} for name in [*input_names, *output_names]} if dynamic_batch else None
     buffer = io.BytesIO()
-    torch.onnx.export(module, sample, buffer, dynamo=False, verbose=False, opset_version=opset,
-                      input_names=input_names, output_names=output_names, dynamic_axes=axes)
+    torch.onnx.export(
+        module,
+        sample,
+        buffer,
+        dynamo=False,
+        verbose=False,
+        opset_version=opset,
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_axes=axes,
+    )
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -142,8 +183,10 @@ def _write_checked(model, path, module, sample, dynamic_batch, check, atol, rtol
     """Save ``model`` as one file under a temporary name, check it, rename it to ``path``."""
     external = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
-        raise ExportError(f"{path}: the export keeps {len(external)} weights in external data "
-                          f"(e.g. {external[0]!r}); expected one self-contained file")
+        raise ExportError(
+            f"{path}: the export keeps {len(external)} weights in external data "
+            f"(e.g. {external[0]!r}); expected one self-contained file"
+        )
     try:
         with atomic_path(path) as tmp:
             try:
@@ -182,8 +225,9 @@ def _check(tmp, path, module, sample, dynamic_batch, atol, rtol):
         except AmalgamError as e:
             raise ExportError(f"{e} (the export at batch {batch}; is its batch axis fixed?)") from e
         try:
-            compare(reference, got, atol, rtol, title=f"{path}: ONNX Runtime vs the module at batch {batch}") \
-                .raise_if_failed()
+            compare(
+                reference, got, atol, rtol, title=f"{path}: ONNX Runtime vs the module at batch {batch}"
+            ).raise_if_failed()
         except ShapeError as e:  # not a tolerance miss: the export computes another function
             raise ExportError(f"{path}: at batch {batch}: {e}") from e
 
@@ -201,11 +245,15 @@ def load_weights(path, module):
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise BadInputError(f"{path}: cannot read weights (safetensors, or a state dict for torch.load with "
-                            f"weights_only=True): {first_line(e)}") from e
+        raise BadInputError(
+            f"{path}: cannot read weights (safetensors, or a state dict for torch.load with "
+            f"weights_only=True): {first_line(e)}"
+        ) from e
     own = set(module.state_dict())
     if not isinstance(state, dict) or set(state) != own:
         got = set(state) if isinstance(state, dict) else set()
-        raise BadInputError(f"{path}: weights do not match the model: missing {sorted(own - got)[:5]}, "
-                            f"unexpected {sorted(got - own)[:5]}")
+        raise BadInputError(
+            f"{path}: weights do not match the model: missing {sorted(own - got)[:5]}, "
+            f"unexpected {sorted(got - own)[:5]}"
+        )
     return state

@@ -50,18 +50,30 @@ class Pairing:
         return spatial_size(self.reference) != spatial_size(self.other)
 
     def to_dict(self):
-        return {"block": self.block,
-                "reference": {"name": self.reference.name, "stride": self.reference_stride,
-                              "channels": channels(self.reference), "size": spatial_size(self.reference)},
-                "other": {"name": self.other.name, "stride": self.other_stride,
-                          "channels": channels(self.other), "size": spatial_size(self.other)}}
+        return {
+            "block": self.block,
+            "reference": {
+                "name": self.reference.name,
+                "stride": self.reference_stride,
+                "channels": channels(self.reference),
+                "size": spatial_size(self.reference),
+            },
+            "other": {
+                "name": self.other.name,
+                "stride": self.other_stride,
+                "channels": channels(self.other),
+                "size": spatial_size(self.other),
+            },
+        }
 
 
 def spatial_size(boundary):
     """(H, W) of a rank-4 boundary, read in its layout; None where a dim is open."""
     if len(boundary.shape or []) != 4:
         return None
-    h, w = (boundary.shape[1], boundary.shape[2]) if boundary.layout == "NHWC" else (boundary.shape[2], boundary.shape[3])
+    h, w = (
+        (boundary.shape[1], boundary.shape[2]) if boundary.layout == "NHWC" else (boundary.shape[2], boundary.shape[3])
+    )
     return (h, w) if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 else None
 
 
@@ -76,8 +88,10 @@ def stride(boundary, image_size):
     """The boundary's spatial stride against an (H, W) image, a power of two."""
     size = spatial_size(boundary)
     if size is None:
-        raise BoundaryError(f"boundary {boundary.name!r} has no fixed spatial size ({boundary.shape}); "
-                            f"give the model a fixed input size (preprocess.size, or inspect --input-shape)")
+        raise BoundaryError(
+            f"boundary {boundary.name!r} has no fixed spatial size ({boundary.shape}); "
+            f"give the model a fixed input size (preprocess.size, or inspect --input-shape)"
+        )
     ratio = math.sqrt(image_size[0] / size[0] * image_size[1] / size[1])
     return 2 ** max(0, round(math.log2(ratio)))
 
@@ -93,8 +107,10 @@ def image_size(model):
             h, w = (shape[1], shape[2]) if layout.get(name) == "NHWC" else (shape[2], shape[3])
             if isinstance(h, int) and isinstance(w, int):
                 return h, w
-            raise BoundaryError(f"graph {model.graph.name!r}: input {name!r} has an open spatial size {shape}; "
-                                f"give it a fixed size to line its boundaries up by stride")
+            raise BoundaryError(
+                f"graph {model.graph.name!r}: input {name!r} has an open spatial size {shape}; "
+                f"give it a fixed size to line its boundaries up by stride"
+            )
     raise BoundaryError(f"graph {model.graph.name!r}: no rank-4 image input to measure boundary strides against")
 
 
@@ -126,7 +142,8 @@ def align(reference, reference_image, other, other_image, names=("reference", "o
                 f"teachers {names[0]!r} and {names[1]!r} do not line up: {names[0]!r} block {block} "
                 f"({boundary.name!r}) ends at stride {s}, and {names[1]!r} has no boundary at stride {s} or "
                 f"coarser (strides: {names[0]} {_listed(ref_strides)}; {names[1]} {_listed(other_strides)}); "
-                f"name teachers[].boundaries by hand, or pick the shallower teacher as student.reference")
+                f"name teachers[].boundaries by hand, or pick the shallower teacher as student.reference"
+            )
         rows.append(Pairing(block, boundary, s, last[coarser[0]], coarser[0]))
     return rows
 
@@ -134,11 +151,14 @@ def align(reference, reference_image, other, other_image, names=("reference", "o
 def in_order(reference, reference_image, other, other_image):
     """Boundary ``l`` with boundary ``l`` (same architecture, or boundaries named by
     hand: there a stride that cannot be measured is None)."""
+
     def known(b, image):
         return stride(b, image) if image and spatial_size(b) else None
 
-    return [Pairing(i, r, known(r, reference_image), o, known(o, other_image))
-            for i, (r, o) in enumerate(zip(reference, other), start=1)]
+    return [
+        Pairing(i, r, known(r, reference_image), o, known(o, other_image))
+        for i, (r, o) in enumerate(zip(reference, other), start=1)
+    ]
 
 
 def _listed(strides):
@@ -147,6 +167,7 @@ def _listed(strides):
 
 def table(rows, names=("reference", "other")):
     """The alignment as text lines, one per reference block."""
+
     def cell(b, s):
         return f"{b.name} (stride {s or '?'}, {channels(b) or '?'} ch)"
 
@@ -154,6 +175,7 @@ def table(rows, names=("reference", "other")):
     lines = [f"  {'#':>2}  {names[0]:<{width}}  {names[1]}"]
     for r in rows:
         note = "  (resized)" if r.resized else ""
-        lines.append(f"  {r.block:>2}  {cell(r.reference, r.reference_stride):<{width}}  "
-                     f"{cell(r.other, r.other_stride)}{note}")
+        lines.append(
+            f"  {r.block:>2}  {cell(r.reference, r.reference_stride):<{width}}  {cell(r.other, r.other_stride)}{note}"
+        )
     return lines

@@ -19,20 +19,59 @@ from amalgam.runtime.graph import consumers, data_inputs, dims, node_inputs
 from amalgam.runtime.taps import infer_shapes, require_tensor
 
 ACTIVATIONS = {
-    "Relu", "LeakyRelu", "PRelu", "Clip", "HardSwish", "Elu", "Selu", "Celu",
-    "Gelu", "Mish", "Softplus", "ThresholdedRelu",
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Clip",
+    "HardSwish",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Gelu",
+    "Mish",
+    "Softplus",
+    "ThresholdedRelu",
 }
 GATES = {"Sigmoid", "HardSigmoid"}  # x * sigmoid(.): swish and squeeze-and-excitation
 POOLS = {"MaxPool", "AveragePool", "LpPool"}
 SHAPE_ONLY = {"Shape", "Size"}  # their outputs carry the input's shape, not its values
 NCHW_OPS = POOLS | {
-    "Conv", "ConvTranspose", "BatchNormalization", "InstanceNormalization",
-    "GlobalAveragePool", "GlobalMaxPool", "LRN", "DepthToSpace", "SpaceToDepth",
+    "Conv",
+    "ConvTranspose",
+    "BatchNormalization",
+    "InstanceNormalization",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "LRN",
+    "DepthToSpace",
+    "SpaceToDepth",
 }
-LAYOUT_KEEPING = ACTIVATIONS | GATES | {
-    "Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Identity", "Dropout", "Concat",
-    "Pad", "Cast", "Tanh", "Neg", "Abs", "Sqrt", "Exp", "Log", "Reciprocal", "Pow",
-}
+LAYOUT_KEEPING = (
+    ACTIVATIONS
+    | GATES
+    | {
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Sum",
+        "Max",
+        "Min",
+        "Identity",
+        "Dropout",
+        "Concat",
+        "Pad",
+        "Cast",
+        "Tanh",
+        "Neg",
+        "Abs",
+        "Sqrt",
+        "Exp",
+        "Log",
+        "Reciprocal",
+        "Pow",
+    }
+)
 
 
 @dataclass
@@ -144,7 +183,8 @@ def find_boundaries(model):
     pooled = set(candidates)
     candidates = [c for c in candidates if not _feeds_only_pooling(inferred, c, pooled)]
     ends = [
-        c for i, c in enumerate(candidates)
+        c
+        for i, c in enumerate(candidates)
         if i + 1 == len(candidates) or shapes[candidates[i + 1]][1:] != shapes[c][1:]
     ]
     return [Boundary(c, shapes[c], _layout_name(layout.get(c))) for c in ends]

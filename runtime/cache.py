@@ -133,9 +133,23 @@ class TargetCache:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", teacher.name)[:48]
         return self.root / f"{safe}-{key[:24]}"
 
-    def get_or_build(self, teacher, read, n, data_fingerprint, extra_key="", progress=True, batch=BATCH,
-                     chunk_batches=CHUNK_BATCHES, tap_dtype="float32", keep_taps=True, rank=0, world=1,
-                     barrier=None, broadcast=None):
+    def get_or_build(
+        self,
+        teacher,
+        read,
+        n,
+        data_fingerprint,
+        extra_key="",
+        progress=True,
+        batch=BATCH,
+        chunk_batches=CHUNK_BATCHES,
+        tap_dtype="float32",
+        keep_taps=True,
+        rank=0,
+        world=1,
+        barrier=None,
+        broadcast=None,
+    ):
         """The cached targets of ``teacher`` on a dataset, built (or completed) if needed.
 
         ``read(start, stop)`` returns the preprocessed inputs of rows ``[start, stop)``;
@@ -175,8 +189,10 @@ class TargetCache:
                 _remove_if_empty(final)
                 lock.release()
         except OSError as e:  # disk full, read-only or unwritable cache folder
-            raise DataError(f"{self.root}: cannot write the target cache of {teacher.path} "
-                            f"({e.strerror or e}); free space there or use another cache folder") from e
+            raise DataError(
+                f"{self.root}: cannot write the target cache of {teacher.path} "
+                f"({e.strerror or e}); free space there or use another cache folder"
+            ) from e
         return _read_back(final, key, n, built=True)
 
 
@@ -201,8 +217,13 @@ class _ChunkWriter:
         if not todo:
             return
         self.final.mkdir(parents=True, exist_ok=True)
-        with tqdm(total=sum(stop - start for _, start, stop in todo), unit="img", file=sys.stderr,
-                  desc=f"targets {self.teacher.name}", disable=not progress) as bar:
+        with tqdm(
+            total=sum(stop - start for _, start, stop in todo),
+            unit="img",
+            file=sys.stderr,
+            desc=f"targets {self.teacher.name}",
+            disable=not progress,
+        ) as bar:
             for index, start, stop in todo:
                 self.write_chunk(index, start, stop, bar)
 
@@ -228,16 +249,17 @@ class _ChunkWriter:
                 hi = min(stop, lo + self.batch)
                 inputs = self.read(lo, hi)
                 if len(inputs) != hi - lo:
-                    raise DataError(f"target cache for {self.teacher.path}: reading rows [{lo}, {hi}) gave "
-                                    f"{len(inputs)} samples; the dataset should hold n={self.n}")
+                    raise DataError(
+                        f"target cache for {self.teacher.path}: reading rows [{lo}, {hi}) gave "
+                        f"{len(inputs)} samples; the dataset should hold n={self.n}"
+                    )
                 out = self.teacher.run(inputs)
                 named = [("task", k, v) for k, v in out.tasks.items()]
                 if self.tap_dtype is not None:
                     named += [("tap", k, v.astype(self.tap_dtype, copy=False)) for k, v in out.taps.items()]
                 if not files:
                     for i, (kind, name, v) in enumerate(named):
-                        files[kind, name] = _NpyWriter(tmp / f"{kind}-{i:03d}.npy", f"{kind} {name!r}",
-                                                       stop - start, v)
+                        files[kind, name] = _NpyWriter(tmp / f"{kind}-{i:03d}.npy", f"{kind} {name!r}", stop - start, v)
                         closing.callback(files[kind, name].close)
                 for kind, name, values in named:
                     files[kind, name].write(values)
@@ -253,10 +275,15 @@ class _NpyWriter:
         self.row_shape, self.dtype = first.shape[1:], first.dtype
         header = io.BytesIO()
         np.lib.format.write_array_header_1_0(
-            header, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                     "shape": (rows, *self.row_shape)})
+            header,
+            {
+                "descr": np.lib.format.dtype_to_descr(self.dtype),
+                "fortran_order": False,
+                "shape": (rows, *self.row_shape),
+            },
+        )
         self.digest = hashlib.sha256(header.getvalue())
-        self.file = open(path, "wb")
+        self.file = open(path, "wb")  # noqa: SIM115 (held open across append() calls, closed by close())
         try:
             self.file.write(header.getvalue())
         except OSError:
@@ -265,15 +292,21 @@ class _NpyWriter:
 
     def write(self, values):
         if values.shape[1:] != self.row_shape or values.dtype != self.dtype:
-            raise DataError(f"{self.label}: a batch gave rows {values.shape[1:]} {values.dtype}, "
-                            f"earlier batches {self.row_shape} {self.dtype}")
+            raise DataError(
+                f"{self.label}: a batch gave rows {values.shape[1:]} {values.dtype}, "
+                f"earlier batches {self.row_shape} {self.dtype}"
+            )
         data = np.ascontiguousarray(values).data
         self.digest.update(data)
         self.file.write(data)
 
     def entry(self):
-        return {"file": self.path.name, "shape": [self.rows, *self.row_shape], "dtype": self.dtype.str,
-                "sha256": self.digest.hexdigest()}
+        return {
+            "file": self.path.name,
+            "shape": [self.rows, *self.row_shape],
+            "dtype": self.dtype.str,
+            "sha256": self.digest.hexdigest(),
+        }
 
     def close(self):
         self.file.close()
@@ -314,15 +347,40 @@ def _publish_manifest(final, teacher, key, parts, n, chunks):
     for index, start, stop in chunks:
         chunk = _chunk_files(final / _chunk_name(index), start, stop, verify=False)
         if chunk is None:
-            raise DataError(f"{final / _chunk_name(index)}: chunk of rows [{start}, {stop}) is missing after "
-                            f"every rank finished; rerun to compute it")
-        entries.append({"dir": _chunk_name(index), "rows": [start, stop],
-                        "sha256": {a["file"]: a["sha256"] for a in chunk["arrays"]}})
-        arrays = arrays or [{"kind": a["kind"], "name": a["name"], "file": a["file"], "dtype": a["dtype"],
-                             "shape": [n, *a["shape"][1:]]} for a in chunk["arrays"]]
+            raise DataError(
+                f"{final / _chunk_name(index)}: chunk of rows [{start}, {stop}) is missing after "
+                f"every rank finished; rerun to compute it"
+            )
+        entries.append(
+            {
+                "dir": _chunk_name(index),
+                "rows": [start, stop],
+                "sha256": {a["file"]: a["sha256"] for a in chunk["arrays"]},
+            }
+        )
+        arrays = arrays or [
+            {
+                "kind": a["kind"],
+                "name": a["name"],
+                "file": a["file"],
+                "dtype": a["dtype"],
+                "shape": [n, *a["shape"][1:]],
+            }
+            for a in chunk["arrays"]
+        ]
     with atomic_path(final / MANIFEST) as tmp:
-        _write_json(tmp, {"format": FORMAT_VERSION, "key": key, "parts": parts, "n": n,
-                          "teacher": str(teacher.path), "arrays": arrays, "chunks": entries})
+        _write_json(
+            tmp,
+            {
+                "format": FORMAT_VERSION,
+                "key": key,
+                "parts": parts,
+                "n": n,
+                "teacher": str(teacher.path),
+                "arrays": arrays,
+                "chunks": entries,
+            },
+        )
 
 
 def _write_json(path, obj):
@@ -368,10 +426,8 @@ def _replace_dir(tmp, final):
 
 
 def _remove_if_empty(directory):
-    try:
+    with contextlib.suppress(OSError):
         directory.rmdir()
-    except OSError:
-        pass
 
 
 def _sweep_stale(directory, name):

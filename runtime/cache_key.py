@@ -28,7 +28,7 @@ def array_fingerprint(x, samples=256):
     n = x.shape[0] if x.ndim else 0
     if samples is None or n <= samples:
         for start in range(0, n, 1024):
-            digest.update(np.ascontiguousarray(x[start:start + 1024]).data)
+            digest.update(np.ascontiguousarray(x[start : start + 1024]).data)
     else:
         rows = np.unique(np.linspace(0, n - 1, samples).round().astype(np.int64))
         digest.update(rows.tobytes())

@@ -22,8 +22,8 @@ import onnx
 import torch
 from onnx2torch import convert
 from onnx2torch.node_converters import registry
-from onnx2torch.node_converters.registry import add_converter, get_converter
 from onnx2torch.node_converters.reduce import OnnxReduceStaticAxes
+from onnx2torch.node_converters.registry import add_converter, get_converter
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
 from torch import nn
@@ -32,19 +32,37 @@ from amalgam.runtime.errors import UnsupportedOpError
 
 # Reductions whose axes moved from an attribute to an input (opset 18; Max/Min 20).
 REDUCE_AXES_AS_INPUT = {
-    op: (18,) for op in ("ReduceMean", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
-                         "ReduceLogSumExp", "ReduceSumSquare")
+    op: (18,)
+    for op in ("ReduceMean", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
 } | {"ReduceMax": (18, 20), "ReduceMin": (18, 20)}
 
 # (op, new version) -> older version with the same semantics (the new one adds types only).
 SAME_AS = {
-    ("GreaterOrEqual", 16): 12, ("LessOrEqual", 16): 12, ("Equal", 19): 13,
-    ("Cast", 19): 13, ("Cast", 21): 13, ("Constant", 19): 13, ("Constant", 21): 13,
-    ("Identity", 19): 16, ("Identity", 21): 16,
-    ("Shape", 19): 15, ("Shape", 21): 15, ("ConstantOfShape", 20): 9, ("ConstantOfShape", 21): 9,
-    ("Flatten", 21): 13, ("Transpose", 21): 13, ("Unsqueeze", 21): 13, ("IsInf", 20): 10,
-    ("IsNaN", 20): 13, ("ScatterND", 18): 16, ("Pad", 18): 13, ("Pad", 19): 13, ("Pad", 21): 13,
-    ("Resize", 18): 13, ("Resize", 19): 13, ("AveragePool", 19): 11,
+    ("GreaterOrEqual", 16): 12,
+    ("LessOrEqual", 16): 12,
+    ("Equal", 19): 13,
+    ("Cast", 19): 13,
+    ("Cast", 21): 13,
+    ("Constant", 19): 13,
+    ("Constant", 21): 13,
+    ("Identity", 19): 16,
+    ("Identity", 21): 16,
+    ("Shape", 19): 15,
+    ("Shape", 21): 15,
+    ("ConstantOfShape", 20): 9,
+    ("ConstantOfShape", 21): 9,
+    ("Flatten", 21): 13,
+    ("Transpose", 21): 13,
+    ("Unsqueeze", 21): 13,
+    ("IsInf", 20): 10,
+    ("IsNaN", 20): 13,
+    ("ScatterND", 18): 16,
+    ("Pad", 18): 13,
+    ("Pad", 19): 13,
+    ("Pad", 21): 13,
+    ("Resize", 18): 13,
+    ("Resize", 19): 13,
+    ("AveragePool", 19): 11,
 }
 
 
@@ -57,9 +75,12 @@ def _limits(node):
     a, op = node.attributes, node.operation_type
     if op == "Pad" and (_given(node, 3) or a.get("mode") == "wrap"):
         return "an 'axes' input or mode 'wrap'"
-    if op == "Resize" and (a.get("antialias", 0) or a.get("axes") is not None
-                           or a.get("keep_aspect_ratio_policy", "stretch") != "stretch"
-                           or a.get("coordinate_transformation_mode") == "half_pixel_symmetric"):
+    if op == "Resize" and (
+        a.get("antialias", 0)
+        or a.get("axes") is not None
+        or a.get("keep_aspect_ratio_policy", "stretch") != "stretch"
+        or a.get("coordinate_transformation_mode") == "half_pixel_symmetric"
+    ):
         return "antialias, axes, keep_aspect_ratio_policy or half_pixel_symmetric"
     if op == "AveragePool" and any(d != 1 for d in a.get("dilations", [])):
         return "dilations"
@@ -220,8 +241,10 @@ def _one_result_per_output(module, outputs):
             made[name] = (node, i, len(mapping.outputs))
     result = next(n for n in graph.nodes if n.op == "output")
     with graph.inserting_before(result):
-        picked = [node if count == 1 else graph.call_function(operator.getitem, (node, i))
-                  for node, i, count in (made[name] for name in outputs)]
+        picked = [
+            node if count == 1 else graph.call_function(operator.getitem, (node, i))
+            for node, i, count in (made[name] for name in outputs)
+        ]
     result.args = (picked[0] if len(picked) == 1 else tuple(picked),)
     graph.eliminate_dead_code()
     module.recompile()

@@ -19,8 +19,8 @@ import onnx
 from onnx.utils import Extractor
 
 from amalgam.runtime.blocks import check_boundary
-from amalgam.runtime.graph import data_inputs, topological
 from amalgam.runtime.errors import BoundaryError
+from amalgam.runtime.graph import data_inputs, topological
 from amalgam.runtime.taps import infer_shapes, require_tensor
 
 BATCH = "batch"
@@ -71,8 +71,13 @@ def _batch_from_start(model, start):
     for node in model.graph.node:  # topological order
         if after & set(node.input):
             after.update(node.output)
-    batch_only = [n for n in model.graph.node if n.op_type == "Shape" and n.input[0] not in after
-                  and {a.name: a.i for a in n.attribute} == {"start": 0, "end": 1}]
+    batch_only = [
+        n
+        for n in model.graph.node
+        if n.op_type == "Shape"
+        and n.input[0] not in after
+        and {a.name: a.i for a in n.attribute} == {"start": 0, "end": 1}
+    ]
     if not batch_only:
         return model
     copy = onnx.ModelProto()

@@ -16,8 +16,10 @@ def dims(value_info, symbolic=False):
     tensor = value_info.type.tensor_type
     if not tensor.HasField("shape"):
         return None
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None if symbolic else None)
-            for d in tensor.shape.dim]
+    return [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or None if symbolic else None)
+        for d in tensor.shape.dim
+    ]
 
 
 def data_inputs(model):
@@ -63,8 +65,7 @@ def topological(nodes, available):
     made, pending, ordered = set(available), list(nodes), []
     producers = {o for n in nodes for o in n.output if o}
     while pending:
-        ready = next(i for i, n in enumerate(pending)
-                     if all(x in made or x not in producers for x in node_inputs(n)))
+        ready = next(i for i, n in enumerate(pending) if all(x in made or x not in producers for x in node_inputs(n)))
         node = pending.pop(ready)
         ordered.append(node)
         made.update(node.output)

@@ -23,7 +23,9 @@ def _initializers(model):
 def _replace_initializer(model, name, array):
     for i, t in enumerate(model.graph.initializer):
         if t.name == name:
-            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(array.astype(numpy_helper.to_array(t).dtype), name))
+            model.graph.initializer[i].CopyFrom(
+                numpy_helper.from_array(array.astype(numpy_helper.to_array(t).dtype), name)
+            )
             return
 
 
@@ -48,7 +50,9 @@ def _slice_matmul_add(model, add, keep):
     """Keep columns ``keep`` of ``MatMul(x, W) + b`` with W and b initializers."""
     inits = _initializers(model)
     producers = {o: n for n in model.graph.node for o in n.output}
-    mm = next((producers.get(i) for i in add.input if producers.get(i) is not None and producers[i].op_type == "MatMul"), None)
+    mm = next(
+        (producers.get(i) for i in add.input if producers.get(i) is not None and producers[i].op_type == "MatMul"), None
+    )
     bias = next((i for i in add.input if i in inits), None)
     if mm is None or bias is None or mm.input[1] not in inits:
         return False

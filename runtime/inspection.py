@@ -48,8 +48,9 @@ class Inspection:
         """One line naming every branch that differs and each failing output, or None."""
         if not self.failed:
             return None
-        return (f"{self.path}: {len(self.failed)} of {len(self.blocks)} branches differ from ONNX Runtime: "
-                + "; ".join(f"{r.title}: " + ", ".join(o.describe() for o in r.failed) for r in self.failed))
+        return f"{self.path}: {len(self.failed)} of {len(self.blocks)} branches differ from ONNX Runtime: " + "; ".join(
+            f"{r.title}: " + ", ".join(o.describe() for o in r.failed) for r in self.failed
+        )
 
     def raise_if_failed(self):
         if self.failed:
@@ -73,8 +74,9 @@ def _random_feeds(model):
         shape = value["shape"]
         if any(not isinstance(d, int) for d in shape[1:]):
             example = example_shape(vi.name, [d if isinstance(d, int) else None for d in shape])
-            raise BadInputError(f"input {vi.name!r} has open dims {shape}: give them, e.g. {example} "
-                                f"(with your own sizes)")
+            raise BadInputError(
+                f"input {vi.name!r} has open dims {shape}: give them, e.g. {example} (with your own sizes)"
+            )
         shape = [d if isinstance(d, int) else CHECK_BATCH for d in shape]
         feeds[vi.name] = rng.standard_normal(shape).astype(value["dtype"])
     return feeds
@@ -98,8 +100,13 @@ def check_branches(model, boundaries, label="the model", atol=ATOL, rtol=RTOL):
         with torch.no_grad():
             got = branch(torch.from_numpy(values[name]))
         got = got if isinstance(got, (tuple, list)) else [got]
-        reports[name] = compare({o: values[o] for o in outputs}, {o: g.numpy() for o, g in zip(outputs, got)},
-                                atol, rtol, title=f"branch after {name!r}")
+        reports[name] = compare(
+            {o: values[o] for o in outputs},
+            {o: g.numpy() for o, g in zip(outputs, got)},
+            atol,
+            rtol,
+            title=f"branch after {name!r}",
+        )
     return reports
 
 
@@ -118,7 +125,9 @@ def inspect_model(path, input_shape=None, check=False, atol=ATOL, rtol=RTOL):
         opset=default_opset(model),
         producer=f"{model.producer_name} {model.producer_version}".strip(),
         blocks=[{"name": b.name, "shape": b.shape, "layout": b.layout} for b in boundaries],
-        graph=graph, boundaries=boundaries)
+        graph=graph,
+        boundaries=boundaries,
+    )
     if check:
         found.parity = check_branches(graph, boundaries, str(path), atol, rtol)
         for block in found.blocks:

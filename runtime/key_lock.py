@@ -90,13 +90,17 @@ def take_turn(lock, rank, broadcast, tell=True, poll=1.0):
     waited = False
     while not broadcast(lock.try_acquire() if rank == 0 else None):
         if not waited and tell and rank == 0:
-            _say(f"{lock.path.with_suffix('')}: {lock.holder()} is building this cache entry; "
-                 f"waiting for its lock ({lock.path.name}), then reading what it built")
+            _say(
+                f"{lock.path.with_suffix('')}: {lock.holder()} is building this cache entry; "
+                f"waiting for its lock ({lock.path.name}), then reading what it built"
+            )
         waited = True
         time.sleep(poll)
     if lock.unsupported and rank == 0 and tell:
-        _say(f"{lock.path}: this filesystem refuses file locks; building unlocked (another job building "
-             f"the same entry at the same time would collide with this one)")
+        _say(
+            f"{lock.path}: this filesystem refuses file locks; building unlocked (another job building "
+            f"the same entry at the same time would collide with this one)"
+        )
 
 
 def _say(line):

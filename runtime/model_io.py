@@ -46,10 +46,14 @@ def _external_locations(path):
         return []
     locations = {
         {e.key: e.value for e in t.external_data}.get("location", "")
-        for t in _all_tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL
+        for t in _all_tensors(model.graph)
+        if t.data_location == onnx.TensorProto.EXTERNAL
     }
-    return sorted(loc for loc in locations if loc and (path.parent / loc).resolve().is_relative_to(path.parent.resolve())
-                  and (path.parent / loc).is_file())
+    return sorted(
+        loc
+        for loc in locations
+        if loc and (path.parent / loc).resolve().is_relative_to(path.parent.resolve()) and (path.parent / loc).is_file()
+    )
 
 
 def max_model_bytes():
@@ -72,8 +76,9 @@ def load_model(path, max_bytes=None):
         raise ModelFileError(f"{path}: no such model file")
     size = path.stat().st_size
     if size > max_bytes:
-        raise ModelFileError(f"{path}: {size} bytes is over the size limit of {max_bytes} bytes "
-                             f"(set {MAX_BYTES_ENV} to raise it)")
+        raise ModelFileError(
+            f"{path}: {size} bytes is over the size limit of {max_bytes} bytes (set {MAX_BYTES_ENV} to raise it)"
+        )
     model = _parse(path)
     _check_opset(path, model)
     _load_external_data(path, model, max_bytes, size)
@@ -104,7 +109,7 @@ def default_opset(model):
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ort_runs_opset(version):
     """Whether the installed ONNX Runtime loads a one-node model stamped ``version``."""
     import onnxruntime
@@ -179,8 +184,10 @@ def _load_external_data(path, model, max_bytes, size):
         return
     total = sum(f.stat().st_size for f in files)
     if size + total > max_bytes:
-        raise ModelFileError(f"{path}: with its external data ({total} bytes) the model is over the size limit "
-                             f"of {max_bytes} bytes (set {MAX_BYTES_ENV} to raise it)")
+        raise ModelFileError(
+            f"{path}: with its external data ({total} bytes) the model is over the size limit "
+            f"of {max_bytes} bytes (set {MAX_BYTES_ENV} to raise it)"
+        )
     try:
         onnx.load_external_data_for_model(model, str(folder))
     except Exception as e:

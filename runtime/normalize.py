@@ -21,9 +21,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from amalgam.runtime.errors import BadInputError, ParityError, first_line
 from amalgam.runtime.graph import data_inputs, prune_dead
 from amalgam.runtime.graph import dims as graph_dims
-from amalgam.runtime.errors import BadInputError, ParityError, first_line
 from amalgam.runtime.parity import compare
 from amalgam.runtime.session import make_session
 from amalgam.runtime.taps import infer_shapes
@@ -34,8 +34,15 @@ MAX_FOLDED_ELEMENTS = 1 << 20
 SHAPE_ONLY = {"Shape", "Size"}
 PADDED_OPS = {"Conv", "MaxPool", "AveragePool", "LpPool"}
 NEVER_FOLD = {
-    "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-    "Bernoulli", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
 }
 
 
@@ -77,8 +84,9 @@ def _constant_value(node):
     if attr.name == "value":
         return numpy_helper.to_array(attr.t)
     value = helper.get_attribute_value(attr)
-    dtype = {"value_float": np.float32, "value_floats": np.float32,
-             "value_int": np.int64, "value_ints": np.int64}.get(attr.name, object)
+    dtype = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}.get(
+        attr.name, object
+    )
     return np.array(value, dtype=dtype)
 
 
@@ -106,8 +114,10 @@ def _open_negative_dims(graph):
 def example_shape(name, dims):
     """A ready-to-paste ``--input-shape NAME:D0,D1,...`` for an input with open dims
     (``None``): batch 1, 3 channels on axis 1, 224 elsewhere (say which sizes are yours)."""
-    filled = [1] + [d if isinstance(d, int) and d > 0 else (3 if i == 1 and len(dims) == 4 else 224)
-                    for i, d in enumerate(dims[1:], 1)]
+    filled = [1] + [
+        d if isinstance(d, int) and d > 0 else (3 if i == 1 and len(dims) == 4 else 224)
+        for i, d in enumerate(dims[1:], 1)
+    ]
     return f"--input-shape {shlex.quote(name + ':' + ','.join(map(str, filled)))}"
 
 
@@ -124,7 +134,9 @@ def _input_shapes(model, input_shape):
         if name not in shapes:
             raise BadInputError(f"input_shape names input {name!r}; the graph's inputs are {list(inputs)}")
         if len(dims) != len(shapes[name]):
-            raise BadInputError(f"input_shape for {name!r} has {len(dims)} dims; the graph input has rank {len(shapes[name])}")
+            raise BadInputError(
+                f"input_shape for {name!r} has {len(dims)} dims; the graph input has rank {len(shapes[name])}"
+            )
         for i, (have, want) in enumerate(zip(shapes[name], dims)):
             if i > 0 and have is not None and have != int(want):
                 raise BadInputError(f"input_shape for {name!r}: dim {i} is {want}, the graph fixes it to {have}")
@@ -183,7 +195,9 @@ def _feed(model, shapes, batch):
             continue
         dims = [batch if (i == 0 and d is None) else d for i, d in enumerate(shapes[vi.name])]
         dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
-        feeds[vi.name] = rng.standard_normal(dims).astype(dtype) if np.issubdtype(dtype, np.floating) else np.zeros(dims, dtype)
+        feeds[vi.name] = (
+            rng.standard_normal(dims).astype(dtype) if np.issubdtype(dtype, np.floating) else np.zeros(dims, dtype)
+        )
     return feeds
 
 
@@ -203,8 +217,9 @@ def _run(session, names, feeds, model):
         return session.run(names, feeds)
     except Exception as e:  # onnxruntime's Fail, InvalidArgument, RuntimeException
         given = {k: list(v.shape) for k, v in feeds.items()}
-        raise BadInputError(f"graph {model.graph.name!r} does not run under ONNX Runtime on inputs {given}: "
-                            f"{first_line(e)}") from e
+        raise BadInputError(
+            f"graph {model.graph.name!r} does not run under ONNX Runtime on inputs {given}: {first_line(e)}"
+        ) from e
 
 
 def _fold(graph, terminals, values, batches):
@@ -279,8 +294,10 @@ def _explicit_pads(graph):
             continue
         strides = _attr(node, "strides", [1] * len(spatial))
         dilations = _attr(node, "dilations", [1] * len(spatial))
-        total = [max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
-                 for n, s, k, d in zip(spatial, strides, kernel, dilations)]
+        total = [
+            max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+            for n, s, k, d in zip(spatial, strides, kernel, dilations)
+        ]
         small = [t // 2 for t in total]
         large = [t - t // 2 for t in total]
         pads = small + large if mode == b"SAME_UPPER" else large + small
@@ -303,5 +320,7 @@ def _verify(original, normalized, shapes):
         try:
             compare(want, got, title=f"normalised vs original at batch size {batch}").raise_if_failed()
         except ParityError as e:
-            raise type(e)(f"normalising graph {original.graph.name!r} changed its outputs ({e}); "
-                          "the shape sub-graphs could not be folded safely") from e
+            raise type(e)(
+                f"normalising graph {original.graph.name!r} changed its outputs ({e}); "
+                "the shape sub-graphs could not be folded safely"
+            ) from e

@@ -65,9 +65,11 @@ class OutputParity:
 
     def describe(self):
         """One clause for a message: the output, its error statistics and its tolerance."""
-        return (f"{self.name!r}: max abs error {self.max_abs:.3g} at {list(self.worst_index)} "
-                f"(mean {self.mean_abs:.3g}, p99 {self.p99_abs:.3g}, max rel {self.max_rel:.3g}; "
-                f"{self.mismatched:.2%} of elements outside atol {self.atol:g} + rtol {self.rtol:g} * |ref|)")
+        return (
+            f"{self.name!r}: max abs error {self.max_abs:.3g} at {list(self.worst_index)} "
+            f"(mean {self.mean_abs:.3g}, p99 {self.p99_abs:.3g}, max rel {self.max_rel:.3g}; "
+            f"{self.mismatched:.2%} of elements outside atol {self.atol:g} + rtol {self.rtol:g} * |ref|)"
+        )
 
 
 @dataclass
@@ -221,8 +223,9 @@ def onnx_runner(path_or_model, opt_level="basic", device="cpu", threads=None, la
     session = make_session(path_or_model, device=device, threads=threads, opt_level=opt_level)
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
-    label = label or (str(path_or_model) if isinstance(path_or_model, (str, bytes)) or hasattr(path_or_model, "stem")
-                      else "the model")
+    label = label or (
+        str(path_or_model) if isinstance(path_or_model, (str, bytes)) or hasattr(path_or_model, "stem") else "the model"
+    )
 
     def run(batch):
         feeds = as_feeds(inputs, batch)

@@ -62,15 +62,23 @@ def framework_output(what, log_path=None):
     with tempfile.TemporaryFile(mode="w+") as sink:
         try:
             root.addHandler(records)
-            with _fds_to(sink), contextlib.redirect_stdout(text), contextlib.redirect_stderr(text), \
-                    warnings.catch_warnings(record=True) as caught:
+            with (
+                _fds_to(sink),
+                contextlib.redirect_stdout(text),
+                contextlib.redirect_stderr(text),
+                warnings.catch_warnings(record=True) as caught,
+            ):
                 warnings.simplefilter("always")
                 yield
         finally:
             root.removeHandler(records)
             sink.seek(0)
-            lines = [sink.read(), text.getvalue(), *records.lines,
-                     *(f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught)]
+            lines = [
+                sink.read(),
+                text.getvalue(),
+                *records.lines,
+                *(f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught),
+            ]
             _write(what, "\n".join(line.rstrip() for line in lines if line.strip()), log_path)
 
 

@@ -58,8 +58,13 @@ def task_problems(kind, index=None, slice=None, labels=None):
     if index is not None:
         return [("index", f"a multiclass task takes a slice [start, stop], found index {index}")]
     if slice is not None and slice[1] - slice[0] < 2:
-        return [("slice", f"a multiclass task takes [start, stop] with stop - start >= 2 "
-                          f"(at least two class logits), found {list(slice)}")]
+        return [
+            (
+                "slice",
+                f"a multiclass task takes [start, stop] with stop - start >= 2 "
+                f"(at least two class logits), found {list(slice)}",
+            )
+        ]
     if slice is not None and labels is not None and len(labels) != slice[1] - slice[0]:
         return [("labels", f"expected {slice[1] - slice[0]} names (one per class in the slice), found {len(labels)}")]
     return []

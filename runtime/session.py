@@ -19,7 +19,9 @@ from pathlib import Path
 from amalgam.runtime.errors import AmalgamError, ModelFileError, first_line
 
 OPT_LEVELS = ("full", "basic", "none")
-LOG_SEVERITY = 4  # fatal only: at 3 (error) a failing kernel still prints an "[E:onnxruntime]" line (measured, ORT 1.32)
+LOG_SEVERITY = (
+    4  # fatal only: at 3 (error) a failing kernel still prints an "[E:onnxruntime]" line (measured, ORT 1.32)
+)
 
 
 class SessionError(AmalgamError):
@@ -30,9 +32,7 @@ def _ort():
     try:
         import onnxruntime
     except ImportError as e:  # pragma: no cover - depends on the install
-        raise SessionError(
-            "onnxruntime is not installed: pip install 'amalgam[cpu]' (or 'amalgam[gpu]')"
-        ) from e
+        raise SessionError("onnxruntime is not installed: pip install 'amalgam[cpu]' (or 'amalgam[gpu]')") from e
     onnxruntime.set_default_logger_severity(LOG_SEVERITY)
     return onnxruntime
 

@@ -56,8 +56,9 @@ class TaskSpec:
             raise ConfigError(f"task name {self.name!r}: expected a non-empty string")
         if not isinstance(self.output, str) or not self.output:
             raise ConfigError(f"{where}: 'output' must name a graph output, got {self.output!r}")
-        if self.index is not None and (isinstance(self.index, bool) or not isinstance(self.index, int)
-                                       or self.index < 0):
+        if self.index is not None and (
+            isinstance(self.index, bool) or not isinstance(self.index, int) or self.index < 0
+        ):
             raise ConfigError(f"{where}: index {self.index!r}: expected an integer >= 0")
         if self.slice is not None:
             self._check_slice(where)
@@ -69,8 +70,11 @@ class TaskSpec:
 
     def _check_slice(self, where):
         s = self.slice
-        ok = (isinstance(s, (tuple, list)) and len(s) == 2
-              and all(isinstance(v, int) and not isinstance(v, bool) for v in s))
+        ok = (
+            isinstance(s, (tuple, list))
+            and len(s) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in s)
+        )
         if not ok or s[0] < 0 or s[1] <= s[0]:
             raise ConfigError(f"{where}: slice {s!r}: expected [start, stop] with 0 <= start < stop")
         object.__setattr__(self, "slice", (s[0], s[1]))
@@ -104,15 +108,20 @@ class TaskSpec:
 
     def to_dict(self):
         """The plain JSON-able dict (all keys present; absent values are None)."""
-        return {"name": self.name, "output": self.output, "index": self.index,
-                "slice": list(self.slice) if self.slice else None, "kind": self.kind,
-                "labels": list(self.labels) if self.labels else None}
+        return {
+            "name": self.name,
+            "output": self.output,
+            "index": self.index,
+            "slice": list(self.slice) if self.slice else None,
+            "kind": self.kind,
+            "labels": list(self.labels) if self.labels else None,
+        }
 
     def logits(self, output):
         """This task's logits from a ``(N, width)`` output: ``(N,)`` binary, ``(N, k)`` multiclass."""
         if self.kind == "binary":
             return output[:, self.index or 0]
-        return output if self.slice is None else output[:, self.slice[0]:self.slice[1]]
+        return output if self.slice is None else output[:, self.slice[0] : self.slice[1]]
 
 
 class TeacherOutputs(NamedTuple):
@@ -171,8 +180,9 @@ class Teacher:
         inits = {i.name for i in model.graph.initializer}
         inputs = {i.name: i for i in model.graph.input if i.name not in inits}
         if input_name is None and len(inputs) != 1:
-            raise ConfigError(f"{self.path}: the teacher has inputs {list(inputs)}; say which one "
-                              f"takes the images with input_name")
+            raise ConfigError(
+                f"{self.path}: the teacher has inputs {list(inputs)}; say which one takes the images with input_name"
+            )
         name = input_name or next(iter(inputs))
         if name not in inputs:
             raise ConfigError(f"{self.path}: no graph input {name!r}; inputs are {list(inputs)}")
@@ -195,9 +205,11 @@ class Teacher:
         widths = {}
         for task in self.tasks:
             if task.output not in tensors:
-                raise ConfigError(f"{self.path}: task {task.name!r} reads output {task.output!r}, "
-                                  f"which the graph does not have; outputs are "
-                                  f"{[o.name for o in model.graph.output]}")
+                raise ConfigError(
+                    f"{self.path}: task {task.name!r} reads output {task.output!r}, "
+                    f"which the graph does not have; outputs are "
+                    f"{[o.name for o in model.graph.output]}"
+                )
             widths[task.output] = _width(dims(known[task.output])) if task.output in known else None
         return widths
 
@@ -219,13 +231,17 @@ class Teacher:
 
     def _check_batch(self, batch):
         if not isinstance(batch, np.ndarray):
-            raise BadInputError(f"{self.path}: input {self.input_name!r} expects a numpy array, "
-                                f"got {type(batch).__name__}")
+            raise BadInputError(
+                f"{self.path}: input {self.input_name!r} expects a numpy array, got {type(batch).__name__}"
+            )
         shape = self.input_shape
-        if shape is not None and (batch.ndim != len(shape)
-                                  or any(d is not None and d != b for d, b in zip(shape[1:], batch.shape[1:]))):
-            raise BadInputError(f"{self.path}: input {self.input_name!r} expects shape "
-                                f"{['N' if d is None else d for d in shape]}, got {list(batch.shape)}")
+        if shape is not None and (
+            batch.ndim != len(shape) or any(d is not None and d != b for d, b in zip(shape[1:], batch.shape[1:]))
+        ):
+            raise BadInputError(
+                f"{self.path}: input {self.input_name!r} expects shape "
+                f"{['N' if d is None else d for d in shape]}, got {list(batch.shape)}"
+            )
         return np.ascontiguousarray(batch, dtype=self._input_dtype)
 
     def run(self, batch):
@@ -262,8 +278,17 @@ def _part(part, error):
     return error
 
 
-def open_teacher(path, tasks, input_shape, boundaries=None, input_name=None, copied="branches", line_up=None,
-                 device="cpu", threads=None):
+def open_teacher(
+    path,
+    tasks,
+    input_shape,
+    boundaries=None,
+    input_name=None,
+    copied="branches",
+    line_up=None,
+    device="cpu",
+    threads=None,
+):
     """Open one teacher in one call: load and check the file, normalise its graph for
     ``input_shape`` (one shape, or ``{input: shape}``), find its block boundaries or
     check the given ones, check that the layers a student copies convert to torch
@@ -282,7 +307,7 @@ def open_teacher(path, tasks, input_shape, boundaries=None, input_name=None, cop
     try:
         graph = normalize(model, input_shape)
     except BadInputError as e:
-        raise _part("input", e)
+        raise _part("input", e) from e
     try:
         if boundaries is None:
             found = find_boundaries(graph)
@@ -291,7 +316,7 @@ def open_teacher(path, tasks, input_shape, boundaries=None, input_name=None, cop
                 check_boundary(graph, name)
             found = describe(graph, boundaries)
     except BadInputError as e:
-        raise _part("boundaries", e)
+        raise _part("boundaries", e) from e
     if found and line_up is not None:
         found = line_up(graph, found)
     if found and copied:

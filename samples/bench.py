@@ -59,12 +59,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from demo import CONFIG, ROOT, find_data  # samples/demo.py
 
 sys.path.insert(0, str(ROOT))
 import bench_training  # noqa: E402  samples/bench_training.py
 from bench_report import report, sample_std, targets  # noqa: E402  samples/bench_report.py
+
 from amalgam.runtime.session import make_session  # noqa: E402
 from amalgam.toolkit.config import load_config  # noqa: E402
 from amalgam.toolkit.data import Preprocess, eval_labels, open_source  # noqa: E402
@@ -83,8 +83,10 @@ ORT_REPEATS = 1000  # median of up to this many runs (toolkit.ship.latency stops
 
 REAL_CONFIG = ROOT / "samples" / "real_archs" / "config.yaml"
 BASELINES = ("kd", "layerwise_ka", "cfl")
-WIDTHS = {"student_w1": ("student.width=1.0",),  # teacher A's own trunk (the config's `auto` narrows it)
-          "student_w05": ("student.width=0.5",)}
+WIDTHS = {
+    "student_w1": ("student.width=1.0",),  # teacher A's own trunk (the config's `auto` narrows it)
+    "student_w05": ("student.width=0.5",),
+}
 SETTINGS = []  # --set KEY=VALUE, applied to every amalgamation of the run (a quick smoke run)
 
 
@@ -101,8 +103,14 @@ def onnx_f1(path, inputs, labels, thresholds):
     session = make_session(path, spinning=False)
     names = [o.name for o in session.get_outputs()]
     outs = dict(zip(names, session.run(names, {session.get_inputs()[0].name: inputs})))
-    return float(np.mean([task_metrics("binary", outs[t].reshape(len(inputs)), labels[t], thresholds.get(t, 0.0))["f1"]
-                          for t in labels]))
+    return float(
+        np.mean(
+            [
+                task_metrics("binary", outs[t].reshape(len(inputs)), labels[t], thresholds.get(t, 0.0))["f1"]
+                for t in labels
+            ]
+        )
+    )
 
 
 def amalgamate_run(config_path, data, out, cache, overrides):
@@ -114,15 +122,19 @@ def amalgamate_run(config_path, data, out, cache, overrides):
 
 def f1_by_model(metrics):
     """Mean test F1 of every model a run scored: student, teacher(s), each baseline trained."""
-    return {("teachers" if name == "teacher" else name): row["f1"]
-            for name, row in metrics["summary"].items() if row.get("f1") is not None}
+    return {
+        ("teachers" if name == "teacher" else name): row["f1"]
+        for name, row in metrics["summary"].items()
+        if row.get("f1") is not None
+    }
 
 
 def seed_run(data, out, cache, seed, baselines):
     """One seed of the FM sample with ``baselines`` beside the student, exported fp32 and int8;
     returns (fp32 path, int8 path, {model: F1}, params)."""
-    config, metrics = amalgamate_run(CONFIG, data, out, cache,
-                                     [f"training.seed={seed}", *(f"baseline.{b}=true" for b in baselines)])
+    config, metrics = amalgamate_run(
+        CONFIG, data, out, cache, [f"training.seed={seed}", *(f"baseline.{b}=true" for b in baselines)]
+    )
     fp32 = export_student(out, out / "student.onnx").student
     int8 = export_student(out, out / "student_int8.onnx", quantize="int8", calib_data=f"idx:{data}").student
     spec = json.loads((out / "student" / "spec.json").read_text())
@@ -143,14 +155,18 @@ def real_archs_runs(data, out, cache, seeds):
     f1s, ratios = {k: [] for k in ("student", "kd", "teachers")}, []
     for seed in seeds:
         print(f"bench: real_archs, seed {seed}", flush=True)
-        _, metrics = amalgamate_run(REAL_CONFIG, data, out / f"seed{seed}", cache,
-                                    [f"training.seed={seed}", "baseline.kd=true"])
+        _, metrics = amalgamate_run(
+            REAL_CONFIG, data, out / f"seed{seed}", cache, [f"training.seed={seed}", "baseline.kd=true"]
+        )
         f1 = f1_by_model(metrics)
         for k in f1s:
             f1s[k].append(f1[k])
         ratios.append((metrics["params"]["ratio"], metrics["params"]["ratio_largest"]))
-    means = {"f1": {k: float(np.mean(v)) for k, v in f1s.items()},
-             "params_ratio": max(r[0] for r in ratios), "params_ratio_largest": max(r[1] for r in ratios)}
+    means = {
+        "f1": {k: float(np.mean(v)) for k, v in f1s.items()},
+        "params_ratio": max(r[0] for r in ratios),
+        "params_ratio_largest": max(r[1] for r in ratios),
+    }
     return means, f1s
 
 
@@ -171,15 +187,17 @@ def torch_latency_ms(run, batch=64):
 
 def timing(config, data, out, images):
     """The amalgamation figures on the first ``images`` train images (bench_training)."""
-    config = load_config(CONFIG, [f"data.train.path={data}", f"data.eval.path={data}",
-                                  f"data.train.limit={images}", "baseline.kd=false"])
+    config = load_config(
+        CONFIG, [f"data.train.path={data}", f"data.eval.path={data}", f"data.train.limit={images}", "baseline.kd=false"]
+    )
     torch.manual_seed(config.training.seed)
     root = out / f"timing{images}"
     teachers = load_teachers(config)
     train = split_data(config, teachers, config.data.train, out / ".cache", progress=False)
     (root / "checkpoints").mkdir(parents=True, exist_ok=True)
-    ctx = LoopContext(config.training, torch.device("cpu"), RunLog(root / "log.jsonl", quiet=True),
-                      root / "checkpoints", False)
+    ctx = LoopContext(
+        config.training, torch.device("cpu"), RunLog(root / "log.jsonl", quiet=True), root / "checkpoints", False
+    )
     cached_s, blocks, prefix, train_idx = bench_training.cached(ctx, config, teachers, train, root)
     eager_s = bench_training.eager(ctx, config, teachers, train, blocks, train_idx)
     irreducible_s = bench_training.irreducible(ctx, config, teachers, train, blocks, prefix, train_idx)
@@ -193,13 +211,20 @@ def quality(args, data, out):
         t0 = time.perf_counter()
         fp32, int8, f1, params = seed_run(data, out / f"seed{s}", out / ".cache", s, args.baselines)
         for key, overrides in WIDTHS.items():
-            _, metrics = amalgamate_run(CONFIG, data, out / f"seed{s}_{key[len('student_'):]}", out / ".cache",
-                                        [f"training.seed={s}", *overrides])
+            _, metrics = amalgamate_run(
+                CONFIG,
+                data,
+                out / f"seed{s}_{key[len('student_') :]}",
+                out / ".cache",
+                [f"training.seed={s}", *overrides],
+            )
             f1[key] = f1_by_model(metrics)["student"]
         seeds[s] = f1
         first = first or (fp32, int8, params, out / f"seed{s}")
-        print(f"seed {s}: " + ", ".join(f"{k} {v:.4f}" for k, v in f1.items()) +
-              f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"seed {s}: " + ", ".join(f"{k} {v:.4f}" for k, v in f1.items()) + f" ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     return seeds, first
 
 
@@ -208,14 +233,34 @@ def main():
     ap.add_argument("--data", help="folder of the Fashion-MNIST IDX files (default: the Debian package's)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES,
-                    help="baselines trained beside the student in every seed's run")
-    ap.add_argument("--timing-images", type=int, nargs="+", default=[20000, 54000],
-                    help="block-training timing on the first N train images, per N (the first N is `amalgamation`)")
-    ap.add_argument("--no-real-archs", dest="real_archs", action="store_false",
-                    help="skip samples/real_archs (its teachers are built by make teachers-real)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config value in every amalgamation, e.g. data.train.limit=2000 (smoke run)")
+    ap.add_argument(
+        "--baselines",
+        nargs="*",
+        default=list(BASELINES),
+        choices=BASELINES,
+        help="baselines trained beside the student in every seed's run",
+    )
+    ap.add_argument(
+        "--timing-images",
+        type=int,
+        nargs="+",
+        default=[20000, 54000],
+        help="block-training timing on the first N train images, per N (the first N is `amalgamation`)",
+    )
+    ap.add_argument(
+        "--no-real-archs",
+        dest="real_archs",
+        action="store_false",
+        help="skip samples/real_archs (its teachers are built by make teachers-real)",
+    )
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value in every amalgamation, e.g. data.train.limit=2000 (smoke run)",
+    )
     ap.add_argument("--report", action="store_true", help="only write bench.md / bench.png from --out's bench.json")
     args = ap.parse_args()
     if args.report:
@@ -236,36 +281,53 @@ def main():
         return latency_ms(path, shape, batch, repeats=ORT_REPEATS)
 
     latency = {
-        "student_b1": ort(fp32, 1), "student_b64": ort(fp32, 64),
+        "student_b1": ort(fp32, 1),
+        "student_b64": ort(fp32, 64),
         "teachers_b1": sum(ort(p, 1) for p in teacher_files),
         "teachers_b64": sum(ort(p, 64) for p in teacher_files),
-        "student_torch_b64": torch_latency_ms(run0), "student_int8_b64": ort(int8, 64),
+        "student_torch_b64": torch_latency_ms(run0),
+        "student_int8_b64": ort(int8, 64),
     }
     print("latency measured; timing block training", flush=True)
     t0 = time.perf_counter()
     by_images = {n: timing(load_config(CONFIG), data, out, n) for n in args.timing_images}
     amalgamation = by_images[args.timing_images[0]]
     timing_s = time.perf_counter() - t0
-    real, real_seeds = real_archs_runs(data, out / "real_archs", out / ".cache", args.seeds) if args.real_archs \
-        else (None, None)
+    real, real_seeds = (
+        real_archs_runs(data, out / "real_archs", out / ".cache", args.seeds) if args.real_archs else (None, None)
+    )
     f1s = {k: [seeds[s][k] for s in args.seeds] for k in seeds[args.seeds[0]]}
     bench = {
         "amalgamation": amalgamation,
         "latency_ms": latency,
-        "size_bytes": {"student": os.path.getsize(fp32), "teachers": sum(os.path.getsize(p) for p in teacher_files),
-                       "student_int8": os.path.getsize(int8)},
+        "size_bytes": {
+            "student": os.path.getsize(fp32),
+            "teachers": sum(os.path.getsize(p) for p in teacher_files),
+            "student_int8": os.path.getsize(int8),
+        },
         "f1": {k: float(np.mean(v)) for k, v in f1s.items()},
-        "params_ratio": params["ratio"], "params_ratio_largest": params["ratio_largest"],
+        "params_ratio": params["ratio"],
+        "params_ratio_largest": params["ratio_largest"],
         "real_archs": real,
-        "meta": {"seeds": args.seeds, "f1_seeds": f1s, "f1_spread": {k: max(v) - min(v) for k, v in f1s.items()},
-                 "f1_std": {k: sample_std(v) for k, v in f1s.items()}, "baselines": args.baselines,
-                 "params": params, "real_archs_f1_seeds": real_seeds,
-                 "real_archs_f1_std": real_seeds and {k: sample_std(v) for k, v in real_seeds.items()},
-                 "timing_images": args.timing_images[0], "timing_epochs_per_stage": 1,
-                 "amalgamation_by_images": by_images,
-                 "timing_s": timing_s, "torch_threads": torch.get_num_threads(),
-                 "latency_from_seed": args.seeds[0], "cpu_count": os.cpu_count(),
-                 "load_avg_1m_at_end": os.getloadavg()[0], "total_s": time.perf_counter() - start},
+        "meta": {
+            "seeds": args.seeds,
+            "f1_seeds": f1s,
+            "f1_spread": {k: max(v) - min(v) for k, v in f1s.items()},
+            "f1_std": {k: sample_std(v) for k, v in f1s.items()},
+            "baselines": args.baselines,
+            "params": params,
+            "real_archs_f1_seeds": real_seeds,
+            "real_archs_f1_std": real_seeds and {k: sample_std(v) for k, v in real_seeds.items()},
+            "timing_images": args.timing_images[0],
+            "timing_epochs_per_stage": 1,
+            "amalgamation_by_images": by_images,
+            "timing_s": timing_s,
+            "torch_threads": torch.get_num_threads(),
+            "latency_from_seed": args.seeds[0],
+            "cpu_count": os.cpu_count(),
+            "load_avg_1m_at_end": os.getloadavg()[0],
+            "total_s": time.perf_counter() - start,
+        },
     }
     bench["targets"] = targets(bench)
     tmp = out / "bench.json.tmp"

@@ -14,22 +14,47 @@ PT = 100  # F1 differences in points
 TARGETS = (  # name, value from bench.json (None: not measured in this run), bound, "max" or "min", unit
     ("latency_b1", lambda b: b["latency_ms"]["student_b1"] / b["latency_ms"]["teachers_b1"], 0.6, "max", "x"),
     ("latency_b64", lambda b: b["latency_ms"]["student_b64"] / b["latency_ms"]["teachers_b64"], 0.6, "max", "x"),
-    ("eager_over_cached", lambda b: b["amalgamation"]["eager_teachers_s"] / b["amalgamation"]["cached_s"], 2.0, "min",
-     "x"),
-    ("cached_over_irreducible", lambda b: b["amalgamation"]["cached_s"] / b["amalgamation"]["irreducible_s"], 1.2,
-     "max", "x"),
-    ("int8_over_fp32_b64", lambda b: b["latency_ms"]["student_int8_b64"] / b["latency_ms"]["student_b64"], 1.0, "max",
-     "x"),
+    (
+        "eager_over_cached",
+        lambda b: b["amalgamation"]["eager_teachers_s"] / b["amalgamation"]["cached_s"],
+        2.0,
+        "min",
+        "x",
+    ),
+    (
+        "cached_over_irreducible",
+        lambda b: b["amalgamation"]["cached_s"] / b["amalgamation"]["irreducible_s"],
+        1.2,
+        "max",
+        "x",
+    ),
+    (
+        "int8_over_fp32_b64",
+        lambda b: b["latency_ms"]["student_int8_b64"] / b["latency_ms"]["student_b64"],
+        1.0,
+        "max",
+        "x",
+    ),
     ("f1_student_minus_teachers", lambda b: PT * (b["f1"]["student"] - b["f1"]["teachers"]), 0.5, "min", "pt"),
     ("f1_student_minus_kd", lambda b: _diff(b["f1"], "student", "kd"), 0.3, "min", "pt"),
     ("params_ratio", lambda b: b["params_ratio"], 0.6, "max", "x"),
     ("f1_w1_minus_w05", lambda b: _diff(b["f1"], "student_w1", "student_w05"), 1.0, "max", "pt"),
     ("real_archs_params_ratio", lambda b: _real(b, "params_ratio"), 0.6, "max", "x"),
     ("real_archs_params_ratio_largest", lambda b: _real(b, "params_ratio_largest"), 1.0, "max", "x"),
-    ("real_archs_f1_student_minus_kd", lambda b: b["real_archs"] and _diff(b["real_archs"]["f1"], "student", "kd"),
-     0.0, "min", "pt"),
-    ("real_archs_f1_student_minus_teachers",
-     lambda b: b["real_archs"] and _diff(b["real_archs"]["f1"], "student", "teachers"), -0.5, "min", "pt"),
+    (
+        "real_archs_f1_student_minus_kd",
+        lambda b: b["real_archs"] and _diff(b["real_archs"]["f1"], "student", "kd"),
+        0.0,
+        "min",
+        "pt",
+    ),
+    (
+        "real_archs_f1_student_minus_teachers",
+        lambda b: b["real_archs"] and _diff(b["real_archs"]["f1"], "student", "teachers"),
+        -0.5,
+        "min",
+        "pt",
+    ),
 )
 
 
@@ -56,8 +81,12 @@ def targets(bench):
     for name, value, bound, kind, unit in TARGETS:
         v = value(bench)
         if v is not None:
-            out[name] = {"value": v, "unit": unit, "target": f"{'<=' if kind == 'max' else '>='} {bound:g}",
-                         "met": v <= bound if kind == "max" else v >= bound}
+            out[name] = {
+                "value": v,
+                "unit": unit,
+                "target": f"{'<=' if kind == 'max' else '>='} {bound:g}",
+                "met": v <= bound if kind == "max" else v >= bound,
+            }
     return out
 
 
@@ -70,66 +99,110 @@ def table(bench):
     a, lat, size, f1 = bench["amalgamation"], bench["latency_ms"], bench["size_bytes"], bench["f1"]
     rows = [
         ("block training, cached (s)", f"{a['cached_s']:.1f}", ""),
-        ("  teachers eager, no cache (s)", f"{a['eager_teachers_s']:.1f}",
-         f"{a['eager_teachers_s'] / a['cached_s']:.2f}x cached"),
+        (
+            "  teachers eager, no cache (s)",
+            f"{a['eager_teachers_s']:.1f}",
+            f"{a['eager_teachers_s'] / a['cached_s']:.2f}x cached",
+        ),
         ("  irreducible (s)", f"{a['irreducible_s']:.1f}", f"cached {a['cached_s'] / a['irreducible_s']:.2f}x"),
-        ("latency b1: student / teachers (ms)", f"{lat['student_b1']:.3f} / {lat['teachers_b1']:.3f}",
-         f"{lat['student_b1'] / lat['teachers_b1']:.2f}x"),
-        ("latency b64: student / teachers (ms)", f"{lat['student_b64']:.2f} / {lat['teachers_b64']:.2f}",
-         f"{lat['student_b64'] / lat['teachers_b64']:.2f}x"),
-        ("latency b64: torch / int8 student (ms)",
-         f"{lat['student_torch_b64']:.2f} / {lat['student_int8_b64']:.2f}", ""),
-        ("size: student / teachers / int8 (KiB)",
-         f"{size['student'] / 1024:.0f} / {size['teachers'] / 1024:.0f} / {size['student_int8'] / 1024:.0f}",
-         f"int8 {size['student'] / size['student_int8']:.2f}x smaller"),
+        (
+            "latency b1: student / teachers (ms)",
+            f"{lat['student_b1']:.3f} / {lat['teachers_b1']:.3f}",
+            f"{lat['student_b1'] / lat['teachers_b1']:.2f}x",
+        ),
+        (
+            "latency b64: student / teachers (ms)",
+            f"{lat['student_b64']:.2f} / {lat['teachers_b64']:.2f}",
+            f"{lat['student_b64'] / lat['teachers_b64']:.2f}x",
+        ),
+        (
+            "latency b64: torch / int8 student (ms)",
+            f"{lat['student_torch_b64']:.2f} / {lat['student_int8_b64']:.2f}",
+            "",
+        ),
+        (
+            "size: student / teachers / int8 (KiB)",
+            f"{size['student'] / 1024:.0f} / {size['teachers'] / 1024:.0f} / {size['student_int8'] / 1024:.0f}",
+            f"int8 {size['student'] / size['student_int8']:.2f}x smaller",
+        ),
         ("params: student / both teachers", f"{bench['params_ratio']:.2f}x", ""),
     ]
     rows += [(f"test F1: {name}", f"{value:.4f}", _spread(bench, name)) for name, value in f1.items()]
     if bench["real_archs"]:
         r = bench["real_archs"]
         std = bench["meta"]["real_archs_f1_std"]
-        rows += [(f"real_archs F1: {name}", f"{v:.4f}", f"std {std[name]:.4f}") for name, v in r["f1"].items()
-                 if v is not None]
-        rows.append(("real_archs params: both / larger",
-                     f"{r['params_ratio']:.2f}x / {r['params_ratio_largest']:.2f}x", ""))
-    rows += [(f"target {name}", f"{t['value']:.2f}{t['unit']}", f"{t['target']}: {'met' if t['met'] else 'MISSED'}")
-             for name, t in bench["targets"].items()]
+        rows += [
+            (f"real_archs F1: {name}", f"{v:.4f}", f"std {std[name]:.4f}")
+            for name, v in r["f1"].items()
+            if v is not None
+        ]
+        rows.append(
+            ("real_archs params: both / larger", f"{r['params_ratio']:.2f}x / {r['params_ratio_largest']:.2f}x", "")
+        )
+    rows += [
+        (f"target {name}", f"{t['value']:.2f}{t['unit']}", f"{t['target']}: {'met' if t['met'] else 'MISSED'}")
+        for name, t in bench["targets"].items()
+    ]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name:{width}}  {value:>24}  {note}" for name, value, note in rows)
 
 
-MODELS = (("student", "layer-wise student (ours)"), ("kd", "multi-teacher KD"),
-          ("layerwise_ka", "layer-wise feature amalgamation"), ("cfl", "common feature learning"),
-          ("teachers", "teachers (each task on its own)"), ("student_int8", "student, int8 export"),
-          ("student_w1", "student at width 1 (teacher A's trunk)"),
-          ("student_w05", "student at width 0.5 (He init)"))
+MODELS = (
+    ("student", "layer-wise student (ours)"),
+    ("kd", "multi-teacher KD"),
+    ("layerwise_ka", "layer-wise feature amalgamation"),
+    ("cfl", "common feature learning"),
+    ("teachers", "teachers (each task on its own)"),
+    ("student_int8", "student, int8 export"),
+    ("student_w1", "student at width 1 (teacher A's trunk)"),
+    ("student_w05", "student at width 0.5 (He init)"),
+)
 
 
 def markdown(bench):
     """bench.md: the F1 table (mean, std and range over seeds), the real_archs row, the targets."""
     meta, seeds = bench["meta"], bench["meta"]["seeds"]
-    lines = [f"F1: mean test F1 over the 5 chosen tasks, {len(seeds)} seeds ({', '.join(map(str, seeds))})", "",
-             "| model | mean F1 | std | range | per seed |", "|---|---|---|---|---|"]
+    lines = [
+        f"F1: mean test F1 over the 5 chosen tasks, {len(seeds)} seeds ({', '.join(map(str, seeds))})",
+        "",
+        "| model | mean F1 | std | range | per seed |",
+        "|---|---|---|---|---|",
+    ]
     for key, name in MODELS:
         if key in bench["f1"]:
             v = meta["f1_seeds"][key]
-            lines.append(f"| {name} | {bench['f1'][key]:.4f} | {meta['f1_std'][key]:.4f} | "
-                         f"{min(v):.4f}-{max(v):.4f} | {' / '.join(f'{x:.4f}' for x in v)} |")
-    lines += ["", f"params: student / both teachers {bench['params_ratio']:.2f}x, / the larger "
-                  f"{bench['params_ratio_largest']:.2f}x"]
+            lines.append(
+                f"| {name} | {bench['f1'][key]:.4f} | {meta['f1_std'][key]:.4f} | "
+                f"{min(v):.4f}-{max(v):.4f} | {' / '.join(f'{x:.4f}' for x in v)} |"
+            )
+    lines += [
+        "",
+        f"params: student / both teachers {bench['params_ratio']:.2f}x, / the larger "
+        f"{bench['params_ratio_largest']:.2f}x",
+    ]
     if bench["real_archs"]:
         r = bench["real_archs"]
         per_seed = meta["real_archs_f1_seeds"]
-        lines += ["", f"real_archs, {len(next(iter(per_seed.values())))} seeds:", "",
-                  "| model | mean F1 | std | per seed |", "|---|---|---|---|"]
-        lines += [f"| {k} | {r['f1'][k]:.4f} | {meta['real_archs_f1_std'][k]:.4f} | "
-                  f"{' / '.join(f'{x:.4f}' for x in v)} |"
-                  for k, v in per_seed.items()]
-        lines += ["", f"real_archs params: {r['params_ratio']:.2f}x both teachers, "
-                      f"{r['params_ratio_largest']:.2f}x the larger"]
+        lines += [
+            "",
+            f"real_archs, {len(next(iter(per_seed.values())))} seeds:",
+            "",
+            "| model | mean F1 | std | per seed |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {k} | {r['f1'][k]:.4f} | {meta['real_archs_f1_std'][k]:.4f} | {' / '.join(f'{x:.4f}' for x in v)} |"
+            for k, v in per_seed.items()
+        ]
+        lines += [
+            "",
+            f"real_archs params: {r['params_ratio']:.2f}x both teachers, {r['params_ratio_largest']:.2f}x the larger",
+        ]
     lines += ["", "| target | value | bound | met |", "|---|---|---|---|"]
-    lines += [f"| {name} | {t['value']:.2f}{t['unit']} | {t['target']} | {'yes' if t['met'] else 'MISSED'} |"
-              for name, t in bench["targets"].items()]
+    lines += [
+        f"| {name} | {t['value']:.2f}{t['unit']} | {t['target']} | {'yes' if t['met'] else 'MISSED'} |"
+        for name, t in bench["targets"].items()
+    ]
     return "\n".join(lines) + "\n"
 
 

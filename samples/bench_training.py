@@ -42,8 +42,20 @@ def cached(ctx, config, teachers, data, root):
     start = time.perf_counter()
     blocks = [b.to(ctx.device) for b in trunk_blocks(trunk, config.student.init, config.student.width, t.seed)]
     for block_no, block in enumerate(blocks, start=1):
-        train_stage(ctx, block_no, block, teachers, prefix, data, train_idx, holdout_idx,
-                    config.student.gate_reduction, 1, trunk_source=reference.name, extend=block_no < len(trunk))
+        train_stage(
+            ctx,
+            block_no,
+            block,
+            teachers,
+            prefix,
+            data,
+            train_idx,
+            holdout_idx,
+            config.student.gate_reduction,
+            1,
+            trunk_source=reference.name,
+            extend=block_no < len(trunk),
+        )
     return time.perf_counter() - start, blocks, prefix, train_idx
 
 
@@ -79,8 +91,9 @@ def _task_logits(output, task):
 
 
 def stage_modules(ctx, config, teachers, block, block_no, x_sample, reference):
-    branches = stage_branches(teachers, block_no, tuple(block(x_sample).shape[1:]), config.student.gate_reduction,
-                              reference)
+    branches = stage_branches(
+        teachers, block_no, tuple(block(x_sample).shape[1:]), config.student.gate_reduction, reference
+    )
     trainable = [block] + [p.module.gate for p in branches.values()] + [p.module.adapter for p in branches.values()]
     return branches, [([q for m in trainable for q in m.parameters()], 1.0)]
 
@@ -100,7 +113,7 @@ def eager(ctx, config, teachers, data, blocks, train_idx):
     start = time.perf_counter()
     for block_no in range(1, len(blocks) + 1):
         seed_phase(ctx, f"eager{block_no}")
-        frozen = torch.nn.Sequential(*[copy.deepcopy(b).eval() for b in blocks[:block_no - 1]])
+        frozen = torch.nn.Sequential(*[copy.deepcopy(b).eval() for b in blocks[: block_no - 1]])
         block = copy.deepcopy(blocks[block_no - 1])
         with torch.no_grad():
             sample = frozen(to_tensor(inputs, np.arange(1), ctx.device))
@@ -113,8 +126,11 @@ def eager(ctx, config, teachers, data, blocks, train_idx):
                 h0 = frozen(x)
             h = block(h0)
             at = np.arange(len(idx))
-            return sum(branch_loss(t, branches[t.name].module, h, batch, at, block_no, ctx.training, ctx.device)
-                       for t in teachers if t.name in branches)
+            return sum(
+                branch_loss(t, branches[t.name].module, h, batch, at, block_no, ctx.training, ctx.device)
+                for t in teachers
+                if t.name in branches
+            )
 
         modules = {"block": block, **{f"branch_{k}": p.module for k, p in branches.items()}}
         frozen = tuple(p.module.body for p in branches.values())
@@ -133,8 +149,9 @@ def irreducible(ctx, config, teachers, data, blocks, prefix, train_idx):
         memory = SplitData(features, logits, taps)
         block = copy.deepcopy(blocks[block_no - 1])
         torch.manual_seed(t.seed)
-        branches, groups = stage_modules(ctx, config, teachers, block, block_no,
-                                         torch.from_numpy(features[:1]), config.student.reference)
+        branches, groups = stage_modules(
+            ctx, config, teachers, block, block_no, torch.from_numpy(features[:1]), config.student.reference
+        )
         optimizer = make_optimizer(groups, t)
         train_mode(block, branches)
         order = list(batches(train_idx, t.batch_size, t.seed))
@@ -142,8 +159,11 @@ def irreducible(ctx, config, teachers, data, blocks, prefix, train_idx):
         start = time.perf_counter()
         for idx in order:
             h = block(xs[idx])
-            loss = sum(branch_loss(tg, branches[tg.name].module, h, memory, idx, block_no, t, ctx.device)
-                       for tg in teachers if tg.name in branches)
+            loss = sum(
+                branch_loss(tg, branches[tg.name].module, h, memory, idx, block_no, t, ctx.device)
+                for tg in teachers
+                if tg.name in branches
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

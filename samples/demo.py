@@ -48,25 +48,43 @@ def find_data(given):
     if given:
         if has_idx(given):
             return Path(given)
-        print(f"demo: {given}: expected the Fashion-MNIST IDX files {', '.join(FILES)} (or .gz) in this folder",
-              file=sys.stderr)
+        print(
+            f"demo: {given}: expected the Fashion-MNIST IDX files {', '.join(FILES)} (or .gz) in this folder",
+            file=sys.stderr,
+        )
         return None
     if not has_idx(DEBIAN_DATA) and os.geteuid() == 0 and shutil.which("apt-get"):
         print("demo: Fashion-MNIST missing; installing the Debian package dataset-fashion-mnist")
         apt_install()
     if has_idx(DEBIAN_DATA):
         return DEBIAN_DATA
-    print(f"demo: Fashion-MNIST not found in {DEBIAN_DATA} and it cannot be installed here (needs root and "
-          f"apt-get: apt-get install dataset-fashion-mnist).\n"
-          f"Download the four IDX files ({', '.join(FILES)}, gzipped or not) into a folder and run\n"
-          f"  .venv/bin/python samples/demo.py --data DIR", file=sys.stderr)
+    print(
+        f"demo: Fashion-MNIST not found in {DEBIAN_DATA} and it cannot be installed here (needs root and "
+        f"apt-get: apt-get install dataset-fashion-mnist).\n"
+        f"Download the four IDX files ({', '.join(FILES)}, gzipped or not) into a folder and run\n"
+        f"  .venv/bin/python samples/demo.py --data DIR",
+        file=sys.stderr,
+    )
     return None
 
 
 def run_amalgam(config, data, out, overrides=()):
     """`amalgam run` on a sample config (plus ``overrides``, KEY=VALUE); returns its exit code."""
-    cmd = [sys.executable, "-m", "amalgam", "run", str(config), "--out", str(out), "--overwrite", "--quiet",
-           "--set", f"data.train.path={data}", "--set", f"data.eval.path={data}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "amalgam",
+        "run",
+        str(config),
+        "--out",
+        str(out),
+        "--overwrite",
+        "--quiet",
+        "--set",
+        f"data.train.path={data}",
+        "--set",
+        f"data.eval.path={data}",
+    ]
     cmd += [a for item in overrides for a in ("--set", item)]
     print("$ amalgam " + " ".join(cmd[3:]), flush=True)
     return subprocess.run(cmd, cwd=ROOT).returncode
@@ -81,13 +99,17 @@ def task_table(report, metrics):
     kd = {row["task"]: (row.get("kd") or {}).get("f1") for row in metrics.get("eval", [])}
     lines = [f"{'task':10} {'teacher':8} {'teacher F1':>10} {'student F1':>10} {'agreement':>9} {'KD F1':>7}"]
     for t in report["tasks"]:
-        lines.append(f"{t['name']:10} {t['teacher']['name']:8} {_f(t['teacher']['f1']):>10} "
-                     f"{_f(t['student']['f1']):>10} {_f(t['student']['agreement']):>9} {_f(kd.get(t['name'])):>7}")
+        lines.append(
+            f"{t['name']:10} {t['teacher']['name']:8} {_f(t['teacher']['f1']):>10} "
+            f"{_f(t['student']['f1']):>10} {_f(t['student']['agreement']):>9} {_f(kd.get(t['name'])):>7}"
+        )
     mean = lambda xs: sum(xs) / len(xs) if xs and None not in xs else None  # noqa: E731
-    lines.append(f"{'mean':10} {'':8} {_f(mean([t['teacher']['f1'] for t in report['tasks']])):>10} "
-                 f"{_f(mean([t['student']['f1'] for t in report['tasks']])):>10} "
-                 f"{_f(mean([t['student']['agreement'] for t in report['tasks']])):>9} "
-                 f"{_f(mean([kd.get(t['name']) for t in report['tasks']])):>7}")
+    lines.append(
+        f"{'mean':10} {'':8} {_f(mean([t['teacher']['f1'] for t in report['tasks']])):>10} "
+        f"{_f(mean([t['student']['f1'] for t in report['tasks']])):>10} "
+        f"{_f(mean([t['student']['agreement'] for t in report['tasks']])):>9} "
+        f"{_f(mean([kd.get(t['name']) for t in report['tasks']])):>7}"
+    )
     return "\n".join(lines)
 
 
@@ -106,13 +128,17 @@ def footprint_table(out, config):
     lines = [f"{'model':14} {'params':>9} {'ONNX KiB':>9} {'ms b1':>7} {'ms b64':>7}"]
     for name, r in rows.items():
         lat = r["latency_ms"]
-        lines.append(f"{name:14} {r['params']:>9,} {r['onnx_bytes'] / 1024:>9.1f} {_f(lat['b1'], '.3f'):>7} "
-                     f"{_f(lat['b64'], '.2f'):>7}")
+        lines.append(
+            f"{name:14} {r['params']:>9,} {r['onnx_bytes'] / 1024:>9.1f} {_f(lat['b1'], '.3f'):>7} "
+            f"{_f(lat['b64'], '.2f'):>7}"
+        )
     s, t = rows["student"], rows[both]
     ratio = lambda a, b: "-" if a is None or not b else f"{a / b:.2f}x"  # noqa: E731
-    lines.append(f"{'student/both':14} {ratio(s['params'], t['params']):>9} {ratio(s['onnx_bytes'], t['onnx_bytes']):>9} "
-                 f"{ratio(s['latency_ms']['b1'], t['latency_ms']['b1']):>7} "
-                 f"{ratio(s['latency_ms']['b64'], t['latency_ms']['b64']):>7}")
+    lines.append(
+        f"{'student/both':14} {ratio(s['params'], t['params']):>9} {ratio(s['onnx_bytes'], t['onnx_bytes']):>9} "
+        f"{ratio(s['latency_ms']['b1'], t['latency_ms']['b1']):>7} "
+        f"{ratio(s['latency_ms']['b64'], t['latency_ms']['b64']):>7}"
+    )
     return "\n".join(lines)
 
 
@@ -121,8 +147,14 @@ def main():
     ap.add_argument("--data", help="folder of the Fashion-MNIST IDX files (default: the Debian package's)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "demo"), help="run dir")
     ap.add_argument("--config", default=str(CONFIG), help="the sample's config (default: Fashion-MNIST's)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config value, as `amalgam run --set` (repeatable)")
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, as `amalgam run --set` (repeatable)",
+    )
     args = ap.parse_args()
     data = find_data(args.data)
     if data is None:

@@ -28,10 +28,13 @@ from amalgam.toolkit.teachers import load_teachers, split_data  # noqa: E402
 def scores(targets, plain, labels, holdout, rows):
     """{task: F1 on ``rows``} of ``targets`` decided at their calibrated held-out thresholds."""
     held_out = {t: np.asarray(z)[holdout] for t, z in targets.items()}
-    thresholds = decision_thresholds("calibrated", held_out, {t: np.asarray(plain[t])[holdout] for t in targets},
-                                     dict.fromkeys(targets, "binary"))
-    return {t: task_metrics("binary", np.asarray(z)[rows], np.asarray(labels[t])[rows], thresholds[t])["f1"]
-            for t, z in targets.items()}
+    thresholds = decision_thresholds(
+        "calibrated", held_out, {t: np.asarray(plain[t])[holdout] for t in targets}, dict.fromkeys(targets, "binary")
+    )
+    return {
+        t: task_metrics("binary", np.asarray(z)[rows], np.asarray(labels[t])[rows], thresholds[t])["f1"]
+        for t, z in targets.items()
+    }
 
 
 def main(argv=None):
@@ -41,8 +44,15 @@ def main(argv=None):
     parser.add_argument("--cache", default="runs/.cache", help="the target cache's folder")
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    data = split_data(config, load_teachers(config), config.data.train, Path(args.cache), progress=False,
-                      tap_rows=None, one_of=config.data.one_of)
+    data = split_data(
+        config,
+        load_teachers(config),
+        config.data.train,
+        Path(args.cache),
+        progress=False,
+        tap_rows=None,
+        one_of=config.data.one_of,
+    )
     if not data.labels:
         print(f"error: {args.config}: data.train has no labels to score the targets with", file=sys.stderr)
         sys.exit(2)

@@ -35,8 +35,16 @@ def measure(path, view, cache):
         found = data.views[t.name][view]
         line = f"{config.name} {t.name} {view}: agreement {found['agreement']:.4f} kappa {found['kappa']:.4f}"
         if data.labels:
-            scores = np.mean([[f1(np.asarray(logits[k.name])[rows], np.asarray(data.labels[k.name])[rows] > 0)
-                               for logits in (data.plain_logits, data.logits)] for k in t.tasks], axis=0)
+            scores = np.mean(
+                [
+                    [
+                        f1(np.asarray(logits[k.name])[rows], np.asarray(data.labels[k.name])[rows] > 0)
+                        for logits in (data.plain_logits, data.logits)
+                    ]
+                    for k in t.tasks
+                ],
+                axis=0,
+            )
             plain, averaged = scores
             line += f"; held-out F1 plain {plain:.4f}, averaged {averaged:.4f} ({(averaged - plain) * 100:+.2f} pt)"
         print(line, flush=True)

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from demo import CONFIG, ROOT, find_data  # samples/demo.py
 
 sys.path.insert(0, str(ROOT))
@@ -53,17 +52,28 @@ def others_agreement(metrics, reference):
 def point(data, out, seed, width, init, settings):
     """Amalgamate one (width, init) student; its row of the curve (width 1 is teacher A's own trunk)."""
     init = init if width != 1.0 else "teacher"
-    overrides = [f"data.train.path={data}", f"data.eval.path={data}", f"training.seed={seed}",
-                 f"student.width={width}", f"student.init={init}", *settings]
+    overrides = [
+        f"data.train.path={data}",
+        f"data.eval.path={data}",
+        f"training.seed={seed}",
+        f"student.width={width}",
+        f"student.init={init}",
+        *settings,
+    ]
     t0 = time.perf_counter()
     config = load_config(CONFIG, overrides)
     amalgamate(config, out=out, overwrite=True, quiet=True, cache_root=out.parent / ".cache")
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"width": width, "init": init, "params_ratio": metrics["params"]["ratio"],
-            "f1": metrics["summary"]["student"]["f1"], "teachers_f1": metrics["summary"]["teacher"]["f1"],
-            "heldout_agreement": heldout_agreement(out),
-            "others_agreement": others_agreement(metrics, config.student.reference),
-            "seconds": time.perf_counter() - t0}
+    return {
+        "width": width,
+        "init": init,
+        "params_ratio": metrics["params"]["ratio"],
+        "f1": metrics["summary"]["student"]["f1"],
+        "teachers_f1": metrics["summary"]["teacher"]["f1"],
+        "heldout_agreement": heldout_agreement(out),
+        "others_agreement": others_agreement(metrics, config.student.reference),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def mark_choices(rows):
@@ -112,16 +122,21 @@ def main():
         for init in ("pruned", "random"):
             rows.append(point(data, out / f"w{width}-{init}", args.seed, width, init, args.overrides))
             r = rows[-1]
-            print(f"width {width} {init}: params {r['params_ratio']:.2f}x, F1 {r['f1']:.4f}, "
-                  f"held-out agreement {r['heldout_agreement']:.4f}, on B's tasks {r['others_agreement']:.4f} "
-                  f"({r['seconds']:.0f} s)", flush=True)
+            print(
+                f"width {width} {init}: params {r['params_ratio']:.2f}x, F1 {r['f1']:.4f}, "
+                f"held-out agreement {r['heldout_agreement']:.4f}, on B's tasks {r['others_agreement']:.4f} "
+                f"({r['seconds']:.0f} s)",
+                flush=True,
+            )
     mark_choices(rows)
     (out / "width.json").write_text(json.dumps(rows, indent=2))
     plot(rows, out / "width.png")
     print(f"\n{'width':>5} {'init':8} {'params':>7} {'test F1':>8} {'held-out agr.':>13} {'on B':>7}")
     for r in sorted(rows, key=lambda r: (r["width"], r["init"])):
-        print(f"{r['width']:>5} {r['init']:8} {r['params_ratio']:>6.2f}x {r['f1']:>8.4f} {r['heldout_agreement']:>13.4f} "
-              f"{r['others_agreement']:>7.4f}" + ("  <- chosen" if r.get("chosen") else ""))
+        print(
+            f"{r['width']:>5} {r['init']:8} {r['params_ratio']:>6.2f}x {r['f1']:>8.4f} {r['heldout_agreement']:>13.4f} "
+            f"{r['others_agreement']:>7.4f}" + ("  <- chosen" if r.get("chosen") else "")
+        )
     print(f"teachers F1 {rows[0]['teachers_f1']:.4f}; {out / 'width.json'}, {out / 'width.png'}")
     return 0
 

@@ -111,8 +111,9 @@ def linear_model(weight, opset=17):
     n = weight.shape[0]
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", n])
     y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", n])
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "linear", [x], [y],
-                              [numpy_helper.from_array(weight, "w")])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "linear", [x], [y], [numpy_helper.from_array(weight, "w")]
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 

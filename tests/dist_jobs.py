@@ -21,11 +21,24 @@ def targets(teacher_path, data_path, root, *taps):
 
     ranks = init_from_env()
     data = np.load(data_path, mmap_mode="r")
-    teacher = Teacher(teacher_path, [TaskSpec("hair", "logits", slice=(0, 5), kind="multiclass")], boundaries=taps,
-                      threads=threads_for_rank(ranks.local_world))
-    out = TargetCache(root).get_or_build(teacher, lambda a, b: np.asarray(data[a:b]), len(data),
-                                         array_fingerprint(data), batch=8, chunk_batches=2, rank=ranks.rank,
-                                         world=ranks.world, barrier=ranks.barrier, broadcast=ranks.broadcast)
+    teacher = Teacher(
+        teacher_path,
+        [TaskSpec("hair", "logits", slice=(0, 5), kind="multiclass")],
+        boundaries=taps,
+        threads=threads_for_rank(ranks.local_world),
+    )
+    out = TargetCache(root).get_or_build(
+        teacher,
+        lambda a, b: np.asarray(data[a:b]),
+        len(data),
+        array_fingerprint(data),
+        batch=8,
+        chunk_batches=2,
+        rank=ranks.rank,
+        world=ranks.world,
+        barrier=ranks.barrier,
+        broadcast=ranks.broadcast,
+    )
     print(f"rank {ranks.rank}/{ranks.world} done built={out.built}", flush=True)
     close()
 
@@ -60,10 +73,10 @@ def train(out, kill_at_step="0"):
 
     import torch
 
-    from tests.builders import SECNN
     from amalgam.toolkit.config.schema import TrainingConfig
     from amalgam.toolkit.method.loop import LoopContext, Phase, run_phase
     from amalgam.toolkit.runlog import RunLog
+    from tests.builders import SECNN
 
     ranks = init_from_env()
     torch.set_num_threads(1)
@@ -112,8 +125,7 @@ def heldout(out):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     inputs = rng.random((120, 1, 8, 8), dtype=np.float32)
-    logits = {"a": rng.standard_normal(120).astype(np.float32),
-              "m": rng.standard_normal((120, 3)).astype(np.float32)}
+    logits = {"a": rng.standard_normal(120).astype(np.float32), "m": rng.standard_normal((120, 3)).astype(np.float32)}
     slots = [TaskSlot("a", "binary", 0, index=0), TaskSlot("m", "multiclass", 0, start=1, stop=4)]
     branch = build_branch({"gate": [4, 2], "adapter": None, "fresh_head": [4, 4]}, None, slots)
     block = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU())

@@ -26,13 +26,21 @@ def write_config(root, train, test, name="config.yaml", extra=None, **training):
     """The run's config (``extra``: more top-level sections, e.g. ``baseline``, replacing these)."""
     prep = {"size": [SIZE, SIZE], "channels": 1}
     config = {
-        "teachers": [{"name": t, "onnx": str(root / f"{t.lower()}.onnx"), "preprocess": prep,
-                      "tasks": [{"name": f"c{k}", "output": "logits", "index": i} for i, k in enumerate(classes)]}
-                     for t, classes in CLASSES.items()],
+        "teachers": [
+            {
+                "name": t,
+                "onnx": str(root / f"{t.lower()}.onnx"),
+                "preprocess": prep,
+                "tasks": [{"name": f"c{k}", "output": "logits", "index": i} for i, k in enumerate(classes)],
+            }
+            for t, classes in CLASSES.items()
+        ],
         "tasks": CHOSEN,
-        "data": {"train": {"format": "numpy", "path": str(train)},
-                 "eval": {"format": "numpy", "path": str(test)},
-                 "labels": {name: {"class": int(name[1:])} for name in CHOSEN}},
+        "data": {
+            "train": {"format": "numpy", "path": str(train)},
+            "eval": {"format": "numpy", "path": str(test)},
+            "labels": {name: {"class": int(name[1:])} for name in CHOSEN},
+        },
         "training": {"epochs_per_block": 1, "finetune_epochs": 2, "batch_size": 64, **training},
         # the teacher's full-width trunk: 2 fine-tune epochs would not bring a narrowed one
         # (`width: auto`, tests/test_width_choice.py) up to the teachers' F1, which the gate checks

@@ -44,7 +44,7 @@ def train_teacher(classes, images, labels, epochs=3, seed=0, channels=(8, 16, 24
     for _ in range(epochs):
         perm = torch.randperm(len(x))
         for i in range(0, len(x), 64):
-            idx = perm[i:i + 64]
+            idx = perm[i : i + 64]
             loss = nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()

@@ -46,7 +46,7 @@ def test_resnet_against_regnet_and_mobilenet_pairs_stage_ends(boundaries):
         # the last tensor at that resolution: no later boundary of the other teacher has the same stride
         names = [b.name for b in boundaries[other]]
         for r in rows:
-            later = boundaries[other][names.index(r.other.name) + 1:]
+            later = boundaries[other][names.index(r.other.name) + 1 :]
             assert all(stride(b, (SIZE, SIZE)) > r.other_stride for b in later)
 
 
@@ -68,8 +68,11 @@ def test_same_strides_pair_one_to_one(boundaries):
 
 def test_strides_follow_each_teachers_image_size_and_layout():
     ref = [Boundary("a", ["batch", 8, 16, 16], "NCHW"), Boundary("b", ["batch", 16, 8, 8], "NCHW")]
-    other = [Boundary("x", ["batch", 24, 24, 4], "NHWC"), Boundary("y", ["batch", 12, 12, 9], "NHWC"),
-             Boundary("z", ["batch", 6, 6, 9], "NHWC")]
+    other = [
+        Boundary("x", ["batch", 24, 24, 4], "NHWC"),
+        Boundary("y", ["batch", 12, 12, 9], "NHWC"),
+        Boundary("z", ["batch", 6, 6, 9], "NHWC"),
+    ]
     rows = align(ref, (32, 32), other, (48, 48))
     assert [(r.other.name, r.other_stride) for r in rows] == [("x", 2), ("y", 4)]
     # a padded stride-2 convolution rounds up: 48 / 2 px at stride 32 still reads as 32
@@ -77,8 +80,12 @@ def test_strides_follow_each_teachers_image_size_and_layout():
 
 
 def test_no_boundary_at_the_reference_stride_or_coarser_is_refused(boundaries, tmp_path):
-    shallow = normalize(onnx.load(export(PlainCNN(channels=(8, 16), in_ch=3), tmp_path / "shallow.onnx",
-                                         input_shape=(2, 3, SIZE, SIZE))), [1, 3, SIZE, SIZE])
+    shallow = normalize(
+        onnx.load(
+            export(PlainCNN(channels=(8, 16), in_ch=3), tmp_path / "shallow.onnx", input_shape=(2, 3, SIZE, SIZE))
+        ),
+        [1, 3, SIZE, SIZE],
+    )
     other = find_boundaries(shallow)
     assert [stride(b, (SIZE, SIZE)) for b in other] == [2, 2]  # the max-pool, the last ReLU
     with pytest.raises(BoundaryError) as err:

@@ -42,10 +42,12 @@ def write_config(root, train, test, **training):
             {"name": "B", "onnx": str(root / "b.onnx"), "preprocess": prep, "tasks": tasks_b},
         ],
         "tasks": CHOSEN,
-        "data": {"train": {"format": "numpy", "path": str(train)},
-                 "eval": {"format": "numpy", "path": str(test)},
-                 "labels": {f"c{k}": {"class": k} for k in (0, 2, 4, 6, 8)},
-                 "holdout": 0.25},
+        "data": {
+            "train": {"format": "numpy", "path": str(train)},
+            "eval": {"format": "numpy", "path": str(test)},
+            "labels": {f"c{k}": {"class": k} for k in (0, 2, 4, 6, 8)},
+            "holdout": 0.25,
+        },
         "training": {"epochs_per_block": 1, "finetune_epochs": 2, "batch_size": 64, **training},
         # no size limit: branch points from the loss table alone (the compact default keeps
         # every task after block 4, where this 2-epoch fine-tune trails KD: 0.974 vs 0.982)
@@ -74,8 +76,16 @@ def run(teachers, tmp_path_factory):
 
 def test_four_steps_write_the_run_dir(run):
     config, out, r = run
-    for name in ("student/spec.json", "student/weights.safetensors", "kd/spec.json", "branches.json",
-                 "metrics.json", "metrics.jsonl", "plots/loss_per_stage.png", "plots/f1_per_task.png"):
+    for name in (
+        "student/spec.json",
+        "student/weights.safetensors",
+        "kd/spec.json",
+        "branches.json",
+        "metrics.json",
+        "metrics.jsonl",
+        "plots/loss_per_stage.png",
+        "plots/f1_per_task.png",
+    ):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert [r["task"] for r in metrics["eval"]] == CHOSEN
@@ -132,8 +142,18 @@ def test_same_seed_same_metrics(run, tmp_path):
 def test_killed_run_resumes_to_the_same_metrics(run, tmp_path):
     config, out, _ = run
     resumed = tmp_path / "resumed"
-    cmd = [sys.executable, "-m", "amalgam", "amalgamate", str(config), "--out", str(resumed), "--quiet",
-           "--cache-dir", str(out.parent / "cache")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "amalgam",
+        "amalgamate",
+        str(config),
+        "--out",
+        str(resumed),
+        "--quiet",
+        "--cache-dir",
+        str(out.parent / "cache"),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (resumed / "checkpoints" / "finetune.pt").exists() and time.time() < deadline:  # mid-phase

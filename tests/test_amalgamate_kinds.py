@@ -22,7 +22,7 @@ def train_mlp(images, labels, epochs=4):
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     for _ in range(epochs):
         for i in range(0, len(x), 64):
-            loss = nn.functional.cross_entropy(model(x[i:i + 64]), y[i:i + 64])
+            loss = nn.functional.cross_entropy(model(x[i : i + 64]), y[i : i + 64])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -38,22 +38,46 @@ def run(tmp_path_factory):
     prep = {"size": [SIZE, SIZE], "channels": 1}
     config = {
         "teachers": [
-            {"name": "cnn", "onnx": str(root / "cnn.onnx"), "preprocess": prep,
-             "tasks": [{"name": f"is{k}", "output": "logits", "index": k} for k in range(3)]},
-            {"name": "mlp", "onnx": str(root / "mlp.onnx"), "preprocess": prep,
-             "tasks": [{"name": "digit", "output": "logits", "slice": [0, 10], "kind": "multiclass"}]},
+            {
+                "name": "cnn",
+                "onnx": str(root / "cnn.onnx"),
+                "preprocess": prep,
+                "tasks": [{"name": f"is{k}", "output": "logits", "index": k} for k in range(3)],
+            },
+            {
+                "name": "mlp",
+                "onnx": str(root / "mlp.onnx"),
+                "preprocess": prep,
+                "tasks": [{"name": "digit", "output": "logits", "slice": [0, 10], "kind": "multiclass"}],
+            },
         ],
         "tasks": ["is0", "digit"],
-        "data": {"train": {"format": "numpy", "path": str(save_npz(root / "train.npz", *make_images(1500, seed=2)))},
-                 "eval": {"format": "numpy", "path": str(save_npz(root / "test.npz", *make_images(400, seed=3)))},
-                 "labels": {"is0": {"class": 0}, "digit": {"classes": "all"}}},
+        "data": {
+            "train": {"format": "numpy", "path": str(save_npz(root / "train.npz", *make_images(1500, seed=2)))},
+            "eval": {"format": "numpy", "path": str(save_npz(root / "test.npz", *make_images(400, seed=3)))},
+            "labels": {"is0": {"class": 0}, "digit": {"classes": "all"}},
+        },
         "training": {"epochs_per_block": 1, "finetune_epochs": 2, "batch_size": 64},
         "baseline": {"kd": False},
     }
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     out = root / "run"
-    r = subprocess.run([sys.executable, "-m", "amalgam", "amalgamate", str(root / "config.yaml"), "--out", str(out),
-                        "--quiet", "--cache-dir", str(root / "cache")], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "amalgam",
+            "amalgamate",
+            str(root / "config.yaml"),
+            "--out",
+            str(out),
+            "--quiet",
+            "--cache-dir",
+            str(root / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     return out
 

@@ -9,10 +9,6 @@ import numpy as np
 import pytest
 
 from amalgam.runtime.errors import ConfigError
-from tests.builders import export
-from tests.student_run import one_thread
-from tests.student_run import write_config as run_config
-from tests.synthetic import SIZE, make_images, save_npz, train_teacher
 from amalgam.toolkit.config import load_config
 from amalgam.toolkit.data import split_holdout
 from amalgam.toolkit.eval.tables import run_summary
@@ -20,6 +16,10 @@ from amalgam.toolkit.eval.thresholds import net_thresholds
 from amalgam.toolkit.method.amalgamate import amalgamate, tap_rows
 from amalgam.toolkit.student.io import load_student, read_spec
 from amalgam.toolkit.teachers import load_teachers, split_data
+from tests.builders import export
+from tests.student_run import one_thread
+from tests.student_run import write_config as run_config
+from tests.synthetic import SIZE, make_images, save_npz, train_teacher
 
 CLASSES = {"A": [0, 1, 2], "B": [5, 6, 7]}
 CHOSEN = ["c0", "c2", "c6"]
@@ -29,8 +29,14 @@ TERMS = {"layerwise_ka": ("regress", "reconstruct"), "cfl": ("common", "reconstr
 
 def write_config(root, **baseline):
     # no hint: the feature baselines alone must make the cache keep every row's taps
-    return run_config(root, root / "train.npz", root / "test.npz", finetune_epochs=1, hint_weight=0.0,
-                      extra={"evaluation": {"threshold": "calibrated"}, "baseline": baseline})
+    return run_config(
+        root,
+        root / "train.npz",
+        root / "test.npz",
+        finetune_epochs=1,
+        hint_weight=0.0,
+        extra={"evaluation": {"threshold": "calibrated"}, "baseline": baseline},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +107,7 @@ def test_thresholds_follow_the_same_rule(run):
 def test_feature_baselines_keep_every_rows_taps(run):
     config, root, _ = run
     assert tap_rows(config) == "all"
-    data = split_data(config, load_teachers(config), config.data.train, root / "cache", progress=False,
-                      tap_rows="all")
+    data = split_data(config, load_teachers(config), config.data.train, root / "cache", progress=False, tap_rows="all")
     assert data.taps[("B", 4)][np.arange(len(data))].shape[0] == 800
 
 

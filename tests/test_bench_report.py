@@ -9,26 +9,41 @@ import pytest
 import samples.bench_report as bench_report
 from samples.bench_report import report, sample_std, targets
 
-SEEDS = {"student": [0.8388, 0.8385, 0.8390], "teachers": [0.8274, 0.8270, 0.8274],
-         "kd": [0.8279, 0.8335, 0.8301], "student_w1": [0.8369, 0.8378, 0.8377],
-         "student_w05": [0.8323, 0.8283, 0.8323]}
+SEEDS = {
+    "student": [0.8388, 0.8385, 0.8390],
+    "teachers": [0.8274, 0.8270, 0.8274],
+    "kd": [0.8279, 0.8335, 0.8301],
+    "student_w1": [0.8369, 0.8378, 0.8377],
+    "student_w05": [0.8323, 0.8283, 0.8323],
+}
 REAL = {"student": [0.7491, 0.7525, 0.7513], "kd": [0.7344, 0.7336, 0.7327], "teachers": [0.7205, 0.7187, 0.7196]}
 
 
 def bench(f1_seeds=SEEDS, real=REAL):
     return {
         "amalgamation": {"cached_s": 20.0, "eager_teachers_s": 30.0, "irreducible_s": 15.0},
-        "latency_ms": {"student_b1": 0.1, "student_b64": 1.6, "teachers_b1": 0.2, "teachers_b64": 3.4,
-                       "student_torch_b64": 7.0, "student_int8_b64": 2.5},
+        "latency_ms": {
+            "student_b1": 0.1,
+            "student_b64": 1.6,
+            "teachers_b1": 0.2,
+            "teachers_b64": 3.4,
+            "student_torch_b64": 7.0,
+            "student_int8_b64": 2.5,
+        },
         "size_bytes": {"student": 240_000, "teachers": 810_000, "student_int8": 82_000},
         "f1": {k: float(np.mean(v)) for k, v in f1_seeds.items()},
-        "params_ratio": 0.42, "params_ratio_largest": 0.84,
-        "real_archs": real and {"f1": {k: float(np.mean(v)) for k, v in real.items()}, "params_ratio": 0.53,
-                                "params_ratio_largest": 0.64},
-        "meta": {"seeds": [0, 1, 2], "f1_seeds": f1_seeds,
-                 "f1_spread": {k: max(v) - min(v) for k, v in f1_seeds.items()},
-                 "f1_std": {k: sample_std(v) for k, v in f1_seeds.items()},
-                 "real_archs_f1_seeds": real, "real_archs_f1_std": real and {k: sample_std(v) for k, v in real.items()}},
+        "params_ratio": 0.42,
+        "params_ratio_largest": 0.84,
+        "real_archs": real
+        and {"f1": {k: float(np.mean(v)) for k, v in real.items()}, "params_ratio": 0.53, "params_ratio_largest": 0.64},
+        "meta": {
+            "seeds": [0, 1, 2],
+            "f1_seeds": f1_seeds,
+            "f1_spread": {k: max(v) - min(v) for k, v in f1_seeds.items()},
+            "f1_std": {k: sample_std(v) for k, v in f1_seeds.items()},
+            "real_archs_f1_seeds": real,
+            "real_archs_f1_std": real and {k: sample_std(v) for k, v in real.items()},
+        },
     }
 
 

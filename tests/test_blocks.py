@@ -34,6 +34,7 @@ def _producer(model, name):
 
 def _jumped_over(model, add):
     """Tensors a residual skip jumps over: ancestors of one Add operand but not the other."""
+
     def ancestors(name):
         seen, todo = set(), [name]
         while todo:
@@ -117,6 +118,8 @@ def test_nhwc_layout_follows_transposes():
     ]
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 16, 16, 3])
     y = helper.make_tensor_value_info("pooled", onnx.TensorProto.FLOAT, ["N", 4])
-    model = helper.make_model(helper.make_graph(nodes, "nhwc", [x], [y], [w]), opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(
+        helper.make_graph(nodes, "nhwc", [x], [y], [w]), opset_imports=[helper.make_opsetid("", 17)]
+    )
     [block] = find_boundaries(model)
     assert (block.name, block.shape, block.layout) == ("feat", ["N", 16, 16, 4], "NHWC")

@@ -26,8 +26,9 @@ def test_heldout_losses_from_the_prefix_pass_equal_their_own_pass(tmp_path):
     rng = np.random.default_rng(0)
     n = 1100  # more than two prefix chunks, the held-out rows spread over them
     inputs = rng.normal(size=(n, 3)).astype(np.float32)
-    data = SplitData(inputs, {"left": rng.normal(size=n).astype(np.float32),
-                              "right": rng.normal(size=n).astype(np.float32)})
+    data = SplitData(
+        inputs, {"left": rng.normal(size=n).astype(np.float32), "right": rng.normal(size=n).astype(np.float32)}
+    )
     tasks = [SimpleNamespace(name="left", kind="binary"), SimpleNamespace(name="right", kind="binary")]
     teachers = [SimpleNamespace(name="t", tasks=tasks)]
     branches = {"t": SimpleNamespace(module=Head().eval())}

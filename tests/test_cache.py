@@ -51,8 +51,9 @@ def _reader(data):
 
 
 def _build(cache, teacher, data, **kw):
-    return cache.get_or_build(teacher, _reader(data), len(data), array_fingerprint(data), progress=False,
-                              batch=16, **kw)
+    return cache.get_or_build(
+        teacher, _reader(data), len(data), array_fingerprint(data), progress=False, batch=16, **kw
+    )
 
 
 def test_built_then_reused_without_running_the_teacher(tmp_path, teacher_file, taps, data):
@@ -81,8 +82,9 @@ def test_built_then_reused_without_running_the_teacher(tmp_path, teacher_file, t
 def test_any_key_part_changes_the_cache(tmp_path, teacher_file, taps, data, change):
     cache = TargetCache(tmp_path)
     base = _build(cache, Teacher(teacher_file, TASKS, boundaries=taps), data)
-    teacher = CountingTeacher(teacher_file, TASKS[:1] if change == "tasks" else TASKS,
-                              boundaries=taps[:1] if change == "taps" else taps)
+    teacher = CountingTeacher(
+        teacher_file, TASKS[:1] if change == "tasks" else TASKS, boundaries=taps[:1] if change == "taps" else taps
+    )
     if change == "data":
         data = data.copy()
         data[0, 0, 0, 0] += 0.5
@@ -119,8 +121,17 @@ def _break(path, how):
 
 # what a rerun recomputes: nothing when only the manifest is gone, else the one broken chunk
 # (rows 32..49 of 50 in chunks of 2 batches of 16: 2 teacher calls)
-@pytest.mark.parametrize("how,calls", [("no manifest", 0), ("bad manifest", 0), ("truncated array", 2),
-                                       ("wrong shape", 2), ("flipped byte", 2), ("missing chunk", 2)])
+@pytest.mark.parametrize(
+    "how,calls",
+    [
+        ("no manifest", 0),
+        ("bad manifest", 0),
+        ("truncated array", 2),
+        ("wrong shape", 2),
+        ("flipped byte", 2),
+        ("missing chunk", 2),
+    ],
+)
 def test_broken_cache_recomputes_only_broken_chunks(tmp_path, teacher_file, taps, data, how, calls):
     cache = TargetCache(tmp_path)
     good = _build(cache, Teacher(teacher_file, TASKS, boundaries=taps), data, chunk_batches=2)
@@ -163,8 +174,9 @@ def test_temp_dir_of_a_live_build_is_left_alone(tmp_path, teacher_file, data):
 def test_a_source_shorter_than_n_leaves_nothing(tmp_path, teacher_file, taps, data):
     cache = TargetCache(tmp_path)
     with pytest.raises(DataError, match=r"rows \[48, 51\) gave 2 samples.*n=51"):
-        cache.get_or_build(Teacher(teacher_file, TASKS, boundaries=taps), _reader(data), 51, "d", progress=False,
-                           batch=16)
+        cache.get_or_build(
+            Teacher(teacher_file, TASKS, boundaries=taps), _reader(data), 51, "d", progress=False, batch=16
+        )
     assert [p.suffix for p in tmp_path.iterdir()] == [".lock"]  # only the entry's lock file (its last holder)
 
 
@@ -231,9 +243,14 @@ def test_memory_stays_flat_as_the_dataset_grows(tmp_path, teacher_file, taps):
 
 
 def _probe(teacher_file, root, n, size, tap_dtype, taps, timeout=120):
-    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(teacher_file), str(root), str(n), str(size),
-                           tap_dtype, *taps], capture_output=True, text=True, check=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(teacher_file), str(root), str(n), str(size), tap_dtype, *taps],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     return json.loads(done.stdout)
 
 
@@ -241,8 +258,13 @@ def _probe(teacher_file, root, n, size, tap_dtype, taps, timeout=120):
 def test_memory_stays_under_a_fixed_bound_for_200k_images(tmp_path):
     """A synthetic source of 200k 8x8 images, a float16 tap of 4x8x8 per image (about 100 MB of
     cache): the build's resident set grows by less than a fixed 25 MB over a 2k-image build."""
-    teacher = export(randomize_bn(PlainCNN(channels=(4, 8), n_out=5)), tmp_path / "tiny.onnx", opset=17,
-                     dynamo=False, input_shape=(2, 1, 8, 8))
+    teacher = export(
+        randomize_bn(PlainCNN(channels=(4, 8), n_out=5)),
+        tmp_path / "tiny.onnx",
+        opset=17,
+        dynamo=False,
+        input_shape=(2, 1, 8, 8),
+    )
     tap = [n.output[0] for n in onnx.load(teacher).graph.node if n.op_type == "Relu"][0]
     small = _probe(teacher, tmp_path / "small", 2000, 8, "float16", [tap])
     large = _probe(teacher, tmp_path / "large", 200_000, 8, "float16", [tap], timeout=600)

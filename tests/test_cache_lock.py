@@ -76,10 +76,14 @@ def job_files(tmp_path_factory):
 
 def _start(job_files, root, gate, name, die_at=0):
     teacher, data, tap = job_files
-    log = open(gate.with_name(f"{name}.err"), "w+")
-    proc = subprocess.Popen([sys.executable, "-c", JOB, str(teacher), str(data), str(root), str(gate), name,
-                             str(die_at), tap], stdout=subprocess.PIPE, stderr=log, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = open(gate.with_name(f"{name}.err"), "w+")  # noqa: SIM115 (the job's stderr, read after it ends)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", JOB, str(teacher), str(data), str(root), str(gate), name, str(die_at), tap],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     proc.err = log
     return proc
 
@@ -107,8 +111,10 @@ def test_two_jobs_started_together_build_once_and_the_second_reads_the_first(tmp
     jobs = [_start(job_files, tmp_path / "cache", gate, name) for name in ("a", "b")]
     # one job holds the lock and is reading (blocked at the gate); the other must be waiting for it,
     # not reading too (without the lock both read, and the second one's chunks replace the first's)
-    _until(lambda: any(WAITING in _stderr(j) for j in jobs) or
-           all(gate.with_name(f"reading-{n}").exists() for n in "ab"), "one job to wait for the other")
+    _until(
+        lambda: any(WAITING in _stderr(j) for j in jobs) or all(gate.with_name(f"reading-{n}").exists() for n in "ab"),
+        "one job to wait for the other",
+    )
     gate.touch()
     results = [_result(j) for j in jobs]
     assert sorted(r["built"] for r in results) == [False, True], results
@@ -134,9 +140,17 @@ def test_a_killed_holder_releases_the_key_and_the_waiter_builds_what_is_missing(
     x = np.load(data)
     fresh = TargetCache(tmp_path / "fresh").get_or_build(
         Teacher(teacher, [TaskSpec("hair", "logits", slice=(0, 5), kind="multiclass")], boundaries=[tap]),
-        lambda a, b: x[a:b], len(x), array_fingerprint(x), progress=False, batch=8, chunk_batches=1)
-    assert result["sha256"] == hashlib.sha256(np.asarray(fresh.tasks["hair"]).tobytes() +
-                                              np.asarray(fresh.taps[tap]).tobytes()).hexdigest()
+        lambda a, b: x[a:b],
+        len(x),
+        array_fingerprint(x),
+        progress=False,
+        batch=8,
+        chunk_batches=1,
+    )
+    assert (
+        result["sha256"]
+        == hashlib.sha256(np.asarray(fresh.tasks["hair"]).tobytes() + np.asarray(fresh.taps[tap]).tobytes()).hexdigest()
+    )
     assert _result(_start(job_files, root, gate, "c")) == {**result, "built": False, "reads": 0}
 
 
@@ -149,7 +163,7 @@ def test_a_torchrun_job_waits_for_another_job_and_every_rank_reads_its_entry(tmp
     _until(lambda: gate.with_name("reading-a").exists(), "the first job to take the lock")
     teacher, data, tap = job_files
     cmd, env = torchrun_command(2, "tests.dist_jobs", "targets", teacher, data, root, tap)
-    err = open(tmp_path / "job.err", "w+")
+    err = open(tmp_path / "job.err", "w+")  # noqa: SIM115 (the job's stderr, read after it ends)
     job = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
     job.err = err
     _until(lambda: WAITING in _stderr(job), "the torchrun job to wait")

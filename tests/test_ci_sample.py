@@ -20,8 +20,13 @@ WORKFLOW = Path(__file__).parents[1] / "samples" / "ci" / "amalgam-gate.yml"
 def workflow_commands():
     """Every `run:` line of every step of every job, in order."""
     data = yaml.safe_load(WORKFLOW.read_text())
-    return [line.strip() for job in data["jobs"].values() for step in job["steps"]
-            for line in step.get("run", "").splitlines() if line.strip()]
+    return [
+        line.strip()
+        for job in data["jobs"].values()
+        for step in job["steps"]
+        for line in step.get("run", "").splitlines()
+        if line.strip()
+    ]
 
 
 def gate_command():

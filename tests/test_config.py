@@ -85,13 +85,11 @@ def test_valid_config_defaults_and_paths(tmp_path, monkeypatch):
 def test_chosen_tasks_in_order_with_their_teacher(tmp_path):
     c = load_config(write(tmp_path, VALID))
     assert c.chosen_tasks() == [
-        ("B", {"name": "coat", "output": "y", "index": 4, "slice": None,
-               "kind": "binary", "labels": None}),
-        ("A", {"name": "tshirt", "output": "logits", "index": 0, "slice": None,
-               "kind": "binary", "labels": None})]
+        ("B", {"name": "coat", "output": "y", "index": 4, "slice": None, "kind": "binary", "labels": None}),
+        ("A", {"name": "tshirt", "output": "logits", "index": 0, "slice": None, "kind": "binary", "labels": None}),
+    ]
     everything = load_config(write(tmp_path, edit(tasks=...)))
-    assert [(t, k["name"]) for t, k in everything.chosen_tasks()] == [
-        ("A", "tshirt"), ("A", "digit"), ("B", "coat")]
+    assert [(t, k["name"]) for t, k in everything.chosen_tasks()] == [("A", "tshirt"), ("A", "digit"), ("B", "coat")]
     assert everything.chosen_tasks()[1][1]["slice"] == [0, 3]
 
 
@@ -106,10 +104,10 @@ def test_overrides_dict_and_strings(tmp_path, monkeypatch):
     c = load_config(path, {"training.lr": 0.01, "output": "elsewhere/run"})
     assert c.training.lr == 0.01
     assert c.output == tmp_path / "elsewhere" / "run"  # CLI paths: against the cwd
-    c = load_config(path, ["training.batch_size=16", "teachers.1.input=image",
-                           "branching.mode=fixed", "branching.fixed={coat: 2}"])
-    assert (c.training.batch_size, c.teachers[1].input, c.branching.fixed) == (16, "image",
-                                                                               {"coat": 2})
+    c = load_config(
+        path, ["training.batch_size=16", "teachers.1.input=image", "branching.mode=fixed", "branching.fixed={coat: 2}"]
+    )
+    assert (c.training.batch_size, c.teachers[1].input, c.branching.fixed) == (16, "image", {"coat": 2})
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(path, ["training.lr"])
     with pytest.raises(ConfigError, match="'teachers.5.name': no such place"):
@@ -148,14 +146,17 @@ def test_unknown_key_names_the_path_and_suggests(tmp_path):
 
 
 def test_wrong_types_name_field_expected_and_found(tmp_path):
-    text = edit(teachers__1__tasks__0__kind="multi", training={"lr": "fast", "device": "gpu"},
-                student=3, teachers__0__preprocess__channels=2)
+    text = edit(
+        teachers__1__tasks__0__kind="multi",
+        training={"lr": "fast", "device": "gpu"},
+        student=3,
+        teachers__0__preprocess__channels=2,
+    )
     assert problems(tmp_path, text) == [
         "teachers[0].preprocess.channels: expected 1 or 3, found 2",
         "teachers[1].tasks[0].kind: expected 'binary' or 'multiclass', found 'multi'",
         "student: expected a mapping, found 3",
-        "training.lr: expected a valid number, unable to parse string as a number, "
-        "found 'fast'",
+        "training.lr: expected a valid number, unable to parse string as a number, found 'fast'",
         "training.device: expected 'cpu', 'cuda' or 'cuda:N', found 'gpu'",
     ]
 
@@ -167,66 +168,73 @@ def test_missing_required_keys(tmp_path):
 
 def test_chosen_task_nobody_has_lists_known_ones(tmp_path):
     lines = problems(tmp_path, edit(tasks=["coat", "tshirt", "shirt"]))
-    assert lines == ["tasks[2]: no teacher has a task 'shirt'; known tasks: "
-                     "['tshirt', 'digit', 'coat']"]
+    assert lines == ["tasks[2]: no teacher has a task 'shirt'; known tasks: ['tshirt', 'digit', 'coat']"]
 
 
 def test_duplicate_task_and_teacher_names(tmp_path):
     text = edit(teachers__1__tasks__0__name="tshirt", teachers__1__name="A", tasks=...)
     assert problems(tmp_path, text) == [
         "teachers[1].name: teacher name 'A' is used twice",
-        "teachers[1].tasks[0].name: task name 'tshirt' is already used by teacher 'A'; "
-        "task names must be unique"]
+        "teachers[1].tasks[0].name: task name 'tshirt' is already used by teacher 'A'; task names must be unique",
+    ]
 
 
 def test_cross_field_checks(tmp_path):
-    text = edit(student={"reference": "C"}, branching={"mode": "fixed", "fixed": {"digit": 2}},
-                data__labels={"digit": {"classes": "all", "class": 1}},
-                teachers__1__preprocess__mean=[0.1, 0.2])
+    text = edit(
+        student={"reference": "C"},
+        branching={"mode": "fixed", "fixed": {"digit": 2}},
+        data__labels={"digit": {"classes": "all", "class": 1}},
+        teachers__1__preprocess__mean=[0.1, 0.2],
+    )
     assert problems(tmp_path, text) == [
         "teachers[1].preprocess.mean: expected 1 or 3 values (channels), found 2",
         "student.reference: expected a teacher name ['A', 'B'], found 'C'",
         "branching.fixed.digit: not a chosen task; chosen: ['coat', 'tshirt']",
         "data.labels.digit: not a chosen task; chosen: ['coat', 'tshirt']",
         "data.labels.digit: expected exactly one of 'class', 'attribute', 'classes', "
-        "found {'class': 1, 'classes': 'all'}"]
+        "found {'class': 1, 'classes': 'all'}",
+    ]
     assert problems(tmp_path, edit(branching={"fixed": {"coat": 2}})) == [
-        "branching.fixed: given, but branching.mode is 'auto'; set mode: fixed or remove fixed"]
+        "branching.fixed: given, but branching.mode is 'auto'; set mode: fixed or remove fixed"
+    ]
 
 
 def test_index_and_slice_must_fit_the_kind(tmp_path):
-    tasks = [{"name": "a", "output": "o", "slice": [0, 2]},
-             {"name": "b", "output": "o", "index": 1, "kind": "multiclass"},
-             {"name": "c", "output": "o", "slice": [3, 3], "kind": "multiclass"},
-             {"name": "d", "output": "o", "slice": [0, 2], "kind": "multiclass", "labels": ["x"]},
-             {"name": "e", "output": "o", "slice": [0, 2, 4], "kind": "multiclass"},
-             {"name": "f", "output": "o", "index": -1}]
+    tasks = [
+        {"name": "a", "output": "o", "slice": [0, 2]},
+        {"name": "b", "output": "o", "index": 1, "kind": "multiclass"},
+        {"name": "c", "output": "o", "slice": [3, 3], "kind": "multiclass"},
+        {"name": "d", "output": "o", "slice": [0, 2], "kind": "multiclass", "labels": ["x"]},
+        {"name": "e", "output": "o", "slice": [0, 2, 4], "kind": "multiclass"},
+        {"name": "f", "output": "o", "index": -1},
+    ]
     assert problems(tmp_path, edit(teachers__0__tasks=tasks, tasks=...)) == [
         "teachers[0].tasks[4].slice: expected at most 2 item(s), found [0, 2, 4]",
-        "teachers[0].tasks[5].index: expected greater than or equal to 0, found -1"]
+        "teachers[0].tasks[5].index: expected greater than or equal to 0, found -1",
+    ]
     assert problems(tmp_path, edit(teachers__0__tasks=tasks[:4], tasks=..., data__labels={})) == [
         "teachers[0].tasks[0].slice: a binary task takes one logit (index), found slice [0, 2]",
-        "teachers[0].tasks[1].index: a multiclass task takes a slice [start, stop], "
-        "found index 1",
+        "teachers[0].tasks[1].index: a multiclass task takes a slice [start, stop], found index 1",
         "teachers[0].tasks[2].slice: a multiclass task takes [start, stop] with stop - start >= 2 "
         "(at least two class logits), found [3, 3]",
-        "teachers[0].tasks[3].labels: expected 2 names (one per class in the slice), found 1"]
+        "teachers[0].tasks[3].labels: expected 2 names (one per class in the slice), found 1",
+    ]
 
 
 def test_names_without_spaces_and_idx_splits(tmp_path):
     assert problems(tmp_path, edit(teachers__0__name="my teacher")) == [
-        "teachers[0].name: expected a non-empty name without spaces, '/', '\\', '@' or '.', "
-        "found 'my teacher'"]
+        "teachers[0].name: expected a non-empty name without spaces, '/', '\\', '@' or '.', found 'my teacher'"
+    ]
     assert problems(tmp_path, edit(data__train__split="valid")) == [
-        "data.train.split: idx data has splits 'train' and 'test', found 'valid'"]
+        "data.train.split: idx data has splits 'train' and 'test', found 'valid'"
+    ]
 
 
 def test_dump_roundtrip_and_hash(tmp_path):
     c = load_config(write(tmp_path, edit(tasks=...)))
     dumped = dump_config(c)
     assert dumped["tasks"] == ["tshirt", "digit", "coat"]
-    assert dumped["data"]["labels"] == {"tshirt": {"class": 0, "attribute": None,
-                                                   "classes": None}}
+    assert dumped["data"]["labels"] == {"tshirt": {"class": 0, "attribute": None, "classes": None}}
     copy = tmp_path / "run" / "config.yaml"  # another folder: paths are absolute now
     copy.parent.mkdir()
     copy.write_text(yaml.safe_dump(dumped))
@@ -248,8 +256,7 @@ def test_config_error_is_bad_input_exit_2():
 
 def test_example_config_loads():
     c = load_config(ROOT / "samples" / "configs" / "example.yaml")
-    assert [k["name"] for _, k in c.chosen_tasks()] == ["tshirt", "pullover", "coat",
-                                                         "shirt", "bag"]
+    assert [k["name"] for _, k in c.chosen_tasks()] == ["tshirt", "pullover", "coat", "shirt", "bag"]
     assert config_hash(c) == config_hash(load_config(ROOT / "samples/configs/example.yaml"))
 
 
@@ -265,16 +272,15 @@ def _keys(model: type[BaseModel], prefix=""):
 
 def test_docs_document_every_key():
     docs = (ROOT / "README.md").read_text()
-    missing = sorted({k for k in _keys(Config)
-                      if f"| `{k}` |" not in docs and f"`{{{k}:" not in docs})
+    missing = sorted({k for k in _keys(Config) if f"| `{k}` |" not in docs and f"`{{{k}:" not in docs})
     assert not missing, f"README.md (Config format) lacks {missing}"
 
 
 @pytest.mark.parametrize("name", ["a.b", "x@y", "a/b", "a\\b", "a b", ""])
 def test_one_name_rule_for_tasks_with_a_field_path(tmp_path, name):
     assert problems(tmp_path, edit(teachers__0__tasks__0__name=name, tasks=..., data__labels={})) == [
-        f"teachers[0].tasks[0].name: expected a non-empty name without spaces, '/', '\\', '@' or '.', "
-        f"found {name!r}"]
+        f"teachers[0].tasks[0].name: expected a non-empty name without spaces, '/', '\\', '@' or '.', found {name!r}"
+    ]
 
 
 @pytest.mark.parametrize("field", ["name", "teachers__0__name"])
@@ -287,7 +293,8 @@ def test_one_logit_multiclass_slice_is_refused_at_config_load(tmp_path):
     tasks = [{"name": "digit", "output": "o", "slice": [2, 3], "kind": "multiclass"}]
     assert problems(tmp_path, edit(teachers__0__tasks=tasks, tasks=..., data__labels={})) == [
         "teachers[0].tasks[0].slice: a multiclass task takes [start, stop] with stop - start >= 2 "
-        "(at least two class logits), found [2, 3]"]
+        "(at least two class logits), found [2, 3]"
+    ]
 
 
 def test_preprocess_resize_reaches_the_teachers_preprocessing(tmp_path):

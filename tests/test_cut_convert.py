@@ -18,8 +18,11 @@ from tests.builders import SECNN, PlainCNN, ResidualCNN, export, randomize_bn
 EXPORTS = {"opset17-legacy": (17, False), "opset18-dynamo": (18, True)}
 
 
-@pytest.fixture(scope="module", params=[(c, e) for c in (PlainCNN, ResidualCNN) for e in EXPORTS],
-                ids=lambda p: f"{p[0].__name__}-{p[1]}")
+@pytest.fixture(
+    scope="module",
+    params=[(c, e) for c in (PlainCNN, ResidualCNN) for e in EXPORTS],
+    ids=lambda p: f"{p[0].__name__}-{p[1]}",
+)
 def teacher(request, tmp_path_factory):
     cls, key = request.param
     opset, dynamo = EXPORTS[key]
@@ -100,6 +103,7 @@ def test_outputs_before_the_start_are_refused(teacher):
 
 # ---- normalize: a hand-built graph shaped like tf2onnx output ----
 
+
 def _const(name, value):
     return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value), name + "_value"))
 
@@ -126,7 +130,8 @@ def tf_like_model(tail=None, spatial=28):
     if tail is None:
         nodes += [
             helper.make_node("Shape", ["x"], ["x_shape"]),
-            _const("from2", np.array([2], np.int64)), _const("to4", np.array([4], np.int64)),
+            _const("from2", np.array([2], np.int64)),
+            _const("to4", np.array([4], np.int64)),
             helper.make_node("Slice", ["x_shape", "from2", "to4"], ["hw"]),
             helper.make_node("ReduceProd", ["hw"], ["hw_prod"], keepdims=1),
             _const("channels", np.array([4], np.int64)),
@@ -144,7 +149,9 @@ def tf_like_model(tail=None, spatial=28):
     ]
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 1, spatial, spatial])
     y = helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 3])
-    model = helper.make_model(helper.make_graph(nodes, "tf_like", [x], [y]), opset_imports=[helper.make_opsetid("", 13)])
+    model = helper.make_model(
+        helper.make_graph(nodes, "tf_like", [x], [y]), opset_imports=[helper.make_opsetid("", 13)]
+    )
     onnx.checker.check_model(model)
     return model
 
@@ -190,6 +197,7 @@ def test_normalize_keeps_exported_teacher(teacher):
 
 
 # ---- convert: opset-18 reductions, Split-18, unsupported ops ----
+
 
 def _opset18(nodes, inits, out_shapes):
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 10, 3, 4])
@@ -239,7 +247,9 @@ def test_same_padding_becomes_explicit_pads_that_convert():
     ]
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 1, 9, 9])
     y = helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 3, 5, 5])
-    model = helper.make_model(helper.make_graph(nodes, "same_pad", [x], [y], [w]), opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(
+        helper.make_graph(nodes, "same_pad", [x], [y], [w]), opset_imports=[helper.make_opsetid("", 17)]
+    )
     normal = normalize(model)
     pads = [[a.ints for a in n.attribute if a.name == "pads"][0] for n in normal.graph.node if n.op_type != "Relu"]
     assert [list(p) for p in pads] == [[1, 1, 2, 2], [1, 1, 0, 0]]
@@ -252,14 +262,23 @@ def test_same_padding_becomes_explicit_pads_that_convert():
 def test_batchnorm_piece_matches_ort_in_eval_mode():
     rng = np.random.default_rng(2)
     c = 4
-    inits = {"w": rng.standard_normal((c, 1, 3, 3)), "scale": rng.random(c) + 0.5, "shift": rng.standard_normal(c),
-             "mean": rng.standard_normal(c) * 0.1, "var": rng.random(c) + 0.5}
-    nodes = [helper.make_node("Conv", ["x", "w"], ["conv"], pads=[1, 1, 1, 1]),
-             helper.make_node("BatchNormalization", ["conv", "scale", "shift", "mean", "var"], ["bn"], epsilon=1e-3),
-             helper.make_node("Relu", ["bn"], ["logits"])]
+    inits = {
+        "w": rng.standard_normal((c, 1, 3, 3)),
+        "scale": rng.random(c) + 0.5,
+        "shift": rng.standard_normal(c),
+        "mean": rng.standard_normal(c) * 0.1,
+        "var": rng.random(c) + 0.5,
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["conv", "scale", "shift", "mean", "var"], ["bn"], epsilon=1e-3),
+        helper.make_node("Relu", ["bn"], ["logits"]),
+    ]
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 1, 8, 8])
     y = helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", c, 8, 8])
-    graph = helper.make_graph(nodes, "bn", [x], [y], [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    graph = helper.make_graph(
+        nodes, "bn", [x], [y], [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     module = to_torch(model)
     assert not module.training

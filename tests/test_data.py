@@ -19,7 +19,7 @@ def write_idx(path, array, magic=None, gz=False, cut=0):
     dims = array.shape
     magic = magic if magic is not None else 2048 + len(dims)
     data = struct.pack(f">I{len(dims)}I", magic, *dims) + array.astype(np.uint8).tobytes()
-    data = data[:len(data) - cut]
+    data = data[: len(data) - cut]
     path.write_bytes(gzip.compress(data) if gz else data)
     return path
 
@@ -66,16 +66,22 @@ def test_idx_size_channels_limit_and_dotted_names(tmp_path):
 def test_idx_wrong_magic_truncated_and_mismatch(tmp_path):
     images = np.zeros((4, 3, 3), np.uint8)
     write_idx(tmp_path / "train-images-idx3-ubyte", images, magic=2049)
-    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: expected IDX magic "
-                                        r"number 2051 \(images\), found 2049"):
+    with pytest.raises(
+        DataError,
+        match=r"train-images-idx3-ubyte: expected IDX magic "
+        r"number 2051 \(images\), found 2049",
+    ):
         open_source({"format": "idx", "path": tmp_path})
     write_idx(tmp_path / "train-images-idx3-ubyte", images, cut=5)
     with pytest.raises(DataError, match="train-images-idx3-ubyte: truncated: expected 36 bytes"):
         open_source({"format": "idx", "path": tmp_path})
     write_idx(tmp_path / "train-images-idx3-ubyte", images)
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros((4, 3, 3)))
-    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: expected IDX magic number "
-                                        r"2049 \(labels\), found 2051"):
+    with pytest.raises(
+        DataError,
+        match=r"train-labels-idx1-ubyte: expected IDX magic number "
+        r"2049 \(labels\), found 2051",
+    ):
         open_source({"format": "idx", "path": tmp_path})
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(3))
     with pytest.raises(DataError, match="3 labels for 4 images"):
@@ -150,10 +156,8 @@ ATTRS = ["Smiling", "Male", "Young"]
 
 def celeba(tmp, rows=None, partition=None):
     files = [f"{i:06d}.jpg" for i in range(1, 6)]
-    rows = rows or [f"{f}  {' '.join('1' if (i + j) % 2 else '-1' for j in range(3))}"
-                    for i, f in enumerate(files)]
-    (tmp / "list_attr_celeba.txt").write_text(f"{len(rows)}\n{' '.join(ATTRS)}\n"
-                                              + "\n".join(rows) + "\n")
+    rows = rows or [f"{f}  {' '.join('1' if (i + j) % 2 else '-1' for j in range(3))}" for i, f in enumerate(files)]
+    (tmp / "list_attr_celeba.txt").write_text(f"{len(rows)}\n{' '.join(ATTRS)}\n" + "\n".join(rows) + "\n")
     partition = partition or [f"{f} {p}" for f, p in zip(files, "00122")]
     (tmp / "list_eval_partition.txt").write_text("\n".join(partition) + "\n")
     (tmp / "img_align_celeba").mkdir(exist_ok=True)
@@ -177,12 +181,18 @@ def test_celeba_splits_attributes_and_images(tmp_path):
 
 def test_celeba_malformed_files_name_the_line(tmp_path):
     celeba(tmp_path, rows=["000001.jpg 1 -1 1", "000002.jpg 1 0 1"])
-    with pytest.raises(DataError, match=r"list_attr_celeba.txt:4: expected a file name and 3 "
-                                        r"values of 1 or -1, found '000002.jpg 1 0 1'"):
+    with pytest.raises(
+        DataError,
+        match=r"list_attr_celeba.txt:4: expected a file name and 3 "
+        r"values of 1 or -1, found '000002.jpg 1 0 1'",
+    ):
         open_source({"format": "celeba", "path": tmp_path})
     celeba(tmp_path, partition=["000001.jpg 0", "000002.jpg train"])
-    with pytest.raises(DataError, match=r"list_eval_partition.txt:2: expected a file name "
-                                        "and 0, 1 or 2"):
+    with pytest.raises(
+        DataError,
+        match=r"list_eval_partition.txt:2: expected a file name "
+        "and 0, 1 or 2",
+    ):
         open_source({"format": "celeba", "path": tmp_path})
     celeba(tmp_path)
     (tmp_path / "img_align_celeba" / "000004.jpg").unlink()
@@ -193,17 +203,19 @@ def test_celeba_malformed_files_name_the_line(tmp_path):
 def test_numpy_layouts_labels_and_errors(tmp_path):
     rng = np.random.default_rng(0)
     nhwc = rng.integers(0, 256, (4, 6, 5, 3), dtype=np.uint8)
-    np.savez(tmp_path / "a.npz", images=nhwc, labels=np.array([[1, 0], [0, 1], [1, 1], [0, 0]]),
-             label_names=np.array(["Smiling", "Male"]))
+    np.savez(
+        tmp_path / "a.npz",
+        images=nhwc,
+        labels=np.array([[1, 0], [0, 1], [1, 1], [0, 0]]),
+        label_names=np.array(["Smiling", "Male"]),
+    )
     src = open_source({"format": "numpy", "path": tmp_path / "a.npz"})
     assert src.images([1]).shape == (1, 3, 6, 5) and src.label_names == ["Smiling", "Male"]
     np.testing.assert_allclose(src.images([1])[0], nhwc[1].transpose(2, 0, 1) / 255, atol=1e-7)
     assert src.labels().shape == (4, 2)
     floats = rng.random((3, 1, 4, 4)).astype(np.float32)
     np.savez(tmp_path / "b.npz", images=floats)
-    np.testing.assert_array_equal(open_source({"format": "numpy",
-                                               "path": tmp_path / "b.npz"}).images([2]),
-                                  floats[[2]])
+    np.testing.assert_array_equal(open_source({"format": "numpy", "path": tmp_path / "b.npz"}).images([2]), floats[[2]])
     np.savez(tmp_path / "c.npz", images=floats * 255)
     with pytest.raises(DataError, match=r"c.npz: float 'images' must lie in \[0, 1\]"):
         open_source({"format": "numpy", "path": tmp_path / "c.npz"})
@@ -227,8 +239,7 @@ def test_preprocess_layout_normalisation_and_channels():
     np.testing.assert_allclose(y[..., 2], (x[:, 0] - 0.25) / 0.5, atol=1e-6)
     rgb = np.random.default_rng(1).random((1, 3, 2, 2)).astype(np.float32)
     grey = Preprocess((2, 2), 1)(rgb)
-    np.testing.assert_allclose(grey[0, 0], 0.299 * rgb[0, 0] + 0.587 * rgb[0, 1]
-                               + 0.114 * rgb[0, 2], atol=1e-6)
+    np.testing.assert_allclose(grey[0, 0], 0.299 * rgb[0, 0] + 0.587 * rgb[0, 1] + 0.114 * rgb[0, 2], atol=1e-6)
     assert pre.fingerprint() != Preprocess((4, 4), 3, layout="NHWC").fingerprint()
     assert pre.fingerprint() == Preprocess((4, 4), 3, [0.5, 0.0, 0.25], [0.5], "NHWC").fingerprint()
     with pytest.raises(ValueError, match="mean: expected 1 or 3 values, found 2"):
@@ -261,8 +272,9 @@ def test_eval_labels_rules(tmp_path):
     idx_folder(tmp_path)
     classes = open_source({"format": "idx", "path": tmp_path})
     y = classes.labels()
-    got = eval_labels(classes, {"tshirt": {"class": 3}, "digit": {"classes": "all"}},
-                      ["tshirt", "digit", {"name": "unlabelled"}])
+    got = eval_labels(
+        classes, {"tshirt": {"class": 3}, "digit": {"classes": "all"}}, ["tshirt", "digit", {"name": "unlabelled"}]
+    )
     assert sorted(got) == ["digit", "tshirt"]
     np.testing.assert_array_equal(got["tshirt"], (y == 3).astype(np.uint8))
     np.testing.assert_array_equal(got["digit"], y)

@@ -18,9 +18,23 @@ def torchrun_command(nproc, *args, max_restarts=0):
     """``torchrun --nproc-per-node nproc -m ARGS`` on this machine, c10d rendezvous on 127.0.0.1:
     the command line and its environment."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
-           "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--max-restarts", str(max_restarts),
-           "-m", *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        str(nproc),
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        "127.0.0.1:0",
+        "--max-restarts",
+        str(max_restarts),
+        "-m",
+        *map(str, args),
+    ]
     return cmd, env
 
 
@@ -35,8 +49,11 @@ def torchrun(nproc, *args, max_restarts=0, timeout=300):
 def tree_bytes(root):
     """Every file under ``root`` (relative path -> bytes) but the cache entries' lock files (their
     content is the last holder's pid)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*"))
-            if p.is_file() and p.suffix != ".lock"}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(Path(root).rglob("*"))
+        if p.is_file() and p.suffix != ".lock"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +150,13 @@ def small_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("dist-run")
     for name in ("a", "b"):
-        export(randomize_bn(PlainCNN(channels=(4, 8, 8, 8), n_out=5)), root / f"{name}.onnx",
-               input_shape=(2, 1, SIZE, SIZE), opset=17, dynamo=False)
+        export(
+            randomize_bn(PlainCNN(channels=(4, 8, 8, 8), n_out=5)),
+            root / f"{name}.onnx",
+            input_shape=(2, 1, SIZE, SIZE),
+            opset=17,
+            dynamo=False,
+        )
     save_npz(root / "train.npz", *make_images(160, seed=2))
     config = base_config(root)
     config["training"] = {"epochs_per_block": 1, "finetune_epochs": 1, "batch_size": 32}
@@ -147,15 +169,20 @@ def test_amalgamate_under_torchrun_matches_one_process(tmp_path, small_run):
     blocks sees each rank's half batch, so the weights are close, not equal)."""
     import json
 
-    first = torchrun(1, "amalgam", "amalgamate", small_run, "--out", tmp_path / "one", "--quiet",
-                     "--cache-dir", tmp_path / "cache")
-    second = torchrun(2, "amalgam", "amalgamate", small_run, "--out", tmp_path / "two", "--quiet",
-                      "--cache-dir", tmp_path / "cache")
+    first = torchrun(
+        1, "amalgam", "amalgamate", small_run, "--out", tmp_path / "one", "--quiet", "--cache-dir", tmp_path / "cache"
+    )
+    second = torchrun(
+        2, "amalgam", "amalgamate", small_run, "--out", tmp_path / "two", "--quiet", "--cache-dir", tmp_path / "cache"
+    )
     assert first.stdout.strip() and second.stdout.count("student") == first.stdout.count("student")  # rank 0 prints
     one, two = (json.loads((tmp_path / d / "metrics.json").read_text())["summary"]["student"] for d in ("one", "two"))
     assert abs(one["agreement"] - two["agreement"]) < 0.1, (one, two)
-    epochs = [r for r in map(json.loads, (tmp_path / "two" / "metrics.jsonl").read_text().splitlines())
-              if r["event"] == "epoch"]
+    epochs = [
+        r
+        for r in map(json.loads, (tmp_path / "two" / "metrics.jsonl").read_text().splitlines())
+        if r["event"] == "epoch"
+    ]
     assert len(epochs) == len({(r["phase"], r["epoch"]) for r in epochs})  # logged once, by rank 0
 
 
@@ -177,9 +204,28 @@ def test_a_rank_killed_mid_stage_resumes_to_the_metrics_of_an_uninterrupted_run(
     args = ["--set", "training.epochs_per_block=2", "--quiet", "--cache-dir", tmp_path / "cache"]
     torchrun(2, "amalgam", "amalgamate", small_run, "--out", tmp_path / "whole", *args)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-           "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--max-restarts", "1",
-           "-m", "amalgam", "amalgamate", str(small_run), "--out", str(tmp_path / "killed"), *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        "127.0.0.1:0",
+        "--max-restarts",
+        "1",
+        "-m",
+        "amalgam",
+        "amalgamate",
+        str(small_run),
+        "--out",
+        str(tmp_path / "killed"),
+        *map(str, args),
+    ]
     launcher = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoint, deadline = tmp_path / "killed" / "checkpoints" / "stage1.pt", time.time() + 240
     while not checkpoint.exists() and time.time() < deadline and launcher.poll() is None:

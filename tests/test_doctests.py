@@ -13,8 +13,11 @@ import pytest
 
 import amalgam
 
-FRAMEWORK_EXPORTERS = {"amalgam.exporters.keras_export": "keras", "amalgam.exporters.jax_export": "jax",
-                       "amalgam.exporters.sklearn_export": "sklearn"}
+FRAMEWORK_EXPORTERS = {
+    "amalgam.exporters.keras_export": "keras",
+    "amalgam.exporters.jax_export": "jax",
+    "amalgam.exporters.sklearn_export": "sklearn",
+}
 
 
 SUBPACKAGES = ("amalgam.runtime", "amalgam.exporters", "amalgam.toolkit")
@@ -25,8 +28,9 @@ def _modules():
     from its own path), but ``python -m amalgam``'s entry, which runs the CLI."""
     names = [m.name for m in pkgutil.iter_modules(amalgam.__path__, "amalgam.") if m.name != "amalgam.__main__"]
     for package in SUBPACKAGES:
-        names += [package] + [m.name for m in pkgutil.walk_packages(importlib.import_module(package).__path__,
-                                                                     f"{package}.")]
+        names += [package] + [
+            m.name for m in pkgutil.walk_packages(importlib.import_module(package).__path__, f"{package}.")
+        ]
     return ["amalgam", *names]
 
 

@@ -10,8 +10,8 @@ import pytest
 from amalgam.exporters.metadata import read_metadata
 from amalgam.runtime.model_io import file_sha256
 from amalgam.runtime.session import make_session
-from tests.student_run import CHOSEN, student_run  # noqa: F401 (fixture)
 from amalgam.toolkit.cli import main
+from tests.student_run import CHOSEN, student_run  # noqa: F401 (fixture)
 
 
 def amalgam(capsys, *args):
@@ -98,12 +98,35 @@ def test_a_perturbed_output_fails_the_gate_naming_the_output(exported, student_r
 
 
 def test_a_wider_tolerance_for_the_output_lets_it_pass(exported, student_run, capsys, tmp_path):
-    code, _, err = amalgam(capsys, "validate", exported.student, "--run", student_run[1], "--atol", "0",
-                           "--rtol", "0", "--report", tmp_path / "r.json")
+    code, _, err = amalgam(
+        capsys,
+        "validate",
+        exported.student,
+        "--run",
+        student_run[1],
+        "--atol",
+        "0",
+        "--rtol",
+        "0",
+        "--report",
+        tmp_path / "r.json",
+    )
     assert code == 1 and "max abs error" in err
     loose = [arg for name in CHOSEN for arg in ("--tolerance", f"{name}:1e-3")]
-    code, _, err = amalgam(capsys, "validate", exported.student, "--run", student_run[1], "--atol", "0",
-                           "--rtol", "0", *loose, "--report", tmp_path / "r.json")
+    code, _, err = amalgam(
+        capsys,
+        "validate",
+        exported.student,
+        "--run",
+        student_run[1],
+        "--atol",
+        "0",
+        "--rtol",
+        "0",
+        *loose,
+        "--report",
+        tmp_path / "r.json",
+    )
     assert code == 0, err
 
 
@@ -127,14 +150,21 @@ def _swapped_teachers(config, tmp_path):
     return path
 
 
-@pytest.mark.parametrize("case", ["missing", "not_onnx", "not_a_run", "other_run", "teachers", "no_teachers",
-                                  "unknown_tolerance"])
+@pytest.mark.parametrize(
+    "case", ["missing", "not_onnx", "not_a_run", "other_run", "teachers", "no_teachers", "unknown_tolerance"]
+)
 def test_bad_input_exits_2(case, exported, student_run, capsys, tmp_path):
     config, run = student_run
     student, args = exported.student, []
-    expected = {"missing": "no such model file", "not_onnx": "not an ONNX model", "not_a_run": "not a run dir",
-                "other_run": "was not exported from run dir", "no_teachers": "give --run RUN_DIR or --config",
-                "teachers": "teachers it was not built from", "unknown_tolerance": "--tolerance given for ['nope']"}
+    expected = {
+        "missing": "no such model file",
+        "not_onnx": "not an ONNX model",
+        "not_a_run": "not a run dir",
+        "other_run": "was not exported from run dir",
+        "no_teachers": "give --run RUN_DIR or --config",
+        "teachers": "teachers it was not built from",
+        "unknown_tolerance": "--tolerance given for ['nope']",
+    }
     if case == "missing":
         student = tmp_path / "absent.onnx"
     elif case == "not_onnx":
@@ -164,8 +194,9 @@ def test_int8_without_calibration_data_exits_2(student_run, capsys, tmp_path):
 def test_int8_student_is_3x_smaller_and_passes_the_task_gate(student_run, capsys, tmp_path):
     config, run = student_run
     out = tmp_path / "student_int8.onnx"
-    code, said, err = amalgam(capsys, "export", run, "-o", out, "--quantize", "int8",
-                              "--calib-data", config.parent / "train.npz")
+    code, said, err = amalgam(
+        capsys, "export", run, "-o", out, "--quantize", "int8", "--calib-data", config.parent / "train.npz"
+    )
     assert code == 0, err
     speed = read_metadata(out)["int8_speed"]  # measured here: the line is printed exactly when int8 is slower
     assert speed["slower"] == (speed["int8_b64_ms"] > speed["fp32_b64_ms"])
@@ -183,8 +214,17 @@ def test_int8_student_is_3x_smaller_and_passes_the_task_gate(student_run, capsys
     unlabeled = json.loads((run / "config.json").read_text())
     unlabeled["data"]["labels"] = {}
     (tmp_path / "unlabeled.json").write_text(json.dumps(unlabeled))
-    code, _, err = amalgam(capsys, "validate", out, "--run", run, "--config", tmp_path / "unlabeled.json",
-                           "--report", tmp_path / "unlabeled_report.json")
+    code, _, err = amalgam(
+        capsys,
+        "validate",
+        out,
+        "--run",
+        run,
+        "--config",
+        tmp_path / "unlabeled.json",
+        "--report",
+        tmp_path / "unlabeled_report.json",
+    )
     assert code == 0, err  # judged on agreement with the teachers, against the PyTorch student's
     found = json.loads((tmp_path / "unlabeled_report.json").read_text())
     assert all(t["student"]["f1"] is None and t["teacher"]["accuracy"] is None for t in found["tasks"])

@@ -15,7 +15,6 @@ from PIL import Image
 
 from amalgam.runtime.blocks import find_boundaries
 from amalgam.runtime.normalize import normalize
-
 from tests.builders import PlainCNN, export, torchvision_teacher
 from tests.synthetic import make_images, save_npz
 
@@ -37,20 +36,27 @@ def celeba_folder(root, n=40, seed=0):
 
 
 def amalgam(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "amalgam", *map(str, args)], capture_output=True, text=True,
-                          **kwargs)
+    return subprocess.run([sys.executable, "-m", "amalgam", *map(str, args)], capture_output=True, text=True, **kwargs)
 
 
 def write_config(root, teachers, tasks, reference, boundaries=None):
     prep = {"size": [SIZE, SIZE], "channels": 3}
     config = {
-        "teachers": [{"name": name, "onnx": str(path), "preprocess": prep,
-                      "tasks": [{"name": t, "output": "logits", "index": k} for k, t in enumerate(names)]}
-                     for name, (path, names) in teachers.items()],
+        "teachers": [
+            {
+                "name": name,
+                "onnx": str(path),
+                "preprocess": prep,
+                "tasks": [{"name": t, "output": "logits", "index": k} for k, t in enumerate(names)],
+            }
+            for name, (path, names) in teachers.items()
+        ],
         "tasks": tasks,
-        "data": {"train": {"format": "numpy", "path": str(root / "train.npz")},
-                 "eval": {"format": "celeba", "path": str(root / "faces"), "split": "test"},
-                 "holdout": 0.2},
+        "data": {
+            "train": {"format": "numpy", "path": str(root / "train.npz")},
+            "eval": {"format": "celeba", "path": str(root / "faces"), "split": "test"},
+            "holdout": 0.2,
+        },
         "student": {"reference": reference},
         "training": {"epochs_per_block": 1, "finetune_epochs": 1, "batch_size": 50},
         "baseline": {"kd": False},
@@ -67,11 +73,16 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("hetero")
     regnet = torchvision_teacher("regnet_y_400mf", root / "regnet.onnx", size=SIZE, n_out=3)
     resnet = torchvision_teacher("resnet18", root / "resnet.onnx", size=SIZE, n_out=3, seed=1)
-    shallow = export(PlainCNN(channels=(8, 16), in_ch=3, n_out=3), root / "shallow.onnx", input_shape=(2, 3, SIZE, SIZE))
+    shallow = export(
+        PlainCNN(channels=(8, 16), in_ch=3, n_out=3), root / "shallow.onnx", input_shape=(2, 3, SIZE, SIZE)
+    )
     save_npz(root / "train.npz", *make_images(300, seed=2))
     celeba_folder(root / "faces")
-    teachers = {"regnet": (regnet, ["Smiling", "r1", "r2"]), "resnet": (resnet, ["Male", "s1", "s2"]),
-                "shallow": (shallow, ["Young", "p1", "p2"])}
+    teachers = {
+        "regnet": (regnet, ["Smiling", "r1", "r2"]),
+        "resnet": (resnet, ["Male", "s1", "s2"]),
+        "shallow": (shallow, ["Young", "p1", "p2"]),
+    }
     return root, teachers
 
 
@@ -82,8 +93,13 @@ def test_two_architectures_amalgamate_lined_up_by_stride(setup):
     shown = amalgam("inspect", "--config", config, "--json")
     assert shown.returncode == 0, shown.stderr
     table = json.loads(shown.stdout)["alignment"]["resnet"]
-    assert [(r["reference"]["stride"], r["other"]["stride"]) for r in table] == [(2, 4), (4, 4), (8, 8), (16, 16),
-                                                                                  (32, 32)]
+    assert [(r["reference"]["stride"], r["other"]["stride"]) for r in table] == [
+        (2, 4),
+        (4, 4),
+        (8, 8),
+        (16, 16),
+        (32, 32),
+    ]
     assert [r["other"]["channels"] for r in table] == [64, 64, 128, 256, 512]
 
     out = root / "run"
@@ -104,7 +120,7 @@ def test_inspect_shows_the_alignment_of_two_models(setup):
     shown = amalgam("inspect", teachers["resnet"][0], teachers["regnet"][0])
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
-    rows = lines[lines.index(next(x for x in lines if x.startswith("blocks lined up by stride"))) + 2:]
+    rows = lines[lines.index(next(x for x in lines if x.startswith("blocks lined up by stride"))) + 2 :]
     assert len(rows) == 4 and "stride 4, 64 ch" in rows[0] and "stride 4, 48 ch" in rows[0]
     assert "stride 32, 512 ch" in rows[3] and "stride 32, 440 ch" in rows[3]
 
@@ -124,13 +140,23 @@ def test_boundaries_named_by_hand_win_and_pair_one_to_one(setup):
     root, teachers = setup
     graph = normalize(onnx.load(teachers["regnet"][0]), [1, 3, SIZE, SIZE])
     named = [b.name for b in find_boundaries(graph)][::-1][:4]  # any four, even out of stride order
-    config = write_config(root, {k: teachers[k] for k in ("resnet", "regnet")}, ["Male", "Smiling"], "resnet",
-                          boundaries={"regnet": named})
+    config = write_config(
+        root,
+        {k: teachers[k] for k in ("resnet", "regnet")},
+        ["Male", "Smiling"],
+        "resnet",
+        boundaries={"regnet": named},
+    )
     shown = amalgam("inspect", "--config", config, "--json")
     assert shown.returncode == 0, shown.stderr
     assert [r["other"]["name"] for r in json.loads(shown.stdout)["alignment"]["regnet"]] == named
-    config = write_config(root, {k: teachers[k] for k in ("resnet", "regnet")}, ["Male", "Smiling"], "resnet",
-                          boundaries={"regnet": named[:3]})
+    config = write_config(
+        root,
+        {k: teachers[k] for k in ("resnet", "regnet")},
+        ["Male", "Smiling"],
+        "resnet",
+        boundaries={"regnet": named[:3]},
+    )
     shown = amalgam("inspect", "--config", config)
     assert shown.returncode == 2
     (line,) = shown.stderr.strip().splitlines()

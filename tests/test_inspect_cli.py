@@ -64,10 +64,13 @@ def test_failed_check_exits_1_after_reporting(capsys, teachers):
     assert len(err.splitlines()) == 1 and err.count("'logits': max abs error") == 4
 
 
-@pytest.mark.parametrize("content,expected", [
-    (b"not a model at all\n", "not an ONNX model"),
-    (None, "truncated"),
-])
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        (b"not a model at all\n", "not an ONNX model"),
+        (None, "truncated"),
+    ],
+)
 def test_bad_files_exit_2_without_traceback(capsys, tmp_path, teachers, content, expected):
     path = tmp_path / "bad.onnx"
     path.write_bytes(content if content is not None else teachers["plain18"].read_bytes()[:3000])
@@ -87,7 +90,9 @@ def test_installed_command_exits_2_on_missing_file(tmp_path):
     amalgam = Path(sys.executable).parent / "amalgam"
     if not amalgam.exists():
         pytest.skip("the amalgam console script is not installed in this environment")
-    proc = subprocess.run([str(amalgam), "inspect", str(tmp_path / "gone.onnx")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(amalgam), "inspect", str(tmp_path / "gone.onnx")], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert "error: " in proc.stderr and "gone.onnx" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -105,9 +110,13 @@ def open_dims_model(path):
     from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
-             for n, s in (("w1", (4, 3, 3, 3)), ("w2", (8, 4, 3, 3)), ("W", (8, 5)))]
-    inits += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("zero", 0), ("axis0", [0]), ("rest", [-1]))]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+        for n, s in (("w1", (4, 3, 3, 3)), ("w2", (8, 4, 3, 3)), ("W", (8, 5)))
+    ]
+    inits += [
+        numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("zero", 0), ("axis0", [0]), ("rest", [-1]))
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"]),

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from amalgam.exporters.metadata import read_metadata
+from amalgam.exporters.torch_export import export_torch
 from amalgam.runtime.blocks import find_boundaries
 from amalgam.runtime.convert import to_torch
 from amalgam.runtime.cut import cut_branch
@@ -22,14 +23,15 @@ from amalgam.runtime.normalize import normalize
 from amalgam.runtime.session import make_session
 from amalgam.runtime.taps import add_taps, run_with_taps
 from amalgam.runtime.teacher import TaskSpec, Teacher
-from amalgam.exporters.torch_export import export_torch
 from tests.builders import PlainCNN, randomize_bn
 
 FIXTURES = Path(__file__).resolve().parent.parent / "runs" / "fixtures"
 CNN_FIXTURES = {"keras": "keras_cnn.onnx", "keras-nhwc": "keras_cnn_nhwc.onnx", "jax": "jax_cnn.onnx"}
 PARITY = 1e-5
-TASKS = [{"name": n, "output": "logits", "index": i, "slice": None, "kind": "binary", "labels": None}
-         for i, n in enumerate(["tshirt", "trouser", "pullover", "dress", "coat"])]
+TASKS = [
+    {"name": n, "output": "logits", "index": i, "slice": None, "kind": "binary", "labels": None}
+    for i, n in enumerate(["tshirt", "trouser", "pullover", "dress", "coat"])
+]
 
 
 def fixture(name):
@@ -44,8 +46,16 @@ def cnn_teacher(request, tmp_path):
     """(framework, path) of a 4-block CNN teacher with a 5-logit head."""
     if request.param == "torch":
         path = tmp_path / "torch_cnn.onnx"
-        export_torch(randomize_bn(PlainCNN()), torch.rand(2, 1, 28, 28), path, input_names=["x"],
-                     output_names=["logits"], opset=18, dynamic_batch=True, tasks=TASKS)
+        export_torch(
+            randomize_bn(PlainCNN()),
+            torch.rand(2, 1, 28, 28),
+            path,
+            input_names=["x"],
+            output_names=["logits"],
+            opset=18,
+            dynamic_batch=True,
+            tasks=TASKS,
+        )
         return "torch", path
     return request.param, fixture(CNN_FIXTURES[request.param])
 
@@ -81,7 +91,9 @@ def test_cnn_teacher_taps_and_branches_match_onnx_runtime(cnn_teacher):
         branch = to_torch(cut_branch(model, b.name, ["logits"])).eval()
         with torch.no_grad():
             out = branch(torch.from_numpy(taps[b.name]))
-        np.testing.assert_allclose(out.numpy(), taps["logits"], atol=PARITY, err_msg=f"{framework} branch after {b.name}")
+        np.testing.assert_allclose(
+            out.numpy(), taps["logits"], atol=PARITY, err_msg=f"{framework} branch after {b.name}"
+        )
 
 
 def test_cnn_teacher_branch_trains(cnn_teacher):

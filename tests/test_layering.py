@@ -29,21 +29,56 @@ ALLOWED = {
     "toolkit/student": {"runtime"},
     "toolkit/teachers": {"runtime", "toolkit/data", "toolkit/config"},
     "toolkit/eval": {"runtime", "toolkit/student", "toolkit/data", "toolkit/config", f"toolkit/{FLAT}"},
-    "toolkit/method": {"runtime", "exporters", "toolkit/student", "toolkit/teachers", "toolkit/data",
-                       "toolkit/eval", "toolkit/config", f"toolkit/{FLAT}"},
-    "toolkit/ship": {"runtime", "exporters", "toolkit/student", "toolkit/teachers", "toolkit/data",
-                     "toolkit/eval", "toolkit/config", f"toolkit/{FLAT}"},
+    "toolkit/method": {
+        "runtime",
+        "exporters",
+        "toolkit/student",
+        "toolkit/teachers",
+        "toolkit/data",
+        "toolkit/eval",
+        "toolkit/config",
+        f"toolkit/{FLAT}",
+    },
+    "toolkit/ship": {
+        "runtime",
+        "exporters",
+        "toolkit/student",
+        "toolkit/teachers",
+        "toolkit/data",
+        "toolkit/eval",
+        "toolkit/config",
+        f"toolkit/{FLAT}",
+    },
     f"toolkit/{FLAT}": {"runtime", "exporters"},
-    "toolkit/cli": {"runtime", "exporters", "toolkit/config", "toolkit/data", "toolkit/teachers",
-                    "toolkit/student", "toolkit/method", "toolkit/eval", "toolkit/ship", f"toolkit/{FLAT}"},
+    "toolkit/cli": {
+        "runtime",
+        "exporters",
+        "toolkit/config",
+        "toolkit/data",
+        "toolkit/teachers",
+        "toolkit/student",
+        "toolkit/method",
+        "toolkit/eval",
+        "toolkit/ship",
+        f"toolkit/{FLAT}",
+    },
 }
 ALLOWED["amalgam"] = {"runtime", "exporters", "toolkit/cli", *ALLOWED["toolkit/cli"]}
 
 # Modules that must load without torch (the CLI's entry, configs, data, ONNX Runtime
 # side helpers, metadata).
-TORCH_FREE = ["runtime/__init__.py", "runtime/errors.py", "runtime/session.py", "runtime/graph.py",
-              "exporters/__init__.py", "exporters/metadata.py", "toolkit/__init__.py", "toolkit/cli/__init__.py",
-              "toolkit/config/", "toolkit/data/"]
+TORCH_FREE = [
+    "runtime/__init__.py",
+    "runtime/errors.py",
+    "runtime/session.py",
+    "runtime/graph.py",
+    "exporters/__init__.py",
+    "exporters/metadata.py",
+    "toolkit/__init__.py",
+    "toolkit/cli/__init__.py",
+    "toolkit/config/",
+    "toolkit/data/",
+]
 
 
 def role(parts):
@@ -76,8 +111,7 @@ def imported(path, root):
             module = ".".join(base + ([node.module] if node.module else []))
             names.add(module)
             names.update(f"{module}.{a.name}" for a in node.names)
-    names = {n.removeprefix("amalgam.") if n.split(".")[:2] in (["amalgam", p] for p in PACKAGES) else n
-             for n in names}
+    names = {n.removeprefix("amalgam.") if n.split(".")[:2] in (["amalgam", p] for p in PACKAGES) else n for n in names}
     return sorted({_module(n, root) if n.split(".")[0] in FIRST_PARTY else n for n in names})
 
 
@@ -90,8 +124,13 @@ def bare_imports(root):
         if any(part.startswith(".") or part in ("runs", "build") for part in path.relative_to(root).parts):
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                       else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
             if any(m.split(".")[0] in PACKAGES for m in modules):
                 found.append(f"{path.relative_to(root)}:{node.lineno}")
     return found
@@ -130,11 +169,14 @@ def test_no_file_imports_a_package_by_its_bare_name():
 
 
 def test_the_bare_name_checker_finds_each_form(tmp_path):
-    root = _tree(tmp_path, {
-        "samples/a.py": "import runtime.errors\nfrom amalgam.runtime import errors\n",
-        "tests/b.py": "def f():\n    from toolkit.config import load_config\n",
-        "tests/c.py": "from exporters import check\nimport amalgam.toolkit as toolkit\n",
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "samples/a.py": "import runtime.errors\nfrom amalgam.runtime import errors\n",
+            "tests/b.py": "def f():\n    from toolkit.config import load_config\n",
+            "tests/c.py": "from exporters import check\nimport amalgam.toolkit as toolkit\n",
+        },
+    )
     assert bare_imports(root) == ["samples/a.py:1", "tests/b.py:2", "tests/c.py:1"]
 
 
@@ -143,23 +185,35 @@ def _tree(tmp_path, files):
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text))
-    for pkg in ("runtime", "exporters", "toolkit", "toolkit/student", "toolkit/method", "toolkit/ship",
-                "toolkit/config", "toolkit/cli", "toolkit/eval"):
+    for pkg in (
+        "runtime",
+        "exporters",
+        "toolkit",
+        "toolkit/student",
+        "toolkit/method",
+        "toolkit/ship",
+        "toolkit/config",
+        "toolkit/cli",
+        "toolkit/eval",
+    ):
         (tmp_path / pkg).mkdir(parents=True, exist_ok=True)
         (tmp_path / pkg / "__init__.py").touch()
     return tmp_path
 
 
 def test_the_checker_finds_each_kind_of_forbidden_import(tmp_path):
-    root = _tree(tmp_path, {
-        "runtime/ok.py": "import onnx\nfrom amalgam.runtime import errors\n",
-        "runtime/bad.py": "def f():\n    from amalgam.toolkit.config import load_config\n",
-        "toolkit/student/net.py": "from amalgam.runtime.errors import AmalgamError\nfrom amalgam.toolkit.method import loop\n",
-        "toolkit/method/loop.py": "from amalgam.toolkit.student.net import X\nfrom amalgam.toolkit.eval import metrics\n",
-        "toolkit/ship/export.py": "from ..method import loop\n",
-        "toolkit/eval/metrics.py": "from amalgam.toolkit import cli\n",
-        "toolkit/config/schema.py": "import torch.nn\n",
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "runtime/ok.py": "import onnx\nfrom amalgam.runtime import errors\n",
+            "runtime/bad.py": "def f():\n    from amalgam.toolkit.config import load_config\n",
+            "toolkit/student/net.py": "from amalgam.runtime.errors import AmalgamError\nfrom amalgam.toolkit.method import loop\n",
+            "toolkit/method/loop.py": "from amalgam.toolkit.student.net import X\nfrom amalgam.toolkit.eval import metrics\n",
+            "toolkit/ship/export.py": "from ..method import loop\n",
+            "toolkit/eval/metrics.py": "from amalgam.toolkit import cli\n",
+            "toolkit/config/schema.py": "import torch.nn\n",
+        },
+    )
     assert violations(root) == [
         "runtime/bad.py: imports toolkit.config (runtime may use only ['runtime'])",
         "toolkit/config/schema.py: imports torch (this module must load without it)",
@@ -180,4 +234,5 @@ def test_adding_a_forbidden_import_to_the_real_tree_is_caught(tmp_path):
     target = tmp_path / "toolkit" / "student" / "targetnet.py"
     target.write_text(target.read_text() + "\nfrom amalgam.toolkit.ship.export import export_student\n")
     assert violations(tmp_path) == [
-        "toolkit/student/targetnet.py: imports toolkit.ship.export (toolkit/student may use only ['runtime'])"]
+        "toolkit/student/targetnet.py: imports toolkit.ship.export (toolkit/student may use only ['runtime'])"
+    ]

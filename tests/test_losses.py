@@ -35,6 +35,7 @@ def test_task_loss_reads_the_training_config():
     teacher, student = torch.tensor([2.0, -3.0]), torch.tensor([0.5, 0.5])
     hard = TrainingConfig(targets="hard")
     soft2 = TrainingConfig(targets="soft", binary_temperature=2.0)
-    assert torch.isclose(task_loss("binary", student, teacher, hard),
-                         binary_loss(student, torch.tensor([1e4, -1e4]), "soft"))
+    assert torch.isclose(
+        task_loss("binary", student, teacher, hard), binary_loss(student, torch.tensor([1e4, -1e4]), "soft")
+    )
     assert torch.isclose(task_loss("binary", student, teacher, soft2), binary_loss(student, teacher, "soft", 2.0))

@@ -91,7 +91,13 @@ def test_checker_message_names_file(tmp_path):
 
 
 def test_hash_covers_external_data(tmp_path):
-    onnx.save(linear_model(np.ones((64, 64), np.float32)), tmp_path / "m.onnx", save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    onnx.save(
+        linear_model(np.ones((64, 64), np.float32)),
+        tmp_path / "m.onnx",
+        save_as_external_data=True,
+        location="m.onnx.data",
+        size_threshold=0,
+    )
     before = file_sha256(tmp_path / "m.onnx")
     data = bytearray((tmp_path / "m.onnx.data").read_bytes())
     data[0] ^= 0xFF

@@ -12,8 +12,8 @@ from hypothesis.extra.numpy import arrays
 
 from amalgam.runtime.errors import BadInputError, ParityError
 from amalgam.runtime.parity import EPS, ShapeError, ToleranceError, collect, compare, onnx_runner
-from amalgam.toolkit.eval.metrics import agreement
 from amalgam.runtime.torch_runner import torch_runner
+from amalgam.toolkit.eval.metrics import agreement
 from tests.builders import PlainCNN, export, randomize_bn
 
 

@@ -27,8 +27,9 @@ def resnet50(tmp_path_factory):
     module = torchvision.models.resnet50(weights=None).eval()
     assert sum(p.numel() for p in module.parameters()) > 25e6
     x = torch.rand(2, 3, 64, 64)
-    path = export_torch(module, x, tmp_path_factory.mktemp("r50") / "r50.onnx", input_names=["x"],
-                        output_names=["logits"])  # its own check: compare() at the defaults, two batch sizes
+    path = export_torch(
+        module, x, tmp_path_factory.mktemp("r50") / "r50.onnx", input_names=["x"], output_names=["logits"]
+    )  # its own check: compare() at the defaults, two batch sizes
     with torch.no_grad():
         logits = module(x).numpy()
     return module, x, onnx.load(str(path)), onnx_runner(path)({"x": x.numpy()})["logits"], logits

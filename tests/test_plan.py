@@ -5,21 +5,26 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders import PlainCNN, export, randomize_bn
-from tests.robustness.contract import base_config, write_config
-from tests.synthetic import SIZE, make_images, save_npz
 from amalgam.toolkit.cli import main
 from amalgam.toolkit.config import load_config
 from amalgam.toolkit.method.amalgamate import tap_rows
 from amalgam.toolkit.teachers import load_teachers, split_data
+from tests.builders import PlainCNN, export, randomize_bn
+from tests.robustness.contract import base_config, write_config
+from tests.synthetic import SIZE, make_images, save_npz
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("plan")
     for name in ("a", "b"):
-        export(randomize_bn(PlainCNN(channels=(4, 8, 8, 8), n_out=5)), root / f"{name}.onnx",
-               input_shape=(2, 1, SIZE, SIZE), opset=17, dynamo=False)
+        export(
+            randomize_bn(PlainCNN(channels=(4, 8, 8, 8), n_out=5)),
+            root / f"{name}.onnx",
+            input_shape=(2, 1, SIZE, SIZE),
+            opset=17,
+            dynamo=False,
+        )
     save_npz(root / "train.npz", *make_images(700, seed=2))
     save_npz(root / "test.npz", *make_images(300, seed=3))
     return root
@@ -42,11 +47,19 @@ def plan_json(capsys, config_path, *args):
 # the adapter-fit sample's taps (a second, small cache per teacher), unless a feature
 # baseline is on: it reads every row's taps too; teacher views: the training split's
 # logits once more per view
-@pytest.mark.parametrize("tap_dtype,hint,baseline,views", [
-    ("float32", 0.1, {}, []), ("float16", 0.1, {}, []), ("float32", 0.0, {}, []),
-    ("float32", 0.0, {"cfl": True}, []), ("float32", 0.0, {}, ["hflip", "shift:1"])])
-def test_cache_estimate_is_within_ten_percent_of_the_written_cache(tmp_path, assets, capsys, tap_dtype, hint,
-                                                                   baseline, views):
+@pytest.mark.parametrize(
+    "tap_dtype,hint,baseline,views",
+    [
+        ("float32", 0.1, {}, []),
+        ("float16", 0.1, {}, []),
+        ("float32", 0.0, {}, []),
+        ("float32", 0.0, {"cfl": True}, []),
+        ("float32", 0.0, {}, ["hflip", "shift:1"]),
+    ],
+)
+def test_cache_estimate_is_within_ten_percent_of_the_written_cache(
+    tmp_path, assets, capsys, tap_dtype, hint, baseline, views
+):
     config = base_config(assets)
     config["data"]["eval"] = {"format": "numpy", "path": str(assets / "test.npz")}
     config["data"]["tap_dtype"] = tap_dtype
@@ -61,8 +74,9 @@ def test_cache_estimate_is_within_ten_percent_of_the_written_cache(tmp_path, ass
     loaded = load_config(path)
     teachers = load_teachers(loaded)
     assert len(plan["prefix_bytes"]) == len(teachers[0].boundaries) - 1 >= 1  # stages 2..L
-    split_data(loaded, teachers, loaded.data.train, tmp_path / "cache", progress=False, tap_rows=tap_rows(loaded),
-               views=views)
+    split_data(
+        loaded, teachers, loaded.data.train, tmp_path / "cache", progress=False, tap_rows=tap_rows(loaded), views=views
+    )
     split_data(loaded, teachers, loaded.data.eval, tmp_path / "cache", progress=False, tap_rows=None)
     for row in plan["teachers"]:  # teacher A's cache folder is named after its file, a.onnx
         actual = sum(folder_bytes(d) for d in (tmp_path / "cache" / "targets").glob(f"{row['name'].lower()}-*"))
@@ -113,8 +127,9 @@ def test_without_the_hint_only_the_adapter_fit_sample_keeps_features(tmp_path, a
 
     manifests = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "targets").glob("*/manifest.json")]
     assert sorted((m["n"], bool(m["parts"]["taps"])) for m in manifests) == [(1024, True)] * 2 + [(1500, False)] * 2
-    data = split_data(loaded, load_teachers(loaded), loaded.data.train, tmp_path / "cache", progress=False,
-                      tap_rows=tap_rows(loaded))
+    data = split_data(
+        loaded, load_teachers(loaded), loaded.data.train, tmp_path / "cache", progress=False, tap_rows=tap_rows(loaded)
+    )
     sample = tap_rows(loaded)(1500)
     assert len(sample) == 1024 and data.taps[("A", 1)][sample[:3]].shape[0] == 3
     missing = np.setdiff1d(np.arange(1500), sample)[:1]

@@ -14,10 +14,10 @@ from amalgam.runtime.convert import to_torch
 from amalgam.runtime.cut import cut_block, cut_prefix
 from amalgam.runtime.errors import ConfigError
 from amalgam.runtime.normalize import normalize
-from tests.builders import PlainCNN, ResidualCNN, export
-from tests.zoo_teachers import calibrated
 from amalgam.toolkit.student.prune import prune_width
 from amalgam.toolkit.student.width import scale_width, scaled
+from tests.builders import PlainCNN, ResidualCNN, export
+from tests.zoo_teachers import calibrated
 
 SIZE = 32
 ARCHS = ("resnet18", "mobilenet_v2")
@@ -61,6 +61,7 @@ def exported(tmp_path_factory):
             path = tmp_path_factory.mktemp(arch) / "teacher.onnx"
             cache[arch, dead] = _graphs(_kill_half(model) if dead else model, path)
         return cache[arch, dead]
+
     return get
 
 
@@ -82,8 +83,9 @@ def test_half_width_has_scale_width_shapes_and_reloads(exported, arch):
     graphs = exported(arch, dead=True)
     pruned = torch.nn.ModuleList(prune_width(_convert(graphs), 0.5))
     fresh = torch.nn.ModuleList(scale_width(_convert(graphs), 0.5))
-    assert [(k, p.shape) for k, p in pruned.state_dict().items()] == \
-           [(k, p.shape) for k, p in fresh.state_dict().items()]
+    assert [(k, p.shape) for k, p in pruned.state_dict().items()] == [
+        (k, p.shape) for k, p in fresh.state_dict().items()
+    ]
     fresh.load_state_dict(pruned.state_dict())  # what load_student does with a saved student
     x = torch.randn(2, 3, SIZE, SIZE)
     full = _run(_convert(graphs), x)
@@ -123,8 +125,11 @@ def test_width_one_is_the_teacher_exactly(exported, arch):
 
 def _convs(block):
     modules = dict(block.named_modules())
-    return [modules[n.target] for n in block.graph.nodes
-            if n.op == "call_module" and isinstance(modules[n.target], torch.nn.Conv2d)]
+    return [
+        modules[n.target]
+        for n in block.graph.nodes
+        if n.op == "call_module" and isinstance(modules[n.target], torch.nn.Conv2d)
+    ]
 
 
 def _norms(weight):

@@ -46,14 +46,16 @@ FACTORIES = textwrap.dedent('''
 
 
 def amalgam(cwd, *args):
-    return subprocess.run([sys.executable, "-m", "amalgam", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "amalgam", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_legacy_fallback_export_prints_only_our_line(tmp_path):
     (tmp_path / "noisy.py").write_text(FACTORIES)
-    done = amalgam(tmp_path, "export-teacher", "torch", "noisy:always_positive", "--input-shape", "2,4",
-                   "-o", tmp_path / "t.onnx")
+    done = amalgam(
+        tmp_path, "export-teacher", "torch", "noisy:always_positive", "--input-shape", "2,4", "-o", tmp_path / "t.onnx"
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert done.stdout.splitlines() == [f"wrote {tmp_path / 't.onnx'}"]
@@ -61,8 +63,9 @@ def test_legacy_fallback_export_prints_only_our_line(tmp_path):
 
 def test_failed_export_check_is_one_error_line(tmp_path):
     (tmp_path / "noisy.py").write_text(FACTORIES)
-    done = amalgam(tmp_path, "export-teacher", "torch", "noisy:row_switch", "--input-shape", "2,4",
-                   "-o", tmp_path / "t.onnx")
+    done = amalgam(
+        tmp_path, "export-teacher", "torch", "noisy:row_switch", "--input-shape", "2,4", "-o", tmp_path / "t.onnx"
+    )
     assert done.returncode == 1, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and not any(n in done.stderr for n in NOISE)
@@ -73,13 +76,17 @@ def _fixed_batch_model(path):
     """A legacy-traced shape: the flatten's target keeps the batch of 1 it was traced at."""
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 2, 4, 4])
     y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3])
-    inits = [numpy_helper.from_array(np.ones((2, 2, 3, 3), np.float32), "w"),
-             numpy_helper.from_array(np.ones((32, 3), np.float32), "W"),
-             numpy_helper.from_array(np.array([1, 32], np.int64), "target")]
-    nodes = [helper.make_node("Conv", ["x", "w"], ["conv"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["conv"], ["act"]),
-             helper.make_node("Reshape", ["act", "target"], ["flat"]),
-             helper.make_node("MatMul", ["flat", "W"], ["y"])]
+    inits = [
+        numpy_helper.from_array(np.ones((2, 2, 3, 3), np.float32), "w"),
+        numpy_helper.from_array(np.ones((32, 3), np.float32), "W"),
+        numpy_helper.from_array(np.array([1, 32], np.int64), "target"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["act"]),
+        helper.make_node("Reshape", ["act", "target"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "W"], ["y"]),
+    ]
     graph = helper.make_graph(nodes, "fixed_batch", [x], [y], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
@@ -102,7 +109,7 @@ def test_framework_output_goes_to_the_log(tmp_path, capfd):
     with framework_output("noisy step", log):
         print("progress on stdout")
         os.write(2, b"C++ line on fd 2\n")
-        warnings.warn("a TracerWarning-like warning")
+        warnings.warn("a TracerWarning-like warning", stacklevel=1)
     captured = capfd.readouterr()
     assert captured.out == "" and captured.err == ""
     text = log.read_text()

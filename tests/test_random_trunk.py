@@ -17,13 +17,13 @@ import torch
 import yaml
 
 from amalgam.exporters.metadata import read_metadata
-from tests.builders import export
-from tests.student_run import one_thread
-from tests.synthetic import SIZE, make_images, save_npz, train_teacher
 from amalgam.toolkit.config import load_config
 from amalgam.toolkit.method.amalgamate import amalgamate
 from amalgam.toolkit.ship.export import export_student
 from amalgam.toolkit.student.io import load_student
+from tests.builders import export
+from tests.student_run import one_thread
+from tests.synthetic import SIZE, make_images, save_npz, train_teacher
 
 CLASSES = {"A": [0, 1, 2, 3], "B": [5, 6, 7, 8]}
 CHOSEN = ["c0", "c2", "c6", "c8"]
@@ -41,21 +41,29 @@ def random_run(tmp_path_factory):
         test = save_npz(root / "test.npz", *make_images(600, seed=3))
         prep = {"size": [SIZE, SIZE], "channels": 1}
         config = {
-            "teachers": [{"name": t, "onnx": str(root / f"{t.lower()}.onnx"), "preprocess": prep,
-                          "tasks": [{"name": f"c{k}", "output": "logits", "index": i} for i, k in enumerate(cl)]}
-                         for t, cl in CLASSES.items()],
+            "teachers": [
+                {
+                    "name": t,
+                    "onnx": str(root / f"{t.lower()}.onnx"),
+                    "preprocess": prep,
+                    "tasks": [{"name": f"c{k}", "output": "logits", "index": i} for i, k in enumerate(cl)],
+                }
+                for t, cl in CLASSES.items()
+            ],
             "tasks": CHOSEN,
-            "data": {"train": {"format": "numpy", "path": str(train)},
-                     "eval": {"format": "numpy", "path": str(test)},
-                     "labels": {name: {"class": int(name[1:])} for name in CHOSEN}, "holdout": 0.25},
+            "data": {
+                "train": {"format": "numpy", "path": str(train)},
+                "eval": {"format": "numpy", "path": str(test)},
+                "labels": {name: {"class": int(name[1:])} for name in CHOSEN},
+                "holdout": 0.25,
+            },
             "student": {"init": "random"},
             "training": {"epochs_per_block": 1, "finetune_epochs": 10, "batch_size": 64, "targets": "soft"},
             "branching": {"mode": "fixed"},  # every task after the last block: the trunk has to learn
             "baseline": {"kd": False},
         }
         (root / "config.yaml").write_text(yaml.safe_dump(config))
-        metrics = amalgamate(load_config(root / "config.yaml"), out=root / "run", quiet=True,
-                             cache_root=root / "cache")
+        metrics = amalgamate(load_config(root / "config.yaml"), out=root / "run", quiet=True, cache_root=root / "cache")
     return root / "run", metrics
 
 

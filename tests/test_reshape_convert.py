@@ -27,8 +27,14 @@ class FlatHeadCNN(nn.Module):
         super().__init__()
         self.head_kind = head
         self.features = nn.Sequential(
-            nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(4, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
         )
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(32, 3)
@@ -87,8 +93,9 @@ def test_converted_piece_exports_under_dynamo_with_a_dynamic_batch(flat_teacher)
     shapes = ({0: torch.export.Dim("batch")},)
     torch.export.export(branch, (feature,), dynamic_shapes=shapes)  # no data-dependent branch to trip on
     buffer = io.BytesIO()
-    program = torch.onnx.export(branch, (feature,), None, dynamo=True, verbose=False, dynamic_shapes=shapes,
-                                external_data=False)
+    program = torch.onnx.export(
+        branch, (feature,), None, dynamo=True, verbose=False, dynamic_shapes=shapes, external_data=False
+    )
     program.save(buffer)
     again = onnx.load_from_string(buffer.getvalue())
     assert again.graph.input[0].type.tensor_type.shape.dim[0].dim_param
@@ -103,13 +110,16 @@ def test_converted_piece_exports_under_dynamo_with_a_dynamic_batch(flat_teacher)
 
 # ---- hand-built Reshape nodes: allowzero 0 and 1, a 0 in the target, a computed target ----
 
+
 def _reshape_model(in_shape, target, allowzero, opset=14, computed=False):
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, in_shape)
     y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
     attrs = {} if opset < 14 else {"allowzero": allowzero}
     if computed:  # target = Shape(x): known only at run time, until normalize folds it
-        nodes = [helper.make_node("Shape", ["x"], ["target"]),
-                 helper.make_node("Reshape", ["x", "target"], ["y"], name="flat", **attrs)]
+        nodes = [
+            helper.make_node("Shape", ["x"], ["target"]),
+            helper.make_node("Reshape", ["x", "target"], ["y"], name="flat", **attrs),
+        ]
         inits = []
     else:
         nodes = [helper.make_node("Reshape", ["x", "target"], ["y"], name="flat", **attrs)]
@@ -118,14 +128,17 @@ def _reshape_model(in_shape, target, allowzero, opset=14, computed=False):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
-@pytest.mark.parametrize("in_shape,target,allowzero,opset", [
-    ((3, 4, 5), [0, -1], 0, 13),        # 0 copies the batch
-    ((3, 4, 5), [0, 4, 5], 0, 21),
-    ((3, 4, 5), [-1, 20], 1, 14),       # allowzero=1 with no 0: the same as 0
-    ((3, 4, 5), [3, -1], 1, 19),
-    ((0, 4, 5), [0, 20], 1, 14),        # allowzero=1 with a 0: a zero-size axis, exactly
-    ((2, 3), [-1], 0, 5),
-])
+@pytest.mark.parametrize(
+    "in_shape,target,allowzero,opset",
+    [
+        ((3, 4, 5), [0, -1], 0, 13),  # 0 copies the batch
+        ((3, 4, 5), [0, 4, 5], 0, 21),
+        ((3, 4, 5), [-1, 20], 1, 14),  # allowzero=1 with no 0: the same as 0
+        ((3, 4, 5), [3, -1], 1, 19),
+        ((0, 4, 5), [0, 20], 1, 14),  # allowzero=1 with a 0: a zero-size axis, exactly
+        ((2, 3), [-1], 0, 5),
+    ],
+)
 def test_static_reshape_matches_ort(in_shape, target, allowzero, opset):
     model = _reshape_model(in_shape, target, allowzero, opset)
     x = np.random.randn(*in_shape).astype(np.float32)

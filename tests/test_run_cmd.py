@@ -5,8 +5,8 @@ import json
 import pytest
 from PIL import Image
 
-from tests.student_run import CHOSEN, one_thread, student_run  # noqa: F401 (fixture)
 from amalgam.toolkit.cli import main
+from tests.student_run import CHOSEN, one_thread, student_run  # noqa: F401 (fixture)
 
 NUMBER = (int, float)
 

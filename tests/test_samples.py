@@ -15,8 +15,10 @@ from amalgam.toolkit.config import load_config
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "fashion_mnist"
 CONFIG = SAMPLE / "config.yaml"
-TASKS = {"teacher_a.onnx": ["tshirt", "trouser", "pullover", "dress", "coat"],
-         "teacher_b.onnx": ["sandal", "shirt", "sneaker", "bag", "boot"]}
+TASKS = {
+    "teacher_a.onnx": ["tshirt", "trouser", "pullover", "dress", "coat"],
+    "teacher_b.onnx": ["sandal", "shirt", "sneaker", "bag", "boot"],
+}
 DATA = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -42,17 +44,36 @@ def test_teachers_line_up_block_by_block():
 def test_config_validates_and_chooses_tasks_from_both_teachers():
     config = load_config(CONFIG)
     assert [(t, task["name"]) for t, task in config.chosen_tasks()] == [
-        ("A", "tshirt"), ("A", "pullover"), ("A", "coat"), ("B", "shirt"), ("B", "sneaker")]
+        ("A", "tshirt"),
+        ("A", "pullover"),
+        ("A", "coat"),
+        ("B", "shirt"),
+        ("B", "sneaker"),
+    ]
     assert all(Path(t.onnx).is_file() for t in config.teachers)
     assert set(config.data.labels) == {"tshirt", "pullover", "coat", "shirt", "sneaker"}
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="Fashion-MNIST (dataset-fashion-mnist) not installed")
 def test_sample_config_amalgamates_on_a_subset(tmp_path):
-    sets = ["data.train.limit=300", "data.eval.limit=200", "training.finetune_epochs=1",
-            "training.batch_size=64", "baseline.kd=false"]
-    cmd = [sys.executable, "-m", "amalgam", "amalgamate", str(CONFIG), "--out", str(tmp_path / "run"),
-           "--quiet", *[a for s in sets for a in ("--set", s)]]
+    sets = [
+        "data.train.limit=300",
+        "data.eval.limit=200",
+        "training.finetune_epochs=1",
+        "training.batch_size=64",
+        "baseline.kd=false",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "amalgam",
+        "amalgamate",
+        str(CONFIG),
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+        *[a for s in sets for a in ("--set", s)],
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -68,6 +89,11 @@ def test_real_archs_config_names_no_boundaries():
     config = load_config(SAMPLE.parent / "real_archs" / "config.yaml")
     assert [t.boundaries for t in config.teachers] == [None, None]
     assert [(t, task["name"]) for t, task in config.chosen_tasks()] == [
-        ("R", "tshirt"), ("R", "pullover"), ("R", "coat"), ("M", "shirt"), ("M", "sneaker")]
+        ("R", "tshirt"),
+        ("R", "pullover"),
+        ("R", "coat"),
+        ("M", "shirt"),
+        ("M", "sneaker"),
+    ]
     assert [Path(t.onnx).name for t in config.teachers] == ["resnet18.onnx", "mobilenet_v2.onnx"]
     assert config.student.reference == "R"

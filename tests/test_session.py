@@ -17,9 +17,11 @@ def _relu_affine():
     w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10 - 0.5
     b = np.array([0.1, -0.2, 0.3], dtype=np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["h"]),
-         helper.make_node("Add", ["h", "b"], ["z"]),
-         helper.make_node("Relu", ["z"], ["y"])],
+        [
+            helper.make_node("MatMul", ["x", "W"], ["h"]),
+            helper.make_node("Add", ["h", "b"], ["z"]),
+            helper.make_node("Relu", ["z"], ["y"]),
+        ],
         "affine",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
@@ -48,11 +50,14 @@ def test_cpu_session_from_every_source(affine, source):
     np.testing.assert_allclose(sess.run(["y"], {"x": x})[0], ref(x), atol=1e-6)
 
 
-@pytest.mark.parametrize("level,expected", [
-    ("full", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
-    ("basic", ort.GraphOptimizationLevel.ORT_ENABLE_BASIC),
-    ("none", ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
-])
+@pytest.mark.parametrize(
+    "level,expected",
+    [
+        ("full", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+        ("basic", ort.GraphOptimizationLevel.ORT_ENABLE_BASIC),
+        ("none", ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
+    ],
+)
 def test_opt_levels_reach_the_session(affine, level, expected):
     model, _, ref = affine
     sess = make_session(model, opt_level=level)
@@ -66,8 +71,10 @@ def test_unknown_opt_level_is_refused(affine):
         make_session(affine[0], opt_level="fastest")
 
 
-@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(),
-                    reason="this onnxruntime has CUDA: the no-fallback case cannot arise")
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(),
+    reason="this onnxruntime has CUDA: the no-fallback case cannot arise",
+)
 @pytest.mark.parametrize("device", ["cuda", "cuda:1"])
 def test_cuda_on_cpu_only_runtime_raises_instead_of_falling_back(affine, device):
     with pytest.raises(SessionError) as e:

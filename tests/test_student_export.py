@@ -45,7 +45,7 @@ def train_briefly(model, x, epochs=3, batch=64):
     y = attributes(x)
     for _ in range(epochs):
         for i in range(0, len(x), batch):
-            loss = F.binary_cross_entropy_with_logits(model(x[i:i + batch]), y[i:i + batch])
+            loss = F.binary_cross_entropy_with_logits(model(x[i : i + batch]), y[i : i + batch])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -58,8 +58,9 @@ def student(tmp_path_factory):
     torch.manual_seed(0)
     model = train_briefly(PlainCNN(channels=(32, 64, 128, 256)), smooth_images(384, seed=0))
     path = export(model, tmp_path_factory.mktemp("student") / "student.onnx", opset=18, dynamo=True)
-    stamped = stamp_student(onnx.load(str(path)), TASKS, thresholds={"bright": 0.0}, preprocess=PREPROCESS,
-                            teacher_hashes=TEACHERS)
+    stamped = stamp_student(
+        onnx.load(str(path)), TASKS, thresholds={"bright": 0.0}, preprocess=PREPROCESS, teacher_hashes=TEACHERS
+    )
     onnx.save(stamped, str(path))
     held_out = smooth_images(256, seed=1)
     with torch.no_grad():
@@ -95,9 +96,17 @@ def unfolded(tmp_path_factory):
     model = randomize_bn(PlainCNN(channels=(16, 32, 64, 128)))
     folder = tmp_path_factory.mktemp("unfolded")
     path = folder / "student.onnx"
-    torch.onnx.export(model, (torch.rand(2, 1, 28, 28),), str(path), dynamo=False, opset_version=17,
-                      input_names=["x"], output_names=["logits"], do_constant_folding=False,
-                      dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+    torch.onnx.export(
+        model,
+        (torch.rand(2, 1, 28, 28),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+        output_names=["logits"],
+        do_constant_folding=False,
+        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+    )
     return path, simplify(path, folder / "student.sim.onnx")
 
 
@@ -185,7 +194,7 @@ def test_bad_files_and_failed_writes_leave_nothing(tmp_path):
         simplify(broken, tmp_path / "out.onnx")
     target = tmp_path / "kept.onnx"
     target.write_bytes(b"previous")
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (whatever onnx raises, the target is kept)
         save_atomic("not a ModelProto", target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.onnx", "kept.onnx"]
     assert target.read_bytes() == b"previous"

@@ -17,8 +17,11 @@ def test_taps_equal_torch_features(tmp_path, opset, dynamo):
     relus = [n.output[0] for n in proto.graph.node if n.op_type == "Relu"]
     assert len(relus) == 4
     feats = []
-    hooks = [m.register_forward_hook(lambda m, i, o: feats.append(o.detach().numpy()))
-             for m in model.features if isinstance(m, torch.nn.ReLU)]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: feats.append(o.detach().numpy()))
+        for m in model.features
+        if isinstance(m, torch.nn.ReLU)
+    ]
     x = np.random.randn(3, 1, 28, 28).astype(np.float32)
     with torch.no_grad():
         model(torch.from_numpy(x))

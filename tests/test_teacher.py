@@ -1,6 +1,5 @@
 """Teacher and TaskSpec against real exported CNNs and their torch originals."""
 
-
 import numpy as np
 import onnx
 import pytest
@@ -11,7 +10,7 @@ from hypothesis import strategies as st
 from amalgam.runtime.errors import BadInputError, ConfigError, UnknownTapError
 from amalgam.runtime.model_io import file_sha256
 from amalgam.runtime.teacher import TaskSpec, Teacher
-from tests.builders import PlainCNN, SECNN, export, randomize_bn
+from tests.builders import SECNN, PlainCNN, export, randomize_bn
 
 
 @pytest.fixture(scope="module", params=[(17, False), (18, True)], ids=["legacy17", "dynamo18"])
@@ -28,8 +27,11 @@ def _relus(path):
 
 def _torch_run(model, x):
     feats = []
-    hooks = [m.register_forward_hook(lambda m, i, o: feats.append(o.detach().numpy()))
-             for m in model.features if isinstance(m, torch.nn.ReLU)]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: feats.append(o.detach().numpy()))
+        for m in model.features
+        if isinstance(m, torch.nn.ReLU)
+    ]
     with torch.no_grad():
         y = model(torch.from_numpy(x)).numpy()
     for h in hooks:
@@ -40,9 +42,11 @@ def _torch_run(model, x):
 def test_task_logits_and_taps_equal_torch(plain):
     model, path = plain
     relus = _relus(path)
-    tasks = [TaskSpec("smiling", "logits", index=2),
-             TaskSpec("hair", "logits", slice=(1, 4), kind="multiclass", labels=["black", "blond", "brown"]),
-             TaskSpec("all", "logits", kind="multiclass")]
+    tasks = [
+        TaskSpec("smiling", "logits", index=2),
+        TaskSpec("hair", "logits", slice=(1, 4), kind="multiclass", labels=["black", "blond", "brown"]),
+        TaskSpec("all", "logits", kind="multiclass"),
+    ]
     teacher = Teacher(path, tasks, boundaries=[relus[1], relus[3]])
     x = np.random.rand(6, 1, 28, 28).astype(np.float32)
     y, feats = _torch_run(model, x)
@@ -88,12 +92,15 @@ def test_single_logit_binary_needs_no_index(tmp_path):
     np.testing.assert_allclose(out.tasks["cat"], y[:, 0], atol=1e-5)
 
 
-@pytest.mark.parametrize("spec,fragment", [
-    (dict(index=5), "index 5 is out of range"),
-    (dict(slice=(3, 7), kind="multiclass"), "slice [3, 7] is out of range"),
-    (dict(), "needs 'index' unless the output is 1 wide"),
-    (dict(kind="multiclass", labels=["a", "b"]), "2 labels for 5 logits"),
-])
+@pytest.mark.parametrize(
+    "spec,fragment",
+    [
+        (dict(index=5), "index 5 is out of range"),
+        (dict(slice=(3, 7), kind="multiclass"), "slice [3, 7] is out of range"),
+        (dict(), "needs 'index' unless the output is 1 wide"),
+        (dict(kind="multiclass", labels=["a", "b"]), "2 labels for 5 logits"),
+    ],
+)
 def test_task_that_does_not_fit_the_output_names_file_task_and_width(plain, spec, fragment):
     path = plain[1]
     with pytest.raises(ConfigError) as e:
@@ -147,18 +154,24 @@ def test_float64_batch_is_cast(plain):
     np.testing.assert_allclose(teacher.run(x).tasks["a"], teacher.run(x.astype(np.float32)).tasks["a"])
 
 
-@pytest.mark.parametrize("kwargs,fragment", [
-    (dict(kind="regression"), "kind: expected one of ['binary', 'multiclass'], found 'regression'"),
-    (dict(slice=(0, 2)), "slice: a binary task takes one logit (index), found slice [0, 2]"),
-    (dict(kind="multiclass", index=1), "index: a multiclass task takes a slice [start, stop], found index 1"),
-    (dict(kind="multiclass", slice=(2, 3)), "at least two class logits), found [2, 3]"),
-    (dict(kind="multiclass", slice=(3, 1)), "slice (3, 1)"),
-    (dict(index=-1), "index -1"),
-    (dict(index=True), "index True"),
-    (dict(labels=["cat"]), "labels: a binary task has 2 label names [negative, positive], found 1"),
-    (dict(kind="multiclass", slice=(0, 3), labels=["a", "b"]), "labels: expected 3 names (one per class in the slice), found 2"),
-    (dict(labels="ab"), "list of strings"),
-])
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [
+        (dict(kind="regression"), "kind: expected one of ['binary', 'multiclass'], found 'regression'"),
+        (dict(slice=(0, 2)), "slice: a binary task takes one logit (index), found slice [0, 2]"),
+        (dict(kind="multiclass", index=1), "index: a multiclass task takes a slice [start, stop], found index 1"),
+        (dict(kind="multiclass", slice=(2, 3)), "at least two class logits), found [2, 3]"),
+        (dict(kind="multiclass", slice=(3, 1)), "slice (3, 1)"),
+        (dict(index=-1), "index -1"),
+        (dict(index=True), "index True"),
+        (dict(labels=["cat"]), "labels: a binary task has 2 label names [negative, positive], found 1"),
+        (
+            dict(kind="multiclass", slice=(0, 3), labels=["a", "b"]),
+            "labels: expected 3 names (one per class in the slice), found 2",
+        ),
+        (dict(labels="ab"), "list of strings"),
+    ],
+)
 def test_taskspec_validation_names_the_task(kwargs, fragment):
     with pytest.raises(ConfigError) as e:
         TaskSpec("hair", "logits", **kwargs)
@@ -174,9 +187,12 @@ def test_from_dict_rejects_unknown_and_missing_keys():
 
 _specs = st.one_of(
     st.builds(lambda n, i: TaskSpec(n, "y", index=i), st.text(min_size=1), st.none() | st.integers(0, 99)),
-    st.builds(lambda n, s, k: TaskSpec(n, "y", slice=(s, s + k), kind="multiclass",
-                                       labels=[f"c{j}" for j in range(k)]),
-              st.text(min_size=1), st.integers(0, 50), st.integers(2, 9)),
+    st.builds(
+        lambda n, s, k: TaskSpec(n, "y", slice=(s, s + k), kind="multiclass", labels=[f"c{j}" for j in range(k)]),
+        st.text(min_size=1),
+        st.integers(0, 50),
+        st.integers(2, 9),
+    ),
     st.builds(lambda n: TaskSpec(n, "out", kind="multiclass"), st.text(min_size=1)),
 )
 
@@ -225,7 +241,9 @@ def test_open_teacher_in_one_call(plain):
         assert np.abs(logits["a"] - model.eval()(torch.from_numpy(x))[:, 0].numpy()).max() < 1e-4
     assert set(taps) == {b.name for b in opened.boundaries}
     given = opened.boundaries[1].name
-    assert [b.name for b in open_teacher(path, [TaskSpec("a", "logits", index=0)], (1, 1, 28, 28), [given]).boundaries] == [given]
+    assert [
+        b.name for b in open_teacher(path, [TaskSpec("a", "logits", index=0)], (1, 1, 28, 28), [given]).boundaries
+    ] == [given]
     with pytest.raises(UnknownTapError) as bad_boundary:
         open_teacher(path, [TaskSpec("a", "logits", index=0)], (1, 1, 28, 28), ["nope"])
     assert bad_boundary.value.part == "boundaries"

@@ -11,7 +11,7 @@ from amalgam.exporters.metadata import read_metadata
 from amalgam.exporters.torch_export import export_torch
 from amalgam.runtime.errors import ExportError, ParityError
 from amalgam.runtime.session import make_session
-from tests.builders import ResidualCNN, SECNN, randomize_bn
+from tests.builders import SECNN, ResidualCNN, randomize_bn
 
 
 def _ort(path, x):
@@ -29,8 +29,15 @@ def test_round_trip_at_batch_1_and_7(tmp_path, dynamo, caplog):
     module = randomize_bn(ResidualCNN(n_out=4))
     tasks = [{"name": "cat", "output": "logits", "index": 0, "kind": "binary"}]
     with caplog.at_level(logging.INFO, logger="amalgam.exporters.torch_export"):
-        path = export_torch(module, torch.randn(2, 1, 28, 28), tmp_path / "m.onnx", input_names=("image",),
-                            output_names=("logits",), tasks=tasks, dynamo=dynamo)
+        path = export_torch(
+            module,
+            torch.randn(2, 1, 28, 28),
+            tmp_path / "m.onnx",
+            input_names=("image",),
+            output_names=("logits",),
+            tasks=tasks,
+            dynamo=dynamo,
+        )
     assert "failed" not in caplog.text  # the dynamo exporter did it, no fallback
     assert path == tmp_path / "m.onnx" and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
     assert _no_external_data(path)
@@ -52,8 +59,9 @@ def test_fixed_batch_and_taskspec_objects(tmp_path):
 
     module = SECNN(n_out=3).eval()
     spec = TaskSpec("digit", "y", kind="multiclass", labels=["a", "b", "c"])
-    path = export_torch(module, torch.randn(3, 1, 16, 16), tmp_path / "f.onnx", output_names=("y",),
-                        dynamic_batch=False, tasks=[spec])
+    path = export_torch(
+        module, torch.randn(3, 1, 16, 16), tmp_path / "f.onnx", output_names=("y",), dynamic_batch=False, tasks=[spec]
+    )
     shape = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in shape] == [3, 1, 16, 16]
     assert read_metadata(path)["tasks"] == [spec.to_dict()]
@@ -99,9 +107,8 @@ class SignSwitch(torch.nn.Module):
 
 def test_data_dependent_flow_falls_back_and_the_check_catches_it(tmp_path, caplog):
     sample = torch.stack([torch.ones(4), -torch.ones(4)])  # first row positive, last row negative
-    with caplog.at_level(logging.INFO, logger="amalgam.exporters.torch_export"):
-        with pytest.raises(ParityError) as e:
-            export_torch(SignSwitch(), sample, tmp_path / "s.onnx")
+    with caplog.at_level(logging.INFO, logger="amalgam.exporters.torch_export"), pytest.raises(ParityError) as e:
+        export_torch(SignSwitch(), sample, tmp_path / "s.onnx")
     assert "dynamo exporter failed" in caplog.text and "trying the legacy exporter" in caplog.text
     msg = str(e.value)
     assert e.value.exit_code == 1 and "\n" not in msg
@@ -176,15 +183,28 @@ def test_a_student_gets_no_legacy_fallback(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("kwargs,fragment", [
-    ("{image_size: 32}", "--kwargs '{image_size: 32}': expected a JSON object"),
-    ('{"no_such_arg": 1}', "torch.nn:Linear: the factory failed with {'no_such_arg': 1}: TypeError: "),
-])
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [
+        ("{image_size: 32}", "--kwargs '{image_size: 32}': expected a JSON object"),
+        ('{"no_such_arg": 1}', "torch.nn:Linear: the factory failed with {'no_such_arg': 1}: TypeError: "),
+    ],
+)
 def test_export_teacher_factory_kwargs_errors_are_one_line(tmp_path, capsys, kwargs, fragment):
     from tests.frameworks.cli import amalgam
 
-    code, out = amalgam(capsys, "export-teacher", "torch", "torch.nn:Linear", "--kwargs", kwargs,
-                        "--input-shape", "1,3", "-o", tmp_path / "l.onnx")
+    code, out = amalgam(
+        capsys,
+        "export-teacher",
+        "torch",
+        "torch.nn:Linear",
+        "--kwargs",
+        kwargs,
+        "--input-shape",
+        "1,3",
+        "-o",
+        tmp_path / "l.onnx",
+    )
     assert code == 2 and out.err.startswith("error: ") and len(out.err.splitlines()) == 1
     assert fragment in out.err and list(tmp_path.iterdir()) == []
 
@@ -192,8 +212,18 @@ def test_export_teacher_factory_kwargs_errors_are_one_line(tmp_path, capsys, kwa
 def test_export_teacher_passes_factory_kwargs(tmp_path, capsys):
     from tests.frameworks.cli import amalgam
 
-    code, out = amalgam(capsys, "export-teacher", "torch", "torch.nn:Linear", "--kwargs",
-                        '{"in_features": 3, "out_features": 2}', "--input-shape", "1,3", "-o", tmp_path / "l.onnx")
+    code, out = amalgam(
+        capsys,
+        "export-teacher",
+        "torch",
+        "torch.nn:Linear",
+        "--kwargs",
+        '{"in_features": 3, "out_features": 2}',
+        "--input-shape",
+        "1,3",
+        "-o",
+        tmp_path / "l.onnx",
+    )
     assert code == 0 and out.err == ""
     assert _ort(tmp_path / "l.onnx", np.zeros((4, 3), np.float32))[0].shape == (4, 2)
 
@@ -203,16 +233,29 @@ def test_export_teacher_torch_from_a_factory_and_its_weights(tmp_path, capsys):
     with the saved weights, exported and stamped; weights of another model are refused."""
     from safetensors.torch import save_file
 
-    from tests.builders import PlainCNN
     from amalgam.toolkit.cli import main
+    from tests.builders import PlainCNN
 
     torch.manual_seed(3)
     trained = randomize_bn(PlainCNN()).eval()
     save_file(trained.state_dict(), str(tmp_path / "cnn.safetensors"))
     out = tmp_path / "cnn.onnx"
     with pytest.raises(SystemExit) as done:
-        main(["export-teacher", "torch", "tests.builders:PlainCNN", "--weights", str(tmp_path / "cnn.safetensors"),
-              "--input-shape", "1,1,28,28", "--tasks", "logits:a,b", "-o", str(out)])
+        main(
+            [
+                "export-teacher",
+                "torch",
+                "tests.builders:PlainCNN",
+                "--weights",
+                str(tmp_path / "cnn.safetensors"),
+                "--input-shape",
+                "1,1,28,28",
+                "--tasks",
+                "logits:a,b",
+                "-o",
+                str(out),
+            ]
+        )
     assert done.value.code == 0, capsys.readouterr().err
     x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
     with torch.no_grad():
@@ -220,6 +263,17 @@ def test_export_teacher_torch_from_a_factory_and_its_weights(tmp_path, capsys):
     assert [t["name"] for t in read_metadata(out)["tasks"]] == ["a", "b"]
     save_file(PlainCNN(channels=(4, 8)).state_dict(), str(tmp_path / "other.safetensors"))
     with pytest.raises(SystemExit) as refused:
-        main(["export-teacher", "torch", "tests.builders:PlainCNN", "--weights", str(tmp_path / "other.safetensors"),
-              "--input-shape", "1,1,28,28", "-o", str(tmp_path / "x.onnx")])
+        main(
+            [
+                "export-teacher",
+                "torch",
+                "tests.builders:PlainCNN",
+                "--weights",
+                str(tmp_path / "other.safetensors"),
+                "--input-shape",
+                "1,1,28,28",
+                "-o",
+                str(tmp_path / "x.onnx"),
+            ]
+        )
     assert refused.value.code == 2 and "weights do not match the model" in capsys.readouterr().err

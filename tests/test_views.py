@@ -8,14 +8,14 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from tests.builders import PlainCNN, export, randomize_bn
-from tests.robustness.contract import assert_bad_input, base_config, run_cli, write_config
-from tests.synthetic import SIZE, make_images, save_npz
 from amalgam.toolkit.config import load_config
 from amalgam.toolkit.data.views import offsets, parse_view
 from amalgam.toolkit.method.amalgamate import amalgamate
-from amalgam.toolkit.teachers.averaged import chance_corrected, self_agreement
 from amalgam.toolkit.teachers import load_teachers, split_data
+from amalgam.toolkit.teachers.averaged import chance_corrected, self_agreement
+from tests.builders import PlainCNN, export, randomize_bn
+from tests.robustness.contract import assert_bad_input, base_config, run_cli, write_config
+from tests.synthetic import SIZE, make_images, save_npz
 
 
 def mirror_symmetric(model, asymmetry=0.0):
@@ -59,8 +59,9 @@ def load(tmp_path, assets, **training):
 
 def build(config, cache, views=None):
     views = config.training.teacher_views if views is None else views
-    return split_data(config, load_teachers(config), config.data.train, cache, progress=False, tap_rows=None,
-                      views=views)
+    return split_data(
+        config, load_teachers(config), config.data.train, cache, progress=False, tap_rows=None, views=views
+    )
 
 
 def test_a_flip_invariant_teacher_keeps_hflip_and_its_targets_stay(tmp_path, assets):
@@ -112,7 +113,7 @@ def test_shift_moves_each_image_by_its_own_offsets():
     assert view.name == "shift:1" and parse_view("shift").name == "shift:2"
     assert len({tuple(s) for s in steps}) == 9  # every (dy, dx) in [-1, 1]^2 shows up
     for i, (dy, dx) in enumerate(steps):
-        np.testing.assert_array_equal(moved[i, 0, 1:5, 1:5], x[i, 0, 1 - dy:5 - dy, 1 - dx:5 - dx])
+        np.testing.assert_array_equal(moved[i, 0, 1:5, 1:5], x[i, 0, 1 - dy : 5 - dy, 1 - dx : 5 - dx])
     np.testing.assert_array_equal(view(x[7:9], [7, 8]), moved[7:9])  # a row's shift does not depend on its batch
 
 
@@ -129,8 +130,9 @@ def test_views_need_a_held_out_split(tmp_path, assets, capsys):
     config = base_config(assets)
     config["training"]["teacher_views"] = ["hflip"]
     config["data"]["holdout"] = 0
-    assert_bad_input(run_cli(capsys, "plan", write_config(tmp_path, config)),
-                     "training.teacher_views: needs data.holdout > 0")
+    assert_bad_input(
+        run_cli(capsys, "plan", write_config(tmp_path, config)), "training.teacher_views: needs data.holdout > 0"
+    )
 
 
 def test_the_run_records_each_teachers_self_agreement(tmp_path, assets, capsys):
@@ -140,9 +142,11 @@ def test_the_run_records_each_teachers_self_agreement(tmp_path, assets, capsys):
     a = metrics["teacher_views"]["A"]["hflip"]
     assert not a["kept"] and a["kappa"] < 0.95  # the default
     said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("teacher views: ")]
-    assert said == [f"teacher views: A drops hflip: self-agreement kappa {a['kappa']:.4f} (agreement "
-                    f"{a['agreement']:.4f}) on the held-out split, under training.view_agreement 0.95",
-                    "teacher views: B's targets averaged over the plain view and hflip (kappa 1.0000)"]
+    assert said == [
+        f"teacher views: A drops hflip: self-agreement kappa {a['kappa']:.4f} (agreement "
+        f"{a['agreement']:.4f}) on the held-out split, under training.view_agreement 0.95",
+        "teacher views: B's targets averaged over the plain view and hflip (kappa 1.0000)",
+    ]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["teacher_views"] == metrics["teacher_views"]
     events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     views = [e for e in events if e["event"] == "views"]
@@ -157,4 +161,5 @@ def test_kappa_sees_a_view_that_misses_every_rare_positive():
     assert chance_corrected("binary", plain, plain) == 1.0 == chance_corrected("binary", -plain[10:], -plain[10:])
     classes = np.eye(3)[np.arange(30) % 3]  # multiclass: argmax
     assert chance_corrected("multiclass", classes, classes[::-1]) == pytest.approx(
-        (np.mean(np.arange(30) % 3 == (29 - np.arange(30)) % 3) - 1 / 3) / (2 / 3))
+        (np.mean(np.arange(30) % 3 == (29 - np.arange(30)) % 3) - 1 / 3) / (2 / 3)
+    )

@@ -6,8 +6,8 @@ from amalgam.runtime.blocks import find_boundaries
 from amalgam.runtime.convert import to_torch
 from amalgam.runtime.cut import cut_block, cut_prefix
 from amalgam.runtime.errors import ConfigError
-from tests.builders import PlainCNN, ResidualCNN, export
 from amalgam.toolkit.student.width import scale_width, scaled
+from tests.builders import PlainCNN, ResidualCNN, export
 
 
 def _blocks(model, tmp_path):

@@ -12,9 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from tests.builders import PlainCNN, export, randomize_bn
-from tests.robustness.contract import base_config, write_config
-from tests.synthetic import SIZE, make_images, save_npz
 from amalgam.toolkit.config import load_config
 from amalgam.toolkit.method.amalgamate import amalgamate
 from amalgam.toolkit.method.branching import size_limit, teacher_sizes
@@ -23,15 +20,28 @@ from amalgam.toolkit.student.io import load_student
 from amalgam.toolkit.student.parts import trunk_blocks, trunk_graphs
 from amalgam.toolkit.student.targetnet import count_params
 from amalgam.toolkit.teachers import load_teachers
+from tests.builders import PlainCNN, export, randomize_bn
+from tests.robustness.contract import base_config, write_config
+from tests.synthetic import SIZE, make_images, save_npz
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("width_choice")
-    export(randomize_bn(PlainCNN(channels=(16, 32, 64, 64), n_out=5)), root / "a.onnx",
-           input_shape=(2, 1, SIZE, SIZE), opset=17, dynamo=False)
-    export(randomize_bn(PlainCNN(channels=(8, 8, 8, 8), n_out=5), seed=1), root / "b.onnx",
-           input_shape=(2, 1, SIZE, SIZE), opset=17, dynamo=False)
+    export(
+        randomize_bn(PlainCNN(channels=(16, 32, 64, 64), n_out=5)),
+        root / "a.onnx",
+        input_shape=(2, 1, SIZE, SIZE),
+        opset=17,
+        dynamo=False,
+    )
+    export(
+        randomize_bn(PlainCNN(channels=(8, 8, 8, 8), n_out=5), seed=1),
+        root / "b.onnx",
+        input_shape=(2, 1, SIZE, SIZE),
+        opset=17,
+        dynamo=False,
+    )
     save_npz(root / "train.npz", *make_images(400, seed=2))
     return root
 
@@ -72,8 +82,9 @@ def test_a_narrowed_trunk_of_init_teacher_starts_from_the_pruned_weights(tmp_pat
 
 
 def test_auto_keeps_full_width_and_the_teachers_weights_without_a_bound(tmp_path, assets):
-    width, init, params, limit, params_at, _ = chosen(tmp_path, assets,
-                                                      branching={"size_budget": None, "max_vs_largest": None})
+    width, init, params, limit, params_at, _ = chosen(
+        tmp_path, assets, branching={"size_budget": None, "max_vs_largest": None}
+    )
     assert (width, init, limit) == (1.0, "teacher", None) and params == params_at(1.0)
 
 

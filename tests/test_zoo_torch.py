@@ -19,8 +19,8 @@ import onnx
 import pytest
 
 from amalgam.runtime.parity import onnx_runner
-from tests.frameworks.cli import amalgam
 from amalgam.toolkit.cli import main
+from tests.frameworks.cli import amalgam
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +41,9 @@ NOISE = ("Traceback", "Warning", "[E:onnxruntime", "torch.fx", "def forward")
 
 def _export(factory, kwargs, path):
     """``amalgam export-teacher torch FACTORY`` in-process: (exit code, stdout, stderr)."""
-    args = ["export-teacher", "torch", factory, "--input-shape", f"1,3,{SIZE},{SIZE}",
-            "-o", str(path)] + (["--kwargs", json.dumps(kwargs)] if kwargs else [])
+    args = ["export-teacher", "torch", factory, "--input-shape", f"1,3,{SIZE},{SIZE}", "-o", str(path)] + (
+        ["--kwargs", json.dumps(kwargs)] if kwargs else []
+    )
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
         main(args)
@@ -79,8 +80,10 @@ def test_inspect_check_converts_every_boundary_with_parity(exported, capsys):
     assert not any(n in captured.err for n in NOISE), captured.err
     blocks = json.loads(captured.out)["blocks"]
     with capsys.disabled():
-        print(f"\n{name}: inspect --check {seconds:.1f}s, {len(blocks)} boundaries, worst max abs "
-              f"{max([b['branch_max_abs_diff'] for b in blocks], default=0):.2g}")
+        print(
+            f"\n{name}: inspect --check {seconds:.1f}s, {len(blocks)} boundaries, worst max abs "
+            f"{max([b['branch_max_abs_diff'] for b in blocks], default=0):.2g}"
+        )
     if name in TOKEN_MODELS:  # no rank-4 stage end after the patch embedding: it teaches through its outputs
         assert blocks == []
         return

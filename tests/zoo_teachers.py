@@ -28,5 +28,5 @@ def calibrated(arch, size=32, seed=0, batch=64, **kwargs):
         m.momentum = 0.1
     for m in model.modules():
         if isinstance(m, torch.nn.Linear) and not m.weight.any():
-            torch.nn.init.normal_(m.weight, std=m.in_features ** -0.5)
+            torch.nn.init.normal_(m.weight, std=m.in_features**-0.5)
     return model.eval()

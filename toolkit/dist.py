@@ -83,11 +83,11 @@ class Ranks:
         if self.world == 1:
             return indices
         pad = -len(indices) % self.world
-        return np.concatenate([indices, np.resize(indices, pad)])[self.rank::self.world]
+        return np.concatenate([indices, np.resize(indices, pad)])[self.rank :: self.world]
 
     def split(self, indices):
         """This rank's rows of ``indices`` for evaluation: every ``world``-th from ``rank``, no padding."""
-        return np.asarray(indices)[self.rank::self.world]
+        return np.asarray(indices)[self.rank :: self.world]
 
     def data_parallel(self, modules, step):
         """``step(idx) -> loss`` with the gradients of the trainable parameters of ``modules``

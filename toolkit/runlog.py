@@ -28,8 +28,9 @@ class RunLog:
             tqdm.write(message, file=sys.stderr)
 
     def progress(self, iterable, desc, total=None):
-        return tqdm(iterable, desc=desc, total=total, disable=self.quiet, leave=False,
-                    file=sys.stderr, dynamic_ncols=True)
+        return tqdm(
+            iterable, desc=desc, total=total, disable=self.quiet, leave=False, file=sys.stderr, dynamic_ncols=True
+        )
 
 
 def read_log(path, event=None):

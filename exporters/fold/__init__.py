@@ -35,16 +35,32 @@ Every rewrite is exact in real arithmetic; in float32 the results differ by roun
 
 from collections import Counter
 
-from amalgam.runtime.graph import prune_dead
-from amalgam.exporters.fold.view import GraphView
 from amalgam.exporters.fold.linear import fold_gemm_chain, fold_linear_conv, pool_first
-from amalgam.exporters.fold.merge import divide_as_multiply, drop_reshape_round_trip, merge_duplicates, merge_gemms, sink_scalar, sink_split, split_outputs, sum_as_mean
+from amalgam.exporters.fold.merge import (
+    divide_as_multiply,
+    drop_reshape_round_trip,
+    merge_duplicates,
+    merge_gemms,
+    sink_scalar,
+    sink_split,
+    split_outputs,
+    sum_as_mean,
+)
+from amalgam.exporters.fold.view import GraphView
+from amalgam.runtime.graph import prune_dead
 
-
-FOLDS = (("pool_first", pool_first), ("linear_conv", fold_linear_conv), ("reshape_round_trip", drop_reshape_round_trip),
-         ("divide", divide_as_multiply), ("sum_as_mean", sum_as_mean), ("scalar", sink_scalar),
-         ("gemm_chain", fold_gemm_chain), ("duplicates", merge_duplicates), ("merge_gemms", merge_gemms),
-         ("split", sink_split))
+FOLDS = (
+    ("pool_first", pool_first),
+    ("linear_conv", fold_linear_conv),
+    ("reshape_round_trip", drop_reshape_round_trip),
+    ("divide", divide_as_multiply),
+    ("sum_as_mean", sum_as_mean),
+    ("scalar", sink_scalar),
+    ("gemm_chain", fold_gemm_chain),
+    ("duplicates", merge_duplicates),
+    ("merge_gemms", merge_gemms),
+    ("split", sink_split),
+)
 
 
 LAST = (("split_outputs", split_outputs),)  # once the others are done: it hides the heads' Gemms from them

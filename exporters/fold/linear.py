@@ -18,9 +18,15 @@ def _is_pointwise_conv(node, view):
         return False
     a = attrs(node)
     w = view.const(node.input[1])
-    return (w.ndim == 4 and w.shape[2:] == (1, 1) and a.get("group", 1) == 1
-            and all(v == 1 for v in a.get("strides", [1])) and all(v == 1 for v in a.get("dilations", [1]))
-            and not any(a.get("pads", [0])) and a.get("auto_pad", b"NOTSET") in (b"NOTSET", b"VALID"))
+    return (
+        w.ndim == 4
+        and w.shape[2:] == (1, 1)
+        and a.get("group", 1) == 1
+        and all(v == 1 for v in a.get("strides", [1]))
+        and all(v == 1 for v in a.get("dilations", [1]))
+        and not any(a.get("pads", [0]))
+        and a.get("auto_pad", b"NOTSET") in (b"NOTSET", b"VALID")
+    )
 
 
 def _bias(view, node, channels):
@@ -80,8 +86,9 @@ def _pool_past_mul(view, reduce, prev, axes, keepdims):
         nodes = [reduce_node(view, reduce, big, axes, keepdims, pooled)]
         if not keepdims:
             squeezed = view.fresh(small)
-            nodes.append(helper.make_node("Squeeze", [small, view.add_const(np.array(axes, np.int64), "axes")],
-                                          [squeezed]))
+            nodes.append(
+                helper.make_node("Squeeze", [small, view.add_const(np.array(axes, np.int64), "axes")], [squeezed])
+            )
             small = squeezed
         nodes.append(helper.make_node("Mul", [pooled, small], [reduce.output[0]]))
         return nodes
@@ -102,12 +109,23 @@ def _pool_past_conv(view, reduce, prev, axes, keepdims):
     pooled = view.fresh(reduce.output[0])
     nodes = [reduce_node(view, reduce, prev.input[0], axes, keepdims, pooled)]
     if keepdims:
-        nodes.append(helper.make_node("Conv", [pooled, prev.input[1], view.add_const(b.astype(np.float32), "bias")],
-                                      [reduce.output[0]], kernel_shape=[1, 1]))
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [pooled, prev.input[1], view.add_const(b.astype(np.float32), "bias")],
+                [reduce.output[0]],
+                kernel_shape=[1, 1],
+            )
+        )
     else:
-        nodes.append(helper.make_node("Gemm", [pooled, view.add_const(w[:, :, 0, 0], "weight"),
-                                               view.add_const(b.astype(np.float32), "bias")],
-                                      [reduce.output[0]], transB=1))
+        nodes.append(
+            helper.make_node(
+                "Gemm",
+                [pooled, view.add_const(w[:, :, 0, 0], "weight"), view.add_const(b.astype(np.float32), "bias")],
+                [reduce.output[0]],
+                transB=1,
+            )
+        )
     return nodes
 
 
@@ -122,8 +140,12 @@ def pool_first(view):
             continue
         found = reduce_axes(reduce, view)
         prev = view.producer.get(reduce.input[0])
-        if found is None or prev is None or prev.op_type not in POOL_MOVES \
-                or not view.only_use(reduce.input[0], reduce):
+        if (
+            found is None
+            or prev is None
+            or prev.op_type not in POOL_MOVES
+            or not view.only_use(reduce.input[0], reduce)
+        ):
             continue
         nodes = POOL_MOVES[prev.op_type](view, reduce, prev, *found)
         if nodes is None:
@@ -173,9 +195,14 @@ def fold_linear_conv(view):
         if extra.ndim == 1:
             nodes = [_conv_like(second, first.input[0], weight, extra + b2, second.output[0], view)]
         else:
-            nodes = [_conv_like(second, first.input[0], weight, None, name, view),
-                     helper.make_node("Add", [name, view.add_const((extra + b2[:, None, None])[None].astype(np.float32),
-                                                                   "bias_map")], [second.output[0]])]
+            nodes = [
+                _conv_like(second, first.input[0], weight, None, name, view),
+                helper.make_node(
+                    "Add",
+                    [name, view.add_const((extra + b2[:, None, None])[None].astype(np.float32), "bias_map")],
+                    [second.output[0]],
+                ),
+            ]
         view.replace(second, nodes)
         view.drop(first)
         view.refresh()
@@ -222,14 +249,19 @@ def gemm_parts(node, view):
         c = view.const(node.input[2])
         if c is None:
             return None
-        b = np.broadcast_to(c.astype(np.float64).reshape(-1) if c.size == w.shape[1] else c.astype(np.float64),
-                            (w.shape[1],)).copy()
+        b = np.broadcast_to(
+            c.astype(np.float64).reshape(-1) if c.size == w.shape[1] else c.astype(np.float64), (w.shape[1],)
+        ).copy()
     return w, b
 
 
 def make_gemm(view, x, w, b, out):
-    return helper.make_node("Gemm", [x, view.add_const(w.T.astype(np.float32), "weight"),
-                                     view.add_const(b.astype(np.float32), "bias")], [out], transB=1)
+    return helper.make_node(
+        "Gemm",
+        [x, view.add_const(w.T.astype(np.float32), "weight"), view.add_const(b.astype(np.float32), "bias")],
+        [out],
+        transB=1,
+    )
 
 
 def fold_gemm_chain(view):

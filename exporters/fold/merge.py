@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from amalgam.exporters.fold.view import attrs, toposort
 from amalgam.exporters.fold.linear import gemm_parts, make_gemm, reduce_axes, reduce_node
+from amalgam.exporters.fold.view import attrs, toposort
 
 
 def merge_duplicates(view):
@@ -19,11 +19,13 @@ def merge_duplicates(view):
     for node in g.node:
         for k, name in enumerate(node.input):
             node.input[k] = rename.get(name, name)
-        key = (node.domain, node.op_type, tuple(_input_key(view, name) for name in node.input),
-               _attribute_key(node))
+        key = (node.domain, node.op_type, tuple(_input_key(view, name) for name in node.input), _attribute_key(node))
         twin = seen.get(key)
-        if twin is not None and len(twin.output) == len(node.output) \
-                and not any(o in view.outputs for o in node.output):
+        if (
+            twin is not None
+            and len(twin.output) == len(node.output)
+            and not any(o in view.outputs for o in node.output)
+        ):
             rename.update(zip(node.output, twin.output))
             done += 1
             continue
@@ -80,8 +82,11 @@ def drop_reshape_round_trip(view):
         if squeeze.op_type != "Squeeze" or squeeze.output[0] in view.outputs:
             return False
         reshape = view.producer.get(squeeze.input[0])
-        if reshape is None or reshape.op_type not in ("Reshape", "Unsqueeze") \
-                or not view.only_use(reshape.output[0], squeeze):
+        if (
+            reshape is None
+            or reshape.op_type not in ("Reshape", "Unsqueeze")
+            or not view.only_use(reshape.output[0], squeeze)
+        ):
             return False
         x, out = view.shapes.get(reshape.input[0]), view.shapes.get(squeeze.output[0])
         if not x or x != out or None in x[1:]:
@@ -101,8 +106,14 @@ def divide_as_multiply(view):
         c = view.const(div.input[1]) if div.op_type == "Div" else None
         if c is None or c.dtype.kind != "f" or not np.all(c):
             return False
-        view.replace(div, [helper.make_node("Mul", [div.input[0], view.add_const((1.0 / c).astype(c.dtype), "scale")],
-                                            list(div.output))])
+        view.replace(
+            div,
+            [
+                helper.make_node(
+                    "Mul", [div.input[0], view.add_const((1.0 / c).astype(c.dtype), "scale")], list(div.output)
+                )
+            ],
+        )
         return True
 
     return view.rewrite_each(rewrite)
@@ -118,10 +129,15 @@ def sum_as_mean(view):
             return False
         mean = view.fresh(node.output[0])
         size = float(np.prod([shape[a] for a in found[0]]))
-        view.replace(node, [reduce_node(view, helper.make_node("ReduceMean", ["x", "axes"], ["y"]), node.input[0],
-                                         found[0], found[1], mean),
-                            helper.make_node("Mul", [mean, view.add_const(np.array(size, np.float32), "size")],
-                                             list(node.output))])
+        view.replace(
+            node,
+            [
+                reduce_node(
+                    view, helper.make_node("ReduceMean", ["x", "axes"], ["y"]), node.input[0], found[0], found[1], mean
+                ),
+                helper.make_node("Mul", [mean, view.add_const(np.array(size, np.float32), "size")], list(node.output)),
+            ],
+        )
         return True
 
     return view.rewrite_each(rewrite)
@@ -136,15 +152,24 @@ def sink_scalar(view):
         for j in (0, 1):
             inner = view.producer.get(outer.input[j])
             other = outer.input[1 - j]
-            if inner is None or inner.op_type != "Mul" or view.const(other) is not None \
-                    or not view.only_use(inner.output[0], outer):
+            if (
+                inner is None
+                or inner.op_type != "Mul"
+                or view.const(other) is not None
+                or not view.only_use(inner.output[0], outer)
+            ):
                 continue
             k = next((i for i in (0, 1) if _scalar(view, inner.input[i]) is not None), None)
             if k is None:
                 continue
             mid = view.fresh(outer.output[0])
-            view.replace(outer, [helper.make_node("Mul", [other, inner.input[1 - k]], [mid]),
-                                 helper.make_node("Mul", [mid, inner.input[k]], list(outer.output))])
+            view.replace(
+                outer,
+                [
+                    helper.make_node("Mul", [other, inner.input[1 - k]], [mid]),
+                    helper.make_node("Mul", [mid, inner.input[k]], list(outer.output)),
+                ],
+            )
             view.drop(inner)
             return True
         return False
@@ -164,7 +189,9 @@ def merge_gemms(view):
             continue
         parts = [gemm_parts(n, view) for n in nodes]
         merged = view.fresh(x + "_merged")
-        gemm = make_gemm(view, x, np.concatenate([w for w, _ in parts], 1), np.concatenate([b for _, b in parts]), merged)
+        gemm = make_gemm(
+            view, x, np.concatenate([w for w, _ in parts], 1), np.concatenate([b for _, b in parts]), merged
+        )
         split = _split(view, merged, [w.shape[1] for w, _ in parts], [n.output[0] for n in nodes])
         for n in nodes[1:]:
             view.drop(n)
@@ -190,12 +217,21 @@ def sink_split(view):
     done = 0
     for split in list(view.model.graph.node):
         sizes = view.const(split.input[1]) if split.op_type == "Split" and len(split.input) > 1 else None
-        if sizes is None or attrs(split).get("axis", 0) not in (1, -1) \
-                or len(view.shapes.get(split.input[0]) or []) != 2:
+        if (
+            sizes is None
+            or attrs(split).get("axis", 0) not in (1, -1)
+            or len(view.shapes.get(split.input[0]) or []) != 2
+        ):
             continue
         readers = [view.consumers.get(o, []) for o in split.output]
-        if all(r.op_type == "Gather" and attrs(r).get("axis", 0) == 1 and r.input[0] == o
-               for o, rs in zip(split.output, readers) for r in rs) and not set(split.output) & view.outputs:
+        if (
+            all(
+                r.op_type == "Gather" and attrs(r).get("axis", 0) == 1 and r.input[0] == o
+                for o, rs in zip(split.output, readers)
+                for r in rs
+            )
+            and not set(split.output) & view.outputs
+        ):
             _gathers_unsplit(view, split, sizes, readers)
         elif any(len(r) != 1 for r in readers) or set(split.output) & view.outputs:
             continue
@@ -223,8 +259,11 @@ def _gathers_unsplit(view, split, sizes, readers):
 def _merged_step(view, split, sizes, steps):
     """One node doing every part's ``steps`` on the unsplit tensor, then the Split; or None."""
     first, x = steps[0], split.input[0]
-    if any(s.op_type != first.op_type or sorted(a.SerializeToString() for a in s.attribute)
-           != sorted(a.SerializeToString() for a in first.attribute) for s in steps):
+    if any(
+        s.op_type != first.op_type
+        or sorted(a.SerializeToString() for a in s.attribute) != sorted(a.SerializeToString() for a in first.attribute)
+        for s in steps
+    ):
         return None
     merged = view.fresh(x + "_merged")
     if first.op_type in UNARY:
@@ -240,7 +279,7 @@ def _merged_step(view, split, sizes, steps):
         weight = np.zeros((sum(w.shape[0] for w, _ in parts), sum(w.shape[1] for w, _ in parts)))
         r = c = 0
         for w, _ in parts:
-            weight[r:r + w.shape[0], c:c + w.shape[1]] = w
+            weight[r : r + w.shape[0], c : c + w.shape[1]] = w
             r, c = r + w.shape[0], c + w.shape[1]
         body = [make_gemm(view, x, weight, np.concatenate([b for _, b in parts]), merged)]
         out_sizes = [w.shape[1] for w, _ in parts]
@@ -267,8 +306,10 @@ def _merged_mul(view, split, steps, x, merged):
     if view.const(other) is not None or not shape or any(view.shapes.get(o) != shape for o in split.output):
         return None
     tiled = view.fresh(other + "_tiled")
-    return [helper.make_node("Concat", [other] * len(steps), [tiled], axis=1),
-            helper.make_node("Mul", [tiled, x], [merged])]
+    return [
+        helper.make_node("Concat", [other] * len(steps), [tiled], axis=1),
+        helper.make_node("Mul", [tiled, x], [merged]),
+    ]
 
 
 def split_outputs(view):
@@ -280,19 +321,32 @@ def split_outputs(view):
     opset = next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 0)
     for gemm in list(view.model.graph.node) if opset >= 18 else []:
         parts, readers = gemm_parts(gemm, view), view.consumers.get(gemm.output[0], [])
-        if parts is None or len(readers) < 2 or gemm.output[0] in view.outputs \
-                or len(view.shapes.get(gemm.input[0]) or []) != 2:
+        if (
+            parts is None
+            or len(readers) < 2
+            or gemm.output[0] in view.outputs
+            or len(view.shapes.get(gemm.input[0]) or []) != 2
+        ):
             continue
         columns = [_gathered_column(view, r) for r in readers]
         if None in columns or len(set(columns)) != len(columns):
             continue
         w, b = parts
         flat = view.fresh(gemm.output[0] + "_flat")
-        nodes = [helper.make_node("Gemm", [view.add_const(w[:, columns].T.astype(np.float32), "weight"), gemm.input[0],
-                                           view.add_const(b[columns][:, None].astype(np.float32), "bias")],
-                                  [flat + "_t"], transB=1),
-                 helper.make_node("Reshape", [flat + "_t", view.add_const(np.array([-1], np.int64), "flat")], [flat]),
-                 helper.make_node("Split", [flat], [r.output[0] for r in readers], axis=0, num_outputs=len(readers))]
+        nodes = [
+            helper.make_node(
+                "Gemm",
+                [
+                    view.add_const(w[:, columns].T.astype(np.float32), "weight"),
+                    gemm.input[0],
+                    view.add_const(b[columns][:, None].astype(np.float32), "bias"),
+                ],
+                [flat + "_t"],
+                transB=1,
+            ),
+            helper.make_node("Reshape", [flat + "_t", view.add_const(np.array([-1], np.int64), "flat")], [flat]),
+            helper.make_node("Split", [flat], [r.output[0] for r in readers], axis=0, num_outputs=len(readers)),
+        ]
         for r in readers:
             view.drop(r)
         view.replace(gemm, nodes)

@@ -7,7 +7,6 @@ from onnx import helper, numpy_helper
 
 from amalgam.runtime.graph import node_inputs
 
-
 SPATIAL = (2, 3)
 
 

@@ -78,8 +78,15 @@ class TeacherData:
         classes, part = TEACHERS[teacher]
         images, labels = read_idx(folder, "train")
         test_x, test_y = read_idx(folder, "test")
-        return cls(classes, images[part], task_targets(labels[part], classes), images[VALID],
-                   task_targets(labels[VALID], classes), test_x, task_targets(test_y, classes))
+        return cls(
+            classes,
+            images[part],
+            task_targets(labels[part], classes),
+            images[VALID],
+            task_targets(labels[VALID], classes),
+            test_x,
+            task_targets(test_y, classes),
+        )
 
     def summary(self, valid_f1, test_logits):
         return f"kept validation F1 {valid_f1:.4f}; test mean F1 {mean_f1(test_logits, self.test_y):.4f}"

@@ -24,6 +24,7 @@ from samples.fashion_mnist.jax_model import teacher_cnn
 def train_step(model, optimizer, x, y):
     def loss_fn(m):
         return optax.sigmoid_binary_cross_entropy(m(x), y).mean()
+
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
     return loss
@@ -36,8 +37,9 @@ def logits(model, x):
 
 def predict(model, images):
     model.eval()
-    out = np.concatenate([np.asarray(logits(model, jnp.asarray(images[i:i + 1000, ..., None])))
-                          for i in range(0, len(images), 1000)])
+    out = np.concatenate(
+        [np.asarray(logits(model, jnp.asarray(images[i : i + 1000, ..., None]))) for i in range(0, len(images), 1000)]
+    )
     model.train()
     return out
 
@@ -52,7 +54,7 @@ def train(images, targets, valid_x, valid_y, epochs, seed, batch=64, lr=2e-3):
     for epoch in range(epochs):
         order = rng.permutation(len(images))
         for b in range(n_batches):
-            idx = order[b * batch:(b + 1) * batch]
+            idx = order[b * batch : (b + 1) * batch]
             train_step(model, optimizer, jnp.asarray(images[idx, ..., None]), jnp.asarray(targets[idx]))
         f1 = mean_f1(predict(model, valid_x), valid_y)
         print(f"epoch {epoch + 1}: validation mean F1 {f1:.4f}")

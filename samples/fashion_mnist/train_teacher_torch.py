@@ -61,7 +61,7 @@ def train(images, targets, valid_x, valid_y, epochs, seed, batch=64, lr=2e-3):
 @torch.no_grad()
 def predict(model, images):
     model.eval()
-    return torch.cat([model(torch.from_numpy(images[i:i + 1024, None])) for i in range(0, len(images), 1024)]).numpy()
+    return torch.cat([model(torch.from_numpy(images[i : i + 1024, None])) for i in range(0, len(images), 1024)]).numpy()
 
 
 def main():
@@ -70,8 +70,14 @@ def main():
     model, f1 = train(data.train_x, data.train_y, data.valid_x, data.valid_y, args.epochs, args.seed)
     print(data.summary(f1, predict(model, data.test_x)))
     tasks = [{"name": CLASSES[c], "output": "logits", "index": k, "kind": "binary"} for k, c in enumerate(data.classes)]
-    export_torch(model, torch.from_numpy(data.test_x[:2, None]), args.out, input_names=["input"],
-                 output_names=["logits"], tasks=tasks)
+    export_torch(
+        model,
+        torch.from_numpy(data.test_x[:2, None]),
+        args.out,
+        input_names=["input"],
+        output_names=["logits"],
+        tasks=tasks,
+    )
     print(f"wrote {args.out}")
 
 

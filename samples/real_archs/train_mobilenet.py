@@ -33,8 +33,9 @@ def mobilenet(n_out, seed):
     BatchNorm momentum 0.9 instead of its 0.999, so the moving statistics that inference
     uses catch up within a training of a few hundred steps."""
     keras.utils.set_random_seed(seed)
-    model = keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), weights=None, classes=n_out,
-                                           classifier_activation=None)
+    model = keras.applications.MobileNetV2(
+        input_shape=(SIZE, SIZE, 3), weights=None, classes=n_out, classifier_activation=None
+    )
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9
@@ -62,8 +63,10 @@ def main():
     data = TeacherData.load(args.data, "mobilenet")
     model = mobilenet(data.train_y.shape[1], args.seed)
     steps = args.epochs * -(-len(data.train_x) // 64)
-    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, steps)),
-                  loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, steps)),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+    )
     keep = KeepBest(rgb32(data.valid_x), data.valid_y)
     model.fit(rgb32(data.train_x), data.train_y, batch_size=64, epochs=args.epochs, callbacks=[keep], verbose=0)
     model.set_weights(keep.weights)

@@ -11,7 +11,6 @@ mode) is checked against PyTorch under ONNX Runtime.
 
 import torch
 import torchvision
-from torch import nn
 from torch.nn import functional as F
 
 from amalgam.exporters.torch_export import export_torch
@@ -52,7 +51,7 @@ def train(x, y, valid_x, valid_y, epochs, seed, batch=64, lr=1e-3):
 @torch.no_grad()
 def predict(model, x):
     model.eval()
-    return torch.cat([model(x[i:i + 500]) for i in range(0, len(x), 500)]).numpy()
+    return torch.cat([model(x[i : i + 500]) for i in range(0, len(x), 500)]).numpy()
 
 
 def main():

@@ -15,10 +15,16 @@ def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("robust-assets")
     shape = (2, 1, SIZE, SIZE)
     export(randomize_bn(PlainCNN(channels=(4, 8, 8, 8), n_out=5)), root / "a.onnx", input_shape=shape)
-    export(randomize_bn(PlainCNN(channels=(4, 8, 8, 8), n_out=5)), root / "b.onnx", opset=17, dynamo=False,
-           input_shape=shape)
-    export(randomize_bn(ResidualCNN(channels=(4, 8, 8))), root / "residual.onnx", opset=17, dynamo=False,
-           input_shape=shape)
+    export(
+        randomize_bn(PlainCNN(channels=(4, 8, 8, 8), n_out=5)),
+        root / "b.onnx",
+        opset=17,
+        dynamo=False,
+        input_shape=shape,
+    )
+    export(
+        randomize_bn(ResidualCNN(channels=(4, 8, 8))), root / "residual.onnx", opset=17, dynamo=False, input_shape=shape
+    )
     save_npz(root / "train.npz", *make_images(96, seed=2))
     return root
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.synthetic import SIZE
 from amalgam.toolkit.cli import main
+from tests.synthetic import SIZE
 
 PARTIAL_MARKERS = (".tmp", ".stale-", ".partial")
 
@@ -20,10 +20,18 @@ def base_config(assets, **top):
     prep = {"size": [SIZE, SIZE], "channels": 1}
     config = {
         "teachers": [
-            {"name": "A", "onnx": str(assets / "a.onnx"), "preprocess": prep,
-             "tasks": [{"name": f"a{i}", "output": "logits", "index": i} for i in range(5)]},
-            {"name": "B", "onnx": str(assets / "b.onnx"), "preprocess": copy.deepcopy(prep),
-             "tasks": [{"name": f"b{i}", "output": "logits", "index": i} for i in range(5)]},
+            {
+                "name": "A",
+                "onnx": str(assets / "a.onnx"),
+                "preprocess": prep,
+                "tasks": [{"name": f"a{i}", "output": "logits", "index": i} for i in range(5)],
+            },
+            {
+                "name": "B",
+                "onnx": str(assets / "b.onnx"),
+                "preprocess": copy.deepcopy(prep),
+                "tasks": [{"name": f"b{i}", "output": "logits", "index": i} for i in range(5)],
+            },
         ],
         "tasks": ["a0", "a1", "b2"],
         "data": {"train": {"format": "numpy", "path": str(assets / "train.npz")}, "holdout": 0.25},

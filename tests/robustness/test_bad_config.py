@@ -32,15 +32,20 @@ def test_not_a_mapping(cli, tmp_path):
 def test_unknown_config_key(cli, assets, tmp_path):
     config = base_config(assets)
     config["training"]["batch_sise"] = 32
-    assert_bad_input(amalgamate(cli, tmp_path, write_config(tmp_path, config)),
-                     "training.batch_sise: unknown key (did you mean 'batch_size'?)")
+    assert_bad_input(
+        amalgamate(cli, tmp_path, write_config(tmp_path, config)),
+        "training.batch_sise: unknown key (did you mean 'batch_size'?)",
+    )
 
 
 def test_wrong_value_type(cli, assets, tmp_path):
     config = base_config(assets)
     config["training"]["batch_size"] = "big"
-    assert_bad_input(amalgamate(cli, tmp_path, write_config(tmp_path, config)),
-                     "training.batch_size: expected a valid integer", "found 'big'")
+    assert_bad_input(
+        amalgamate(cli, tmp_path, write_config(tmp_path, config)),
+        "training.batch_size: expected a valid integer",
+        "found 'big'",
+    )
 
 
 def test_every_problem_is_listed(cli, assets, tmp_path):
@@ -54,14 +59,17 @@ def test_every_problem_is_listed(cli, assets, tmp_path):
 def test_same_task_name_twice(cli, assets, tmp_path):
     config = base_config(assets)
     config["teachers"][1]["tasks"][0]["name"] = "a0"
-    assert_bad_input(amalgamate(cli, tmp_path, write_config(tmp_path, config)),
-                     "teachers[1].tasks[0].name: task name 'a0' is already used by teacher 'A'")
+    assert_bad_input(
+        amalgamate(cli, tmp_path, write_config(tmp_path, config)),
+        "teachers[1].tasks[0].name: task name 'a0' is already used by teacher 'A'",
+    )
 
 
 def test_chosen_task_no_teacher_has(cli, assets, tmp_path):
     config = base_config(assets, tasks=["a0", "smiling"])
-    assert_bad_input(amalgamate(cli, tmp_path, write_config(tmp_path, config)),
-                     "tasks[1]: no teacher has a task 'smiling'")
+    assert_bad_input(
+        amalgamate(cli, tmp_path, write_config(tmp_path, config)), "tasks[1]: no teacher has a task 'smiling'"
+    )
 
 
 def test_missing_config_file(cli, tmp_path):
@@ -70,11 +78,14 @@ def test_missing_config_file(cli, tmp_path):
 
 def test_override_without_a_value(cli, assets, tmp_path):
     path = write_config(tmp_path, base_config(assets))
-    assert_bad_input(amalgamate(cli, tmp_path, path, "--set", "training.lr"),
-                     "override 'training.lr': expected KEY=VALUE")
+    assert_bad_input(
+        amalgamate(cli, tmp_path, path, "--set", "training.lr"), "override 'training.lr': expected KEY=VALUE"
+    )
 
 
 def test_override_of_a_place_the_config_lacks(cli, assets, tmp_path):
     path = write_config(tmp_path, base_config(assets))
-    assert_bad_input(amalgamate(cli, tmp_path, path, "--set", "teachers.7.name=C"),
-                     "override 'teachers.7.name': no such place in the config")
+    assert_bad_input(
+        amalgamate(cli, tmp_path, path, "--set", "teachers.7.name=C"),
+        "override 'teachers.7.name': no such place in the config",
+    )

@@ -61,8 +61,7 @@ def image_folder(folder, n=40):
 
 def test_corrupt_image_fails_the_run_when_asked(cli, assets, tmp_path):
     folder = image_folder(tmp_path / "images")
-    result = amalgamate(cli, assets, tmp_path, {"format": "folder", "path": str(folder)},
-                        on_corrupt="fail")
+    result = amalgamate(cli, assets, tmp_path, {"format": "folder", "path": str(folder)}, on_corrupt="fail")
     assert_bad_input(result, "020b.png: not a readable image")
 
 
@@ -95,5 +94,6 @@ def test_malformed_celeba_attribute_file(cli, assets, tmp_path):
     (root / "img_align_celeba").mkdir(parents=True)
     (root / "list_attr_celeba.txt").write_text("2\nSmiling Male\n000001.jpg 1 -1\n000002.jpg 1\n")
     result = amalgamate(cli, assets, tmp_path, {"format": "celeba", "path": str(root), "split": "all"})
-    assert_bad_input(result, "list_attr_celeba.txt:4: expected a file name and 2 values of 1 or -1",
-                     "found '000002.jpg 1'")
+    assert_bad_input(
+        result, "list_attr_celeba.txt:4: expected a file name and 2 values of 1 or -1", "found '000002.jpg 1'"
+    )

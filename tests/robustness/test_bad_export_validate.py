@@ -7,8 +7,13 @@ import shutil
 import pytest
 
 from tests.builders import PlainCNN, export, randomize_bn
-from tests.robustness.contract import (assert_bad_input, assert_no_partial_files, base_config, partial_files,
-                                       write_config)
+from tests.robustness.contract import (
+    assert_bad_input,
+    assert_no_partial_files,
+    base_config,
+    partial_files,
+    write_config,
+)
 from tests.synthetic import SIZE
 
 
@@ -17,10 +22,13 @@ def student(assets, tmp_path_factory):
     """A run dir (no training epochs: enough for the checks) and its exported student."""
     root = tmp_path_factory.mktemp("student")
     config = write_config(root, base_config(assets))
-    for args in (["amalgamate", config, "--out", root / "run", "--quiet", "--cache-dir", root / "cache"],
-                 ["export", root / "run", "-o", root / "student.onnx"]):
+    for args in (
+        ["amalgamate", config, "--out", root / "run", "--quiet", "--cache-dir", root / "cache"],
+        ["export", root / "run", "-o", root / "student.onnx"],
+    ):
         with pytest.raises(SystemExit) as e:
             from amalgam.toolkit.cli import main
+
             main([str(a) for a in args])
         assert e.value.code == 0, args
     return root
@@ -42,16 +50,30 @@ def test_export_from_a_folder_that_is_no_run(cli, tmp_path):
 
 
 def test_validate_against_teachers_it_was_not_built_from(cli, assets, student, tmp_path):
-    other = export(randomize_bn(PlainCNN(channels=(4, 8, 8, 8), n_out=5), seed=9), tmp_path / "b.onnx",
-                   opset=17, dynamo=False, input_shape=(2, 1, SIZE, SIZE))
+    other = export(
+        randomize_bn(PlainCNN(channels=(4, 8, 8, 8), n_out=5), seed=9),
+        tmp_path / "b.onnx",
+        opset=17,
+        dynamo=False,
+        input_shape=(2, 1, SIZE, SIZE),
+    )
     config = base_config(assets)
     config["teachers"][1]["onnx"] = str(other)
     path = write_config(tmp_path, config)
     report = tmp_path / "report.json"
-    result = cli("validate", student / "student.onnx", "--run", student / "run", "--config", path,
-                 "--report", report, "--cache-dir", tmp_path / "cache")
-    assert_bad_input(result, "validating a student against teachers it was not built from", "teacher 'B'",
-                     str(other))
+    result = cli(
+        "validate",
+        student / "student.onnx",
+        "--run",
+        student / "run",
+        "--config",
+        path,
+        "--report",
+        report,
+        "--cache-dir",
+        tmp_path / "cache",
+    )
+    assert_bad_input(result, "validating a student against teachers it was not built from", "teacher 'B'", str(other))
     assert not report.exists()
 
 

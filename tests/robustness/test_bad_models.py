@@ -1,7 +1,6 @@
 """Bad teacher ONNX files through ``amalgam inspect``: each is refused with exit 2 and
 one message naming the file and what was expected; nothing is executed or written."""
 
-
 import numpy as np
 import onnx
 import pytest
@@ -57,8 +56,13 @@ def test_opset_newer_than_the_runtime(cli, assets, tmp_path):
 def test_external_data_outside_the_model_folder(cli, tmp_path):
     inner = tmp_path / "models"
     inner.mkdir()
-    onnx.save(linear_model(np.eye(4, dtype=np.float32)), inner / "m.onnx", save_as_external_data=True,
-              location="m.bin", size_threshold=0)
+    onnx.save(
+        linear_model(np.eye(4, dtype=np.float32)),
+        inner / "m.onnx",
+        save_as_external_data=True,
+        location="m.bin",
+        size_threshold=0,
+    )
     (inner / "m.bin").rename(tmp_path / "secret.bin")
     model = onnx.load(inner / "m.onnx", load_external_data=False)
     for entry in model.graph.initializer[0].external_data:
@@ -69,8 +73,13 @@ def test_external_data_outside_the_model_folder(cli, tmp_path):
 
 
 def test_external_data_missing(cli, tmp_path):
-    onnx.save(linear_model(np.eye(4, dtype=np.float32)), tmp_path / "m.onnx", save_as_external_data=True,
-              location="m.bin", size_threshold=0)
+    onnx.save(
+        linear_model(np.eye(4, dtype=np.float32)),
+        tmp_path / "m.onnx",
+        save_as_external_data=True,
+        location="m.bin",
+        size_threshold=0,
+    )
     (tmp_path / "m.bin").unlink()
     assert_bad_input(cli("inspect", tmp_path / "m.onnx"), "external data 'm.bin'", "is missing")
 
@@ -78,13 +87,19 @@ def test_external_data_missing(cli, tmp_path):
 def test_model_over_the_size_limit(cli, assets, monkeypatch):
     size = (assets / "a.onnx").stat().st_size
     monkeypatch.setenv(MAX_BYTES_ENV, str(size - 1))
-    assert_bad_input(cli("inspect", assets / "a.onnx"), f"{size} bytes is over the size limit of {size - 1}",
-                     MAX_BYTES_ENV)
+    assert_bad_input(
+        cli("inspect", assets / "a.onnx"), f"{size} bytes is over the size limit of {size - 1}", MAX_BYTES_ENV
+    )
 
 
 def test_external_data_counts_toward_the_size_limit(cli, tmp_path, monkeypatch):
-    onnx.save(linear_model(np.ones((4, 4), np.float32)), tmp_path / "m.onnx", save_as_external_data=True,
-              location="m.bin", size_threshold=0)
+    onnx.save(
+        linear_model(np.ones((4, 4), np.float32)),
+        tmp_path / "m.onnx",
+        save_as_external_data=True,
+        location="m.bin",
+        size_threshold=0,
+    )
     monkeypatch.setenv(MAX_BYTES_ENV, str((tmp_path / "m.onnx").stat().st_size + 10))
     assert_bad_input(cli("inspect", tmp_path / "m.onnx"), "with its external data (64 bytes)", MAX_BYTES_ENV)
 

@@ -20,41 +20,49 @@ def amalgamate(cli, tmp_path, config):
 def test_teacher_input_shape_incompatible_with_the_data(cli, assets, tmp_path):
     config = base_config(assets)
     config["teachers"][0]["preprocess"]["channels"] = 3  # the graph takes grey images
-    assert_bad_input(amalgamate(cli, tmp_path, config), "teachers[0].preprocess", "a.onnx",
-                     "dim 1 is 3, the graph fixes it to 1")
+    assert_bad_input(
+        amalgamate(cli, tmp_path, config), "teachers[0].preprocess", "a.onnx", "dim 1 is 3, the graph fixes it to 1"
+    )
 
 
 def test_teachers_disagree_on_input_size(cli, assets, tmp_path):
     """Teacher B is given A's neighbour's size (24) while its graph is fixed at 16."""
     config = base_config(assets)
     config["teachers"][1]["preprocess"]["size"] = [24, 24]
-    assert_bad_input(amalgamate(cli, tmp_path, config), "teachers[1].preprocess", "b.onnx",
-                     "dim 2 is 24, the graph fixes it to 16")
+    assert_bad_input(
+        amalgamate(cli, tmp_path, config), "teachers[1].preprocess", "b.onnx", "dim 2 is 24, the graph fixes it to 16"
+    )
 
 
 def test_unknown_tap(cli, assets, tmp_path):
     config = base_config(assets)
     config["teachers"][0]["boundaries"] = ["relu99"]
-    assert_bad_input(amalgamate(cli, tmp_path, config), "teachers[0].boundaries", "a.onnx", "'relu99'",
-                     "no such tensor")
+    assert_bad_input(
+        amalgamate(cli, tmp_path, config), "teachers[0].boundaries", "a.onnx", "'relu99'", "no such tensor"
+    )
 
 
 def test_boundary_not_on_the_main_path(cli, assets, tmp_path):
     model = onnx.load(assets / "residual.onnx")
-    side = next(o for n in model.graph.node if n.op_type == "Conv" for o in n.output
-                if not dominates_outputs(model, o))
+    side = next(o for n in model.graph.node if n.op_type == "Conv" for o in n.output if not dominates_outputs(model, o))
     config = base_config(assets)
     config["teachers"][0].update(onnx=str(assets / "residual.onnx"), boundaries=[side])
-    assert_bad_input(amalgamate(cli, tmp_path, config), "teachers[0].boundaries", "residual.onnx",
-                     "is not on the main path", "valid boundaries:")
+    assert_bad_input(
+        amalgamate(cli, tmp_path, config),
+        "teachers[0].boundaries",
+        "residual.onnx",
+        "is not on the main path",
+        "valid boundaries:",
+    )
 
 
 def test_op_no_converter_handles(cli, assets, tmp_path):
     """Refused while loading the teachers, before the (long) target pass."""
     config = base_config(assets)
     config["teachers"][1]["onnx"] = str(with_shrink_head(assets / "b.onnx", tmp_path / "shrink.onnx"))
-    assert_bad_input(amalgamate(cli, tmp_path, config), "teachers[1]", "shrink.onnx",
-                     "ops no converter handles: Shrink")
+    assert_bad_input(
+        amalgamate(cli, tmp_path, config), "teachers[1]", "shrink.onnx", "ops no converter handles: Shrink"
+    )
     assert not (tmp_path / "cache").exists()
 
 
@@ -85,8 +93,12 @@ def test_inf_in_teacher_outputs(cli, assets, tmp_path):
 def test_task_index_out_of_range(cli, assets, tmp_path):
     config = base_config(assets)
     config["teachers"][0]["tasks"][1]["index"] = 7
-    assert_bad_input(amalgamate(cli, tmp_path, config), "a.onnx", "task 'a1' on output 'logits' of width 5",
-                     "index 7 is out of range")
+    assert_bad_input(
+        amalgamate(cli, tmp_path, config),
+        "a.onnx",
+        "task 'a1' on output 'logits' of width 5",
+        "index 7 is out of range",
+    )
 
 
 def test_task_reads_an_output_the_graph_lacks(cli, assets, tmp_path):

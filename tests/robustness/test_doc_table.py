@@ -4,8 +4,14 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SHORT = {"models": "test_bad_models.py", "teachers": "test_bad_teachers.py", "config": "test_bad_config.py",
-         "data": "test_bad_data.py", "rundirs": "test_run_dirs.py", "exval": "test_bad_export_validate.py"}
+SHORT = {
+    "models": "test_bad_models.py",
+    "teachers": "test_bad_teachers.py",
+    "config": "test_bad_config.py",
+    "data": "test_bad_data.py",
+    "rundirs": "test_run_dirs.py",
+    "exval": "test_bad_export_validate.py",
+}
 
 
 def test_every_row_names_an_existing_test():

@@ -15,17 +15,43 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from amalgam.runtime.errors import AmalgamError
-from tests.robustness.contract import base_config, write_config
-from tests.robustness.test_fuzz_onnx import FUZZ
 from amalgam.toolkit.config import load_config
 from amalgam.toolkit.teachers import load_teachers
+from tests.robustness.contract import base_config, write_config
+from tests.robustness.test_fuzz_onnx import FUZZ
 
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-3, 10**6), st.floats(allow_nan=True),
-                    st.text(max_size=12), st.sampled_from(["cpu", "cuda:9", "numpy", "a0", "logits", "-1", "1e3"]))
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)), max_leaves=12)
-KEYS = st.sampled_from(["teachers", "tasks", "data", "training", "student", "branching", "baseline", "name",
-                        "output", "onnx", "preprocess", "size", "index", "slice", "kind"])
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 10**6),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(["cpu", "cuda:9", "numpy", "a0", "logits", "-1", "1e3"]),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+    max_leaves=12,
+)
+KEYS = st.sampled_from(
+    [
+        "teachers",
+        "tasks",
+        "data",
+        "training",
+        "student",
+        "branching",
+        "baseline",
+        "name",
+        "output",
+        "onnx",
+        "preprocess",
+        "size",
+        "index",
+        "slice",
+        "kind",
+    ]
+)
 DOCUMENTS = st.one_of(VALUES, st.dictionaries(KEYS, VALUES, max_size=6))
 
 

@@ -17,8 +17,13 @@ from amalgam.runtime.errors import AmalgamError, ModelFileError
 from amalgam.runtime.model_io import load_model
 
 EXAMPLES = int(os.environ.get("AMALGAM_FUZZ_EXAMPLES", "60"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @st.composite
@@ -43,9 +48,9 @@ def mutate(data, mutation):
     elif kind == "truncate":
         del data[args:]
     elif kind == "insert":
-        data[args[0]:args[0]] = args[1]
+        data[args[0] : args[0]] = args[1]
     else:
-        data[args[0]:args[0] + len(args[1])] = args[1]
+        data[args[0] : args[0] + len(args[1])] = args[1]
     return bytes(data)
 
 

@@ -16,10 +16,10 @@ import time
 import numpy as np
 
 from amalgam.runtime.cache import MANIFEST
-from tests.robustness.contract import assert_no_partial_files, base_config, write_config
-from tests.synthetic import make_images, save_npz
 from amalgam.toolkit.config import load_config
 from amalgam.toolkit.teachers import load_teachers, split_data
+from tests.robustness.contract import assert_no_partial_files, base_config, write_config
+from tests.synthetic import make_images, save_npz
 
 N = 3000  # long enough a pass per teacher to land a kill in it
 
@@ -40,9 +40,10 @@ def published(targets):
     out = {}
     for entry in sorted(p for p in targets.iterdir() if (p / MANIFEST).exists()):
         manifest = json.loads((entry / MANIFEST).read_text())
-        out[entry.name] = {a["name"]: np.concatenate([np.load(entry / c["dir"] / a["file"])
-                                                      for c in manifest["chunks"]])
-                           for a in manifest["arrays"]}
+        out[entry.name] = {
+            a["name"]: np.concatenate([np.load(entry / c["dir"] / a["file"]) for c in manifest["chunks"]])
+            for a in manifest["arrays"]
+        }
     return out
 
 
@@ -52,8 +53,18 @@ def test_killed_cache_build_is_rebuilt_not_reused(cli, assets, tmp_path):
     config["data"]["train"]["path"] = str(data)
     config_path = write_config(tmp_path, config)
     cache = tmp_path / "cache"
-    cmd = [sys.executable, "-m", "amalgam", "amalgamate", str(config_path), "--out", str(tmp_path / "run"),
-           "--quiet", "--cache-dir", str(cache)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "amalgam",
+        "amalgamate",
+        str(config_path),
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+        "--cache-dir",
+        str(cache),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     partial = wait_for_partial_cache(cache / "targets", proc)
     os.kill(proc.pid, signal.SIGKILL)
@@ -61,8 +72,7 @@ def test_killed_cache_build_is_rebuilt_not_reused(cli, assets, tmp_path):
     assert partial is not None and partial.exists(), "the run ended before it could be killed mid-cache"
     assert not (partial / MANIFEST).exists()
 
-    rerun = cli("amalgamate", config_path, "--out", tmp_path / "run", "--quiet", "--overwrite",
-                "--cache-dir", cache)
+    rerun = cli("amalgamate", config_path, "--out", tmp_path / "run", "--quiet", "--overwrite", "--cache-dir", cache)
     assert rerun.code == 0, rerun
     assert not partial.exists(), "the dead build's temp dir is swept"
     assert_no_partial_files(cache)

@@ -14,9 +14,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("runtime", "toolkit", "exporters")
 ALLOWED = {("exporters/sklearn_export.py", "load_sklearn", "joblib.load")}
-UNPICKLERS = {"pickle.load", "pickle.loads", "pickle.Unpickler", "cPickle.load", "cPickle.loads", "dill.load",
-              "dill.loads", "cloudpickle.load", "cloudpickle.loads", "joblib.load", "marshal.load",
-              "marshal.loads", "shelve.open", "yaml.unsafe_load", "yaml.full_load", "numpy.lib.format.read_array"}
+UNPICKLERS = {
+    "pickle.load",
+    "pickle.loads",
+    "pickle.Unpickler",
+    "cPickle.load",
+    "cPickle.loads",
+    "dill.load",
+    "dill.loads",
+    "cloudpickle.load",
+    "cloudpickle.loads",
+    "joblib.load",
+    "marshal.load",
+    "marshal.loads",
+    "shelve.open",
+    "yaml.unsafe_load",
+    "yaml.full_load",
+    "numpy.lib.format.read_array",
+}
 UNSAFE_YAML_LOADERS = {"Loader", "UnsafeLoader", "FullLoader"}
 
 
@@ -51,8 +66,11 @@ def problem(call):
         loader = keyword(call, "Loader") or (call.args[1] if len(call.args) > 1 else None)
         if loader is None or dotted(loader).split(".")[-1] in UNSAFE_YAML_LOADERS:
             return "yaml.load with an unsafe Loader"
-    if name.endswith("load_model") and isinstance(keyword(call, "safe_mode"), ast.Constant) \
-            and keyword(call, "safe_mode").value is False:
+    if (
+        name.endswith("load_model")
+        and isinstance(keyword(call, "safe_mode"), ast.Constant)
+        and keyword(call, "safe_mode").value is False
+    ):
         return "load_model with safe_mode=False"
     return None
 
@@ -97,27 +115,33 @@ def test_the_allowed_unpickling_sits_behind_trust_pickle():
     assert "raise" in ast.unparse(guard.body[0]) and ast.unparse(guard.test) == "not trust_pickle"
 
 
-@pytest.mark.parametrize("snippet", [
-    "import pickle\npickle.load(open(p, 'rb'))",
-    "import torch\ntorch.load(p)",
-    "import torch\ntorch.load(p, weights_only=False)",
-    "import numpy as np\nnp.load(p, allow_pickle=True)",
-    "import yaml\nyaml.load(text)",
-    "import yaml\nyaml.load(text, Loader=yaml.Loader)",
-    "import yaml\nyaml.unsafe_load(text)",
-    "keras.models.load_model(p, safe_mode=False)",
-    "eval(open(p).read())",
-])
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "import pickle\npickle.load(open(p, 'rb'))",
+        "import torch\ntorch.load(p)",
+        "import torch\ntorch.load(p, weights_only=False)",
+        "import numpy as np\nnp.load(p, allow_pickle=True)",
+        "import yaml\nyaml.load(text)",
+        "import yaml\nyaml.load(text, Loader=yaml.Loader)",
+        "import yaml\nyaml.unsafe_load(text)",
+        "keras.models.load_model(p, safe_mode=False)",
+        "eval(open(p).read())",
+    ],
+)
 def test_scanner_flags_unsafe_loaders(snippet):
     assert scan(snippet, "snippet.py"), snippet
 
 
-@pytest.mark.parametrize("snippet", [
-    "import torch\ntorch.load(p, map_location='cpu', weights_only=True)",
-    "import numpy as np\nnp.load(p, mmap_mode='r')",
-    "import yaml\nyaml.load(text, Loader=_UniqueKeyLoader)",
-    "import yaml\nyaml.safe_load(text)",
-    "model.eval()",
-])
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "import torch\ntorch.load(p, map_location='cpu', weights_only=True)",
+        "import numpy as np\nnp.load(p, mmap_mode='r')",
+        "import yaml\nyaml.load(text, Loader=_UniqueKeyLoader)",
+        "import yaml\nyaml.safe_load(text)",
+        "model.eval()",
+    ],
+)
 def test_scanner_passes_safe_loaders(snippet):
     assert not scan(snippet, "snippet.py"), snippet

@@ -13,8 +13,8 @@ import subprocess
 
 import pytest
 
-from tests.robustness.contract import assert_bad_input, assert_no_partial_files, base_config, write_config
 from amalgam.toolkit import __version__
+from tests.robustness.contract import assert_bad_input, assert_no_partial_files, base_config, write_config
 
 
 @contextlib.contextmanager
@@ -48,8 +48,12 @@ def test_disk_full_while_writing_the_target_cache(cli, assets, tmp_path):
     config = write_config(tmp_path, base_config(assets))
     with tmpfs(tmp_path / "small", "size=64k") as small:
         result = cli("amalgamate", config, "--out", tmp_path / "run", "--quiet", "--cache-dir", small / "cache")
-        assert_bad_input(result, f"{small / 'cache' / 'targets'}: cannot write the target cache",
-                         "a.onnx", "(No space left on device)")
+        assert_bad_input(
+            result,
+            f"{small / 'cache' / 'targets'}: cannot write the target cache",
+            "a.onnx",
+            "(No space left on device)",
+        )
         assert_no_partial_files(small, tmp_path / "run")
         left = [p.name for p in (small / "cache" / "targets").iterdir() if p.suffix != ".lock"]
         assert not left, "no cache entry, complete or not (the entry's lock file may stay)"

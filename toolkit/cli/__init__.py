@@ -16,11 +16,19 @@ from amalgam.runtime.errors import AmalgamError
 # The short help lives here so that `amalgam --help` imports no command (and no torch).
 COMMANDS = {
     "inspect": ("amalgam.toolkit.cli.inspect_cmd:inspect", "Show a model's inputs, outputs and candidate blocks."),
-    "export-teacher": ("amalgam.toolkit.cli.export_teacher_cmd:export_teacher",
-                       "Export a torch, Keras, JAX or scikit-learn teacher to ONNX."),
-    "amalgamate": ("amalgam.toolkit.cli.amalgamate_cmd:amalgamate", "Train a task-customized student from the teachers."),
+    "export-teacher": (
+        "amalgam.toolkit.cli.export_teacher_cmd:export_teacher",
+        "Export a torch, Keras, JAX or scikit-learn teacher to ONNX.",
+    ),
+    "amalgamate": (
+        "amalgam.toolkit.cli.amalgamate_cmd:amalgamate",
+        "Train a task-customized student from the teachers.",
+    ),
     "export": ("amalgam.toolkit.cli.export_cmd:export", "Export a trained student to a deployable ONNX file."),
-    "validate": ("amalgam.toolkit.cli.validate_cmd:validate", "Check a student ONNX file: numeric and task-level parity."),
+    "validate": (
+        "amalgam.toolkit.cli.validate_cmd:validate",
+        "Check a student ONNX file: numeric and task-level parity.",
+    ),
     "run": ("amalgam.toolkit.cli.run_cmd:run", "Amalgamate, export and validate in one go."),
     "plan": ("amalgam.toolkit.cli.plan_cmd:plan", "Estimate a run's cache bytes, params and time before it runs."),
 }

@@ -26,12 +26,21 @@ def export(run_dir, out, opset, static_batch, no_simplify, quantize, calib_data)
     from amalgam.exporters.metadata import read_metadata
     from amalgam.toolkit.ship.export import export_student
 
-    done = export_student(run_dir, out, opset=opset, static_batch=static_batch, simplified=not no_simplify,
-                          quantize=quantize, calib_data=calib_data)
+    done = export_student(
+        run_dir,
+        out,
+        opset=opset,
+        static_batch=static_batch,
+        simplified=not no_simplify,
+        quantize=quantize,
+        calib_data=calib_data,
+    )
     meta = read_metadata(done.student)
     size = done.student.stat().st_size
-    click.echo(f"student: {done.student} ({meta['precision']}, {size / 1024:.1f} KiB, "
-               f"batch {static_batch or 'dynamic'}, tasks {', '.join(t['name'] for t in meta['tasks'])})")
+    click.echo(
+        f"student: {done.student} ({meta['precision']}, {size / 1024:.1f} KiB, "
+        f"batch {static_batch or 'dynamic'}, tasks {', '.join(t['name'] for t in meta['tasks'])})"
+    )
     for label, path in (("unsimplified", done.raw), ("fp32", done.fp32)):
         if path is not None:
             click.echo(f"{label}: {path}")
@@ -42,5 +51,7 @@ def export(run_dir, out, opset, static_batch, no_simplify, quantize, calib_data)
 def int8_slower_line(speed, fp32):
     """One line: int8 runs slower than fp32 here, both latencies, and what to ship for speed."""
     cpu = ", ".join(speed["cpu_int8"]) or "no VNNI/AMX"
-    return (f"note: int8 is slower than fp32 on this CPU ({cpu}): {speed['int8_b64_ms']:.2f} ms vs "
-            f"{speed['fp32_b64_ms']:.2f} ms at batch 64; it is smaller, but ship {fp32} for speed")
+    return (
+        f"note: int8 is slower than fp32 on this CPU ({cpu}): {speed['int8_b64_ms']:.2f} ms vs "
+        f"{speed['fp32_b64_ms']:.2f} ms at batch 64; it is smaller, but ship {fp32} for speed"
+    )

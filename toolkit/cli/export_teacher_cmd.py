@@ -27,8 +27,12 @@ from amalgam.runtime.rules import name_problem
 from amalgam.toolkit.cli.options import parse_dims
 
 FRAMEWORKS = ("keras", "jax", "sklearn", "torch")
-NEEDS = {"keras": "tensorflow-cpu, tf2onnx", "jax": "jax, flax, jax2onnx", "sklearn": "scikit-learn, skl2onnx, skops",
-         "torch": "torch"}
+NEEDS = {
+    "keras": "tensorflow-cpu, tf2onnx",
+    "jax": "jax, flax, jax2onnx",
+    "sklearn": "scikit-learn, skl2onnx, skops",
+    "torch": "torch",
+}
 
 
 def _item(output, item, position):
@@ -42,9 +46,17 @@ def _item(output, item, position):
         return {"name": name, "output": output, "index": position, "slice": None, "kind": "binary", "labels": None}, 1
     names = labels.split("|")
     if len(names) < 2 or not all(names):
-        raise BadInputError(f"--tasks: multi-class task {name!r} needs two or more labels as {name}=a|b|c, got {labels!r}")
-    return {"name": name, "output": output, "index": None, "slice": [position, position + len(names)],
-            "kind": "multiclass", "labels": names}, len(names)
+        raise BadInputError(
+            f"--tasks: multi-class task {name!r} needs two or more labels as {name}=a|b|c, got {labels!r}"
+        )
+    return {
+        "name": name,
+        "output": output,
+        "index": None,
+        "slice": [position, position + len(names)],
+        "kind": "multiclass",
+        "labels": names,
+    }, len(names)
 
 
 def parse_tasks(specs):
@@ -86,8 +98,10 @@ def _exporter(framework):
     try:
         return importlib.import_module(f"amalgam.exporters.{framework}_export")
     except ImportError as e:
-        raise BadInputError(f"export-teacher {framework}: this environment lacks {NEEDS[framework]} ({e.name}); "
-                            f"use the environment made from requirements/{framework}.txt") from e
+        raise BadInputError(
+            f"export-teacher {framework}: this environment lacks {NEEDS[framework]} ({e.name}); "
+            f"use the environment made from requirements/{framework}.txt"
+        ) from e
 
 
 def _keras(source, out, shape, opts):
@@ -135,9 +149,17 @@ def _torch(source, out, shape, weights, opts):
     if opts.pop("nchw"):
         raise BadInputError("--nchw is for NHWC teachers (keras, jax); a PyTorch teacher is NCHW already")
     name = opts.pop("input_name")
-    mod.export_torch(module.eval(), torch.rand(*shape), out, input_names=[name],
-                     output_names=opts.pop("output_names") or ["logits"], opset=opts["opset"], dynamic_batch=True,
-                     tasks=opts["tasks"], log_path=opts.pop("log"))
+    mod.export_torch(
+        module.eval(),
+        torch.rand(*shape),
+        out,
+        input_names=[name],
+        output_names=opts.pop("output_names") or ["logits"],
+        opset=opts["opset"],
+        dynamic_batch=True,
+        tasks=opts["tasks"],
+        log_path=opts.pop("log"),
+    )
     return {"path": str(out)}
 
 
@@ -156,22 +178,58 @@ Examples:
 @click.argument("framework", type=click.Choice(FRAMEWORKS))
 @click.argument("source")
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
-@click.option("--tasks", "task_specs", multiple=True, metavar="SPEC",
-              help='Task names per output, e.g. "logits:tshirt,trouser" or "logits:digit=zero|one|two" (see docs/exporters.md).')
+@click.option(
+    "--tasks",
+    "task_specs",
+    multiple=True,
+    metavar="SPEC",
+    help='Task names per output, e.g. "logits:tshirt,trouser" or "logits:digit=zero|one|two" (see docs/exporters.md).',
+)
 @click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset.")
-@click.option("--input-shape", "input_shape", metavar="N,...",
-              help="Model input shape with batch first (torch, jax: required; keras: override; sklearn: image shape to flatten).")
-@click.option("--nchw", is_flag=True, help="NHWC model (keras, jax): make the ONNX input NCHW; otherwise the layout NHWC is recorded.")
-@click.option("--weights", type=click.Path(), help="torch: .safetensors or a weights-only state dict; jax: .msgpack or .npz.")
+@click.option(
+    "--input-shape",
+    "input_shape",
+    metavar="N,...",
+    help="Model input shape with batch first (torch, jax: required; keras: override; sklearn: image shape to flatten).",
+)
+@click.option(
+    "--nchw",
+    is_flag=True,
+    help="NHWC model (keras, jax): make the ONNX input NCHW; otherwise the layout NHWC is recorded.",
+)
+@click.option(
+    "--weights", type=click.Path(), help="torch: .safetensors or a weights-only state dict; jax: .msgpack or .npz."
+)
 @click.option("--trust-pickle", is_flag=True, help="sklearn: allow .pkl/.joblib files (they run code when loaded).")
 @click.option("--input-name", default="x", show_default=True, help="Name of the ONNX input.")
 @click.option("--output-names", help="Comma-separated names of the ONNX outputs, in order (default: logits).")
-@click.option("--log", "log_path", type=click.Path(dir_okay=False),
-              help="torch, keras: append what the frameworks print (progress, warnings, banners) to this file.")
-@click.option("--kwargs", "factory_kwargs", metavar="JSON",
-              help='torch, jax: keyword arguments for the factory, e.g. \'{"image_size": 32, "num_classes": 5}\'.')
-def export_teacher(framework, source, out, task_specs, opset, input_shape, nchw, weights, trust_pickle, input_name,
-                   output_names, factory_kwargs, log_path):
+@click.option(
+    "--log",
+    "log_path",
+    type=click.Path(dir_okay=False),
+    help="torch, keras: append what the frameworks print (progress, warnings, banners) to this file.",
+)
+@click.option(
+    "--kwargs",
+    "factory_kwargs",
+    metavar="JSON",
+    help='torch, jax: keyword arguments for the factory, e.g. \'{"image_size": 32, "num_classes": 5}\'.',
+)
+def export_teacher(
+    framework,
+    source,
+    out,
+    task_specs,
+    opset,
+    input_shape,
+    nchw,
+    weights,
+    trust_pickle,
+    input_name,
+    output_names,
+    factory_kwargs,
+    log_path,
+):
     """Export a teacher from FRAMEWORK to ONNX, check it against the framework, stamp its tasks.
 
     SOURCE is a model file (keras: .keras/.h5/.hdf5; sklearn: .skops) or, for torch
@@ -182,8 +240,13 @@ def export_teacher(framework, source, out, task_specs, opset, input_shape, nchw,
     kwargs = parse_kwargs(factory_kwargs)
     if kwargs and framework not in ("torch", "jax"):
         raise BadInputError(f"--kwargs is for torch and jax factories; a {framework} model file is already built")
-    opts = {"opset": opset, "tasks": parse_tasks(task_specs), "input_name": input_name, "nchw": nchw,
-            "output_names": output_names.split(",") if output_names else None}
+    opts = {
+        "opset": opset,
+        "tasks": parse_tasks(task_specs),
+        "input_name": input_name,
+        "nchw": nchw,
+        "output_names": output_names.split(",") if output_names else None,
+    }
     if framework in ("torch", "jax") and shape is None:
         raise BadInputError(f"export-teacher {framework}: --input-shape is required, e.g. --input-shape 1,1,28,28")
     if weights and framework in ("keras", "sklearn"):
@@ -203,5 +266,9 @@ def export_teacher(framework, source, out, task_specs, opset, input_shape, nchw,
         summary = _torch(source, out, shape, weights, {**opts, "kwargs": kwargs, "log": log_path})
     if not Path(out).is_file():
         raise ExportError(f"{out}: the {framework} exporter wrote nothing")
-    details = ", ".join(f"{k} {v:.2g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items() if k != "path" and v is not None)
+    details = ", ".join(
+        f"{k} {v:.2g}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in summary.items()
+        if k != "path" and v is not None
+    )
     click.echo(f"wrote {out}" + (f" ({details})" if details else ""))

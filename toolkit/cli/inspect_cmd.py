@@ -32,7 +32,9 @@ def _print_table(path, report):
     checked = report["blocks"] and "branch_ok" in report["blocks"][0]
     width = max([len(b["name"]) for b in report["blocks"]] + [8])
     if report["blocks"]:
-        click.echo(f"  {'#':>2}  {'boundary':<{width}}  {'shape':<22} layout" + ("   branch  max|diff|" if checked else ""))
+        click.echo(
+            f"  {'#':>2}  {'boundary':<{width}}  {'shape':<22} layout" + ("   branch  max|diff|" if checked else "")
+        )
     for i, b in enumerate(report["blocks"], 1):
         line = f"  {i:>2}  {b['name']:<{width}}  {_dims(b['shape']):<22} {b['layout']:<7}"
         if checked:
@@ -46,13 +48,22 @@ def _dims(shape):
 
 @click.command("inspect")
 @click.argument("model_paths", metavar="MODEL.onnx [OTHER.onnx]", nargs=-1, type=click.Path(dir_okay=False))
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="Show how the config's teachers line up with its student.reference (no MODEL then).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Show how the config's teachers line up with its student.reference (no MODEL then).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--check", is_flag=True, help="Cut, convert and compare the branch after each candidate block.")
-@click.option("--input-shape", "input_shape", multiple=True, metavar="NAME:D0,D1,...",
-              callback=named_values(parse_dims, "NAME:D0,D1,... with integer dims, e.g. x:1,3,224,224"),
-              help="Fix the dims the graph leaves open (repeatable), e.g. x:1,3,224,224.")
+@click.option(
+    "--input-shape",
+    "input_shape",
+    multiple=True,
+    metavar="NAME:D0,D1,...",
+    callback=named_values(parse_dims, "NAME:D0,D1,... with integer dims, e.g. x:1,3,224,224"),
+    help="Fix the dims the graph leaves open (repeatable), e.g. x:1,3,224,224.",
+)
 @click.option("--atol", default=ATOL, show_default=True, help="--check: absolute tolerance, |a-b| <= atol + rtol*|b|.")
 @click.option("--rtol", default=RTOL, show_default=True, help="--check: relative tolerance.")
 def inspect(model_paths, config_path, as_json, check, input_shape, atol, rtol):
@@ -75,9 +86,13 @@ def inspect(model_paths, config_path, as_json, check, input_shape, atol, rtol):
     inspected = [inspect_model(path, input_shape, check=check, atol=atol, rtol=rtol) for path in model_paths]
     alignment = _alignment(model_paths, inspected) if len(model_paths) == 2 else None
     if as_json:
-        click.echo(json.dumps(inspected[0].to_dict() if alignment is None else
-                              {"models": [found.to_dict() for found in inspected],
-                               "alignment": [p.to_dict() for p in alignment]}))
+        click.echo(
+            json.dumps(
+                inspected[0].to_dict()
+                if alignment is None
+                else {"models": [found.to_dict() for found in inspected], "alignment": [p.to_dict() for p in alignment]}
+            )
+        )
     else:
         for path, found in zip(model_paths, inspected):
             _print_table(path, found.to_dict())

@@ -12,8 +12,10 @@ import click
 
 from amalgam.runtime.errors import BadInputError
 
-DEGRADATION_HELP = ("How far a task's student F1 may fall below its teacher's "
-                    "(without labels: its teacher agreement below the PyTorch student's).")
+DEGRADATION_HELP = (
+    "How far a task's student F1 may fall below its teacher's "
+    "(without labels: its teacher agreement below the PyTorch student's)."
+)
 
 
 def parse_dims(text, option):
@@ -58,6 +60,7 @@ def _stack(*decorators):
         for d in reversed(decorators):
             f = d(f)
         return f
+
     return apply
 
 
@@ -66,10 +69,16 @@ run_dir_options = _stack(
     click.option("--out", type=click.Path(file_okay=False), help="Run dir (default: the config's `output`)."),
     click.option("--resume", is_flag=True, help="Continue a killed run in the same run dir with the same config."),
     click.option("--overwrite", is_flag=True, help="Start over in a run dir that already holds a run."),
-    click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                 help="Override a config value, e.g. --set training.finetune_epochs=2."),
-    click.option("--cache-dir", type=click.Path(file_okay=False),
-                 help="Target cache root (default: next to the run dir)."),
+    click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override a config value, e.g. --set training.finetune_epochs=2.",
+    ),
+    click.option(
+        "--cache-dir", type=click.Path(file_okay=False), help="Target cache root (default: next to the run dir)."
+    ),
     click.option("--quiet", is_flag=True, help="No progress bars."),
 )
 

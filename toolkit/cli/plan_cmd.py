@@ -6,8 +6,13 @@ import click
 @click.command("plan")
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value.")
-@click.option("--nproc", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Processes of the job (torchrun's world size) the time estimate divides by.")
+@click.option(
+    "--nproc",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Processes of the job (torchrun's world size) the time estimate divides by.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan(config_path, overrides, nproc, as_json):
     """Print what a run of CONFIG.yaml will cost, before anything long runs.

@@ -8,17 +8,30 @@ from amalgam.toolkit.cli.options import float_value, max_degradation_option, nam
 @click.command("validate")
 @click.argument("student", metavar="STUDENT.onnx", type=click.Path(dir_okay=False))
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), help="Run dir the student was exported from.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="Run config naming the teachers and data (default: RUN_DIR/config.json).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Run config naming the teachers and data (default: RUN_DIR/config.json).",
+)
 @click.option("--data", metavar="SRC", help="Evaluation images (FORMAT:PATH, .npz or folder) instead of data.eval.")
 @click.option("--atol", default=1e-4, show_default=True, help="Absolute tolerance of numeric parity.")
 @click.option("--rtol", default=1e-3, show_default=True, help="Relative tolerance of numeric parity.")
-@click.option("--tolerance", "tolerances", multiple=True, metavar="OUTPUT:ATOL",
-              callback=named_values(float_value, "OUTPUT:ATOL, e.g. smiling:1e-3"),
-              help="Own atol for one output (repeatable).")
+@click.option(
+    "--tolerance",
+    "tolerances",
+    multiple=True,
+    metavar="OUTPUT:ATOL",
+    callback=named_values(float_value, "OUTPUT:ATOL, e.g. smiling:1e-3"),
+    help="Own atol for one output (repeatable).",
+)
 @max_degradation_option
-@click.option("--report", type=click.Path(dir_okay=False), metavar="FILE.json",
-              help="JSON report (Markdown next to it); default <student>.validation.json.")
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False),
+    metavar="FILE.json",
+    help="JSON report (Markdown next to it); default <student>.validation.json.",
+)
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Target cache root for the teachers' pass.")
 def validate(student, run_dir, config_path, data, atol, rtol, tolerances, max_degradation, report, cache_dir):
     """Check STUDENT.onnx against the PyTorch student and against its teachers.
@@ -35,14 +48,25 @@ def validate(student, run_dir, config_path, data, atol, rtol, tolerances, max_de
     from amalgam.toolkit.eval.tables import validation_task_table
     from amalgam.toolkit.ship.validate import validate_student, write_reports
 
-    result = validate_student(student, run=run_dir, config=config_path, data=data, atol=atol, rtol=rtol,
-                              tolerances=tolerances, max_degradation=max_degradation, cache_dir=cache_dir)
+    result = validate_student(
+        student,
+        run=run_dir,
+        config=config_path,
+        data=data,
+        atol=atol,
+        rtol=rtol,
+        tolerances=tolerances,
+        max_degradation=max_degradation,
+        cache_dir=cache_dir,
+    )
     json_path, md_path = write_reports(result, report)
     click.echo(validation_task_table(result.tasks, result.torch_agreement))
     summary = result.parity_summary()
     if result.numeric:
-        click.echo(f"\nnumeric parity: worst max abs {summary['max_abs']:.3g}, p99 abs {summary['p99_abs']:.3g}: "
-                   f"{'pass' if summary['passed'] else 'FAIL'}")
+        click.echo(
+            f"\nnumeric parity: worst max abs {summary['max_abs']:.3g}, p99 abs {summary['p99_abs']:.3g}: "
+            f"{'pass' if summary['passed'] else 'FAIL'}"
+        )
     for note in result.notes:
         click.echo(f"note: {note}")
     click.echo(f"{'PASS' if result.passed else 'FAIL'}; report: {json_path} and {md_path}")

@@ -20,8 +20,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
-                      ValidationError, ValidationInfo, field_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from amalgam.runtime.errors import ConfigError
 from amalgam.runtime.rules import NAME, NAME_RULE, view_name
@@ -33,6 +41,7 @@ def _matches(pattern: str, expected: str) -> AfterValidator:
         if not re.fullmatch(pattern, value):
             raise ValueError(expected)
         return value
+
     return AfterValidator(check)
 
 
@@ -183,12 +192,12 @@ class Config(_Model):
     def chosen_tasks(self) -> list[tuple[str, dict]]:
         """(teacher name, task dict) for each chosen task, in the order of `tasks`
         (all tasks of all teachers, in file order, when `tasks` is absent)."""
-        owned = {k.name: (t.name, k.model_dump(mode="json"))
-                 for t in self.teachers for k in t.tasks}
+        owned = {k.name: (t.name, k.model_dump(mode="json")) for t in self.teachers for k in t.tasks}
         return [owned[n] for n in (self.tasks or list(owned))]
 
 
 # --- loading -------------------------------------------------------------------------
+
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping (YAML keeps the last)."""
@@ -198,8 +207,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -216,8 +224,7 @@ def _read_yaml(path: Path) -> dict:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: YAML syntax error{where}: "
-                          f"{getattr(e, 'problem', None) or e}") from None
+        raise ConfigError(f"{path}: YAML syntax error{where}: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(raw, dict):
         found = "an empty file" if raw is None else type(raw).__name__
         raise ConfigError(f"{path}: expected a mapping (teachers, data, ...), found {found}")
@@ -272,6 +279,7 @@ def load_config(path, overrides=None) -> Config:
 
 # --- messages ------------------------------------------------------------------------
 
+
 def _field_path(loc) -> str:
     out = ""
     for part in loc:
@@ -290,8 +298,7 @@ def _model_at(loc) -> type[BaseModel] | None:
         if field is None:
             return None
         key_next = typing.get_origin(field.annotation) is dict
-        model = next((a for a in _flatten(field.annotation)
-                      if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        model = next((a for a in _flatten(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)), None)
         if model is None:
             return None
     return model
@@ -331,6 +338,7 @@ def _explain(error: ValidationError) -> list[str]:
 
 
 # --- writing -------------------------------------------------------------------------
+
 
 def dump_config(config: Config) -> dict:
     """The resolved config as plain data: defaults filled in, paths absolute, chosen

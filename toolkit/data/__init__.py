@@ -51,13 +51,16 @@ def source_spec(text, split="train"):
         return {"format": fmt, "path": rest, "split": split}
     path = Path(text)
     if not path.exists():
-        raise BadInputError(f"{path}: no such data file or folder (expected FORMAT:PATH with FORMAT "
-                            f"one of {list(FORMATS)}, or a path to an .npz file or a folder)")
+        raise BadInputError(
+            f"{path}: no such data file or folder (expected FORMAT:PATH with FORMAT "
+            f"one of {list(FORMATS)}, or a path to an .npz file or a folder)"
+        )
     if path.is_file():
         if path.suffix == ".npz":
             return {"format": "numpy", "path": str(path), "split": split}
-        raise BadInputError(f"{path}: cannot tell the data format from the file; use FORMAT:PATH "
-                            f"with FORMAT one of {list(FORMATS)}")
+        raise BadInputError(
+            f"{path}: cannot tell the data format from the file; use FORMAT:PATH with FORMAT one of {list(FORMATS)}"
+        )
     if (path / "list_attr_celeba.txt").exists() or (path / "Anno").is_dir():
         fmt = "celeba"
     elif any(path.glob("*-idx3-ubyte*")) or any(path.glob("*.idx3-ubyte*")):
@@ -67,5 +70,17 @@ def source_spec(text, split="train"):
     return {"format": fmt, "path": str(path), "split": split}
 
 
-__all__ = ["ArraySource", "CelebASource", "FolderSource", "Preprocess", "Source",
-           "eval_labels", "input_shape", "open_idx", "open_npz", "open_source", "source_spec", "split_holdout"]
+__all__ = [
+    "ArraySource",
+    "CelebASource",
+    "FolderSource",
+    "Preprocess",
+    "Source",
+    "eval_labels",
+    "input_shape",
+    "open_idx",
+    "open_npz",
+    "open_source",
+    "source_spec",
+    "split_holdout",
+]

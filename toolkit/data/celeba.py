@@ -34,8 +34,10 @@ def parse_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     """(attribute names, file names, uint8 (n, k) 0/1 values) of list_attr_celeba.txt."""
     lines = _read_lines(path)
     if len(lines) < 2 or not lines[0].strip().isdigit():
-        raise DataError(f"{path}:1: expected the number of images on the first line, "
-                        f"found {lines[0] if lines else 'an empty file'!r}")
+        raise DataError(
+            f"{path}:1: expected the number of images on the first line, "
+            f"found {lines[0] if lines else 'an empty file'!r}"
+        )
     names = lines[1].split()
     files, rows = [], []
     for number, line in enumerate(lines[2:], start=3):
@@ -43,13 +45,14 @@ def parse_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
         if not parts:
             continue
         if len(parts) != len(names) + 1 or any(v not in ("1", "-1") for v in parts[1:]):
-            raise DataError(f"{path}:{number}: expected a file name and {len(names)} values "
-                            f"of 1 or -1, found {line.strip()[:120]!r}")
+            raise DataError(
+                f"{path}:{number}: expected a file name and {len(names)} values "
+                f"of 1 or -1, found {line.strip()[:120]!r}"
+            )
         files.append(parts[0])
         rows.append([v == "1" for v in parts[1:]])
     if len(files) != int(lines[0]):
-        raise DataError(f"{path}: the first line says {int(lines[0])} images, "
-                        f"found {len(files)}")
+        raise DataError(f"{path}: the first line says {int(lines[0])} images, found {len(files)}")
     return names, files, np.array(rows, dtype=np.uint8).reshape(len(files), len(names))
 
 
@@ -61,8 +64,7 @@ def parse_partition(path: Path) -> dict[str, str]:
         if not parts:
             continue
         if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
-            raise DataError(f"{path}:{number}: expected a file name and 0, 1 or 2, "
-                            f"found {line.strip()[:120]!r}")
+            raise DataError(f"{path}:{number}: expected a file name and 0, 1 or 2, found {line.strip()[:120]!r}")
         out[parts[0]] = parts[1]
     return out
 
@@ -91,8 +93,7 @@ class CelebASource(Source):
             part = parse_partition(self._part_file)
             missing = [f for f in files if f not in part]
             if missing:
-                raise DataError(f"{self._part_file}: no partition for {len(missing)} "
-                                f"image(s), first: {missing[0]}")
+                raise DataError(f"{self._part_file}: no partition for {len(missing)} image(s), first: {missing[0]}")
             keep = [i for i, f in enumerate(files) if part[f] == _SPLITS[split]]
             files, values = [files[i] for i in keep], values[keep]
         self.files, self._values = files[:limit], values[:limit]
@@ -101,8 +102,10 @@ class CelebASource(Source):
         present = set(os.listdir(self.image_dir))
         absent = [f for f in self.files if f not in present]
         if absent:
-            raise DataError(f"{self.image_dir}: {len(absent)} image(s) listed in "
-                            f"{self._attr_file.name} are missing, first: {absent[0]}")
+            raise DataError(
+                f"{self.image_dir}: {len(absent)} image(s) listed in "
+                f"{self._attr_file.name} are missing, first: {absent[0]}"
+            )
         if size is None:
             width, height = _first_size(self.image_dir / self.files[0])
             size = (height, width)
@@ -114,8 +117,7 @@ class CelebASource(Source):
         return len(self.files)
 
     def images(self, indices) -> np.ndarray:
-        batch = [load_image(self.image_dir / self.files[i], self.size, self.channels)
-                 for i in indices]
+        batch = [load_image(self.image_dir / self.files[i], self.size, self.channels) for i in indices]
         if not batch:
             return np.zeros((0, self.channels, *self.size), np.float32)
         return np.stack(batch).astype(np.float32) / 255.0
@@ -127,6 +129,5 @@ class CelebASource(Source):
         """Annotation files by content, images by name, size and modification time."""
         files = [self._attr_file] + ([self._part_file] if self._part_file else [])
         notes = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
-        stats = [(f, s.st_size, s.st_mtime_ns)
-                 for f, s in ((f, os.stat(self.image_dir / f)) for f in self.files)]
+        stats = [(f, s.st_size, s.st_mtime_ns) for f, s in ((f, os.stat(self.image_dir / f)) for f in self.files)]
         return digest("celeba", notes, stats, *self._identity, self.size, self.channels)

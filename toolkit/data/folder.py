@@ -23,9 +23,10 @@ class FolderSource(Source):
         self.path = Path(path)
         if not self.path.is_dir():
             raise DataError(f"{self.path}: expected a folder of images")
-        found = sorted((p for p in self.path.rglob("*")
-                        if p.suffix.lower() in EXTENSIONS and p.is_file()),
-                       key=lambda p: p.relative_to(self.path).as_posix())
+        found = sorted(
+            (p for p in self.path.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file()),
+            key=lambda p: p.relative_to(self.path).as_posix(),
+        )
         good, self.skipped = [], []
         for file in found:
             if limit is not None and len(good) == limit:
@@ -38,11 +39,11 @@ class FolderSource(Source):
             else:
                 good.append((file, result))
         if self.skipped:
-            log.warning("%s: skipped %d unreadable image(s), first: %s",
-                        self.path, len(self.skipped), self.skipped[0])
+            log.warning("%s: skipped %d unreadable image(s), first: %s", self.path, len(self.skipped), self.skipped[0])
         if not good:
-            raise DataError(f"{self.path}: no readable images ({', '.join(EXTENSIONS)}) "
-                            f"found, {len(self.skipped)} unreadable")
+            raise DataError(
+                f"{self.path}: no readable images ({', '.join(EXTENSIONS)}) found, {len(self.skipped)} unreadable"
+            )
         self.files = [f for f, _ in good]
         width, height = good[0][1]
         self.size = tuple(size) if size is not None else (height, width)
@@ -60,7 +61,8 @@ class FolderSource(Source):
 
     def fingerprint(self) -> str:
         """From names, sizes and modification times: cheap for large folders."""
-        stats = [(f.relative_to(self.path).as_posix(), s.st_size, s.st_mtime_ns)
-                 for f, s in ((f, os.stat(f)) for f in self.files)]
-        return digest("folder", stats, len(self.skipped), self._limit, self.size,
-                      self.channels)
+        stats = [
+            (f.relative_to(self.path).as_posix(), s.st_size, s.st_mtime_ns)
+            for f, s in ((f, os.stat(f)) for f in self.files)
+        ]
+        return digest("folder", stats, len(self.skipped), self._limit, self.size, self.channels)

@@ -44,8 +44,9 @@ def read_idx(path: Path, magic: int) -> tuple[np.ndarray, bytes]:
     dims = struct.unpack(f">{rank}I", data[4:header])
     count = int(np.prod(dims))
     if len(data) - header < count:
-        raise DataError(f"{path}: truncated: expected {count} bytes of {what} for shape "
-                        f"{dims}, found {len(data) - header}")
+        raise DataError(
+            f"{path}: truncated: expected {count} bytes of {what} for shape {dims}, found {len(data) - header}"
+        )
     return np.frombuffer(data, np.uint8, count, header).reshape(dims), raw
 
 
@@ -66,9 +67,7 @@ def open_idx(folder, split="train", size=None, channels=None, limit=None) -> Arr
     if labels_file is not None:
         labels, raw_labels = read_idx(labels_file, LABELS_MAGIC)
         if len(labels) != len(images):
-            raise DataError(f"{labels_file}: {len(labels)} labels for {len(images)} images "
-                            f"in {images_file.name}")
+            raise DataError(f"{labels_file}: {len(labels)} labels for {len(images)} images in {images_file.name}")
         labels = labels.astype(np.int64)
     identity = ("idx", split, digest(raw_images), digest(raw_labels))
-    return ArraySource(folder, images[:, None], labels, identity=identity,
-                       size=size, channels=channels, limit=limit)
+    return ArraySource(folder, images[:, None], labels, identity=identity, size=size, channels=channels, limit=limit)

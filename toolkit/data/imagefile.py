@@ -8,8 +8,7 @@ from PIL import Image, UnidentifiedImageError
 from amalgam.runtime.errors import DataError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-_FAILURES = (OSError, SyntaxError, ValueError, UnidentifiedImageError,
-             Image.DecompressionBombError)
+_FAILURES = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
 
 
 def probe(path: Path) -> tuple[int, int] | str:

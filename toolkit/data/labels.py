@@ -11,8 +11,11 @@ from amalgam.runtime.errors import DataError
 def _rule(value) -> dict | None:
     if value is None:
         return None
-    return value.model_dump(by_alias=True, exclude_none=True) if hasattr(value, "model_dump") \
+    return (
+        value.model_dump(by_alias=True, exclude_none=True)
+        if hasattr(value, "model_dump")
         else {k: v for k, v in dict(value).items() if v is not None}
+    )
 
 
 def _column(source, name: str, task: str) -> int:
@@ -20,8 +23,10 @@ def _column(source, name: str, task: str) -> int:
     if name in names:
         return names.index(name)
     close = difflib.get_close_matches(str(name), [str(n) for n in names], n=3)
-    raise DataError(f"{source.path}: task {task!r}: no label named {name!r}"
-                    + (f"; closest: {close}" if close else f"; known: {names[:50]}"))
+    raise DataError(
+        f"{source.path}: task {task!r}: no label named {name!r}"
+        + (f"; closest: {close}" if close else f"; known: {names[:50]}")
+    )
 
 
 def _by_name(source, task: str) -> dict | None:
@@ -34,15 +39,19 @@ def _by_name(source, task: str) -> dict | None:
 
 
 def _apply(source, labels: np.ndarray, rule: dict, task: str) -> np.ndarray:
-    (kind, value), = rule.items()
+    ((kind, value),) = rule.items()
     if kind == "attribute":
         if labels.ndim != 2:
-            raise DataError(f"{source.path}: task {task!r}: {{attribute: {value}}} needs "
-                            "attribute labels (n, k), found one class per image")
+            raise DataError(
+                f"{source.path}: task {task!r}: {{attribute: {value}}} needs "
+                "attribute labels (n, k), found one class per image"
+            )
         return labels[:, _column(source, value, task)].astype(np.uint8)
     if labels.ndim != 1:
-        raise DataError(f"{source.path}: task {task!r}: {{{kind}: {value}}} needs one class "
-                        "per image, found attribute labels; use {attribute: NAME}")
+        raise DataError(
+            f"{source.path}: task {task!r}: {{{kind}: {value}}} needs one class "
+            "per image, found attribute labels; use {attribute: NAME}"
+        )
     if kind == "classes":
         return labels.astype(np.int64)
     k = _column(source, value, task) if isinstance(value, str) else int(value)
@@ -67,7 +76,8 @@ def eval_labels(source, label_map, tasks) -> dict[str, np.ndarray]:
         if rule is None:
             continue
         if len(rule) != 1 or next(iter(rule)) not in ("class", "attribute", "classes"):
-            raise DataError(f"data.labels.{name}: expected one of {{class: K}}, "
-                            f"{{attribute: NAME}}, {{classes: all}}, found {rule}")
+            raise DataError(
+                f"data.labels.{name}: expected one of {{class: K}}, {{attribute: NAME}}, {{classes: all}}, found {rule}"
+            )
         out[name] = _apply(source, labels, rule, name)
     return out

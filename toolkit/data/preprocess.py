@@ -27,8 +27,7 @@ class Preprocess:
     mean/std hold one value or one per channel (teachers fed 0..255 pixels use
     std = 1/255)."""
 
-    def __init__(self, size, channels: int, mean=(0.0,), std=(1.0,), layout="NCHW",
-                 resize="bilinear"):
+    def __init__(self, size, channels: int, mean=(0.0,), std=(1.0,), layout="NCHW", resize="bilinear"):
         if layout not in ("NCHW", "NHWC"):
             raise ValueError(f"layout: expected 'NCHW' or 'NHWC', found {layout!r}")
         for key, values in (("mean", mean), ("std", std)):
@@ -53,5 +52,12 @@ class Preprocess:
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def fingerprint(self) -> str:
-        return digest("preprocess", self.size, self.channels, self.mean.ravel().tolist(),
-                      self.std.ravel().tolist(), self.layout, self.resize)
+        return digest(
+            "preprocess",
+            self.size,
+            self.channels,
+            self.mean.ravel().tolist(),
+            self.std.ravel().tolist(),
+            self.layout,
+            self.resize,
+        )

@@ -3,8 +3,8 @@ optional labels and a fingerprint. Images come out float32 (n, C, H, W) in [0, 1
 the teacher's own preprocessing (toolkit.data.preprocess) comes after."""
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -51,7 +51,7 @@ class Source:
         """(indices, images) in order, batch_size at a time."""
         indices = np.arange(len(self)) if indices is None else np.asarray(indices)
         for start in range(0, len(indices), batch_size):
-            chunk = indices[start:start + batch_size]
+            chunk = indices[start : start + batch_size]
             yield chunk, self.images(chunk)
 
     def __repr__(self) -> str:

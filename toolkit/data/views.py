@@ -50,7 +50,7 @@ def shift(images, rows, pixels):
     padded = np.pad(images, ((0, 0), (0, 0), (pixels, pixels), (pixels, pixels)))
     out = np.empty_like(images)
     for i, (dy, dx) in enumerate(offsets(rows, pixels)):
-        out[i] = padded[i, :, pixels - dy: pixels - dy + h, pixels - dx: pixels - dx + w]
+        out[i] = padded[i, :, pixels - dy : pixels - dy + h, pixels - dx : pixels - dx + w]
     return out
 
 

@@ -12,7 +12,6 @@
 Writes ``metrics.json`` and the plots, and returns the metrics dict.
 """
 
-
 import numpy as np
 
 from amalgam.runtime.files import write_json_atomic
@@ -39,13 +38,17 @@ def task_rows(teachers, models, data, indices, thresholds):
             row = {"task": task.name, "teacher_name": tg.name, "kind": task.kind}
             labels = data.labels.get(task.name)
             if labels is not None:
-                row["teacher"] = task_metrics(task.kind, teacher_logits, np.asarray(labels)[indices],
-                                              thresholds["teacher"].get(task.name, 0.0))
+                row["teacher"] = task_metrics(
+                    task.kind, teacher_logits, np.asarray(labels)[indices], thresholds["teacher"].get(task.name, 0.0)
+                )
             for name, p in preds.items():
                 row[name] = {"agreement": agreement(task.kind, p[task.name], teacher_logits)}
                 if labels is not None:
-                    row[name].update(task_metrics(task.kind, p[task.name], np.asarray(labels)[indices],
-                                                  thresholds[name].get(task.name, 0.0)))
+                    row[name].update(
+                        task_metrics(
+                            task.kind, p[task.name], np.asarray(labels)[indices], thresholds[name].get(task.name, 0.0)
+                        )
+                    )
             rows.append(row)
     return rows
 
@@ -69,8 +72,9 @@ def by_teacher(rows, models):
     return means
 
 
-def evaluate_run(out, config, teachers, student, baselines, train, holdout_idx, evaluation, teacher_sizes, table,
-                 log, thresholds):
+def evaluate_run(
+    out, config, teachers, student, baselines, train, holdout_idx, evaluation, teacher_sizes, table, log, thresholds
+):
     """``baselines``: ``{name: net}`` of the baselines trained (``kd``, ``layerwise_ka``, ``cfl``), each
     scored under its name; ``thresholds``: the student's and each baseline's decision thresholds (as
     in their specs); the teachers' are set here by the same rule (toolkit.eval.thresholds). The
@@ -79,8 +83,11 @@ def evaluate_run(out, config, teachers, student, baselines, train, holdout_idx, 
     rule = config.evaluation.threshold
     kinds = {task.name: task.kind for tg in teachers for task in tg.tasks}
     thresholds = {**thresholds, "teacher": teacher_thresholds(rule, train, holdout_idx, kinds)}
-    metrics = {"threshold_rule": rule, "thresholds": thresholds,
-               "holdout": task_rows(teachers, models, train, holdout_idx, thresholds)}
+    metrics = {
+        "threshold_rule": rule,
+        "thresholds": thresholds,
+        "holdout": task_rows(teachers, models, train, holdout_idx, thresholds),
+    }
     metrics["holdout_by_teacher"] = by_teacher(metrics["holdout"], [m for m, net in models.items() if net is not None])
     if evaluation is not None:
         metrics["eval"] = task_rows(teachers, models, evaluation, np.arange(len(evaluation)), thresholds)
@@ -90,10 +97,13 @@ def evaluate_run(out, config, teachers, student, baselines, train, holdout_idx, 
         for model in ("student", *dict.fromkeys(["kd", *baselines]), "teacher")
     }
     params = count_params(student)
-    metrics["params"] = {"student": params, "teachers": sum(teacher_sizes.values()),
-                         "largest_teacher": max(teacher_sizes.values()),
-                         "ratio": params / sum(teacher_sizes.values()),
-                         "ratio_largest": params / max(teacher_sizes.values())}
+    metrics["params"] = {
+        "student": params,
+        "teachers": sum(teacher_sizes.values()),
+        "largest_teacher": max(teacher_sizes.values()),
+        "ratio": params / sum(teacher_sizes.values()),
+        "ratio_largest": params / max(teacher_sizes.values()),
+    }
     metrics["excess_loss"] = {str(k): v for k, v in table.items()}
     if train.views:  # each teacher's self-agreement per view, and whether its targets used it
         metrics["teacher_views"] = train.views

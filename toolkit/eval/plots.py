@@ -35,8 +35,9 @@ def plot_losses(log_path, path):
 
 def plot_task_bars(rows, path, key="f1"):
     """Bars per task for teacher, student and each baseline (``key``: f1 or agreement)."""
-    models = [m for m in ("teacher", "student", *BASELINE_LABELS)
-              if any(r.get(m, {}).get(key) is not None for r in rows)]
+    models = [
+        m for m in ("teacher", "student", *BASELINE_LABELS) if any(r.get(m, {}).get(key) is not None for r in rows)
+    ]
     fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(rows)), 3.5))
     width = 0.8 / max(len(models), 1)
     for i, model in enumerate(models):

@@ -52,12 +52,16 @@ def run_summary(metrics):
     baselines = [m for m in _baselines(rows) if m in s]
     f1 = ", ".join(f"{BASELINE_LABELS[m]} {cell(s[m]['f1'])}" for m in baselines)
     agree = ", ".join(f"{BASELINE_LABELS[m]} {cell(s[m]['agreement'])}" for m in baselines)
-    return "\n".join([
-        run_task_table(rows), "",
-        f"mean F1: teachers {cell(s['teacher']['f1'])}, student {cell(s['student']['f1'])}, {f1}; "
-        f"mean agreement: student {cell(s['student']['agreement'])}, {agree}",
-        f"params: student {p['student']:,} vs teachers {p['teachers']:,} ({p['ratio']:.2f}x; "
-        f"{p['ratio_largest']:.2f}x the largest)"])
+    return "\n".join(
+        [
+            run_task_table(rows),
+            "",
+            f"mean F1: teachers {cell(s['teacher']['f1'])}, student {cell(s['student']['f1'])}, {f1}; "
+            f"mean agreement: student {cell(s['student']['agreement'])}, {agree}",
+            f"params: student {p['student']:,} vs teachers {p['teachers']:,} ({p['ratio']:.2f}x; "
+            f"{p['ratio_largest']:.2f}x the largest)",
+        ]
+    )
 
 
 def validation_task_table(rows, torch_agreement=None):
@@ -66,17 +70,42 @@ def validation_task_table(rows, torch_agreement=None):
     for r in rows:
         s, t = r["student"], r["teacher"]
         torch_agree = None if torch_agreement is None else torch_agreement.get(r["name"])
-        body.append([r["name"], t["name"] or "-", r["kind"], cell(t["accuracy"]), cell(t["f1"]),
-                     cell(s["accuracy"]), cell(s["f1"]), cell(s["agreement"]), cell(torch_agree)])
-    return markdown(["task", "teacher", "kind", "teacher acc", "teacher F1", "student acc", "student F1",
-                     "agree teacher", "agree PyTorch"], body)
+        body.append(
+            [
+                r["name"],
+                t["name"] or "-",
+                r["kind"],
+                cell(t["accuracy"]),
+                cell(t["f1"]),
+                cell(s["accuracy"]),
+                cell(s["f1"]),
+                cell(s["agreement"]),
+                cell(torch_agree),
+            ]
+        )
+    return markdown(
+        [
+            "task",
+            "teacher",
+            "kind",
+            "teacher acc",
+            "teacher F1",
+            "student acc",
+            "student F1",
+            "agree teacher",
+            "agree PyTorch",
+        ],
+        body,
+    )
 
 
 def footprint_table(report):
     """Student vs all teachers together: params, file size, CPU latency."""
     s, t = report["student"], report["teachers"]
-    rows = [["params", cell(s["params"], ","), cell(t["params"], ",")],
-            ["ONNX size (KiB)", cell(s["onnx_bytes"] / 1024, ".1f"), cell(t["onnx_bytes"] / 1024, ".1f")]]
+    rows = [
+        ["params", cell(s["params"], ","), cell(t["params"], ",")],
+        ["ONNX size (KiB)", cell(s["onnx_bytes"] / 1024, ".1f"), cell(t["onnx_bytes"] / 1024, ".1f")],
+    ]
     for key, value in s["latency_ms"].items():
         rows.append([f"latency batch {key[1:]} (ms)", cell(value, ".2f"), cell(t["latency_ms"][key], ".2f")])
     return markdown(["", "student", "teachers"], rows)

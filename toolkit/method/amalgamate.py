@@ -31,11 +31,14 @@ from amalgam.toolkit.dist import Ranks, close, init_from_env
 from amalgam.toolkit.eval.evaluate import evaluate_run
 from amalgam.toolkit.eval.thresholds import net_thresholds, teacher_thresholds
 from amalgam.toolkit.method.blockwise import FIT_SAMPLES, PrefixFeatures, train_stage
-from amalgam.toolkit.method.branching import (auto_branch_points, branch_table, candidates, size_limit,
-                                      teacher_sizes)
+from amalgam.toolkit.method.branching import auto_branch_points, branch_table, candidates, size_limit, teacher_sizes
 from amalgam.toolkit.method.endtoend import fit_net_adapters, train_end_to_end
-from amalgam.toolkit.method.feature_baselines import (check_feature_baselines, enabled_baselines, feature_loss,
-                                              needs_every_tap)
+from amalgam.toolkit.method.feature_baselines import (
+    check_feature_baselines,
+    enabled_baselines,
+    feature_loss,
+    needs_every_tap,
+)
 from amalgam.toolkit.method.loop import LoopContext, seed_phase
 from amalgam.toolkit.method.width_choice import choose_width
 from amalgam.toolkit.runlog import RunLog
@@ -43,7 +46,14 @@ from amalgam.toolkit.student.infer import to_tensor
 from amalgam.toolkit.student.io import read_spec, save_student
 from amalgam.toolkit.student.parts import build_branch, trunk_blocks, trunk_graphs
 from amalgam.toolkit.student.targetnet import TargetNet, count_params
-from amalgam.toolkit.teachers import SplitData, TeacherGraph, alignment_lines, alignment_tables, load_teachers, split_data
+from amalgam.toolkit.teachers import (
+    SplitData,
+    TeacherGraph,
+    alignment_lines,
+    alignment_tables,
+    load_teachers,
+    split_data,
+)
 from amalgam.toolkit.teachers.averaged import log_views
 from amalgam.toolkit.teachers.one_of import log_one_of
 
@@ -57,19 +67,25 @@ def prepare_run_dir(config, out, resume, overwrite):
         try:
             found = json.loads(run_json.read_text())
         except (OSError, ValueError) as e:
-            raise BadInputError(f"{run_json}: not a run record of this toolkit ({e}); "
-                                f"start a new run (--out) instead of --resume") from e
+            raise BadInputError(
+                f"{run_json}: not a run record of this toolkit ({e}); start a new run (--out) instead of --resume"
+            ) from e
         if found.get("toolkit_version") != __version__:
-            raise BadInputError(f"{run_json}: run made by toolkit {found.get('toolkit_version')!r}; "
-                                f"this is {__version__}: start a new run (--out) instead of --resume")
+            raise BadInputError(
+                f"{run_json}: run made by toolkit {found.get('toolkit_version')!r}; "
+                f"this is {__version__}: start a new run (--out) instead of --resume"
+            )
         if found.get("config_hash") != stamp["config_hash"]:
-            raise BadInputError(f"{run_json}: the config changed since this run started; "
-                                f"--resume needs the same config (or start a new run with --out)")
+            raise BadInputError(
+                f"{run_json}: the config changed since this run started; "
+                f"--resume needs the same config (or start a new run with --out)"
+            )
         return out
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise BadInputError(f"{out}: run dir exists and is not empty; pass --resume to continue it "
-                                f"or --overwrite to start over")
+            raise BadInputError(
+                f"{out}: run dir exists and is not empty; pass --resume to continue it or --overwrite to start over"
+            )
         shutil.rmtree(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -97,13 +113,21 @@ def decide_branch_points(config, table, teachers, size_of, sizes, log):
     params = size_of(points)
     met = limit is None or params <= limit
     if not met:
-        log.say(f"branching: the student has {params:,} params, over the size limit of {int(limit):,} "
-                f"(size_budget {b.size_budget}, max_vs_largest {b.max_vs_largest})"
-                + ("; every branch already leaves after the last block" if b.mode == "auto" else ""))
-    record = {"points": points, "budget_met": met, "params": params, "limit": limit,
-              "teachers_params": sizes, "moves": moves,
-              "candidates": candidates(table, teacher_of, points, size_of),
-              "rows": branch_table(points, table, teacher_of)}
+        log.say(
+            f"branching: the student has {params:,} params, over the size limit of {int(limit):,} "
+            f"(size_budget {b.size_budget}, max_vs_largest {b.max_vs_largest})"
+            + ("; every branch already leaves after the last block" if b.mode == "auto" else "")
+        )
+    record = {
+        "points": points,
+        "budget_met": met,
+        "params": params,
+        "limit": limit,
+        "teachers_params": sizes,
+        "moves": moves,
+        "candidates": candidates(table, teacher_of, points, size_of),
+        "rows": branch_table(points, table, teacher_of),
+    }
     return points, record
 
 
@@ -174,22 +198,47 @@ def start_run(config, out, resume, overwrite, quiet, cache_root, ranks):
     threads = threads_for_rank(ranks.local_world) if ranks.world > 1 and where == "cpu" else None
     teachers = load_teachers(config, where, threads)
     check_feature_baselines(config, teachers)
-    ctx.log.say(f"teachers: {', '.join(f'{tg.name} ({len(tg.boundaries)} blocks)' for tg in teachers)}; "
-                f"ONNX Runtime on {where}" + (f" ({threads} threads)" if threads else ""))
+    ctx.log.say(
+        f"teachers: {', '.join(f'{tg.name} ({len(tg.boundaries)} blocks)' for tg in teachers)}; "
+        f"ONNX Runtime on {where}" + (f" ({threads} threads)" if threads else "")
+    )
     for line in alignment_lines(teachers, config.student.reference):
         ctx.log.say(line)
     ctx.log.write("alignment", teachers=alignment_tables(teachers))
     progress = not log.quiet
-    train = split_data(config, teachers, config.data.train, cache_root, progress, ranks, tap_rows(config),
-                       t.teacher_views, config.data.one_of)
+    train = split_data(
+        config,
+        teachers,
+        config.data.train,
+        cache_root,
+        progress,
+        ranks,
+        tap_rows(config),
+        t.teacher_views,
+        config.data.one_of,
+    )
     log_views(ctx.log, train.views, t.view_agreement)
     log_one_of(ctx.log, train.one_of)
-    evaluation = split_data(config, teachers, config.data.eval, cache_root, progress, ranks, tap_rows=None) \
-        if config.data.eval else None
+    evaluation = (
+        split_data(config, teachers, config.data.eval, cache_root, progress, ranks, tap_rows=None)
+        if config.data.eval
+        else None
+    )
     train_idx, holdout_idx = split_holdout(len(train), config.data.holdout, t.seed)
     reference = next(tg for tg in teachers if tg.name == config.student.reference)
-    return Run(config, out, ctx, teachers, [task["name"] for _, task in config.chosen_tasks()], train,
-               evaluation, train_idx, holdout_idx, reference, trunk_graphs(reference))
+    return Run(
+        config,
+        out,
+        ctx,
+        teachers,
+        [task["name"] for _, task in config.chosen_tasks()],
+        train,
+        evaluation,
+        train_idx,
+        holdout_idx,
+        reference,
+        trunk_graphs(reference),
+    )
 
 
 def settle_width(run, sizes):
@@ -199,16 +248,30 @@ def settle_width(run, sizes):
     that width, untrained."""
     student, ctx = run.config.student, run.ctx
     x = to_tensor(run.train.inputs, np.arange(1), "cpu")
-    choice = choose_width(student, run.config.branching, run.trunk, run.teachers, run.reference, sizes, x,
-                          ctx.training.seed)
+    choice = choose_width(
+        student, run.config.branching, run.trunk, run.teachers, run.reference, sizes, x, ctx.training.seed
+    )
     params, limit = choice.params, choice.limit
     if student.width == "auto":
-        bound = ("no size limit" if limit is None else f"within the size limit of {int(limit):,}"
-                 if params <= limit else f"over the size limit of {int(limit):,} even at the narrowest width")
-        ctx.log.say(f"student.width auto: {choice.width:g} (init {choice.init}): every branch after the last "
-                    f"block gives {params:,} params, {bound}")
-    ctx.log.write("width", width=choice.width, init=choice.init, smallest_student_params=params, limit=limit,
-                  auto=student.width == "auto")
+        bound = (
+            "no size limit"
+            if limit is None
+            else f"within the size limit of {int(limit):,}"
+            if params <= limit
+            else f"over the size limit of {int(limit):,} even at the narrowest width"
+        )
+        ctx.log.say(
+            f"student.width auto: {choice.width:g} (init {choice.init}): every branch after the last "
+            f"block gives {params:,} params, {bound}"
+        )
+    ctx.log.write(
+        "width",
+        width=choice.width,
+        init=choice.init,
+        smallest_student_params=params,
+        limit=limit,
+        auto=student.width == "auto",
+    )
     student = student.model_copy(update={"width": choice.width, "init": choice.init})
     return run.config.model_copy(update={"student": student}), choice.blocks
 
@@ -223,9 +286,19 @@ def train_blocks(run, blocks):
     stage_parts, table = {}, {}
     for block_no, block in enumerate(blocks, start=1):
         stage_parts[block_no], table[block_no] = train_stage(
-            ctx, block_no, block, run.teachers, prefix, run.train, run.train_idx, run.holdout_idx,
-            config.student.gate_reduction, ctx.training.epochs_per_block, trunk_source=source,
-            extend=block_no < len(blocks))
+            ctx,
+            block_no,
+            block,
+            run.teachers,
+            prefix,
+            run.train,
+            run.train_idx,
+            run.holdout_idx,
+            config.student.gate_reduction,
+            ctx.training.epochs_per_block,
+            trunk_source=source,
+            extend=block_no < len(blocks),
+        )
     return blocks, stage_parts, table
 
 
@@ -236,14 +309,16 @@ def branch_out(run, blocks, stage_parts, table, sizes):
     def size_of(points):
         """Params of the student these points would assemble, without assembling it."""
         groups = {(tg.name, points[task.name]) for tg in run.teachers for task in tg.tasks}
-        trunk = sum(count_params(b) for b in blocks[:max(points.values())])
+        trunk = sum(count_params(b) for b in blocks[: max(points.values())])
         return trunk + sum(count_params(stage_parts[b][t].module) for t, b in groups)
 
     points, record = decide_branch_points(run.config, table, run.teachers, size_of, sizes, run.ctx.log)
     if run.ctx.ranks.is_main:
         student = run.config.student
-        write_json_atomic(run.out / "branches.json", {**record, "width": student.width, "init": student.init,
-                                                      "alignment": alignment_tables(run.teachers)})
+        write_json_atomic(
+            run.out / "branches.json",
+            {**record, "width": student.width, "init": student.init, "alignment": alignment_tables(run.teachers)},
+        )
     run.ctx.log.write("branching", points=points, table={str(k): v for k, v in table.items()})
     return points
 
@@ -265,8 +340,12 @@ def train_baseline(run, student, graphs, info, name):
     aux = feature_loss(name, net, data, run.train_idx, run.teachers, config.baseline.feature_weight, ctx.device)
     net = train_end_to_end(ctx, name, net, data, run.train_idx, epochs, run.holdout_idx, aux)
     if ctx.ranks.is_main:
-        save_student(net, {"trunk": run.trunk, "branches": graphs}, run.out / name,
-                     {**info, "thresholds": held_out_thresholds(run, net)})
+        save_student(
+            net,
+            {"trunk": run.trunk, "branches": graphs},
+            run.out / name,
+            {**info, "thresholds": held_out_thresholds(run, net)},
+        )
     return net
 
 
@@ -288,20 +367,43 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     blocks, stage_parts, table = train_blocks(run, blocks)
     points = branch_out(run, blocks, stage_parts, table, sizes)
     student, graphs = assemble_student(blocks, stage_parts, points, run.teachers, run.task_order)
-    student = train_end_to_end(run.ctx, "finetune", student, run.train, run.train_idx,  # step 4
-                               config.training.finetune_epochs, run.holdout_idx)
+    student = train_end_to_end(
+        run.ctx,
+        "finetune",
+        student,
+        run.train,
+        run.train_idx,  # step 4
+        config.training.finetune_epochs,
+        run.holdout_idx,
+    )
     info = _student_info(run)
     thresholds = {"student": held_out_thresholds(run, student)}
     if ranks.is_main:
-        save_student(student, {"trunk": run.trunk, "branches": graphs}, run.out / "student",
-                     {**info, "thresholds": thresholds["student"]})
+        save_student(
+            student,
+            {"trunk": run.trunk, "branches": graphs},
+            run.out / "student",
+            {**info, "thresholds": thresholds["student"]},
+        )
     baselines = {name: train_baseline(run, student, graphs, info, name) for name in enabled_baselines(config)}
     if not ranks.is_main:
         return None
     for name in baselines:
         thresholds[name] = read_spec(run.out / name)["thresholds"]
-    return evaluate_run(run.out, config, run.teachers, student, baselines, run.train, run.holdout_idx,
-                        run.evaluation, sizes, table, run.ctx.log, thresholds)
+    return evaluate_run(
+        run.out,
+        config,
+        run.teachers,
+        student,
+        baselines,
+        run.train,
+        run.holdout_idx,
+        run.evaluation,
+        sizes,
+        table,
+        run.ctx.log,
+        thresholds,
+    )
 
 
 def amalgamate_job(config, out=None, resume=False, overwrite=False, quiet=False, cache_root=None):
@@ -310,8 +412,9 @@ def amalgamate_job(config, out=None, resume=False, overwrite=False, quiet=False,
     Returns this process's Ranks and the metrics (None on every rank but 0)."""
     ranks = init_from_env(config.training.device)
     try:
-        metrics = amalgamate(config, out, resume or ranks.restarted, overwrite and not ranks.restarted, quiet,
-                             cache_root, ranks)
+        metrics = amalgamate(
+            config, out, resume or ranks.restarted, overwrite and not ranks.restarted, quiet, cache_root, ranks
+        )
     finally:
         close()
     return ranks, metrics
@@ -322,8 +425,14 @@ def _student_info(run):
     tasks = {task.name: {"teacher": tg.name, **task.to_dict()} for tg in teachers for task in tg.tasks}
     kinds = {name: task["kind"] for name, task in tasks.items()}
     p = run.reference.config.preprocess
-    return {"tasks": tasks, "preprocess": p.model_dump(mode="json"), "width": config.student.width,
-            "trunk_batchnorm": config.student.init == "random", "threshold_rule": config.evaluation.threshold,
-            "teacher_thresholds": teacher_thresholds(config.evaluation.threshold, run.train, run.holdout_idx, kinds),
-            "input_name": "input", "teachers": {tg.name: tg.runner.sha256 for tg in teachers if tg.tasks},
-            "toolkit_version": __version__}
+    return {
+        "tasks": tasks,
+        "preprocess": p.model_dump(mode="json"),
+        "width": config.student.width,
+        "trunk_batchnorm": config.student.init == "random",
+        "threshold_rule": config.evaluation.threshold,
+        "teacher_thresholds": teacher_thresholds(config.evaluation.threshold, run.train, run.holdout_idx, kinds),
+        "input_name": "input",
+        "teachers": {tg.name: tg.runner.sha256 for tg in teachers if tg.tasks},
+        "toolkit_version": __version__,
+    }

@@ -63,7 +63,7 @@ class PrefixFeatures:
             header = np.load(tmp, mmap_mode="r").offset
             starts = ranks.split(range(0, n, EVAL_BATCH))
             with open(tmp, "r+b") as f:  # through the file: written pages do not stay resident
-                for start in (log.progress(starts, f"caching block {len(self.levels)} output") if log else starts):
+                for start in log.progress(starts, f"caching block {len(self.levels)} output") if log else starts:
                     idx = np.arange(start, min(n, start + EVAL_BATCH))
                     y = block(to_tensor(prev, idx, device))
                     if visit is not None:
@@ -95,8 +95,10 @@ def branch_loss(t, branch, h, data, idx, block, training, device):
     """Output losses on the chosen tasks (+ feature hint) of one stage branch."""
     z = branch.features(h)
     out = branch.read(branch.body(z))
-    loss = sum(task_loss(task.kind, out[task.name], to_tensor(data.logits[task.name], idx, device),
-                         training) for task in t.tasks)
+    loss = sum(
+        task_loss(task.kind, out[task.name], to_tensor(data.logits[task.name], idx, device), training)
+        for task in t.tasks
+    )
     if training.hint_weight and t.structured:
         loss = loss + training.hint_weight * hint_loss(z, to_tensor(data.taps[(t.name, block)], idx, device))
     return loss
@@ -142,7 +144,7 @@ def heldout_excess(teachers, block_module, branches, features, data, indices, de
     sums = HeldoutExcess(teachers, branches, data, indices, device, ranks)
     mine = sums.ranks.split(indices)
     for start in range(0, len(mine), EVAL_BATCH):
-        idx = mine[start:start + EVAL_BATCH]
+        idx = mine[start : start + EVAL_BATCH]
         sums(idx, block_module(to_tensor(features, idx, device)))
     return sums.means()
 
@@ -160,8 +162,20 @@ def fit_adapters(block, branches, teachers, features, data, indices, block_no, d
             fit_adapter(branch.adapter, branch.gate(h), to_tensor(data.taps[(t.name, block_no)], sample, device))
 
 
-def train_stage(ctx, block_no, block, teachers, prefix, data, train_idx, holdout_idx, gate_reduction, epochs,
-                trunk_source=None, extend=False):
+def train_stage(
+    ctx,
+    block_no,
+    block,
+    teachers,
+    prefix,
+    data,
+    train_idx,
+    holdout_idx,
+    gate_reduction,
+    epochs,
+    trunk_source=None,
+    extend=False,
+):
     """Stage ``block_no``: train ``block`` and its stage branches; return (branches, excess row).
 
     ``extend``: also add the trained block's output to ``prefix`` (the next stage's
@@ -177,14 +191,19 @@ def train_stage(ctx, block_no, block, teachers, prefix, data, train_idx, holdout
     modules = {"block": block, **{f"branch_{k}": p.module.to(device) for k, p in branches.items()}}
     trainable = [block] + [p.module.gate for p in branches.values()] + [p.module.adapter for p in branches.values()]
     fresh_heads = [branches[t.name].module.body for t in teachers if t.name in branches and not t.structured]
-    groups = [([q for m in trainable for q in m.parameters()], 1.0),
-              ([q for m in fresh_heads for q in m.parameters()], training.head_lr_mult)]
+    groups = [
+        ([q for m in trainable for q in m.parameters()], 1.0),
+        ([q for m in fresh_heads for q in m.parameters()], training.head_lr_mult),
+    ]
     features = prefix.levels[-1]
 
     def step(idx):
         h = block(to_tensor(features, idx, device))
-        return sum(branch_loss(t, branches[t.name].module, h, data, idx, block_no, training, device)
-                   for t in teachers if t.name in branches)
+        return sum(
+            branch_loss(t, branches[t.name].module, h, data, idx, block_no, training, device)
+            for t in teachers
+            if t.name in branches
+        )
 
     done = phase_results(ctx, phase)
     if done is not None and "excess" in done:

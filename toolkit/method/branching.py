@@ -36,8 +36,11 @@ from amalgam.runtime.model_io import load_model
 
 def teacher_sizes(teachers):
     """Weights of each teacher that serves a chosen task (ONNX initializers)."""
-    return {tg.name: sum(int(np.prod(t.dims)) for t in load_model(tg.config.onnx).graph.initializer)
-            for tg in teachers if tg.tasks}
+    return {
+        tg.name: sum(int(np.prod(t.dims)) for t in load_model(tg.config.onnx).graph.initializer)
+        for tg in teachers
+        if tg.tasks
+    }
 
 
 def size_limit(teacher_sizes, size_budget, max_vs_largest):
@@ -84,8 +87,19 @@ def auto_branch_points(table, teacher_of, size_of, tolerance=0.1, margin=0.01, l
                 continue
             score = (added <= 0, gain / added if added > 0 else gain)
             if best is None or score > best[0]:
-                best = (score, trial, {"tasks": tasks, "teacher": teacher_of[tasks[0]], "from": block, "to": to,
-                                       "gain": round(gain, 6), "noise": round(noise, 6), "added_params": added})
+                best = (
+                    score,
+                    trial,
+                    {
+                        "tasks": tasks,
+                        "teacher": teacher_of[tasks[0]],
+                        "from": block,
+                        "to": to,
+                        "gain": round(gain, 6),
+                        "noise": round(noise, 6),
+                        "added_params": added,
+                    },
+                )
         if best is None:
             return points, taken
         points = best[1]
@@ -99,16 +113,26 @@ def candidates(table, teacher_of, points, size_of):
     for teacher in dict.fromkeys(teacher_of.values()):
         tasks = [t for t in points if teacher_of[t] == teacher]
         for block in sorted(table):
-            rows.append({"teacher": teacher, "block": block, "tasks": tasks,
-                         "excess_loss": round(float(sum(table[block][t] for t in tasks)), 6),
-                         "student_params": int(size_of({**points, **{t: block for t in tasks}}))})
+            rows.append(
+                {
+                    "teacher": teacher,
+                    "block": block,
+                    "tasks": tasks,
+                    "excess_loss": round(float(sum(table[block][t] for t in tasks)), 6),
+                    "student_params": int(size_of({**points, **{t: block for t in tasks}})),
+                }
+            )
     return rows
 
 
 def branch_table(points, table, teacher_of):
     """Rows of the branch table written to the run: task, teacher, block, losses."""
     return [
-        {"task": task, "teacher": teacher_of[task], "block": block,
-         "excess_loss": {str(b): round(float(table[b][task]), 6) for b in sorted(table)}}
+        {
+            "task": task,
+            "teacher": teacher_of[task],
+            "block": block,
+            "excess_loss": {str(b): round(float(table[b][task]), 6) for b in sorted(table)},
+        }
         for task, block in points.items()
     ]

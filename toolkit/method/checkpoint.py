@@ -31,9 +31,11 @@ def load_checkpoint(path):
             warnings.simplefilter("ignore")
             return torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise BadInputError(f"{path}: not a readable checkpoint of this toolkit ({type(e).__name__}); "
-                            f"checkpoints are read as weights only, never as pickled code: "
-                            f"start a new run (--out) instead of --resume") from e
+        raise BadInputError(
+            f"{path}: not a readable checkpoint of this toolkit ({type(e).__name__}); "
+            f"checkpoints are read as weights only, never as pickled code: "
+            f"start a new run (--out) instead of --resume"
+        ) from e
 
 
 def restore(state, modules, optimizer=None, schedule=None):

@@ -76,8 +76,10 @@ def heldout_fit(net, data, indices, device, ranks=None):
             sums += [0.0, 0.0]
             continue
         z, teacher = logits[name], np.asarray(data.logits[name])[rows]
-        sums += [agreement(kind, z, teacher) * len(rows),
-                 excess_loss(kind, torch.from_numpy(z), torch.from_numpy(teacher)).sum().item()]
+        sums += [
+            agreement(kind, z, teacher) * len(rows),
+            excess_loss(kind, torch.from_numpy(z), torch.from_numpy(teacher)).sum().item(),
+        ]
     *totals, n = ranks.sum((*sums, len(rows)))
     return float(np.mean(totals[0::2]) / n), float(np.mean(totals[1::2]) / n)
 
@@ -123,8 +125,10 @@ def train_end_to_end(ctx, phase, net, data, indices, epochs, holdout=None, aux=N
     def step(idx):
         features = None if aux is None else []
         out = net.forward_dict(to_tensor(data.inputs, idx, device), features)
-        loss = sum(task_loss(kinds[name], logits, to_tensor(data.logits[name], idx, device), training)
-                   for name, logits in out.items())
+        loss = sum(
+            task_loss(kinds[name], logits, to_tensor(data.logits[name], idx, device), training)
+            for name, logits in out.items()
+        )
         return loss if aux is None else loss + aux(idx, features)
 
     def after_epoch(epoch):
@@ -139,8 +143,11 @@ def train_end_to_end(ctx, phase, net, data, indices, epochs, holdout=None, aux=N
     if aux is not None:
         modules["aux"] = aux
         groups.append((list(aux.parameters()), 1.0))
-    run_phase(ctx, Phase(phase, modules, groups, step, epochs,
-                         after_epoch=after_epoch if choose or aux is not None else None), indices)
+    run_phase(
+        ctx,
+        Phase(phase, modules, groups, step, epochs, after_epoch=after_epoch if choose or aux is not None else None),
+        indices,
+    )
     if choose:
         best.restore(net)
         ctx.log.write("checkpoint", phase=phase, epoch=best.epoch)

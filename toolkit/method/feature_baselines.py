@@ -77,8 +77,10 @@ def check_feature_baselines(config, teachers):
     """A feature baseline needs at least one teacher with block features: else a ConfigError."""
     for name in FEATURE_BASELINES:
         if getattr(config.baseline, name) and not feature_teachers(teachers):
-            raise ConfigError(f"baseline.{name}: no teacher of the chosen tasks has block boundaries, so there "
-                              f"are no features to amalgamate; set it to false or choose a CNN teacher's tasks")
+            raise ConfigError(
+                f"baseline.{name}: no teacher of the chosen tasks has block boundaries, so there "
+                f"are no features to amalgamate; set it to false or choose a CNN teacher's tasks"
+            )
 
 
 def teacher_feature(data, teacher, block, idx, size, device):
@@ -127,8 +129,10 @@ class LayerwiseKA(FeatureLoss):
 
     def __init__(self, data, teachers, weight, student_shapes, sample):
         super().__init__(data, teachers, weight)
-        wide = [sum(feature_shape(t.boundary(block))[0] for t in self.teachers)
-                for block in range(1, len(student_shapes) + 1)]
+        wide = [
+            sum(feature_shape(t.boundary(block))[0] for t in self.teachers)
+            for block in range(1, len(student_shapes) + 1)
+        ]
         self.encoders = nn.ModuleList(nn.Conv2d(w, shape[0], 1) for w, shape in zip(wide, student_shapes))
         self.decoders = nn.ModuleList(nn.Conv2d(shape[0], w, 1) for w, shape in zip(wide, student_shapes))
         for block, shape in enumerate(student_shapes, start=1):

@@ -50,7 +50,7 @@ def seed_phase(ctx, phase):
 def batches(indices, batch_size, seed):
     order = np.random.default_rng(seed).permutation(indices)
     for start in range(0, len(order), batch_size):
-        yield np.sort(order[start:start + batch_size])
+        yield np.sort(order[start : start + batch_size])
 
 
 @dataclass
@@ -109,8 +109,11 @@ def run_phase(ctx, spec: Phase, indices):
     for epoch in range(done, epochs):
         spec.train_mode()
         total, count = 0.0, 0
-        bar = ctx.log.progress(batches(indices, t.batch_size, phase_seed(t.seed, phase, epoch)),
-                               f"{phase} epoch {epoch + 1}/{epochs}", total=steps)
+        bar = ctx.log.progress(
+            batches(indices, t.batch_size, phase_seed(t.seed, phase, epoch)),
+            f"{phase} epoch {epoch + 1}/{epochs}",
+            total=steps,
+        )
         for idx in bar:
             idx = ranks.shard(idx)
             loss = shared_step(idx)

@@ -15,13 +15,13 @@ import torch
 def make_optimizer(groups, training):
     """``groups``: list of (parameters, lr multiplier); empty groups are dropped."""
     param_groups = [
-        {"params": [p for p in params if p.requires_grad], "lr": training.lr * mult}
-        for params, mult in groups
+        {"params": [p for p in params if p.requires_grad], "lr": training.lr * mult} for params, mult in groups
     ]
     param_groups = [g for g in param_groups if g["params"]]
     if training.optimizer == "sgd":
-        return torch.optim.SGD(param_groups, lr=training.lr, momentum=training.momentum,
-                               weight_decay=training.weight_decay)
+        return torch.optim.SGD(
+            param_groups, lr=training.lr, momentum=training.momentum, weight_decay=training.weight_decay
+        )
     return torch.optim.Adam(param_groups, lr=training.lr, weight_decay=training.weight_decay)
 
 

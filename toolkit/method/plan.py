@@ -90,16 +90,22 @@ def _teacher_row(t, source, config, splits):
         tap_bytes = array_bytes(sample, taps, tapped)
     logit_bytes += len(config.training.teacher_views) * array_bytes(splits["train"], logits, tasks)  # a pass per view
     per_image = _timed(lambda: t.runner.run(x)) / len(x)
-    return {"name": t.name, "logits_bytes": logit_bytes, "taps_bytes": tap_bytes, "bytes": logit_bytes + tap_bytes,
-            "seconds_per_image": per_image}
+    return {
+        "name": t.name,
+        "logits_bytes": logit_bytes,
+        "taps_bytes": tap_bytes,
+        "bytes": logit_bytes + tap_bytes,
+        "seconds_per_image": per_image,
+    }
 
 
 def _student(config, teachers, reference, x):
     """Trunk blocks (at the width the run will take, toolkit.method.width_choice), the prefix
     row sizes, params and the seconds per image of one forward and backward pass through the trunk."""
     trunk = trunk_graphs(reference)
-    choice = choose_width(config.student, config.branching, trunk, teachers, reference, teacher_sizes(teachers), x,
-                          config.training.seed)
+    choice = choose_width(
+        config.student, config.branching, trunk, teachers, reference, teacher_sizes(teachers), x, config.training.seed
+    )
     blocks = choice.blocks
     rows, h = [], x
     with torch.no_grad():
@@ -128,8 +134,9 @@ def make_plan(config, world=1):
     for t in teachers:
         p = t.config.preprocess
         same = (tuple(p.size), p.channels) == (tuple(ref.size), ref.channels)
-        source = sources["train"] if same else open_source(config.data.train, p.size, p.channels,
-                                                            config.data.on_corrupt)
+        source = (
+            sources["train"] if same else open_source(config.data.train, p.size, p.channels, config.data.on_corrupt)
+        )
         rows.append(_teacher_row(t, source, config, splits))
     x_np = preprocess_of(reference.config)(sources["train"].images(np.arange(min(SAMPLE, splits["train"]))))
     x = to_tensor(x_np, np.arange(len(x_np)), "cpu")
@@ -142,8 +149,17 @@ def make_plan(config, world=1):
     images = sum(splits.values()) + len(t.teacher_views) * n  # each view: one more pass over the training split
     targets = sum(r["seconds_per_image"] for r in rows) * images / world
     training = step * n * (1 - config.data.holdout) * epochs / world
-    return Plan(splits, rows, inputs, [n * r + NPY_HEADER for r in prefix_rows[:-1]], trunk, student, width,
-                {"targets": targets, "training": training, "total": targets + training}, world)
+    return Plan(
+        splits,
+        rows,
+        inputs,
+        [n * r + NPY_HEADER for r in prefix_rows[:-1]],
+        trunk,
+        student,
+        width,
+        {"targets": targets, "training": training, "total": targets + training},
+        world,
+    )
 
 
 def _size(n):
@@ -159,18 +175,25 @@ def _duration(s):
 
 def plan_text(plan):
     """The plan as the lines ``amalgam plan`` prints."""
-    lines = [f"images: {', '.join(f'{k} {v}' for k, v in plan.images.items())}", "",
-             "target cache (all splits)       logits        taps       total   s/image"]
+    lines = [
+        f"images: {', '.join(f'{k} {v}' for k, v in plan.images.items())}",
+        "",
+        "target cache (all splits)       logits        taps       total   s/image",
+    ]
     for r in plan.teachers:
-        lines.append(f"  {r['name']:<28}{_size(r['logits_bytes']):>9}{_size(r['taps_bytes']):>12}"
-                     f"{_size(r['bytes']):>12}{r['seconds_per_image']:>10.2e}")
+        lines.append(
+            f"  {r['name']:<28}{_size(r['logits_bytes']):>9}{_size(r['taps_bytes']):>12}"
+            f"{_size(r['bytes']):>12}{r['seconds_per_image']:>10.2e}"
+        )
     lines.append(f"  {'all teachers':<28}{'':>21}{_size(sum(r['bytes'] for r in plan.teachers)):>12}")
     lines.append(f"student inputs: {_size(plan.inputs_bytes)}")
     lines += [f"frozen prefix of stage {i}: {_size(b)}" for i, b in enumerate(plan.prefix_bytes, start=2)]
-    lines += ["", f"student params (width {plan.width:g}): trunk {plan.trunk_params:,}; with every branch "
-                  f"after the last block {plan.student_params:,}",
-              f"time estimate ({plan.world} process{'es' if plan.world > 1 else ''}): target pass "
-              f"{_duration(plan.seconds['targets'])}, training {_duration(plan.seconds['training'])}, "
-              f"total {_duration(plan.seconds['total'])}"]
+    lines += [
+        "",
+        f"student params (width {plan.width:g}): trunk {plan.trunk_params:,}; with every branch "
+        f"after the last block {plan.student_params:,}",
+        f"time estimate ({plan.world} process{'es' if plan.world > 1 else ''}): target pass "
+        f"{_duration(plan.seconds['targets'])}, training {_duration(plan.seconds['training'])}, "
+        f"total {_duration(plan.seconds['total'])}",
+    ]
     return "\n".join(lines)
-

@@ -73,9 +73,11 @@ def smallest_student_params(blocks, teachers, reference, init, gate_reduction, x
     for block in blocks:
         h = block.eval()(h)
     source = reference.name if init == "teacher" else None
-    branches = sum(count_params(make_branch(t, len(blocks), tuple(h.shape[1:]), gate_reduction,
-                                            project=t.name != source).module)
-                   for t in teachers if t.tasks)
+    branches = sum(
+        count_params(make_branch(t, len(blocks), tuple(h.shape[1:]), gate_reduction, project=t.name != source).module)
+        for t in teachers
+        if t.tasks
+    )
     return sum(count_params(b) for b in blocks) + branches
 
 

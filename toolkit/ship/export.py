@@ -24,7 +24,15 @@ from pathlib import Path
 import onnx
 import torch
 
-from amalgam.exporters.student import cpu_int8_support, fold, quantize_int8, record, save_atomic, simplify, stamp_student
+from amalgam.exporters.student import (
+    cpu_int8_support,
+    fold,
+    quantize_int8,
+    record,
+    save_atomic,
+    simplify,
+    stamp_student,
+)
 from amalgam.exporters.torch_export import export_torch
 from amalgam.runtime.errors import BadInputError
 from amalgam.toolkit.data import Preprocess, input_shape, open_source, source_spec
@@ -51,8 +59,16 @@ def student_tasks(spec):
     out = []
     for name in spec["task_order"]:
         task = spec["tasks"][name]
-        out.append({"name": name, "output": name, "index": None, "slice": None,
-                    "kind": task["kind"], "labels": task.get("labels")})
+        out.append(
+            {
+                "name": name,
+                "output": name,
+                "index": None,
+                "slice": None,
+                "kind": task["kind"],
+                "labels": task.get("labels"),
+            }
+        )
     return out
 
 
@@ -60,8 +76,7 @@ def student_thresholds(spec):
     """Decision thresholds on the logits of every binary task: those the run set on its held-out
     split (``evaluation.threshold``), else 0.0 (probability 0.5)."""
     found = spec.get("thresholds") or {}
-    return {name: float(found.get(name, 0.0)) for name in spec["task_order"]
-            if spec["tasks"][name]["kind"] == "binary"}
+    return {name: float(found.get(name, 0.0)) for name in spec["task_order"] if spec["tasks"][name]["kind"] == "binary"}
 
 
 def calibration_batches(text, preprocess, limit=CALIBRATION_SAMPLES):
@@ -86,14 +101,29 @@ def _export_raw(net, spec, path, opset, static_batch, log_path):
     """
     batch = static_batch or EXPORT_BATCH
     sample = torch.rand(*input_shape(spec["preprocess"], batch))
-    export_torch(net, sample, path, input_names=[INPUT_NAME], output_names=list(spec["task_order"]),
-                 opset=opset, dynamic_batch=static_batch is None, fallback=False, log_path=log_path)
+    export_torch(
+        net,
+        sample,
+        path,
+        input_names=[INPUT_NAME],
+        output_names=list(spec["task_order"]),
+        opset=opset,
+        dynamic_batch=static_batch is None,
+        fallback=False,
+        log_path=log_path,
+    )
     model = onnx.load(str(path))
     task_teachers = {name: spec["tasks"][name]["teacher"] for name in spec["task_order"]}
-    stamp_student(model, student_tasks(spec), thresholds=student_thresholds(spec),
-                  preprocess=spec["preprocess"], teacher_hashes=spec["teachers"],
-                  task_teachers=task_teachers, export={"opset": opset, "static_batch": static_batch},
-                  teacher_thresholds=spec.get("teacher_thresholds") or {})
+    stamp_student(
+        model,
+        student_tasks(spec),
+        thresholds=student_thresholds(spec),
+        preprocess=spec["preprocess"],
+        teacher_hashes=spec["teachers"],
+        task_teachers=task_teachers,
+        export={"opset": opset, "static_batch": static_batch},
+        teacher_thresholds=spec.get("teacher_thresholds") or {},
+    )
     return save_atomic(model, path)
 
 
@@ -106,8 +136,10 @@ def export_student(run_dir, out, opset=18, static_batch=None, simplified=True, q
     if quantize not in (None, "int8"):
         raise BadInputError(f"--quantize {quantize!r}: expected 'int8'")
     if quantize and not calib_data:
-        raise BadInputError("--quantize int8 needs calibration data: give --calib-data SRC "
-                            "(unlabeled images like those the student will see, e.g. numpy:train.npz)")
+        raise BadInputError(
+            "--quantize int8 needs calibration data: give --calib-data SRC "
+            "(unlabeled images like those the student will see, e.g. numpy:train.npz)"
+        )
     if static_batch is not None and static_batch < 1:
         raise BadInputError(f"--static-batch {static_batch}: expected an integer >= 1")
     net, spec = open_run(run_dir)
@@ -132,9 +164,11 @@ def int8_speed(fp32, int8, preprocess):
     from amalgam.toolkit.ship.latency import latency_ms
 
     shape = input_shape(preprocess, 1)[1:]
-    speed = {"fp32_b64_ms": latency_ms(fp32, shape, 64), "int8_b64_ms": latency_ms(int8, shape, 64),
-             "cpu_int8": cpu_int8_support()}
+    speed = {
+        "fp32_b64_ms": latency_ms(fp32, shape, 64),
+        "int8_b64_ms": latency_ms(int8, shape, 64),
+        "cpu_int8": cpu_int8_support(),
+    }
     speed["slower"] = speed["int8_b64_ms"] > speed["fp32_b64_ms"]
     record(int8, int8_speed=speed)
     return speed
-

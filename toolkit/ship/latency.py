@@ -30,10 +30,16 @@ def onnx_params(model):
 def onnx_bytes(path, model):
     """Bytes on disk: the file and the external data files its initializers point to."""
     folder = Path(path).parent
-    locations = {entry.value for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
-                 for entry in t.external_data if entry.key == "location"}
-    return Path(path).stat().st_size + sum((folder / name).stat().st_size for name in locations
-                                           if (folder / name).is_file())
+    locations = {
+        entry.value
+        for t in model.graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL
+        for entry in t.external_data
+        if entry.key == "location"
+    }
+    return Path(path).stat().st_size + sum(
+        (folder / name).stat().st_size for name in locations if (folder / name).is_file()
+    )
 
 
 def latency_ms(path, sample_shape, batch, input_name=None, repeats=REPEATS, threads=None):
@@ -70,6 +76,7 @@ def footprint(path, sample_shape, input_name=None, batches=BATCHES):
 
 def total(footprints):
     """Several models run side by side: sums of params, bytes and latencies (None if any is None)."""
+
     def add(values):
         values = list(values)
         return None if any(v is None for v in values) else sum(values)

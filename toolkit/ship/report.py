@@ -24,8 +24,10 @@ def run_report(validation, student, teachers):
     """The report dict from a :class:`toolkit.ship.validate.Validation` and two footprints
     (:func:`toolkit.ship.latency.footprint` of the student, :func:`toolkit.ship.latency.total` of the teachers)."""
     return {
-        "tasks": [{"name": r["name"], "teacher": dict(r["teacher"]), "kind": r["kind"], "student": dict(r["student"])}
-                  for r in validation.tasks],
+        "tasks": [
+            {"name": r["name"], "teacher": dict(r["teacher"]), "kind": r["kind"], "student": dict(r["student"])}
+            for r in validation.tasks
+        ],
         "student": {k: student[k] for k in FOOTPRINT_KEYS},
         "teachers": {k: teachers[k] for k in FOOTPRINT_KEYS},
         "parity": validation.parity_summary(),
@@ -35,6 +37,14 @@ def run_report(validation, student, teachers):
 
 def run_markdown(report, validation):
     """report.md: the verdict, the footprint, then the validation's own Markdown."""
-    return "\n".join([f"# amalgam run: {'PASS' if report['passed'] else 'FAIL'}", "",
-                      "## Footprint (ONNX Runtime, CPU)", "", footprint_table(report), "",
-                      validation.to_markdown().replace("# Student validation", "## Student validation", 1)])
+    return "\n".join(
+        [
+            f"# amalgam run: {'PASS' if report['passed'] else 'FAIL'}",
+            "",
+            "## Footprint (ONNX Runtime, CPU)",
+            "",
+            footprint_table(report),
+            "",
+            validation.to_markdown().replace("# Student validation", "## Student validation", 1),
+        ]
+    )

@@ -38,18 +38,22 @@ class Shipped:
     def summary(self) -> str:
         """The task table, the footprint table and the verdict, as `amalgam run` prints them."""
         parity = self.report["parity"]
-        return "\n".join([
-            validation_task_table(self.validation.tasks, self.validation.torch_agreement), "",
-            footprint_table(self.report), "",
-            f"numeric parity: max abs {parity['max_abs']:.3g}, p99 abs {parity['p99_abs']:.3g}; "
-            f"{'PASS' if self.passed else 'FAIL'}; report: {self.report_path}"])
+        return "\n".join(
+            [
+                validation_task_table(self.validation.tasks, self.validation.torch_agreement),
+                "",
+                footprint_table(self.report),
+                "",
+                f"numeric parity: max abs {parity['max_abs']:.3g}, p99 abs {parity['p99_abs']:.3g}; "
+                f"{'PASS' if self.passed else 'FAIL'}; report: {self.report_path}",
+            ]
+        )
 
 
 def teacher_footprints(config: Config) -> list[dict]:
     """Footprints of the teachers serving a chosen task (config order), each timed alone."""
     owners = {teacher for teacher, _ in config.chosen_tasks()}
-    return [footprint(tc.onnx, input_shape(tc.preprocess)[1:], tc.input)
-            for tc in config.teachers if tc.name in owners]
+    return [footprint(tc.onnx, input_shape(tc.preprocess)[1:], tc.input) for tc in config.teachers if tc.name in owners]
 
 
 def plot_tasks(report: dict, path: Path) -> Path:

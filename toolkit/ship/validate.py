@@ -68,26 +68,47 @@ class Validation:
     def parity_summary(self):
         """Worst max / p99 absolute error over every numeric comparison, and the verdict."""
         rows = [r.summary() for r in self.numeric]
-        return {"max_abs": max((r["max_abs"] for r in rows), default=None),
-                "p99_abs": max((r["p99_abs"] for r in rows), default=None),
-                "passed": self.parity_passed}
+        return {
+            "max_abs": max((r["max_abs"] for r in rows), default=None),
+            "p99_abs": max((r["p99_abs"] for r in rows), default=None),
+            "passed": self.parity_passed,
+        }
 
     def to_dict(self):
-        return {"student": str(self.student), "precision": self.precision, "data": self.data,
-                "numeric": [r.to_dict() for r in self.numeric], "parity": self.parity_summary(),
-                "tasks": self.tasks, "agreement_torch": self.torch_agreement,
-                "max_degradation": self.max_degradation, "failures": self.failures,
-                "notes": self.notes, "passed": self.passed}
+        return {
+            "student": str(self.student),
+            "precision": self.precision,
+            "data": self.data,
+            "numeric": [r.to_dict() for r in self.numeric],
+            "parity": self.parity_summary(),
+            "tasks": self.tasks,
+            "agreement_torch": self.torch_agreement,
+            "max_degradation": self.max_degradation,
+            "failures": self.failures,
+            "notes": self.notes,
+            "passed": self.passed,
+        }
 
     def to_markdown(self):
         data = self.data
-        lines = [f"# Student validation: {'PASS' if self.passed else 'FAIL'}", "",
-                 f"- student: `{self.student}` ({self.precision})",
-                 f"- data: `{data['source']}`, {data['samples']} samples, "
-                 f"{'with' if data['labels'] else 'without'} labels", "", "## Numeric parity", ""]
+        lines = [
+            f"# Student validation: {'PASS' if self.passed else 'FAIL'}",
+            "",
+            f"- student: `{self.student}` ({self.precision})",
+            f"- data: `{data['source']}`, {data['samples']} samples, {'with' if data['labels'] else 'without'} labels",
+            "",
+            "## Numeric parity",
+            "",
+        ]
         lines += [r.to_markdown() for r in self.numeric] or ["(none)", ""]
-        lines += ["## Tasks", "", validation_task_table(self.tasks, self.torch_agreement), "",
-                  f"## Gate (max degradation {self.max_degradation:g})", ""]
+        lines += [
+            "## Tasks",
+            "",
+            validation_task_table(self.tasks, self.torch_agreement),
+            "",
+            f"## Gate (max degradation {self.max_degradation:g})",
+            "",
+        ]
         lines += [f"- FAIL: {f}" for f in self.failures] or ["- every task within the allowed degradation"]
         lines += [f"- note: {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
@@ -96,8 +117,11 @@ class Validation:
         """ParityError naming the outputs that differ, else DegradationError naming the tasks."""
         if not self.parity_passed:
             parts = [f"{r.title}: " + ", ".join(o.describe() for o in r.failed) for r in self.numeric if not r.passed]
-            raise ParityError(f"{self.student}: outputs differ beyond tolerance: " + "; ".join(parts)
-                              + (f"; also {len(self.failures)} task(s) degraded" if self.failures else ""))
+            raise ParityError(
+                f"{self.student}: outputs differ beyond tolerance: "
+                + "; ".join(parts)
+                + (f"; also {len(self.failures)} task(s) degraded" if self.failures else "")
+            )
         if self.failures:
             raise DegradationError(f"{self.student}: " + "; ".join(self.failures))
         return self
@@ -106,8 +130,10 @@ class Validation:
 def _student_meta(model, path):
     meta = read_metadata(model)
     if meta.get("role") != "student" or not meta.get("tasks"):
-        raise BadInputError(f"{path}: not a student exported by `amalgam export` "
-                            f"(no amalgam.role = student / amalgam.tasks in its metadata)")
+        raise BadInputError(
+            f"{path}: not a student exported by `amalgam export` "
+            f"(no amalgam.role = student / amalgam.tasks in its metadata)"
+        )
     return meta
 
 
@@ -115,9 +141,11 @@ def check_run(meta, spec, path, run):
     """The run dir must be the one the student was exported from."""
     names = [t["name"] for t in meta["tasks"]]
     if spec["task_order"] != names or spec["teachers"] != meta.get("teachers"):
-        raise BadInputError(f"{path} was not exported from run dir {run}: the student has tasks {names} and "
-                            f"teachers {sorted(meta.get('teachers') or {})}; the run has tasks {spec['task_order']} "
-                            f"and teachers {sorted(spec['teachers'])}")
+        raise BadInputError(
+            f"{path} was not exported from run dir {run}: the student has tasks {names} and "
+            f"teachers {sorted(meta.get('teachers') or {})}; the run has tasks {spec['task_order']} "
+            f"and teachers {sorted(spec['teachers'])}"
+        )
 
 
 def check_teachers(meta, config, path):
@@ -127,17 +155,22 @@ def check_teachers(meta, config, path):
         found = None if tc is None else (file_sha256(tc.onnx) if Path(tc.onnx).is_file() else "missing")
         if found != sha:
             where = "no such teacher in the config" if tc is None else f"{tc.onnx} has sha256 {found[:12]}"
-            raise BadInputError(f"validating a student against teachers it was not built from: {path} was built "
-                                f"from teacher {name!r} with sha256 {sha[:12]}, but {where}")
+            raise BadInputError(
+                f"validating a student against teachers it was not built from: {path} was built "
+                f"from teacher {name!r} with sha256 {sha[:12]}, but {where}"
+            )
     chosen = {task["name"] for _, task in config.chosen_tasks()}
     missing = [t["name"] for t in meta["tasks"] if t["name"] not in chosen]
     if missing:
-        raise BadInputError(f"{path}: the config does not choose the student's tasks {missing} "
-                            f"(it chooses {sorted(chosen)})")
+        raise BadInputError(
+            f"{path}: the config does not choose the student's tasks {missing} (it chooses {sorted(chosen)})"
+        )
     reference = config.teacher(config.student.reference).preprocess.model_dump(mode="json")
     if meta.get("preprocess") and meta["preprocess"] != reference:
-        raise BadInputError(f"{path}: the student expects inputs preprocessed as {meta['preprocess']}, "
-                            f"the config's reference teacher as {reference}")
+        raise BadInputError(
+            f"{path}: the student expects inputs preprocessed as {meta['preprocess']}, "
+            f"the config's reference teacher as {reference}"
+        )
 
 
 def run_rows(runner, inputs, batch_dim):
@@ -146,7 +179,7 @@ def run_rows(runner, inputs, batch_dim):
     batch = batch_dim if static else BATCH
     out = {}
     for start in range(0, len(inputs), batch):
-        chunk = np.array(inputs[start:start + batch], dtype=np.float32)
+        chunk = np.array(inputs[start : start + batch], dtype=np.float32)
         rows = len(chunk)
         if static and rows < batch:
             chunk = chunk[np.arange(batch) % rows]
@@ -158,9 +191,12 @@ def run_rows(runner, inputs, batch_dim):
 def _task_row(task, teacher, student_logits, teacher_logits, labels, thresholds=(0.0, 0.0)):
     """A report.json task row; accuracy and F1 stay None without labels. ``thresholds``: the
     student's and the teacher's decision thresholds (stamped by the run's threshold rule)."""
-    row = {"name": task["name"], "teacher": {"name": teacher, "accuracy": None, "f1": None}, "kind": task["kind"],
-           "student": {"accuracy": None, "f1": None,
-                       "agreement": agreement(task["kind"], student_logits, teacher_logits)}}
+    row = {
+        "name": task["name"],
+        "teacher": {"name": teacher, "accuracy": None, "f1": None},
+        "kind": task["kind"],
+        "student": {"accuracy": None, "f1": None, "agreement": agreement(task["kind"], student_logits, teacher_logits)},
+    }
     if labels is not None:
         for who, logits, threshold in zip(("student", "teacher"), (student_logits, teacher_logits), thresholds):
             m = task_metrics(task["kind"], logits, labels, threshold)
@@ -176,14 +212,18 @@ def gate(rows, torch_vs_teacher, max_degradation):
         s, t = r["student"], r["teacher"]
         if t["f1"] is not None:
             if s["f1"] < t["f1"] - max_degradation:
-                failures.append(f"task {r['name']!r}: student F1 {s['f1']:.4f} is {t['f1'] - s['f1']:.4f} below "
-                                f"its teacher's {t['f1']:.4f} (allowed: {max_degradation:g})")
+                failures.append(
+                    f"task {r['name']!r}: student F1 {s['f1']:.4f} is {t['f1'] - s['f1']:.4f} below "
+                    f"its teacher's {t['f1']:.4f} (allowed: {max_degradation:g})"
+                )
         elif torch_vs_teacher is not None:
             ref = torch_vs_teacher[r["name"]]
             if s["agreement"] < ref - max_degradation:
-                failures.append(f"task {r['name']!r}: agreement with the teacher {s['agreement']:.4f} is "
-                                f"{ref - s['agreement']:.4f} below the PyTorch student's {ref:.4f} "
-                                f"(allowed: {max_degradation:g})")
+                failures.append(
+                    f"task {r['name']!r}: agreement with the teacher {s['agreement']:.4f} is "
+                    f"{ref - s['agreement']:.4f} below the PyTorch student's {ref:.4f} "
+                    f"(allowed: {max_degradation:g})"
+                )
     return failures
 
 
@@ -199,9 +239,11 @@ def _numeric(path, meta, net, onnx_out, inputs, batch_dim, atol, rtol, tolerance
         notes.append("int8 student: judged on the task level only (no numeric parity)")
         speed = meta.get("int8_speed") or {}
         if speed.get("slower"):
-            notes.append(f"int8 student: slower than fp32 where it was exported ({speed['int8_b64_ms']:.2f} ms vs "
-                         f"{speed['fp32_b64_ms']:.2f} ms at batch 64; CPU int8 support: "
-                         f"{', '.join(speed['cpu_int8']) or 'none'})")
+            notes.append(
+                f"int8 student: slower than fp32 where it was exported ({speed['int8_b64_ms']:.2f} ms vs "
+                f"{speed['fp32_b64_ms']:.2f} ms at batch 64; CPU int8 support: "
+                f"{', '.join(speed['cpu_int8']) or 'none'})"
+            )
         return reports, torch_out
     if torch_out is not None:
         reports.append(compare(torch_out, onnx_out, atol, rtol, tolerances, "ONNX student vs PyTorch student"))
@@ -227,8 +269,9 @@ def _batch_dim(model, path):
     """The fixed batch size of the student's input, or None when the batch axis is dynamic."""
     found = [i for i in model.graph.input if i.name == INPUT_NAME]
     if not found:
-        raise BadInputError(f"{path}: the student has no input {INPUT_NAME!r} "
-                            f"(inputs: {[i.name for i in model.graph.input]})")
+        raise BadInputError(
+            f"{path}: the student has no input {INPUT_NAME!r} (inputs: {[i.name for i in model.graph.input]})"
+        )
     return (dims(found[0]) or [None])[0]
 
 
@@ -238,7 +281,9 @@ def _teacher_split(config, data, run, cache_dir):
 
     source, label = _eval_source(config, data)
     with contextlib.ExitStack() as stack:
-        cache = cache_dir or (Path(run).parent / ".cache" if run else stack.enter_context(tempfile.TemporaryDirectory()))
+        cache = cache_dir or (
+            Path(run).parent / ".cache" if run else stack.enter_context(tempfile.TemporaryDirectory())
+        )
         return split_data(config, load_teachers(config), source, cache, progress=False, tap_rows=None), label
 
 
@@ -247,22 +292,41 @@ def _judge_tasks(result, meta, onnx_out, torch_out, split):
     teachers = meta.get("task_teachers") or {}
     logits = {t["name"]: np.asarray(split.logits[t["name"]]) for t in meta["tasks"]}
     own, theirs = meta.get("thresholds") or {}, meta.get("teacher_thresholds") or {}
-    result.tasks = [_task_row(t, teachers.get(t["name"]), onnx_out[t["name"]], logits[t["name"]],
-                              split.labels.get(t["name"]), (own.get(t["name"], 0.0), theirs.get(t["name"], 0.0)))
-                    for t in meta["tasks"]]
+    result.tasks = [
+        _task_row(
+            t,
+            teachers.get(t["name"]),
+            onnx_out[t["name"]],
+            logits[t["name"]],
+            split.labels.get(t["name"]),
+            (own.get(t["name"], 0.0), theirs.get(t["name"], 0.0)),
+        )
+        for t in meta["tasks"]
+    ]
     torch_vs_teacher = None
     if torch_out is not None:
-        result.torch_agreement = {t["name"]: agreement(t["kind"], onnx_out[t["name"]], torch_out[t["name"]])
-                                  for t in meta["tasks"]}
-        torch_vs_teacher = {t["name"]: agreement(t["kind"], torch_out[t["name"]], logits[t["name"]])
-                            for t in meta["tasks"]}
+        result.torch_agreement = {
+            t["name"]: agreement(t["kind"], onnx_out[t["name"]], torch_out[t["name"]]) for t in meta["tasks"]
+        }
+        torch_vs_teacher = {
+            t["name"]: agreement(t["kind"], torch_out[t["name"]], logits[t["name"]]) for t in meta["tasks"]
+        }
     result.failures = gate(result.tasks, torch_vs_teacher, result.max_degradation)
     if not split.labels and torch_out is None:
         result.notes.append("no task-level gate: no labels and no PyTorch student")
 
 
-def validate_student(student, run=None, config=None, data=None, atol=1e-4, rtol=1e-3, tolerances=None,
-                     max_degradation=0.01, cache_dir=None):
+def validate_student(
+    student,
+    run=None,
+    config=None,
+    data=None,
+    atol=1e-4,
+    rtol=1e-3,
+    tolerances=None,
+    max_degradation=0.01,
+    cache_dir=None,
+):
     """Validate ``student`` (an ONNX file from ``amalgam export``); returns :class:`Validation`.
 
     ``config`` defaults to ``RUN/config.json``; the teachers and the evaluation data
@@ -288,11 +352,15 @@ def validate_student(student, run=None, config=None, data=None, atol=1e-4, rtol=
     split, label = _teacher_split(config, data, run, cache_dir)
     batch_dim = _batch_dim(model, path)
     onnx_out = run_rows(onnx_runner(path, opt_level="basic"), split.inputs, batch_dim)
-    result = Validation(path, meta.get("precision", "fp32"),
-                        {"source": label, "samples": len(split), "labels": bool(split.labels)},
-                        max_degradation=max_degradation)
-    result.numeric, torch_out = _numeric(path, meta, net, onnx_out, split.inputs, batch_dim,
-                                         atol, rtol, tolerances, result.notes)
+    result = Validation(
+        path,
+        meta.get("precision", "fp32"),
+        {"source": label, "samples": len(split), "labels": bool(split.labels)},
+        max_degradation=max_degradation,
+    )
+    result.numeric, torch_out = _numeric(
+        path, meta, net, onnx_out, split.inputs, batch_dim, atol, rtol, tolerances, result.notes
+    )
     _judge_tasks(result, meta, onnx_out, torch_out, split)
     return result
 

@@ -79,5 +79,3 @@ def fit_adapter(adapter, features, targets, ridge=1e-3):
     conv = adapter.project
     conv.weight.copy_(solution[:-1].T.reshape(conv.weight.shape).to(conv.weight.dtype))
     conv.bias.copy_(solution[-1].to(conv.bias.dtype))
-
-

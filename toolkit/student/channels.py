@@ -71,16 +71,20 @@ class _Groups:
             return a
         ia, ib = self.info[a], self.info[b]
         if ia.image or ib.image or ia.channels != ib.channels:
-            raise ConfigError(f"student.init: pruned: {where} joins the image's channels or tensors of "
-                              f"different widths; use init: random")
+            raise ConfigError(
+                f"student.init: pruned: {where} joins the image's channels or tensors of "
+                f"different widths; use init: random"
+            )
         self.parent[b] = a
         ia.producers += ib.producers
         return a
 
 
 def _refuse(index, target, why):
-    raise ConfigError(f"student.init: pruned: trunk block {index} has a layer {target!r} ({why}) "
-                      f"whose channels cannot be followed; use init: random")
+    raise ConfigError(
+        f"student.init: pruned: trunk block {index} has a layer {target!r} ({why}) "
+        f"whose channels cannot be followed; use init: random"
+    )
 
 
 def _conv(groups, layers, b, node, conv, g_in):

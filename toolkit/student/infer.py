@@ -18,7 +18,7 @@ def predict(net, inputs, indices=None, device="cpu"):
     indices = np.arange(len(inputs)) if indices is None else np.asarray(indices)
     chunks = {}
     for start in range(0, len(indices), PREDICT_BATCH):
-        out = net.forward_dict(to_tensor(inputs, indices[start:start + PREDICT_BATCH], device))
+        out = net.forward_dict(to_tensor(inputs, indices[start : start + PREDICT_BATCH], device))
         for name, value in out.items():
             chunks.setdefault(name, []).append(value.cpu().numpy())
     return {name: np.concatenate(v) for name, v in chunks.items()}

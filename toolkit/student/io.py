@@ -40,8 +40,12 @@ def _write_student(net, graphs, tmp, info):
         onnx.save(graph, tmp / trunk[-1])
     branches = {}
     for key, branch in net.branches.items():
-        entry = {"block": net.branch_points[key], "tasks": net.groups[key],
-                 "slots": [asdict(s) for s in branch.slots], "build": branch.build}
+        entry = {
+            "block": net.branch_points[key],
+            "tasks": net.groups[key],
+            "slots": [asdict(s) for s in branch.slots],
+            "build": branch.build,
+        }
         if not branch.build["fresh_head"]:
             entry["graph"] = f"graphs/branch_{key.replace('@', '_at_')}.onnx"
             onnx.save(graphs["branches"][key], tmp / entry["graph"])
@@ -58,8 +62,10 @@ def read_spec(directory):
     except (OSError, json.JSONDecodeError) as e:
         raise BadInputError(f"{path}: not a student spec of this toolkit ({e})") from e
     if spec.get("format") != FORMAT:
-        raise BadInputError(f"{path}: student format {spec.get('format')!r}; this toolkit reads format {FORMAT}: "
-                            f"re-run the amalgamation with this version")
+        raise BadInputError(
+            f"{path}: student format {spec.get('format')!r}; this toolkit reads format {FORMAT}: "
+            f"re-run the amalgamation with this version"
+        )
     return spec
 
 
@@ -75,14 +81,20 @@ def load_student(directory):
     for key, entry in spec["branches"].items():
         body = None if entry["build"]["fresh_head"] else to_torch(onnx.load(directory / entry["graph"]))
         branches[key] = build_branch(entry["build"], body, [TaskSlot(**s) for s in entry["slots"]])
-    net = TargetNet(trunk, branches, {k: e["block"] for k, e in spec["branches"].items()},
-                    spec["task_order"], {k: e["tasks"] for k, e in spec["branches"].items()})
+    net = TargetNet(
+        trunk,
+        branches,
+        {k: e["block"] for k, e in spec["branches"].items()},
+        spec["task_order"],
+        {k: e["tasks"] for k, e in spec["branches"].items()},
+    )
     weights = directory / "weights.safetensors"
     try:
         load_model(net, str(weights))
     except Exception as e:  # missing, not safetensors, or tensors that do not fit the spec
-        raise BadInputError(f"{weights}: not the weights of this student "
-                            f"({type(e).__name__}: {str(e).strip()[:200]})") from e
+        raise BadInputError(
+            f"{weights}: not the weights of this student ({type(e).__name__}: {str(e).strip()[:200]})"
+        ) from e
     return net.eval(), spec
 
 
@@ -90,8 +102,9 @@ def open_run(run_dir):
     """The trained TargetNet of ``run_dir`` and its spec; a clear error when it is no run dir."""
     run_dir = Path(run_dir)
     if not (run_dir / "student" / "spec.json").is_file():
-        raise BadInputError(f"{run_dir}: not a run dir (no student/spec.json); "
-                            f"give the folder `amalgam amalgamate --out DIR` wrote")
+        raise BadInputError(
+            f"{run_dir}: not a run dir (no student/spec.json); give the folder `amalgam amalgamate --out DIR` wrote"
+        )
     return load_student(run_dir / "student")
 
 

@@ -97,14 +97,15 @@ def make_branch(teacher, block, trunk_shape, gate_reduction, project=False):
     if not teacher.structured:
         keep, slots = head_plan(teacher)
         width = sum(len(v) for v in keep.values())
-        build = {"gate": [trunk_shape[0], gate_reduction], "adapter": None,
-                 "fresh_head": [trunk_shape[0], width]}
+        build = {"gate": [trunk_shape[0], gate_reduction], "adapter": None, "fresh_head": [trunk_shape[0], width]}
         return Part(build_branch(build, None, _flatten_slots(slots, keep)), None)
     graph, slots = branch_graph(teacher, block)
     target = teacher.boundary(block)
-    build = {"gate": [trunk_shape[0], gate_reduction],
-             "adapter": [list(trunk_shape), list(feature_shape(target)), target.layout, project],
-             "fresh_head": None}
+    build = {
+        "gate": [trunk_shape[0], gate_reduction],
+        "adapter": [list(trunk_shape), list(feature_shape(target)), target.layout, project],
+        "fresh_head": None,
+    }
     return Part(build_branch(build, to_torch(graph), slots), graph)
 
 

@@ -27,8 +27,17 @@ from amalgam.toolkit.student.width import replace_module, scaled
 
 def _conv(conv, keep_in, keep_out):
     weight = conv.weight[keep_out] if depthwise(conv) else conv.weight[keep_out][:, keep_in]
-    new = nn.Conv2d(len(keep_in), len(keep_out), conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                    len(keep_in) if depthwise(conv) else conv.groups, conv.bias is not None, conv.padding_mode)
+    new = nn.Conv2d(
+        len(keep_in),
+        len(keep_out),
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        len(keep_in) if depthwise(conv) else conv.groups,
+        conv.bias is not None,
+        conv.padding_mode,
+    )
     with torch.no_grad():
         new.weight.copy_(weight)
         if conv.bias is not None:

@@ -30,7 +30,7 @@ class TaskSlot:
         y = outputs[self.output]
         if self.kind == "binary":
             return y[:, self.index or 0] if y.dim() > 1 else y
-        return y if self.start is None else y[:, self.start:self.stop]
+        return y if self.start is None else y[:, self.start : self.stop]
 
 
 class FreshHead(nn.Module):

@@ -13,8 +13,22 @@ from torch import nn
 from amalgam.runtime.errors import ConfigError
 
 SCALABLE = (nn.Conv2d, nn.BatchNorm2d)
-SHAPELESS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Hardswish, nn.Hardsigmoid,
-             nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Identity, nn.Dropout, nn.Flatten)
+SHAPELESS = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.SiLU,
+    nn.GELU,
+    nn.Sigmoid,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.Identity,
+    nn.Dropout,
+    nn.Flatten,
+)
 
 
 CHANNEL_MULTIPLE = 8
@@ -54,10 +68,14 @@ def _check(block, index):
     for name, module in block.named_modules():
         if module is block or isinstance(module, SCALABLE) or len(list(module.children())):
             continue
-        if any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False)):
-            if not isinstance(module, SHAPELESS):
-                raise ConfigError(f"student.width: trunk block {index} has a layer {name!r} "
-                                  f"({type(module).__name__}) whose weights cannot be rescaled; use width 1.0")
+        has_state = any(True for _ in module.parameters(recurse=False)) or any(
+            True for _ in module.buffers(recurse=False)
+        )
+        if has_state and not isinstance(module, SHAPELESS):
+            raise ConfigError(
+                f"student.width: trunk block {index} has a layer {name!r} "
+                f"({type(module).__name__}) whose weights cannot be rescaled; use width 1.0"
+            )
 
 
 def _conv(conv, width, scale_in):
@@ -65,8 +83,17 @@ def _conv(conv, width, scale_in):
     c_out = scaled(conv.out_channels, width)
     depthwise = conv.groups == conv.in_channels and conv.groups > 1
     groups = c_in if depthwise else conv.groups
-    return nn.Conv2d(c_in, c_out, conv.kernel_size, conv.stride, conv.padding, conv.dilation, groups,
-                     conv.bias is not None, conv.padding_mode)
+    return nn.Conv2d(
+        c_in,
+        c_out,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        groups,
+        conv.bias is not None,
+        conv.padding_mode,
+    )
 
 
 def scale_width(blocks, width):
@@ -80,5 +107,7 @@ def scale_width(blocks, width):
                 scale_in = not (index == 1 and module.in_channels <= 4)
                 replace_module(block, name, _conv(module, width, scale_in))
             elif isinstance(module, nn.BatchNorm2d):
-                replace_module(block, name, nn.BatchNorm2d(scaled(module.num_features, width), module.eps, module.momentum))
+                replace_module(
+                    block, name, nn.BatchNorm2d(scaled(module.num_features, width), module.eps, module.momentum)
+                )
     return blocks

@@ -5,5 +5,4 @@ on the training data (``targets``)."""
 from amalgam.toolkit.teachers.graphs import TeacherGraph, alignment_lines, alignment_tables, load_teachers
 from amalgam.toolkit.teachers.targets import SplitData, split_data
 
-__all__ = ["SplitData", "TeacherGraph", "alignment_lines", "alignment_tables", "load_teachers",
-           "split_data"]
+__all__ = ["SplitData", "TeacherGraph", "alignment_lines", "alignment_tables", "load_teachers", "split_data"]

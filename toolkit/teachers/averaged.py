@@ -65,8 +65,10 @@ def teacher_agreement(tasks, plain, viewed, rows):
     """A teacher's ``{"agreement", "kappa"}`` on ``rows`` (each the mean over its tasks,
     TaskSpecs with ``name`` and ``kind``, rounded to 4 places); ``plain`` / ``viewed``: ``{task: logits}``."""
     pairs = [(t.kind, np.asarray(plain[t.name][rows]), np.asarray(viewed[t.name][rows])) for t in tasks]
-    return {"agreement": round(float(np.mean([self_agreement(*p) for p in pairs])), 4),
-            "kappa": round(float(np.mean([chance_corrected(*p) for p in pairs])), 4)}
+    return {
+        "agreement": round(float(np.mean([self_agreement(*p) for p in pairs])), 4),
+        "kappa": round(float(np.mean([chance_corrected(*p) for p in pairs])), 4),
+    }
 
 
 def kept_views(tasks, plain, views, rows, minimum):
@@ -88,9 +90,11 @@ def log_views(log, views, minimum):
     for teacher, found in views.items():
         for view, r in found.items():
             if not r["kept"]:
-                log.say(f"teacher views: {teacher} drops {view}: self-agreement kappa {r['kappa']:.4f} "
-                        f"(agreement {r['agreement']:.4f}) on the held-out split, under "
-                        f"training.view_agreement {minimum}")
+                log.say(
+                    f"teacher views: {teacher} drops {view}: self-agreement kappa {r['kappa']:.4f} "
+                    f"(agreement {r['agreement']:.4f}) on the held-out split, under "
+                    f"training.view_agreement {minimum}"
+                )
         kept = [f"{view} (kappa {r['kappa']:.4f})" for view, r in found.items() if r["kept"]]
         if kept:
             log.say(f"teacher views: {teacher}'s targets averaged over the plain view and {', '.join(kept)}")

@@ -54,15 +54,24 @@ def _open(where, tc, tasks, reference, line_up=None, **session):
     errors; ``session``: its runner's ``device`` and ``threads``."""
     shape = input_shape(tc.preprocess)
     try:
-        return open_teacher(tc.onnx, tasks, {tc.input: shape} if tc.input else shape, tc.boundaries, tc.input,
-                            copied="all" if reference else "branches", line_up=line_up, **session)
+        return open_teacher(
+            tc.onnx,
+            tasks,
+            {tc.input: shape} if tc.input else shape,
+            tc.boundaries,
+            tc.input,
+            copied="all" if reference else "branches",
+            line_up=line_up,
+            **session,
+        )
     except AmalgamError as e:
         part = getattr(e, "part", None)
         if part is None:
             raise
         if part == "input":
-            e = type(e)(f"the images come out as {list(shape)} (size, channels, layout); "
-                        f"the model does not take that: {e}")
+            e = type(e)(
+                f"the images come out as {list(shape)} (size, channels, layout); the model does not take that: {e}"
+            )
         raise type(e)(f"{where}{FIELD[part]} ({tc.onnx}): {e}") from e
 
 
@@ -75,8 +84,7 @@ def load_teachers(config: Config, device="cpu", threads=None) -> list[TeacherGra
     for teacher_name, task in config.chosen_tasks():
         chosen.setdefault(teacher_name, []).append(TaskSpec.from_dict(task))
     reference = config.student.reference
-    entries = {tc.name: (i, tc) for i, tc in enumerate(config.teachers)
-               if tc.name in chosen or tc.name == reference}
+    entries = {tc.name: (i, tc) for i, tc in enumerate(config.teachers) if tc.name in chosen or tc.name == reference}
 
     grouped = {name for group in config.data.one_of for name in group}
 
@@ -85,8 +93,11 @@ def load_teachers(config: Config, device="cpu", threads=None) -> list[TeacherGra
         then the unchosen ones of a ``data.one_of`` group (read for reconciling, never learned)."""
         own = chosen.get(tc.name) or [TaskSpec.from_dict(tc.tasks[0].model_dump(by_alias=True))]
         names = {t.name for t in own}
-        return own + [TaskSpec.from_dict(k.model_dump(by_alias=True)) for k in tc.tasks
-                      if k.name in grouped and k.name not in names]
+        return own + [
+            TaskSpec.from_dict(k.model_dump(by_alias=True))
+            for k in tc.tasks
+            if k.name in grouped and k.name not in names
+        ]
 
     i, ref_tc = entries[reference]
     session = {"device": device, "threads": threads}
@@ -105,16 +116,19 @@ def load_teachers(config: Config, device="cpu", threads=None) -> list[TeacherGra
             return [p.other for p in pairs]
 
         opened = _open(f"teachers[{i}]", tc, tasks_of(tc), False, line_up, **session)
-        out.append(TeacherGraph(name, tc, opened.graph, opened.boundaries, chosen.get(name, []), opened.runner,
-                                pairs or None))
+        out.append(
+            TeacherGraph(name, tc, opened.graph, opened.boundaries, chosen.get(name, []), opened.runner, pairs or None)
+        )
     return out
 
 
 def _check_reference(reference, boundaries):
     if not boundaries:
-        raise ConfigError(f"student.reference: teacher {reference!r} has no block boundaries, "
-                          f"so it cannot give the trunk; name boundaries under teachers[].boundaries "
-                          f"or pick a CNN teacher")
+        raise ConfigError(
+            f"student.reference: teacher {reference!r} has no block boundaries, "
+            f"so it cannot give the trunk; name boundaries under teachers[].boundaries "
+            f"or pick a CNN teacher"
+        )
 
 
 def _align(where, ref_tc, ref, tc, graph, other):
@@ -129,7 +143,8 @@ def _align(where, ref_tc, ref, tc, graph, other):
         raise ConfigError(
             f"teachers.{tc.name}.boundaries: {len(other)} block boundaries ({[b.name for b in other]}), but the "
             f"reference teacher {ref_tc.name!r} has {len(ref.boundaries)}; named boundaries pair one to one with "
-            f"the reference's: name {len(ref.boundaries)}, or leave boundaries out to line them up by stride")
+            f"the reference's: name {len(ref.boundaries)}, or leave boundaries out to line them up by stride"
+        )
     return in_order(ref.boundaries, image_size_or_none(ref.graph), other, image_size_or_none(graph))
 
 

@@ -48,10 +48,10 @@ def reconcile(group, logits, keep=None):
     out = {task: np.empty(n, np.float32) for task in keep}
     cols = [group.index(task) for task in keep]
     for start in range(0, n, ROWS):
-        z = np.stack([np.asarray(logits[task][start:start + ROWS]) for task in group], axis=1)
+        z = np.stack([np.asarray(logits[task][start : start + ROWS]) for task in group], axis=1)
         q = _reconcile_rows(z)
         for task, col in zip(keep, cols):
-            out[task][start:start + ROWS] = q[:, col]
+            out[task][start : start + ROWS] = q[:, col]
     return out
 
 
@@ -61,13 +61,17 @@ def held_out_record(group, logits, reconciled, rows):
     rows where that sum is off by more than 0.5, and per reconciled task the share of
     decisions (probability 0.5) that change; None without held-out rows (``data.holdout: 0``)."""
     if not len(rows):
-        return {"tasks": list(group), "sum_mean": None, "sum_off_share": None,
-                "changed": {t: None for t in reconciled}}
+        return {"tasks": list(group), "sum_mean": None, "sum_off_share": None, "changed": {t: None for t in reconciled}}
     p = np.stack([1 / (1 + np.exp(-np.asarray(logits[t][rows], np.float64))) for t in group], axis=1).sum(axis=1)
-    changed = {t: round(float(np.mean((np.asarray(logits[t][rows]) > 0) != (q[rows] > 0))), 4)
-               for t, q in reconciled.items()}
-    return {"tasks": list(group), "sum_mean": round(float(p.mean()), 4),
-            "sum_off_share": round(float(np.mean(np.abs(p - 1) > 0.5)), 4), "changed": changed}
+    changed = {
+        t: round(float(np.mean((np.asarray(logits[t][rows]) > 0) != (q[rows] > 0))), 4) for t, q in reconciled.items()
+    }
+    return {
+        "tasks": list(group),
+        "sum_mean": round(float(p.mean()), 4),
+        "sum_off_share": round(float(np.mean(np.abs(p - 1) > 0.5)), 4),
+        "changed": changed,
+    }
 
 
 def log_one_of(log, records):
@@ -78,7 +82,9 @@ def log_one_of(log, records):
             log.say(f"{said} (no held-out split to measure them on)")
             continue
         changes = ", ".join(f"{t} {100 * v:.1f}%" for t, v in r["changed"].items())
-        log.say(f"{said}; held-out: the teachers' probabilities sum to {r['sum_mean']:.2f} on average (off by "
-                f"more than 0.5 on {100 * r['sum_off_share']:.1f}% of images); decisions changed: {changes}")
+        log.say(
+            f"{said}; held-out: the teachers' probabilities sum to {r['sum_mean']:.2f} on average (off by "
+            f"more than 0.5 on {100 * r['sum_off_share']:.1f}% of images); decisions changed: {changes}"
+        )
     if records:
         log.write("one_of", groups=records)

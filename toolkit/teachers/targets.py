@@ -89,7 +89,8 @@ def _write_rows(path, read, n, step=BATCH):
             batch = read(start, min(n, start + step))
             if start == 0:
                 np.lib.format.write_array_header_1_0(
-                    f, {"descr": "<f4", "fortran_order": False, "shape": (n, *batch.shape[1:])})
+                    f, {"descr": "<f4", "fortran_order": False, "shape": (n, *batch.shape[1:])}
+                )
             f.write(np.ascontiguousarray(batch, dtype="<f4").data)
 
 
@@ -100,8 +101,9 @@ def _build_rows(path, read, n, what, step=BATCH):
             with atomic_path(path) as tmp:
                 _write_rows(tmp, read, n, step)
         except OSError as e:  # disk full, read-only or unwritable cache folder
-            raise DataError(f"{path.parent}: cannot write {what} ({e.strerror or e}); "
-                            f"free space there or use another cache folder") from e
+            raise DataError(
+                f"{path.parent}: cannot write {what} ({e.strerror or e}); free space there or use another cache folder"
+            ) from e
 
 
 def _on_main(ranks, fn, *args):
@@ -126,14 +128,16 @@ def averaged_logits(root, tasks, passes, ranks=None):
         arrays = [p.tasks[task.name] for p in passes]
         key = hashlib.sha256("|".join([task.name, task.kind, *sorted(p.key for p in passes)]).encode()).hexdigest()[:24]
         path = Path(root) / f"{task.name}-{key}.npy"
-        read = (lambda start, stop, kind=task.kind, arrays=arrays: average(kind, [a[start:stop] for a in arrays]))
+
+        def read(start, stop, kind=task.kind, arrays=arrays):
+            return average(kind, [a[start:stop] for a in arrays])
+
         _on_main(ranks, _build_rows, path, read, len(arrays[0]), "the averaged teacher targets", AVERAGE_ROWS)
         out[task.name] = np.load(path, mmap_mode="r")
     return out
 
 
-def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, tap_rows="all", views=(),
-               one_of=()):
+def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, tap_rows="all", views=(), one_of=()):
     """SplitData of one source (``config.data.train`` or ``.eval``) for all teachers.
 
     ``tap_rows``: which rows' block features (taps) the run uses and the cache keeps:
@@ -157,41 +161,62 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
     source = open_source(spec, ref_p.size, ref_p.channels, config.data.on_corrupt)
     n = len(source)
     cache = TargetCache(Path(cache_root) / "targets")
-    job = {} if ranks is None else {"rank": ranks.rank, "world": ranks.world, "barrier": ranks.barrier,
-                                    "broadcast": ranks.broadcast}
+    job = (
+        {}
+        if ranks is None
+        else {"rank": ranks.rank, "world": ranks.world, "barrier": ranks.barrier, "broadcast": ranks.broadcast}
+    )
     every = isinstance(tap_rows, str) and tap_rows == "all"
     tap_rows = tap_rows(n) if callable(tap_rows) else tap_rows
     logits, taps, plain, record, others = {}, {}, {}, {}, {}
     holdout = split_holdout(n, config.data.holdout, config.training.seed)[1]
     for t in teachers:
         prep = preprocess_of(t.config)
-        src = source if (prep.size, prep.channels) == (tuple(ref_p.size), ref_p.channels) else \
-            open_source(spec, t.config.preprocess.size, t.config.preprocess.channels, config.data.on_corrupt)
-        common = dict(extra_key=prep.fingerprint(), progress=progress, batch=BATCH, tap_dtype=config.data.tap_dtype,
-                      **job)
+        src = (
+            source
+            if (prep.size, prep.channels) == (tuple(ref_p.size), ref_p.channels)
+            else open_source(spec, t.config.preprocess.size, t.config.preprocess.channels, config.data.on_corrupt)
+        )
+        common = dict(
+            extra_key=prep.fingerprint(), progress=progress, batch=BATCH, tap_dtype=config.data.tap_dtype, **job
+        )
         found = cache.get_or_build(t.runner, _reader(src, prep), n, src.fingerprint(), keep_taps=every, **common)
         plain.update({task.name: found.tasks[task.name] for task in t.tasks})
         kept = []
         if views and t.tasks and len(holdout):
-            viewed = {view.name: _view_targets(cache, t, src, prep, view, n, common)
-                      for view in map(parse_view, dict.fromkeys(views))}
-            kept, record[t.name] = kept_views(t.tasks, found.tasks, {k: v.tasks for k, v in viewed.items()},
-                                              holdout, config.training.view_agreement)
+            viewed = {
+                view.name: _view_targets(cache, t, src, prep, view, n, common)
+                for view in map(parse_view, dict.fromkeys(views))
+            }
+            kept, record[t.name] = kept_views(
+                t.tasks, found.tasks, {k: v.tasks for k, v in viewed.items()}, holdout, config.training.view_agreement
+            )
             kept = [viewed[name] for name in kept]
         # every task the runner reads (the chosen ones, and data.one_of's others) over the same kept views
-        read = averaged_logits(Path(cache_root) / "averaged", t.runner.tasks, [found, *kept], ranks) if kept \
+        read = (
+            averaged_logits(Path(cache_root) / "averaged", t.runner.tasks, [found, *kept], ranks)
+            if kept
             else found.tasks
+        )
         logits.update({task.name: read[task.name] for task in t.tasks})
         others.update({name: z for name, z in read.items() if name not in plain})
         if every:
             taps.update({(t.name, block): found.taps[b.name] for block, b in enumerate(t.boundaries, start=1)})
         elif tap_rows is not None and t.boundaries:
             rows = np.asarray(tap_rows, dtype=np.int64)
-            sample = cache.get_or_build(t.runner, _sample_reader(src, prep, rows), len(rows),
-                                        f"{src.fingerprint()}|rows:{hashlib.sha256(rows.tobytes()).hexdigest()}",
-                                        **common)
-            taps.update({(t.name, block): SampledRows(sample.taps[b.name], rows)
-                         for block, b in enumerate(t.boundaries, start=1)})
+            sample = cache.get_or_build(
+                t.runner,
+                _sample_reader(src, prep, rows),
+                len(rows),
+                f"{src.fingerprint()}|rows:{hashlib.sha256(rows.tobytes()).hexdigest()}",
+                **common,
+            )
+            taps.update(
+                {
+                    (t.name, block): SampledRows(sample.taps[b.name], rows)
+                    for block, b in enumerate(t.boundaries, start=1)
+                }
+            )
     inputs = cached_inputs(Path(cache_root) / "inputs", source, preprocess_of(reference.config), n, ranks)
     labels = {}
     if source.labels() is not None:  # data.labels rules, else each task's label of its own name
@@ -207,8 +232,9 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
 def _view_targets(cache, teacher, source, preprocess, view, n, common):
     """``teacher``'s cached targets of ``source`` under ``view`` (its name in the cache key; task logits only)."""
     common = {**common, "extra_key": f"{common['extra_key']}|view:{view.fingerprint()}"}
-    return cache.get_or_build(teacher.runner, _view_reader(source, preprocess, view), n, source.fingerprint(),
-                              keep_taps=False, **common)
+    return cache.get_or_build(
+        teacher.runner, _view_reader(source, preprocess, view), n, source.fingerprint(), keep_taps=False, **common
+    )
 
 
 def _sample_reader(source, preprocess, rows):
@@ -228,7 +254,9 @@ class SampledRows:
         at = np.clip(np.searchsorted(self.rows, idx), 0, len(self.rows) - 1)
         if not np.array_equal(self.rows[at], idx):
             missing = idx[self.rows[at] != idx][:5].tolist()
-            raise DataError(f"block features of rows {missing} are not cached: only the adapter-fit sample's "
-                            f"({len(self.rows)} rows) are kept when training.hint_weight is 0 "
-                            f"and no feature baseline is on")
+            raise DataError(
+                f"block features of rows {missing} are not cached: only the adapter-fit sample's "
+                f"({len(self.rows)} rows) are kept when training.hint_weight is 0 "
+                f"and no feature baseline is on"
+            )
         return self.values[at]

@@ -39,8 +39,10 @@ def small_cnn(seed=0):
 def plain_mlp(seed=0):
     """``(fn, params)``: a two-layer perceptron on flattened 28x28 images."""
     k1, k2 = jax.random.split(jax.random.key(seed))
-    params = {"hidden": {"w": jax.random.normal(k1, (784, 32)) * 0.05, "b": jnp.zeros(32)},
-              "out": {"w": jax.random.normal(k2, (32, 3)) * 0.1, "b": jnp.zeros(3)}}
+    params = {
+        "hidden": {"w": jax.random.normal(k1, (784, 32)) * 0.05, "b": jnp.zeros(32)},
+        "out": {"w": jax.random.normal(k2, (32, 3)) * 0.1, "b": jnp.zeros(3)},
+    }
 
     def fn(p, x):
         h = jax.nn.relu(x.reshape(x.shape[0], -1) @ p["hidden"]["w"] + p["hidden"]["b"])

@@ -36,7 +36,9 @@ def test_nnx_module_ort_matches_flax(tmp_path, nchw):
     out = tmp_path / "t.onnx"
     summary = export_jax(model, out, (1, 28, 28, 1), nchw=nchw)
     x = _images()
-    np.testing.assert_allclose(_ort(out, x if not nchw else _images(nhwc=False)), np.asarray(model(x)), atol=1e-4, rtol=1e-3)
+    np.testing.assert_allclose(
+        _ort(out, x if not nchw else _images(nhwc=False)), np.asarray(model(x)), atol=1e-4, rtol=1e-3
+    )
     meta = read_metadata(out)
     assert meta["framework"] == "jax" and meta["layout"] == summary["layout"] == ("NCHW" if nchw else "NHWC")
     graph = onnx.load(out).graph
@@ -87,8 +89,20 @@ def test_cli_with_msgpack_and_npz_weights(tmp_path, capsys):
     x = _images()
     for weights in ("w.msgpack", "w.npz"):
         out = tmp_path / f"{weights}.onnx"
-        code, io = amalgam(capsys, "export-teacher", "jax", FACTORY, "--weights", tmp_path / weights,
-                           "--input-shape", "1,28,28,1", "--tasks", "logits:digit=a|b|c|d|e", "-o", out)
+        code, io = amalgam(
+            capsys,
+            "export-teacher",
+            "jax",
+            FACTORY,
+            "--weights",
+            tmp_path / weights,
+            "--input-shape",
+            "1,28,28,1",
+            "--tasks",
+            "logits:digit=a|b|c|d|e",
+            "-o",
+            out,
+        )
         assert code == 0, io.err
         np.testing.assert_allclose(_ort(out, x), np.asarray(reference(x)), atol=1e-4, rtol=1e-3)
         assert read_metadata(out)["tasks"][0]["slice"] == [0, 5]
@@ -101,9 +115,20 @@ def test_cli_bad_inputs(tmp_path, capsys):
         (["--weights", tmp_path / "w.pkl"], "no such weights file"),
     ]
     for extra, message in cases:
-        code, io = amalgam(capsys, "export-teacher", "jax", FACTORY, "--input-shape", "1,28,28,1", *extra, "-o", tmp_path / "t.onnx")
+        code, io = amalgam(
+            capsys, "export-teacher", "jax", FACTORY, "--input-shape", "1,28,28,1", *extra, "-o", tmp_path / "t.onnx"
+        )
         assert code == 2 and message in io.err
-    code, io = amalgam(capsys, "export-teacher", "jax", "tests.frameworks.jax_env.models:nope", "--input-shape", "1,28,28,1", "-o", tmp_path / "t.onnx")
+    code, io = amalgam(
+        capsys,
+        "export-teacher",
+        "jax",
+        "tests.frameworks.jax_env.models:nope",
+        "--input-shape",
+        "1,28,28,1",
+        "-o",
+        tmp_path / "t.onnx",
+    )
     assert code == 2 and "has no callable 'nope'" in io.err
     code, io = amalgam(capsys, "export-teacher", "jax", FACTORY, "-o", tmp_path / "t.onnx")
     assert code == 2 and "--input-shape is required" in io.err

@@ -18,8 +18,11 @@ def small_cnn(seed=0, channels=(8, 16, 32, 64), n_out=5):
     keras.utils.set_random_seed(seed)
     layers = [keras.Input((28, 28, 1))]
     for i, width in enumerate(channels):
-        layers += [keras.layers.Conv2D(width, 3, padding="same"), keras.layers.BatchNormalization(),
-                   keras.layers.ReLU()]
+        layers += [
+            keras.layers.Conv2D(width, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+        ]
         if i < len(channels) - 1:
             layers.append(keras.layers.MaxPooling2D(2))
     model = keras.Sequential(layers + [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(n_out)])
@@ -32,8 +35,14 @@ def randomize_bn(model, seed=0):
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([gamma, beta, rng.normal(0, 0.1, mean.shape).astype("float32"),
-                               rng.uniform(0.5, 1.5, var.shape).astype("float32")])
+            layer.set_weights(
+                [
+                    gamma,
+                    beta,
+                    rng.normal(0, 0.1, mean.shape).astype("float32"),
+                    rng.uniform(0.5, 1.5, var.shape).astype("float32"),
+                ]
+            )
     return model
 
 

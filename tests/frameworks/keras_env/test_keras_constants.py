@@ -92,15 +92,23 @@ def test_tolerance_miss_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(check.TOLERANCES, "keras", (0.0, 0.0))
     code, io = amalgam(capsys, "export-teacher", "keras", path, "-o", tmp_path / "t.onnx")
     assert code == 1 and not (tmp_path / "t.onnx").exists()
-    assert io.err.startswith("error: keras export: ONNX Runtime vs keras: 1 of 1 outputs differ; 'logits': max abs error")
+    assert io.err.startswith(
+        "error: keras export: ONNX Runtime vs keras: 1 of 1 outputs differ; 'logits': max abs error"
+    )
     assert io.err.count("\n") == 1
 
 
 def _cli(*args, env=None):
     """``amalgam`` in its own process, TensorFlow asked to be as noisy as it gets."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **NOISY_TF, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "amalgam", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "amalgam", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_terminal_shows_our_lines_only(tmp_path):

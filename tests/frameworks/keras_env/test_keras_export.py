@@ -37,7 +37,7 @@ def test_environment_has_no_torch():
 def test_tf2onnx_from_keras_fails_on_keras3_and_the_exporter_does_not(keras_file, tmp_path):
     """The Keras 3 pitfall is real with these pins, and export_keras goes around it."""
     model = keras.models.load_model(keras_file)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (tf2onnx raises several kinds here, by version)
         tf2onnx.convert.from_keras(model, opset=18)
     summary = export_keras(model, tmp_path / "t.onnx")
     assert summary["max_abs_error"] < 1e-4
@@ -103,7 +103,10 @@ def test_cli(keras_file, tmp_path, capsys):
 def test_an_input_shape_the_model_does_not_take(tmp_path):
     """The traced error's last line (the reason), not TF's 'in user code:' header."""
     flat = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
-    with pytest.raises(ExportError, match=r"^keras export: the model does not run on an input of shape "
-                                          r"\[None, 20, 20, 1\]: ValueError: .*(64|400)"):
+    with pytest.raises(
+        ExportError,
+        match=r"^keras export: the model does not run on an input of shape "
+        r"\[None, 20, 20, 1\]: ValueError: .*(64|400)",
+    ):
         export_keras(flat, tmp_path / "t.onnx", input_shape=(1, 20, 20, 1))
     assert list(tmp_path.iterdir()) == []

@@ -63,8 +63,16 @@ def test_forest_probabilities_labels_and_logits(forest_file, tmp_path):
     np.testing.assert_allclose(soft, got["probabilities"] / got["probabilities"].sum(axis=1, keepdims=True), atol=1e-5)
     meta = read_metadata(out)
     assert meta["framework"] == "sklearn" and meta["output_only"] is True
-    assert meta["tasks"] == [{"name": "class", "output": "logits", "index": None, "slice": [0, 3],
-                              "kind": "multiclass", "labels": ["0", "1", "2"]}]
+    assert meta["tasks"] == [
+        {
+            "name": "class",
+            "output": "logits",
+            "index": None,
+            "slice": [0, 3],
+            "kind": "multiclass",
+            "labels": ["0", "1", "2"],
+        }
+    ]
 
 
 def test_input_is_float32_even_for_a_float64_fit(tmp_path):
@@ -86,7 +94,9 @@ def test_pickles_only_when_trusted(tmp_path, capsys):
         load_sklearn(tmp_path / "m.joblib")
     code, io = amalgam(capsys, "export-teacher", "sklearn", tmp_path / "m.joblib", "-o", tmp_path / "a.onnx")
     assert code == 2 and "runs arbitrary code" in io.err and not (tmp_path / "a.onnx").exists()
-    code, io = amalgam(capsys, "export-teacher", "sklearn", tmp_path / "m.joblib", "--trust-pickle", "-o", tmp_path / "a.onnx")
+    code, io = amalgam(
+        capsys, "export-teacher", "sklearn", tmp_path / "m.joblib", "--trust-pickle", "-o", tmp_path / "a.onnx"
+    )
     assert code == 0 and "warning:" in io.err and (tmp_path / "a.onnx").is_file()
 
 
@@ -104,6 +114,8 @@ def test_bad_inputs(forest_file, tmp_path, capsys):
     (tmp_path / "model.keras").write_bytes(b"zip")
     code, io = amalgam(capsys, "export-teacher", "sklearn", tmp_path / "model.keras", "-o", tmp_path / "f.onnx")
     assert code == 2 and "expected a scikit-learn model as .skops" in io.err
-    code, io = amalgam(capsys, "export-teacher", "sklearn", forest_file, "--tasks", "logits:a,b,c,d", "-o", tmp_path / "f.onnx")
+    code, io = amalgam(
+        capsys, "export-teacher", "sklearn", forest_file, "--tasks", "logits:a,b,c,d", "-o", tmp_path / "f.onnx"
+    )
     assert code == 2 and "task 'd' reads position 3 of output 'logits', which has 3" in io.err
     assert not (tmp_path / "f.onnx").exists()
