@@ -19,11 +19,12 @@ $(STAMP): requirements/main.txt pyproject.toml
 	touch $@
 
 include mk/frameworks.mk
+include mk/edge.mk
 include samples/real_archs/teachers.mk
 
 # The main suite (it uses teachers exported by each framework's environment; tests/test_doctests.py
 # runs every module's doctests), then each framework's exporter tests in its own environment.
-test: lint $(STAMP) fixtures
+test: lint $(STAMP) edge-env fixtures
 	AMALGAM_ZOO_FIXTURES=$(ZOO_FIXTURES) $(BIN)/python -m pytest -q tests
 	$(MAKE) --no-print-directory test-frameworks
 
@@ -32,19 +33,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-demo: $(STAMP)
+demo: $(STAMP) edge-env
 	$(BIN)/python samples/demo.py
 
 # Two real architectures of two frameworks, lined up by stride (samples/real_archs/README.md).
 # DEMO_ARGS: extra demo.py options, e.g. DEMO_ARGS="--set data.train.limit=4000".
-demo-real: $(STAMP) teachers-real
+demo-real: $(STAMP) edge-env teachers-real
 	$(BIN)/python samples/demo.py --config samples/real_archs/config.yaml --out runs/demo-real $(DEMO_ARGS)
 
-bench: $(STAMP) teachers-real
+bench: $(STAMP) edge-env teachers-real
 	$(BIN)/python samples/bench.py $(BENCH_ARGS)
 
 lock:
 	$(BIN)/pip freeze --exclude-editable | sed '1i # Pinned environment for .venv (make test / make demo). Regenerate with: make lock' > requirements/main.txt
 
 clean:
-	rm -rf $(VENV) .venv-keras .venv-jax .venv-sklearn runs
+	rm -rf $(VENV) .venv-keras .venv-jax .venv-sklearn .venv-edge runs

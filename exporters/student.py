@@ -169,7 +169,9 @@ class _Reader:
         return batch
 
 
-def quantize_int8(in_path, out_path, calibration, per_channel=True):
+def quantize_int8(
+    in_path, out_path, calibration, per_channel=True, quant_format="QDQ", activations="uint8", float_ends=False
+):
     """Static QDQ int8 copy of ``in_path`` at ``out_path``, calibrated (MinMax) on ``calibration``.
 
     ``calibration``: an iterable of feed dicts or of input batches (single-input
@@ -177,7 +179,10 @@ def quantize_int8(in_path, out_path, calibration, per_channel=True):
     uint8 (U8S8: measured on an AVX-512 VNNI / AMX CPU with the FM student at batch 64, U8S8 QDQ
     per channel ran 2.40 ms of kernels, S8S8 2.64 ms, per-tensor 2.51 ms, QOperator 2.46 ms, fp32
     2.22 ms; leaving the 1-channel first conv in fp32 moved its MaxPool off ONNX Runtime's blocked
-    layout and cost 3+ ms); ``amalgam.precision`` becomes ``"int8"``.
+    layout and cost 3+ ms); ``amalgam.precision`` becomes ``"int8"``. The edge targets try the
+    other choices per runtime (toolkit.ship.int8): ``quant_format`` "QDQ" or "QOperator",
+    ``activations`` "uint8" or "int8", ``float_ends``: the first conv and the task heads kept in
+    float (:func:`end_nodes`).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
@@ -190,13 +195,15 @@ def quantize_int8(in_path, out_path, calibration, per_channel=True):
         prepared, quantized = Path(tmp, "prepared.onnx"), Path(tmp, "int8.onnx")
         try:
             quant_pre_process(model, str(prepared))
+            exclude = end_nodes(onnx.load(str(prepared))) if float_ends else []
             quantize_static(
                 str(prepared),
                 str(quantized),
                 reader,
-                quant_format=QuantFormat.QDQ,
+                quant_format=QuantFormat.QDQ if quant_format == "QDQ" else QuantFormat.QOperator,
                 per_channel=per_channel,
-                activation_type=QuantType.QUInt8,
+                activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+                nodes_to_exclude=exclude,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
             )
@@ -206,14 +213,39 @@ def quantize_int8(in_path, out_path, calibration, per_channel=True):
             raise ExportError(f"{label}: int8 quantization failed: {first_line(e)}") from e
         int8 = onnx.load(str(quantized))
     record = {
-        "format": "QDQ",
+        "format": quant_format,
         "weights": "int8" + (" per-channel" if per_channel else ""),
-        "activations": "uint8",
+        "activations": activations,
+        "float_nodes": exclude,
         "calibration": "MinMax",
         "calibration_batches": reader.count,
     }
     _carry_metadata(int8, props, precision="int8", quantization=record)
     return save_atomic(int8, out_path)
+
+
+def end_nodes(model):
+    """Names of the first Conv and of the heads: the Gemm / MatMul / Conv nodes after which no
+    other of them runs before an output (what int8 hurts most: the raw input and the logits)."""
+    weighted = {"Conv", "Gemm", "MatMul"}
+    nodes = list(model.graph.node)
+    first = next((n.name for n in nodes if n.op_type == "Conv"), None)
+    readers = {}
+    for n in nodes:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+
+    def weighted_after(node, seen):
+        for out in node.output:
+            for r in readers.get(out, []):
+                if r.name not in seen:
+                    seen.add(r.name)
+                    if r.op_type in weighted or weighted_after(r, seen):
+                        return True
+        return False
+
+    heads = [n.name for n in nodes if n.op_type in weighted and not weighted_after(n, set())]
+    return [name for name in dict.fromkeys([first, *heads]) if name]
 
 
 def cpu_int8_support(cpuinfo="/proc/cpuinfo"):

@@ -13,6 +13,7 @@ redraws them from an existing bench.json)::
      "f1": {"student", "teachers", "student_int8", "kd", "layerwise_ka", "cfl", "student_w1", "student_w05"},
      "params_ratio", "params_ratio_largest",
      "real_archs": {"f1": {"student", "kd", "teachers"}, "params_ratio", "params_ratio_largest"},
+     "edge": {"fm": edge.json, "real_archs": edge.json},
      "targets": {name: {"value", "target", "met"}},
      "meta": {...}}
 
@@ -40,6 +41,10 @@ redraws them from an existing bench.json)::
   slower); and issue 11's: student >= teachers + 0.5 pt and >= KD + 0.3 pt, params
   <= 0.6x, width 0.5 within 1 pt of width 1 (``student_w1``); real_archs params <= 0.6x both and <= the
   larger, student >= KD and >= teachers - 0.5 pt;
+* edge: every edge target of seed 0's FM run and of the first real_archs run, exported,
+  gated and timed side by side (samples/bench_edge.py: size and latency ratios per artifact,
+  int8 against its runtime's fp32 at batch 64 with the F1 drop); targets
+  edge_int8_b64_vs_fp32_{fm,real_archs} <= 0.7x with <= 0.5 pt drop;
 * latency_ms: median ONNX Runtime CPU latency, each model in its own session with
   thread spinning off (toolkit.ship.latency); "teachers" is both teachers, each timed
   alone, summed (running both is what the student replaces); student_torch_b64 is
@@ -63,6 +68,7 @@ from demo import CONFIG, ROOT, find_data  # samples/demo.py
 
 sys.path.insert(0, str(ROOT))
 import bench_training  # noqa: E402  samples/bench_training.py
+from bench_edge import edge_bench  # noqa: E402  samples/bench_edge.py
 from bench_report import report, sample_std, targets  # noqa: E402  samples/bench_report.py
 
 from amalgam.runtime.session import make_session  # noqa: E402
@@ -296,6 +302,10 @@ def main():
     real, real_seeds = (
         real_archs_runs(data, out / "real_archs", out / ".cache", args.seeds) if args.real_archs else (None, None)
     )
+    print("bench: edge targets", flush=True)
+    edge = {"fm": edge_bench(run0, out / "edge_fm")}
+    if real is not None:
+        edge["real_archs"] = edge_bench(out / "real_archs" / f"seed{args.seeds[0]}", out / "edge_real_archs")
     f1s = {k: [seeds[s][k] for s in args.seeds] for k in seeds[args.seeds[0]]}
     bench = {
         "amalgamation": amalgamation,
@@ -309,6 +319,7 @@ def main():
         "params_ratio": params["ratio"],
         "params_ratio_largest": params["ratio_largest"],
         "real_archs": real,
+        "edge": edge,
         "meta": {
             "seeds": args.seeds,
             "f1_seeds": f1s,

@@ -8,10 +8,13 @@ sample's config (samples/real_archs: ResNet-18 and MobileNetV2, built first).
 1. the data: Fashion-MNIST IDX files in /usr/share/datasets/fashion-mnist (Debian's
    `dataset-fashion-mnist`, installed here when missing and running as root), or
    any folder of the four IDX files given with --data;
-2. `amalgam run CONFIG --out runs/demo` (CONFIG: samples/fashion_mnist/config.yaml): amalgamate,
-   export student.onnx, validate it, write report.json / report.md / plots;
-3. a table per task (teacher F1, student F1, agreement, KD baseline F1) and the
-   student's params, ONNX size and latency against each teacher and both together.
+2. `amalgam run CONFIG --out runs/demo --target all` (CONFIG: samples/fashion_mnist/config.yaml):
+   amalgamate, export student.onnx and every edge target into runs/demo/targets/ (ONNX fp32,
+   fp16, int8; ORT mobile; OpenVINO IR; TFLite), gate each on its runtime, write report.json /
+   report.md / plots (`--target onnx` ships student.onnx alone, as before);
+3. a table per task (teacher F1, student F1, agreement, KD baseline F1), the student's
+   params, ONNX size and latency against each teacher and both together, and the edge
+   targets' table (bytes, latency at batch 1 and 64, parity, worst-task margin).
 """
 
 import argparse
@@ -68,8 +71,9 @@ def find_data(given):
     return None
 
 
-def run_amalgam(config, data, out, overrides=()):
-    """`amalgam run` on a sample config (plus ``overrides``, KEY=VALUE); returns its exit code."""
+def run_amalgam(config, data, out, overrides=(), targets=("all",)):
+    """`amalgam run` on a sample config (plus ``overrides``, KEY=VALUE, and the edge ``targets``);
+    returns its exit code."""
     cmd = [
         sys.executable,
         "-m",
@@ -86,6 +90,7 @@ def run_amalgam(config, data, out, overrides=()):
         f"data.eval.path={data}",
     ]
     cmd += [a for item in overrides for a in ("--set", item)]
+    cmd += [a for target in targets for a in ("--target", target)]
     print("$ amalgam " + " ".join(cmd[3:]), flush=True)
     return subprocess.run(cmd, cwd=ROOT).returncode
 
@@ -142,6 +147,25 @@ def footprint_table(out, config):
     return "\n".join(lines)
 
 
+def targets_table(validation, edge):
+    """One row per artifact: KiB, latency at batch 1 and 64, parity, worst-task margin, verdict;
+    then each target that was not shipped and why, and the export time per target."""
+    lines = [
+        f"{'artifact':14} {'precision':9} {'KiB':>8} {'ms b1':>7} {'ms b64':>7} {'max abs':>8} {'margin':>8}  result"
+    ]
+    for a in edge["artifacts"]:
+        r = validation["artifacts"][a["name"]]
+        lat, parity, margin = r["latency_ms"], r["parity"] or {}, r["worst_task_margin"]
+        lines.append(
+            f"{a['name']:14} {a['precision']:9} {a['bytes'] / 1024:>8.1f} {_f(lat.get('b1'), '.3f'):>7} "
+            f"{_f(lat.get('b64'), '.2f'):>7} {_f(parity.get('max_abs'), '.2g'):>8} "
+            f"{_f(None if margin is None else margin * 100, '+.2f'):>5} pt  {'PASS' if r['passed'] else 'FAIL'}"
+        )
+    lines += [f"not shipped: {s['target']}: {s['reason']}" for s in edge["skipped"]]
+    lines.append("export s: " + ", ".join(f"{t} {s:.0f}" for t, s in edge["export_s"].items()))
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", help="folder of the Fashion-MNIST IDX files (default: the Debian package's)")
@@ -155,12 +179,20 @@ def main():
         metavar="KEY=VALUE",
         help="override a config value, as `amalgam run --set` (repeatable)",
     )
+    ap.add_argument(
+        "--target",
+        dest="targets",
+        action="append",
+        metavar="T",
+        help="edge target, as `amalgam run --target` (repeatable; default: all)",
+    )
     args = ap.parse_args()
     data = find_data(args.data)
     if data is None:
         return 2
     start = time.perf_counter()
-    code = run_amalgam(Path(args.config).resolve(), data, Path(args.out).resolve(), args.overrides)
+    targets = args.targets or ["all"]
+    code = run_amalgam(Path(args.config).resolve(), data, Path(args.out).resolve(), args.overrides, targets)
     out = Path(args.out)
     if not (out / "report.json").is_file():
         print(f"demo: amalgam run failed (exit {code}); see {out}", file=sys.stderr)
@@ -174,7 +206,11 @@ def main():
     print(task_table(report, metrics))
     print("\nONNX Runtime, CPU, each model in its own session, spinning off:")
     print(footprint_table(out, load_config(args.config)))
-    print(f"\ndemo: {time.perf_counter() - start:.0f} s; {out}/report.json, report.md, student.onnx, plots/")
+    if "targets" in report:
+        edge = json.loads((out / "targets" / "targets.json").read_text())
+        print("\nEdge targets, each on its own runtime (this CPU), gated against the PyTorch student and teachers:")
+        print(targets_table(report["targets"], edge))
+    print(f"\ndemo: {time.perf_counter() - start:.0f} s; {out}/report.json, report.md, student.onnx, targets/, plots/")
     return code
 
 

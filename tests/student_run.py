@@ -91,3 +91,15 @@ def student_run(tmp_path_factory):
             amalgamate(load_config(config), out=root / "run", quiet=True, cache_root=root / "cache")
         _BUILT["run"] = (config, root / "run")
     return _BUILT["run"]
+
+
+@pytest.fixture(scope="session")
+def edge_export(student_run, tmp_path_factory):
+    """``(folder, targets.json content)`` of `amalgam export RUN --target all` of the shared run,
+    built once per process (tests/test_edge_targets.py, tests/test_ci_sample.py)."""
+    from amalgam.toolkit.ship.edge import export_targets
+
+    if "edge" not in _BUILT:
+        folder = tmp_path_factory.mktemp("edge") / "targets"
+        _BUILT["edge"] = (folder, export_targets(student_run[1], folder, ["all"]))
+    return _BUILT["edge"]

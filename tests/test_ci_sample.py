@@ -1,4 +1,4 @@
-"""The sample CI workflow gates on exactly the `amalgam validate` line it holds."""
+"""The sample CI workflow gates every edge artifact on exactly the `amalgam validate` line it holds."""
 
 import os
 import shlex
@@ -12,7 +12,7 @@ import onnx
 import pytest
 import yaml
 
-from tests.student_run import student_run  # noqa: F401 (fixture)
+from tests.student_run import edge_export, student_run  # noqa: F401 (fixtures)
 
 WORKFLOW = Path(__file__).parents[1] / "samples" / "ci" / "amalgam-gate.yml"
 
@@ -39,24 +39,25 @@ def test_the_workflow_is_a_github_actions_job_that_installs_exports_and_gates():
     data = yaml.safe_load(WORKFLOW.read_text())
     assert set(data["jobs"]["gate"]) >= {"runs-on", "steps"}
     commands = workflow_commands()
-    assert any("pip install" in c and "amalgam" in c for c in commands)
+    assert any("pip install" in c and "amalgam[cpu,edge]" in c for c in commands)
+    assert any("onnx2tf" in c for c in commands)  # the TFLite converter's own environment
     export = next(c for c in commands if c.startswith("amalgam export "))
+    assert shlex.split(export)[shlex.split(export).index("--target") + 1] == "all"
     argv = gate_command()
     assert argv[2] == shlex.split(export)[shlex.split(export).index("-o") + 1]  # validates what was exported
     assert argv[argv.index("--max-degradation") + 1] == "0.01"
 
 
 @pytest.fixture(scope="module")
-def workspace(student_run, tmp_path_factory):
-    """A checkout as the workflow sees it: the run dir and student.onnx from the export step."""
-    from amalgam.toolkit.ship.export import export_student
-
+def workspace(student_run, edge_export, tmp_path_factory):
+    """A checkout as the workflow sees it: the run dir and the export step's folder (the
+    shared export of every target, pointed at this copy of the run)."""
     argv = gate_command()
     root = tmp_path_factory.mktemp("ci")
     run = root / argv[argv.index("--run") + 1]
     run.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(student_run[1], run, ignore=shutil.ignore_patterns("cache", "checkpoints"))
-    export_student(run, root / argv[2])
+    shutil.copytree(edge_export[0], root / argv[2])
     return root
 
 
@@ -68,13 +69,14 @@ def run_gate(cwd):
 def test_the_gate_passes_a_good_student(workspace):
     r = run_gate(workspace)
     assert r.returncode == 0, r.stderr
-    assert (workspace / "report.json").is_file() and (workspace / "report.md").is_file()
+    folder = workspace / gate_command()[2]
+    assert (folder / "validation.json").is_file() and (folder / "report.md").is_file()
 
 
 def test_the_gate_fails_a_perturbed_student(workspace, tmp_path):
     bad = tmp_path / "ws"
     shutil.copytree(workspace, bad, symlinks=True)
-    student = bad / gate_command()[2]
+    student = bad / gate_command()[2] / "student_fp16.onnx"
     model = onnx.load(str(student))
     weight = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
     values = onnx.numpy_helper.to_array(weight)
@@ -82,4 +84,4 @@ def test_the_gate_fails_a_perturbed_student(workspace, tmp_path):
     onnx.save(model, str(student))
     r = run_gate(bad)
     assert r.returncode == 1, r.stderr
-    assert "outputs differ beyond tolerance" in r.stderr
+    assert "artifact onnx-fp16 (student_fp16.onnx)" in r.stderr and "1 of " in r.stderr

@@ -11,12 +11,20 @@ from amalgam.toolkit.cli.options import max_degradation_option, run_dir_options
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
 @run_dir_options
 @max_degradation_option
-def run(config_path, out, resume, overwrite, overrides, cache_dir, quiet, max_degradation):
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="T",
+    help="Edge target to ship too, as `amalgam export --target` (default: the config's export.targets).",
+)
+def run(config_path, out, resume, overwrite, overrides, cache_dir, quiet, max_degradation, targets):
     """Amalgamate, export and validate in one go; exit code as `amalgam validate`.
 
     Writes into the run dir: student.onnx (and student.raw.onnx), report.json
-    (schema: docs/report.md), report.md and plots/report_tasks.png. With --resume,
-    a killed run continues from its last checkpoint.
+    (schema: docs/report.md), report.md and plots/report_tasks.png; with edge
+    targets, targets/ (one artifact per target, each gated). With --resume, a
+    killed run continues from its last checkpoint.
 
     Under torchrun, every process trains (as `amalgam amalgamate`); rank 0 then
     exports, validates and reports.
@@ -30,10 +38,13 @@ def run(config_path, out, resume, overwrite, overrides, cache_dir, quiet, max_de
     from amalgam.toolkit.ship.run import ship_run
 
     config = load_config(config_path, list(overrides))
+    from amalgam.toolkit.ship.edge import check_available, parse_targets
+
+    check_available(parse_targets(targets or config.export.targets))  # before training: exit 2 now
     out = Path(out or config.output)
     ranks, _ = amalgamate_job(config, out, resume, overwrite, quiet, cache_dir)
     if not ranks.is_main:
         return
-    shipped = ship_run(config, out, max_degradation=max_degradation, cache_dir=cache_dir)
+    shipped = ship_run(config, out, max_degradation=max_degradation, cache_dir=cache_dir, targets=targets)
     click.echo(shipped.summary())
-    shipped.validation.raise_if_failed()
+    shipped.raise_if_failed()

@@ -6,7 +6,7 @@ from amalgam.toolkit.cli.options import float_value, max_degradation_option, nam
 
 
 @click.command("validate")
-@click.argument("student", metavar="STUDENT.onnx", type=click.Path(dir_okay=False))
+@click.argument("student", metavar="STUDENT.onnx|DIR", type=click.Path())
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), help="Run dir the student was exported from.")
 @click.option(
     "--config",
@@ -34,7 +34,8 @@ from amalgam.toolkit.cli.options import float_value, max_degradation_option, nam
 )
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Target cache root for the teachers' pass.")
 def validate(student, run_dir, config_path, data, atol, rtol, tolerances, max_degradation, report, cache_dir):
-    """Check STUDENT.onnx against the PyTorch student and against its teachers.
+    """Check STUDENT.onnx against the PyTorch student and against its teachers; or every
+    artifact of DIR (written by `amalgam export --target`), each on its own runtime.
 
     Numeric parity (fp32 only): per output max / mean / p99 of absolute and
     relative error, ONNX vs PyTorch and simplified vs unsimplified. Task level:
@@ -44,7 +45,12 @@ def validate(student, run_dir, config_path, data, atol, rtol, tolerances, max_de
     \b
     Example:
       amalgam validate student.onnx --run runs/fm --max-degradation 0.01 --report report.json
+      amalgam validate edge/      (the run dir is the one targets.json names, unless --run)
     """
+    from pathlib import Path
+
+    if Path(student).is_dir():
+        return validate_folder(student, run_dir, config_path, data, max_degradation, cache_dir)
     from amalgam.toolkit.eval.tables import validation_task_table
     from amalgam.toolkit.ship.validate import validate_student, write_reports
 
@@ -70,4 +76,17 @@ def validate(student, run_dir, config_path, data, atol, rtol, tolerances, max_de
     for note in result.notes:
         click.echo(f"note: {note}")
     click.echo(f"{'PASS' if result.passed else 'FAIL'}; report: {json_path} and {md_path}")
+    result.raise_if_failed()
+
+
+def validate_folder(folder, run_dir, config_path, data, max_degradation, cache_dir):
+    """Gate every artifact of ``folder``; print the table and one line per failure."""
+    from amalgam.toolkit.ship.edge_gate import validate_targets
+
+    result = validate_targets(folder, run_dir, config_path, data, max_degradation, cache_dir)
+    click.echo(result.table())
+    for line in result.to_markdown().splitlines():
+        if line.startswith("- FAIL") or line.startswith("- not shipped"):
+            click.echo(line[2:])
+    click.echo(f"{'PASS' if result.passed else 'FAIL'}; report: {folder}/report.md, {folder}/targets.json")
     result.raise_if_failed()

@@ -171,6 +171,15 @@ class BaselineConfig(_Model):
     feature_weight: Annotated[float, Field(ge=0)] = 1.0
 
 
+EDGE_TARGETS = ("onnx", "onnx-fp16", "onnx-int8", "ort", "openvino", "tflite")  # docs/edge.md
+
+
+class ExportConfig(_Model):
+    """What `amalgam run` ships: ``targets`` as `amalgam export --target` (``all``: every one)."""
+
+    targets: Annotated[list[Literal[EDGE_TARGETS + ("all",)]], Field(min_length=1)] = ["onnx"]
+
+
 class Config(_Model):
     name: Name
     output: Path
@@ -182,6 +191,7 @@ class Config(_Model):
     branching: BranchingConfig = BranchingConfig()
     baseline: BaselineConfig = BaselineConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    export: ExportConfig = ExportConfig()
 
     def teacher(self, name: str) -> TeacherConfig:
         found = [t for t in self.teachers if t.name == name]
@@ -350,7 +360,8 @@ def dump_config(config: Config) -> dict:
 
 def config_hash(config: Config) -> str:
     """Stable hash of the normalised config, without `output` (where a run lives does
-    not change what it computes); --resume compares it to detect a changed config."""
+    not change what it computes) and `export` (what is shipped from it neither); --resume
+    compares it to detect a changed config."""
     data = dump_config(config)
-    del data["output"]
+    del data["output"], data["export"]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

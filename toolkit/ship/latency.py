@@ -1,4 +1,5 @@
-"""What a model costs to run: weights, file size and ONNX Runtime CPU latency.
+"""What a model costs to run: weights, file size and CPU latency (ONNX Runtime, or any
+runner of ``runtime.runners`` for the edge targets).
 
 Latency is the median wall time of ``session.run`` over repeated runs on random
 inputs, after warm-up, each model in its own session with thread spinning off
@@ -42,6 +43,19 @@ def onnx_bytes(path, model):
     )
 
 
+def median_ms(call, repeats=REPEATS):
+    """Median milliseconds of ``call()`` after WARMUP calls (at least MIN_REPEATS, up to
+    ``repeats``, stopping after BUDGET_S)."""
+    for _ in range(WARMUP):
+        call()
+    times, start = [], time.perf_counter()
+    while len(times) < repeats and (len(times) < MIN_REPEATS or time.perf_counter() - start < BUDGET_S):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000)
+
+
 def latency_ms(path, sample_shape, batch, input_name=None, repeats=REPEATS, threads=None):
     """Median milliseconds of one ``run`` at ``batch`` rows of ``sample_shape`` (None if the
     model's batch axis is fixed to another size)."""
@@ -51,16 +65,22 @@ def latency_ms(path, sample_shape, batch, input_name=None, repeats=REPEATS, thre
     fixed = first.shape[0] if first.shape and isinstance(first.shape[0], int) else None
     if fixed is not None and fixed != batch:
         return None
-    x = np.random.default_rng(0).random((batch, *sample_shape), dtype=np.float32)
-    feeds = {first.name: x}
-    for _ in range(WARMUP):
-        session.run(None, feeds)
-    times, start = [], time.perf_counter()
-    while len(times) < repeats and (len(times) < MIN_REPEATS or time.perf_counter() - start < BUDGET_S):
-        t0 = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1000)
+    feeds = {first.name: random_rows(sample_shape, batch)}
+    return median_ms(lambda: session.run(None, feeds), repeats)
+
+
+def random_rows(sample_shape, batch):
+    """``batch`` random float32 rows of ``sample_shape`` (the same every call)."""
+    return np.random.default_rng(0).random((batch, *sample_shape), dtype=np.float32)
+
+
+def runner_latency_ms(runner, sample_shape, batch, fixed_batch=None, repeats=REPEATS):
+    """Median milliseconds of a ``runtime.runners`` runner at ``batch`` rows (None when the
+    artifact's batch is fixed to another size)."""
+    if fixed_batch is not None and fixed_batch != batch:
+        return None
+    x = random_rows(sample_shape, batch)
+    return median_ms(lambda: runner(x), repeats)
 
 
 def footprint(path, sample_shape, input_name=None, batches=BATCHES):

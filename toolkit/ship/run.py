@@ -4,7 +4,10 @@
 
 Writes into the run dir: ``student.onnx`` (and ``student.raw.onnx``),
 ``validation.json``, ``report.json`` (schema: docs/report.md), ``report.md`` and
-``plots/report_tasks.png``, each atomically.
+``plots/report_tasks.png``, each atomically. With edge targets beyond ``onnx``
+(``export.targets``, ``amalgam run --target``): ``targets/`` as ``amalgam export
+--target ... -o targets`` writes it, gated as ``amalgam validate targets``
+(``toolkit.ship.edge_gate``), its table in report.md and its verdict in report.json.
 """
 
 import json
@@ -30,10 +33,16 @@ class Shipped:
     validation: Validation
     report: dict
     report_path: Path
+    targets: object = None  # toolkit.ship.edge_gate.TargetsValidation, with edge targets
 
     @property
     def passed(self) -> bool:
         return self.report["passed"]
+
+    def raise_if_failed(self):
+        self.validation.raise_if_failed()
+        if self.targets is not None:
+            self.targets.raise_if_failed()
 
     def summary(self) -> str:
         """The task table, the footprint table and the verdict, as `amalgam run` prints them."""
@@ -43,6 +52,8 @@ class Shipped:
                 validation_task_table(self.validation.tasks, self.validation.torch_agreement),
                 "",
                 footprint_table(self.report),
+                "",
+                *([] if self.targets is None else ["", "Edge targets:", self.targets.table()]),
                 "",
                 f"numeric parity: max abs {parity['max_abs']:.3g}, p99 abs {parity['p99_abs']:.3g}; "
                 f"{'PASS' if self.passed else 'FAIL'}; report: {self.report_path}",
@@ -65,8 +76,22 @@ def plot_tasks(report: dict, path: Path) -> Path:
     return path
 
 
-def ship_run(config: Config, out, max_degradation=0.01, cache_dir=None) -> Shipped:
-    """Export, validate, measure and report the trained student of run dir ``out``."""
+def ship_targets(config: Config, out, targets, max_degradation, cache_dir):
+    """The edge targets of run dir ``out`` exported into ``out/targets`` and gated; None when
+    only ``onnx`` is asked (student.onnx is it)."""
+    from amalgam.toolkit.ship.edge import export_targets, parse_targets
+    from amalgam.toolkit.ship.edge_gate import validate_targets
+
+    names = parse_targets(targets or config.export.targets)
+    if names == ["onnx"]:
+        return None
+    export_targets(out, out / "targets", names)
+    return validate_targets(out / "targets", run=out, max_degradation=max_degradation, cache_dir=cache_dir)
+
+
+def ship_run(config: Config, out, max_degradation=0.01, cache_dir=None, targets=None) -> Shipped:
+    """Export, validate, measure and report the trained student of run dir ``out`` (and its edge
+    ``targets``: default the config's ``export.targets``)."""
     out = Path(out)
     exported = export_student(out, out / "student.onnx")
     validation = validate_student(exported.student, run=out, max_degradation=max_degradation, cache_dir=cache_dir)
@@ -74,7 +99,13 @@ def ship_run(config: Config, out, max_degradation=0.01, cache_dir=None) -> Shipp
     spec = json.loads((out / "student" / "spec.json").read_text())
     student = footprint(exported.student, input_shape(spec["preprocess"], 1)[1:])
     report = run_report(validation, student, total(teacher_footprints(config)))
+    edge = ship_targets(config, out, targets, max_degradation, cache_dir)
+    markdown = run_markdown(report, validation)
+    if edge is not None:
+        report["targets"] = edge.to_dict()
+        report["passed"] = report["passed"] and edge.passed
+        markdown += "\n" + edge.to_markdown().replace("# Edge targets", "## Edge targets", 1)
     write_json_atomic(out / "report.json", report)
-    write_text_atomic(out / "report.md", run_markdown(report, validation))
+    write_text_atomic(out / "report.md", markdown)
     plot_tasks(report, out / "plots" / "report_tasks.png")
-    return Shipped(exported, validation, report, out / "report.json")
+    return Shipped(exported, validation, report, out / "report.json", edge)
