@@ -6,7 +6,7 @@ import torch
 from amalgam.toolkit.method.checkpoint import load_checkpoint
 from amalgam.toolkit.method.endtoend import BestEpoch, HeldoutFit, heldout_fit
 
-ROWS = 2000  # agreement 0.98 on 2000 rows: one standard error is 0.0031
+ROWS = 2000  # agreement 0.98 on 2000 rows: one standard error is 0.0031, of a difference of two 0.0044
 
 
 def fit(a, b):
@@ -36,9 +36,9 @@ def test_no_task_is_traded_for_the_mean(tmp_path):
 
 def test_a_slow_slide_does_not_creep_past_a_task_s_peak(tmp_path):
     """Each epoch within the noise of the one before, but the last ones beyond it from task a's peak."""
-    slide = [fit(0.980 - 0.003 * i, 0.900) for i in range(5)]
+    slide = [fit(0.980 - 0.003 * i, 0.900) for i in range(6)]  # a's noise (difference of two): 0.0044-0.0051
     best, lost = offers(tmp_path, slide)
-    assert best.epoch == 3 and lost[3:] == ["a", "a"]
+    assert best.epoch == 4 and lost == [None, None, None, None, "a", "a"]
 
 
 def test_resume_reads_the_kept_epoch_back(tmp_path):

@@ -14,6 +14,7 @@ another CPU or thread count moves) does not decide. The labeled evaluation data 
 chooses anything.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,7 +119,8 @@ NOISE_SE = 2.0
 
 def worse_task(fit, kept):
     """The task on which ``fit`` agrees with its targets worse than ``kept`` by more than the
-    noise (:data:`NOISE_SE` standard errors), the furthest one; None when there is none.
+    noise (:data:`NOISE_SE` standard errors of the difference of the two agreements), the
+    furthest one; None when there is none.
 
     >>> kept = HeldoutFit({"a": 0.98, "b": 0.90}, {"a": 0.0, "b": 0.0}, 2000)
     >>> worse_task(HeldoutFit({"a": 0.99, "b": 0.89}, {"a": 0.0, "b": 0.0}, 2000), kept) is None  # within noise
@@ -126,7 +128,7 @@ def worse_task(fit, kept):
     >>> worse_task(HeldoutFit({"a": 0.99, "b": 0.85}, {"a": 0.0, "b": 0.0}, 2000), kept)
     'b'
     """
-    shortfall = {t: (kept.agreement[t] - a) / kept.noise(t) for t, a in fit.agreement.items()}
+    shortfall = {t: (kept.agreement[t] - a) / math.hypot(kept.noise(t), fit.noise(t)) for t, a in fit.agreement.items()}
     task = max(shortfall, key=shortfall.get)
     return task if shortfall[task] > NOISE_SE else None
 
