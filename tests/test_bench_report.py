@@ -108,9 +108,10 @@ def test_the_worst_task_grid_is_a_target_and_a_table(tmp_path, capsys):
     b["f1_mean_margin_min"] = {"fm": {"student": 1.08, "kd": 0.43}, "real_archs": {"student": 3.2, "kd": 1.5}}
     found = targets(b)
     assert found["fm_worst_task"] == {"value": -0.07, "unit": "pt", "target": ">= -0.3", "met": True}
-    assert found["fm_student_minus_kd_every_run"]["value"] == pytest.approx(0.38) and not found[
-        "fm_student_minus_kd_every_run"
-    ]["met"]
+    assert (
+        found["fm_student_minus_kd_every_run"]["value"] == pytest.approx(0.38)
+        and not found["fm_student_minus_kd_every_run"]["met"]
+    )
     assert not found["real_archs_worst_task"]["met"] and found["real_archs_mean_margin"]["met"]
     b["targets"] = found
     report(b, tmp_path)
