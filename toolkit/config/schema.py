@@ -118,6 +118,7 @@ class DataConfig(_Model):
     on_corrupt: Literal["skip", "fail"] = "skip"
     tap_dtype: Literal["float32", "float16"] = "float32"
     one_of: list[Annotated[list[str], Field(min_length=2)]] = []
+    one_of_rule: Literal["at_most", "exact"] = "exact"
 
 
 class StudentConfig(_Model):
@@ -128,8 +129,8 @@ class StudentConfig(_Model):
 
 
 class TrainingConfig(_Model):
-    epochs_per_block: Annotated[int, Field(ge=0)] = 1
-    finetune_epochs: Annotated[int, Field(ge=0)] = 6
+    epochs_per_block: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
+    finetune_epochs: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     batch_size: PosInt = 128
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: Annotated[float, Field(gt=0)] = 1e-3
@@ -139,7 +140,7 @@ class TrainingConfig(_Model):
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     step_epochs: PosInt = 2
     step_gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
-    targets: Literal["hard", "soft"] = "hard"
+    targets: Literal["hard", "soft"] = "soft"
     temperature: Annotated[float, Field(gt=0)] = 2.0
     binary_temperature: Annotated[float, Field(gt=0)] = 1.0
     hint_weight: Annotated[float, Field(ge=0)] = 0.1
@@ -159,7 +160,7 @@ class BranchingConfig(_Model):
 
 
 class EvaluationConfig(_Model):
-    threshold: Literal["logit0", "calibrated"] = "logit0"
+    threshold: Literal["logit0", "calibrated"] = "calibrated"
 
 
 class BaselineConfig(_Model):

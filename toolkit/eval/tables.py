@@ -58,10 +58,26 @@ def run_summary(metrics):
             "",
             f"mean F1: teachers {cell(s['teacher']['f1'])}, student {cell(s['student']['f1'])}, {f1}; "
             f"mean agreement: student {cell(s['student']['agreement'])}, {agree}",
+            *worst_lines(s, ["student", *baselines]),
             f"params: student {p['student']:,} vs teachers {p['teachers']:,} ({p['ratio']:.2f}x; "
             f"{p['ratio_largest']:.2f}x the largest)",
+            *(lag["line"] for lag in metrics.get("lag", [])),
         ]
     )
+
+
+def worst_lines(summary, models):
+    """One line naming each model's worst task against its own teacher (labeled eval data), if scored.
+
+    >>> worst_lines({"student": {"worst_eval": {"task": "coat", "f1_margin": -0.0042}}}, ["student", "kd"])
+    ['worst task: student coat -0.42 pt F1 vs its teacher']
+    """
+    parts = [
+        f"{BASELINE_LABELS.get(m, m)} {w['task']} {100 * w['f1_margin']:+.2f} pt"
+        for m in models
+        if (w := (summary.get(m) or {}).get("worst_eval"))
+    ]
+    return [f"worst task: {', '.join(parts)} F1 vs its teacher"] if parts else []
 
 
 def validation_task_table(rows, torch_agreement=None):

@@ -12,6 +12,7 @@ toolkit.method.feature_baselines), and the metrics.
 
 import copy
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass, replace
@@ -32,13 +33,15 @@ from amalgam.toolkit.eval.evaluate import evaluate_run
 from amalgam.toolkit.eval.thresholds import net_thresholds, teacher_thresholds
 from amalgam.toolkit.method.blockwise import FIT_SAMPLES, PrefixFeatures, train_stage
 from amalgam.toolkit.method.branching import auto_branch_points, branch_table, candidates, size_limit, teacher_sizes
-from amalgam.toolkit.method.endtoend import fit_net_adapters, train_end_to_end
+from amalgam.toolkit.method.endtoend import fit_net_adapters, heldout_fit, train_end_to_end
+from amalgam.toolkit.method.epochs import settle_epochs, short_of_steps
 from amalgam.toolkit.method.feature_baselines import (
     check_feature_baselines,
     enabled_baselines,
     feature_loss,
     needs_every_tap,
 )
+from amalgam.toolkit.method.lag import finetune_history, lags
 from amalgam.toolkit.method.loop import LoopContext, seed_phase
 from amalgam.toolkit.method.width_choice import choose_width
 from amalgam.toolkit.runlog import RunLog
@@ -216,6 +219,7 @@ def start_run(config, out, resume, overwrite, quiet, cache_root, ranks):
         tap_rows(config),
         t.teacher_views,
         config.data.one_of,
+        config.data.one_of_rule,
     )
     log_views(ctx.log, train.views, t.view_agreement)
     log_one_of(ctx.log, train.one_of)
@@ -239,6 +243,25 @@ def start_run(config, out, resume, overwrite, quiet, cache_root, ranks):
         reference,
         trunk_graphs(reference),
     )
+
+
+def settle_epochs_of(run):
+    """``training.epochs_per_block`` and ``finetune_epochs`` as numbers for the run's training rows
+    (toolkit.method.epochs; ``auto`` scales them to the data size), logged; the run's config
+    and loop context take them."""
+    rows = len(run.train_idx)
+    training, auto = settle_epochs(run.config.training, rows)
+    if auto:
+        steps = math.ceil(rows / training.batch_size)
+        run.ctx.log.say(
+            f"training epochs auto: {training.epochs_per_block} per block, {training.finetune_epochs} fine-tune "
+            f"({rows:,} training rows, {steps} steps an epoch)"
+        )
+    run.ctx.log.write(
+        "epochs", epochs_per_block=training.epochs_per_block, finetune_epochs=training.finetune_epochs, auto=auto
+    )
+    run.config = run.config.model_copy(update={"training": training})
+    run.ctx.training = training
 
 
 def settle_width(run, sizes):
@@ -355,6 +378,28 @@ def held_out_thresholds(run, net):
     return net_thresholds(run.config.evaluation.threshold, net, run.train, run.holdout_idx, kinds)
 
 
+def check_lags(run, net):
+    """The fine-tune's lag findings (toolkit.method.lag), each said in one line; ``net`` is
+    scored on as many training rows as there are held-out ones (every rank takes part; the
+    findings are rank 0's, the others get [])."""
+    t, ctx = run.config.training, run.ctx
+    n = len(run.train_idx)
+    rows = run.train_idx[np.linspace(0, n - 1, min(n, max(len(run.holdout_idx), 1))).astype(int)]
+    train = heldout_fit(net, run.train, np.sort(rows), ctx.device, ctx.ranks)
+    if not ctx.ranks.is_main or not len(run.holdout_idx):
+        return []
+    found = lags(
+        finetune_history(run.out / "metrics.jsonl"),
+        t.finetune_epochs,
+        train,
+        short_of_steps(n, t.batch_size, t.finetune_epochs),
+    )
+    for lag in found:
+        ctx.log.say(lag.line)
+    ctx.log.write("lag", findings=[lag.to_dict() for lag in found])
+    return [lag.to_dict() for lag in found]
+
+
 def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cache_root=None, ranks=None):
     """The four steps and the baselines into the run dir; returns the metrics (on rank 0
     of a torchrun job; the other ranks train with it and return None)."""
@@ -362,6 +407,7 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     cache_root = Path(cache_root or out.parent / ".cache")
     ranks = ranks or Ranks()
     run = start_run(config, out, resume, overwrite, quiet, cache_root, ranks)
+    settle_epochs_of(run)
     sizes = teacher_sizes(run.teachers)
     run.config, blocks = settle_width(run, sizes)
     blocks, stage_parts, table = train_blocks(run, blocks)
@@ -373,9 +419,10 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
         student,
         run.train,
         run.train_idx,  # step 4
-        config.training.finetune_epochs,
+        run.config.training.finetune_epochs,
         run.holdout_idx,
     )
+    found = check_lags(run, student)
     info = _student_info(run)
     thresholds = {"student": held_out_thresholds(run, student)}
     if ranks.is_main:
@@ -403,6 +450,7 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
         table,
         run.ctx.log,
         thresholds,
+        found,
     )
 
 

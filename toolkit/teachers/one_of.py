@@ -32,24 +32,27 @@ def _log_sigmoid(z):
     return -np.logaddexp(0.0, -z)
 
 
-def _reconcile_rows(z):
-    """``logit(q)`` of (rows, group) logits ``z``: each row's probabilities renormalised to sum 1."""
+def _reconcile_rows(z, rule):
+    """``logit(q)`` of (rows, group) logits ``z``: each row's probabilities divided by their sum
+    (``exact``), or by their sum where it exceeds 1 (``at_most``)."""
     log_p = _log_sigmoid(z.astype(np.float64))
-    log_q = log_p - np.logaddexp.reduce(log_p, axis=1, keepdims=True)
+    log_sum = np.logaddexp.reduce(log_p, axis=1, keepdims=True)
+    log_q = log_p - (log_sum if rule == "exact" else np.maximum(log_sum, 0.0))
     q = np.clip(np.exp(log_q), EPS, 1 - EPS)
     return np.log(q / (1 - q)).astype(np.float32)
 
 
-def reconcile(group, logits, keep=None):
+def reconcile(group, logits, keep=None, rule="exact"):
     """``{task: reconciled logits}`` for the tasks of ``group`` in ``keep`` (default: all),
-    from ``logits[task]`` ((n,) binary logits) of every task of the group."""
+    from ``logits[task]`` ((n,) binary logits) of every task of the group, by ``rule``
+    (``data.one_of_rule``)."""
     keep = list(group if keep is None else keep)
     n = len(logits[group[0]])
     out = {task: np.empty(n, np.float32) for task in keep}
     cols = [group.index(task) for task in keep]
     for start in range(0, n, ROWS):
         z = np.stack([np.asarray(logits[task][start : start + ROWS]) for task in group], axis=1)
-        q = _reconcile_rows(z)
+        q = _reconcile_rows(z, rule)
         for task, col in zip(keep, cols):
             out[task][start : start + ROWS] = q[:, col]
     return out

@@ -137,7 +137,18 @@ def averaged_logits(root, tasks, passes, ranks=None):
     return out
 
 
-def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, tap_rows="all", views=(), one_of=()):
+def split_data(
+    config,
+    teachers,
+    spec,
+    cache_root,
+    progress=True,
+    ranks=None,
+    tap_rows="all",
+    views=(),
+    one_of=(),
+    one_of_rule="exact",
+):
     """SplitData of one source (``config.data.train`` or ``.eval``) for all teachers.
 
     ``tap_rows``: which rows' block features (taps) the run uses and the cache keeps:
@@ -223,7 +234,7 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
         labels = eval_labels(source, config.data.labels, list(logits))
     own, records, grouped = logits, [], {**others, **logits}
     for group in one_of:
-        fixed = reconcile(group, grouped, [task for task in group if task in own])
+        fixed = reconcile(group, grouped, [task for task in group if task in own], one_of_rule)
         records.append(held_out_record(group, grouped, fixed, holdout))
         logits = {**logits, **fixed}
     return SplitData(inputs, logits, taps, labels, plain, record, own, records)
