@@ -145,7 +145,8 @@ def litert_runner(path, output_names, input_name="input", layout="NHWC", threads
         if shape not in by_shape:
             interpreter = load()
             interpreter.resize_tensor_input(detail["index"], list(shape))
-            interpreter.allocate_tensors()
+            with framework_output("LiteRT"):  # the XNNPACK delegate says hello on stderr here
+                interpreter.allocate_tensors()
             by_shape[shape] = interpreter
         return by_shape[shape]
 

@@ -145,3 +145,33 @@ def test_an_unknown_target_or_a_missing_converter_exits_2_before_writing(
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert ("'coreml'" if case == "unknown" else "no-such-python") in err
     assert not out.exists()
+
+
+def test_run_checks_its_targets_before_training(student_run, capsys, tmp_path):
+    config, _ = student_run
+    code, _, err = amalgam(capsys, "run", config, "--out", tmp_path / "run", "--target", "coreml")
+    assert code == 2 and "--target 'coreml'" in err
+    code, _, err = amalgam(capsys, "run", config, "--out", tmp_path / "run", "--set", "export.targets=[tflite, nnapi]")
+    assert code == 2 and "export.targets" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_target_whose_converter_fails_gets_one_line_and_the_others_ship(student_run, capsys, tmp_path, monkeypatch):
+    """The converter really runs and really fails (an interpreter without onnx2tf stands in for a
+    student onnx2tf cannot convert): tflite is listed as not shipped with its reason, onnx ships,
+    and the gate passes what shipped."""
+    import sys
+
+    monkeypatch.setenv("AMALGAM_EDGE_PYTHON", sys.executable)
+    out = tmp_path / "edge"
+    code, said, err = amalgam(capsys, "export", student_run[1], "--target", "onnx", "--target", "tflite", "-o", out)
+    assert code == 0, err
+    found = json.loads((out / "targets.json").read_text())
+    assert [a["name"] for a in found["artifacts"]] == ["onnx"]
+    (skipped,) = found["skipped"]
+    assert skipped["target"] == "tflite" and "onnx2tf cannot convert it" in skipped["reason"]
+    assert "No module named 'onnx2tf'" in skipped["reason"]
+    assert "not shipped: tflite: " in said
+    code, said, err = amalgam(capsys, "validate", out)
+    assert code == 0, err
+    assert "| tflite | - |" in (out / "report.md").read_text() and "not shipped, tflite" in said

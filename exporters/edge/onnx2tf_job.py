@@ -11,7 +11,6 @@ signature's input and outputs. Imports nothing of amalgam: this environment has 
 """
 
 import json
-import shutil
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -27,7 +26,12 @@ def signature(path):
     """The serving signature's input and output names, shapes and dtypes of a .tflite file."""
     from ai_edge_litert.interpreter import Interpreter
 
-    runner = Interpreter(model_path=str(path)).get_signature_runner()
+    interpreter = Interpreter(model_path=str(path))
+    if not interpreter.get_signature_list():
+        raise SystemExit(
+            f"error: onnx2tf wrote {Path(path).name} without a serving signature (its inputs and outputs have no names)"
+        )
+    runner = interpreter.get_signature_runner()
 
     def describe(details):
         return {
@@ -44,8 +48,10 @@ def main(onnx_path, out_dir, calib, result):
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    source = out_dir / Path(onnx_path).name  # onnx2tf rewrites its input file (onnxsim in place): a copy
-    shutil.copyfile(onnx_path, source)
+    import onnx
+
+    source = out_dir / Path(onnx_path).name  # onnx2tf rewrites its input file (onnxsim in place): a copy,
+    onnx.save(onnx.load(onnx_path), str(source))  # with any external data inlined
     onnx_path = str(source)
     rows = np.load(calib)
     onnx2tf.convert(
