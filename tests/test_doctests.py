@@ -16,7 +16,7 @@ import amalgam
 FRAMEWORK_EXPORTERS = {
     "amalgam.exporters.keras_export": "keras",
     "amalgam.exporters.jax_export": "jax",
-    "amalgam.exporters.sklearn_export": "sklearn",
+    "amalgam.exporters.sklearn_export": "skl2onnx",  # scikit-learn alone is in .venv too (NNCF needs it)
 }
 
 
