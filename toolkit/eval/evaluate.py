@@ -107,6 +107,7 @@ def evaluate_run(
     log,
     thresholds,
     lag=(),
+    finetune=None,
 ):
     """``baselines``: ``{name: net}`` of the baselines trained (``kd``, ``layerwise_ka``, ``cfl``), each
     scored under its name; ``thresholds``: the student's and each baseline's decision thresholds (as
@@ -114,7 +115,7 @@ def evaluate_run(
     summary always has a ``kd`` entry (all None when KD is off), and each trained model's worst
     task beside its means (``worst_holdout``: the lowest label-free ``f1_est_margin`` on the
     held-out split; ``worst_eval``: the lowest ``f1_margin`` on labeled eval data). ``lag``:
-    the fine-tune's findings (toolkit.method.lag), kept as given."""
+    the fine-tune's findings and ``finetune`` its epoch choice (toolkit.method.lag), kept as given."""
     models = {"student": student, **baselines}
     rule = config.evaluation.threshold
     kinds = {task.name: task.kind for tg in teachers for task in tg.tasks}
@@ -145,6 +146,7 @@ def evaluate_run(
     }
     metrics["excess_loss"] = {str(k): v for k, v in table.items()}
     metrics["lag"] = list(lag)  # the fine-tune's findings (toolkit.method.lag), each with its line
+    metrics["finetune"] = finetune
     if train.views:  # each teacher's self-agreement per view, and whether its targets used it
         metrics["teacher_views"] = train.views
     if train.one_of:  # what reconciling the targets did on the held-out split

@@ -41,7 +41,7 @@ from amalgam.toolkit.method.feature_baselines import (
     feature_loss,
     needs_every_tap,
 )
-from amalgam.toolkit.method.lag import finetune_history, lags
+from amalgam.toolkit.method.lag import finetune_history, kept_epoch, lags
 from amalgam.toolkit.method.loop import LoopContext, seed_phase
 from amalgam.toolkit.method.width_choice import choose_width
 from amalgam.toolkit.runlog import RunLog
@@ -379,15 +379,18 @@ def held_out_thresholds(run, net):
 
 
 def check_lags(run, net):
-    """The fine-tune's lag findings (toolkit.method.lag), each said in one line; ``net`` is
-    scored on as many training rows as there are held-out ones (every rank takes part; the
-    findings are rank 0's, the others get [])."""
+    """The fine-tune's lag findings and its epoch choice (toolkit.method.lag), each said in one
+    line; ``net`` is scored on as many training rows as there are held-out ones (every rank
+    takes part; the findings are rank 0's, the others get ([], None))."""
     t, ctx = run.config.training, run.ctx
     n = len(run.train_idx)
     rows = run.train_idx[np.linspace(0, n - 1, min(n, max(len(run.holdout_idx), 1))).astype(int)]
     train = heldout_fit(net, run.train, np.sort(rows), ctx.device, ctx.ranks)
     if not ctx.ranks.is_main or not len(run.holdout_idx):
-        return []
+        return [], None
+    choice = kept_epoch(run.out / "metrics.jsonl", t.finetune_epochs)
+    if choice["line"]:
+        ctx.log.say(choice["line"])
     found = lags(
         finetune_history(run.out / "metrics.jsonl"),
         t.finetune_epochs,
@@ -397,7 +400,7 @@ def check_lags(run, net):
     for lag in found:
         ctx.log.say(lag.line)
     ctx.log.write("lag", findings=[lag.to_dict() for lag in found])
-    return [lag.to_dict() for lag in found]
+    return [lag.to_dict() for lag in found], choice
 
 
 def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cache_root=None, ranks=None):
@@ -422,7 +425,7 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
         run.config.training.finetune_epochs,
         run.holdout_idx,
     )
-    found = check_lags(run, student)
+    found, choice = check_lags(run, student)
     info = _student_info(run)
     thresholds = {"student": held_out_thresholds(run, student)}
     if ranks.is_main:
@@ -451,6 +454,7 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
         run.ctx.log,
         thresholds,
         found,
+        choice,
     )
 
 

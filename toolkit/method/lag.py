@@ -113,3 +113,25 @@ def finetune_history(log_path, phase="finetune"):
     kept = [r["epoch"] for r in read_log(log_path, "checkpoint") if r["phase"] == phase]
     last = kept[-1] if kept and kept[-1] is not None else max(fits, default=0)
     return [(e, fits[e]) for e in sorted(fits) if e <= last]
+
+
+def kept_epoch(log_path, epochs, phase="finetune"):
+    """What the phase's epoch choice did (toolkit.method.endtoend.BestEpoch), from the run log:
+    ``{"kept_epoch", "epochs", "fell_short": {epoch: task}, "line"}``, the line saying which
+    later epochs were passed over for which task (None when the last epoch was kept)."""
+    records = {r["epoch"]: r for r in read_log(log_path, "heldout") if r["phase"] == phase}
+    kept = [r["epoch"] for r in read_log(log_path, "checkpoint") if r["phase"] == phase]
+    epoch = kept[-1] if kept else None
+    short = {e: r["lost_on"] for e, r in sorted(records.items()) if r.get("lost_on") and epoch and e > epoch}
+    line = None
+    if short:
+        by_task = {}
+        for e, task in short.items():
+            by_task.setdefault(task, []).append(str(e))
+        line = (
+            f"{phase}: kept epoch {epoch} of {epochs}: later epochs agreed with a task's targets on the held-out "
+            f"split worse than its best epoch ("
+            + "; ".join(f"{task} at epoch {', '.join(es)}" for task, es in by_task.items())
+            + ")"
+        )
+    return {"kept_epoch": epoch, "epochs": epochs, "fell_short": short, "line": line}
