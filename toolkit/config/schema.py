@@ -118,7 +118,7 @@ class DataConfig(_Model):
     on_corrupt: Literal["skip", "fail"] = "skip"
     tap_dtype: Literal["float32", "float16"] = "float32"
     one_of: list[Annotated[list[str], Field(min_length=2)]] = []
-    one_of_rule: Literal["at_most", "exact"] = "exact"
+    one_of_rule: Literal["at_most", "exact"] = "at_most"
 
 
 class StudentConfig(_Model):

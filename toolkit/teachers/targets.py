@@ -147,7 +147,7 @@ def split_data(
     tap_rows="all",
     views=(),
     one_of=(),
-    one_of_rule="exact",
+    one_of_rule="at_most",
 ):
     """SplitData of one source (``config.data.train`` or ``.eval``) for all teachers.
 
@@ -165,8 +165,9 @@ def split_data(
     the held-out rows (``data.holdout``, ``training.seed``) against ``training.view_agreement``.
 
     ``one_of``: groups of task names (``data.one_of``, the training split alone) whose
-    chosen tasks' targets are reconciled over the group; every task of a group is a task
-    of a teacher's runner (toolkit.teachers.graphs.load_teachers adds the unchosen ones)."""
+    chosen tasks' targets are reconciled over the group by ``one_of_rule``
+    (toolkit.teachers.one_of); every task of a group is a task of a teacher's runner
+    (toolkit.teachers.graphs.load_teachers adds the unchosen ones)."""
     reference = next(t for t in teachers if t.name == config.student.reference)
     ref_p = reference.config.preprocess
     source = open_source(spec, ref_p.size, ref_p.channels, config.data.on_corrupt)
