@@ -106,7 +106,6 @@ def evaluate_run(
     table,
     log,
     thresholds,
-    lag=(),
     finetune=None,
 ):
     """``baselines``: ``{name: net}`` of the baselines trained (``kd``, ``layerwise_ka``, ``cfl``), each
@@ -114,8 +113,8 @@ def evaluate_run(
     in their specs); the teachers' are set here by the same rule (toolkit.eval.thresholds). The
     summary always has a ``kd`` entry (all None when KD is off), and each trained model's worst
     task beside its means (``worst_holdout``: the lowest label-free ``f1_est_margin`` on the
-    held-out split; ``worst_eval``: the lowest ``f1_margin`` on labeled eval data). ``lag``:
-    the fine-tune's findings and ``finetune`` its epoch choice (toolkit.method.lag), kept as given."""
+    held-out split; ``worst_eval``: the lowest ``f1_margin`` on labeled eval data).
+    ``finetune``: the fine-tune's epoch choice (toolkit.method.lag), kept as given."""
     models = {"student": student, **baselines}
     rule = config.evaluation.threshold
     kinds = {task.name: task.kind for tg in teachers for task in tg.tasks}
@@ -145,7 +144,6 @@ def evaluate_run(
         "ratio_largest": params / max(teacher_sizes.values()),
     }
     metrics["excess_loss"] = {str(k): v for k, v in table.items()}
-    metrics["lag"] = list(lag)  # the fine-tune's findings (toolkit.method.lag), each with its line
     metrics["finetune"] = finetune
     if train.views:  # each teacher's self-agreement per view, and whether its targets used it
         metrics["teacher_views"] = train.views
