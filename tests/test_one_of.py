@@ -71,15 +71,20 @@ def test_chosen_targets_are_the_teachers_probabilities_renormalised_over_the_gro
     p = ort_probabilities(assets)
     total = sum(p.values())
     assert sorted(data.logits) == ["a0", "a1", "b2"]
+    # data.one_of_rule auto (the default): exact when every class of the group fires on the
+    # held-out rows (decided positive at 0.5 at least 0.8 of its mean probability), else at_most
+    holdout = split_holdout(400, config.data.holdout, config.training.seed)[1]
+    fires = {t: np.mean(p[t][holdout] > 0.5) / np.mean(p[t][holdout]) for t in GROUP}
+    [record] = data.one_of
+    assert record["fires"] == pytest.approx(fires, abs=1e-3)
+    assert record["rule"] == ("exact" if min(fires.values()) >= 0.8 else "at_most")
+    divisor = total if record["rule"] == "exact" else np.maximum(total, 1)
     for task in data.logits:
-        # data.one_of_rule at_most (the default): divided by the sum where it is over 1
-        np.testing.assert_allclose(1 / (1 + np.exp(-data.logits[task])), p[task] / np.maximum(total, 1), atol=1e-5)
+        np.testing.assert_allclose(1 / (1 + np.exp(-data.logits[task])), p[task] / divisor, atol=1e-5)
         np.testing.assert_allclose(1 / (1 + np.exp(-np.asarray(data.own_logits[task]))), p[task], atol=1e-5)
         assert data.plain_logits[task] is data.own_logits[task]  # evaluation compares with the teachers' own
-    [record] = data.one_of
     assert record["tasks"] == GROUP and sorted(record["changed"]) == ["a0", "a1", "b2"]
     assert record["sum_mean"] > 1.5  # random teachers: each says yes about half the time
-    holdout = split_holdout(400, config.data.holdout, config.training.seed)[1]
     assert record["sum_mean"] == pytest.approx(total[holdout].mean(), abs=1e-4)
     assert record["sum_off_share"] == pytest.approx(np.mean(np.abs(total[holdout] - 1) > 0.5), abs=1e-4)
     for task, share in record["changed"].items():
@@ -209,12 +214,20 @@ def test_a_bad_group_is_one_error(tmp_path, assets, capsys, one_of, field, messa
 
 def test_without_a_held_out_split_the_record_says_none(tmp_path, capsys):
     z = {t: np.linspace(-3, 3, 8).astype(np.float32) for t in "xyz"}
-    record = held_out_record(list("xyz"), z, reconcile(list("xyz"), z, ["x"]), np.arange(0))
-    assert record == {"tasks": ["x", "y", "z"], "sum_mean": None, "sum_off_share": None, "changed": {"x": None}}
+    fires = {t: 1.0 for t in "xyz"}
+    record = held_out_record(list("xyz"), z, reconcile(list("xyz"), z, ["x"]), np.arange(0), "exact", fires)
+    assert record == {
+        "tasks": ["x", "y", "z"],
+        "sum_mean": None,
+        "sum_off_share": None,
+        "changed": {"x": None},
+        "rule": "exact",
+        "fires": fires,
+    }
     log_one_of(RunLog(tmp_path / "log.jsonl"), [record])
     assert (
-        "data.one_of: targets of x reconciled over 3 classes (no held-out split to measure them on)"
-        in capsys.readouterr().err
+        "data.one_of: targets of x reconciled over 3 classes, exact (the class that fires least: x 1.00) "
+        "(no held-out split to measure them on)" in capsys.readouterr().err
     )
 
 

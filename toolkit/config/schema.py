@@ -118,7 +118,7 @@ class DataConfig(_Model):
     on_corrupt: Literal["skip", "fail"] = "skip"
     tap_dtype: Literal["float32", "float16"] = "float32"
     one_of: list[Annotated[list[str], Field(min_length=2)]] = []
-    one_of_rule: Literal["at_most", "exact"] = "at_most"
+    one_of_rule: Literal["auto", "at_most", "exact"] = "auto"
 
 
 class StudentConfig(_Model):
