@@ -146,6 +146,7 @@ class TrainingConfig(_Model):
     hint_weight: Annotated[float, Field(ge=0)] = 0.1
     teacher_views: list[ViewName] = []
     view_agreement: Annotated[float, Field(ge=0, le=1)] = 0.95
+    keep_epoch: Literal["per_task", "mean", "last"] = "per_task"
     seed: int = 0
     device: Device = "cpu"
 
