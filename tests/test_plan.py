@@ -109,14 +109,14 @@ def test_plan_prints_a_table(tmp_path, assets, capsys):
 
 def test_plan_settles_auto_epochs_and_warns_when_the_data_is_small(tmp_path, assets, capsys):
     """525 training rows at batch 32 (17 steps an epoch): `auto` takes the caps (4 per block, 60
-    fine-tune) and still falls short of 5,000 fine-tune steps: the plan says so before the run."""
+    fine-tune) and still falls short of 2,500 fine-tune steps: the plan says so before the run."""
     config = base_config(assets)
     config["training"].update(epochs_per_block="auto", finetune_epochs="auto")
     found = plan_json(capsys, write_config(tmp_path, config))
     assert found["epochs"] == {"per_block": 4, "finetune": 60}
     assert found["warnings"] == [
         "the training data is small for this recipe: 525 training rows give 1,020 fine-tune steps in 60 epochs, "
-        "short of 5,000; the run may name tasks that lag their teachers: more images (data.train) or more epochs "
+        "short of 2,500; the run may name tasks that lag their teachers: more images (data.train) or more epochs "
         "(training.finetune_epochs)"
     ]
     capsys.readouterr()

@@ -118,7 +118,7 @@ class DataConfig(_Model):
     on_corrupt: Literal["skip", "fail"] = "skip"
     tap_dtype: Literal["float32", "float16"] = "float32"
     one_of: list[Annotated[list[str], Field(min_length=2)]] = []
-    one_of_rule: Literal["at_most", "exact"] = "exact"
+    one_of_rule: Literal["auto", "at_most", "exact"] = "auto"
 
 
 class StudentConfig(_Model):
@@ -146,6 +146,7 @@ class TrainingConfig(_Model):
     hint_weight: Annotated[float, Field(ge=0)] = 0.1
     teacher_views: list[ViewName] = []
     view_agreement: Annotated[float, Field(ge=0, le=1)] = 0.95
+    keep_epoch: Literal["per_task", "mean", "last"] = "per_task"
     seed: int = 0
     device: Device = "cpu"
 

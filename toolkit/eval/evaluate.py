@@ -15,7 +15,7 @@ Writes ``metrics.json`` and the plots, and returns the metrics dict.
 import numpy as np
 
 from amalgam.runtime.files import write_json_atomic
-from amalgam.toolkit.eval.metrics import agreement, expected_f1, task_metrics
+from amalgam.toolkit.eval.metrics import agreement, expected_f1, kl_from_teacher, task_metrics
 from amalgam.toolkit.eval.plots import plot_run
 from amalgam.toolkit.eval.thresholds import teacher_thresholds
 from amalgam.toolkit.student.infer import predict
@@ -39,7 +39,14 @@ def task_rows(teachers, models, data, indices, thresholds):
             labels = data.labels.get(task.name)
             for name, logits in {"teacher": teacher_logits, **{n: p[task.name] for n, p in preds.items()}}.items():
                 threshold = thresholds[name].get(task.name, 0.0)
-                row[name] = {} if name == "teacher" else {"agreement": agreement(task.kind, logits, teacher_logits)}
+                row[name] = (
+                    {}
+                    if name == "teacher"
+                    else {
+                        "agreement": agreement(task.kind, logits, teacher_logits),
+                        "kl_from_teacher": kl_from_teacher(task.kind, logits, teacher_logits),
+                    }
+                )
                 row[name]["f1_est"] = expected_f1(task.kind, logits, teacher_logits, threshold)
                 if labels is not None:
                     row[name].update(task_metrics(task.kind, logits, np.asarray(labels)[indices], threshold))
@@ -106,15 +113,15 @@ def evaluate_run(
     table,
     log,
     thresholds,
-    lag=(),
+    finetune=None,
 ):
     """``baselines``: ``{name: net}`` of the baselines trained (``kd``, ``layerwise_ka``, ``cfl``), each
     scored under its name; ``thresholds``: the student's and each baseline's decision thresholds (as
     in their specs); the teachers' are set here by the same rule (toolkit.eval.thresholds). The
     summary always has a ``kd`` entry (all None when KD is off), and each trained model's worst
     task beside its means (``worst_holdout``: the lowest label-free ``f1_est_margin`` on the
-    held-out split; ``worst_eval``: the lowest ``f1_margin`` on labeled eval data). ``lag``:
-    the fine-tune's findings (toolkit.method.lag), kept as given."""
+    held-out split; ``worst_eval``: the lowest ``f1_margin`` on labeled eval data).
+    ``finetune``: the fine-tune's epoch choice (toolkit.method.lag), kept as given."""
     models = {"student": student, **baselines}
     rule = config.evaluation.threshold
     kinds = {task.name: task.kind for tg in teachers for task in tg.tasks}
@@ -144,7 +151,7 @@ def evaluate_run(
         "ratio_largest": params / max(teacher_sizes.values()),
     }
     metrics["excess_loss"] = {str(k): v for k, v in table.items()}
-    metrics["lag"] = list(lag)  # the fine-tune's findings (toolkit.method.lag), each with its line
+    metrics["finetune"] = finetune
     if train.views:  # each teacher's self-agreement per view, and whether its targets used it
         metrics["teacher_views"] = train.views
     if train.one_of:  # what reconciling the targets did on the held-out split

@@ -61,9 +61,47 @@ def run_summary(metrics):
             *worst_lines(s, ["student", *baselines]),
             f"params: student {p['student']:,} vs teachers {p['teachers']:,} ({p['ratio']:.2f}x; "
             f"{p['ratio_largest']:.2f}x the largest)",
-            *(lag["line"] for lag in metrics.get("lag", [])),
+            *what_the_run_did(metrics),
         ]
     )
+
+
+def what_the_run_did(metrics):
+    """The lines a run says about its tasks after the fine-tune: an earlier epoch kept for a
+    task, then each lag finding (toolkit.method.lag)."""
+    choice = metrics.get("finetune") or {}
+    return [line for line in [choice.get("line"), *(lag["line"] for lag in metrics.get("lag", []))] if line]
+
+
+def margin_table(metrics):
+    """report.md's per-task table: each chosen task against its own teacher, on the held-out split
+    (no labels: agreement with the teacher's decisions, KL divergence from its probabilities)
+    and on the labeled eval data (student F1 - teacher F1), then what the run did.
+
+    >>> rows = [{"task": "coat", "teacher_name": "A", "student": {"agreement": 0.98, "kl_from_teacher": 0.0123}}]
+    >>> print(margin_table({"holdout": rows, "lag": []}))
+    | task | teacher | held-out agreement | held-out KL from teacher | test F1 margin (pt) |
+    |---|---|---|---|---|
+    | coat | A | 0.980 | 0.0123 | - |
+    """
+    test = {r["task"]: r["student"].get("f1_margin") for r in metrics.get("eval") or []}
+    body = [
+        [
+            r["task"],
+            r["teacher_name"],
+            cell(r["student"]["agreement"]),
+            cell(r["student"].get("kl_from_teacher"), ".4f"),
+            cell(_pt(test.get(r["task"])), "+.2f"),
+        ]
+        for r in metrics["holdout"]
+    ]
+    header = ["task", "teacher", "held-out agreement", "held-out KL from teacher", "test F1 margin (pt)"]
+    said = what_the_run_did(metrics)
+    return markdown(header, body) + ("\n\n" + "\n".join(said) if said else "")
+
+
+def _pt(value):
+    return None if value is None else 100 * value
 
 
 def worst_lines(summary, models):

@@ -33,7 +33,7 @@ from amalgam.toolkit.eval.evaluate import evaluate_run
 from amalgam.toolkit.eval.thresholds import net_thresholds, teacher_thresholds
 from amalgam.toolkit.method.blockwise import FIT_SAMPLES, PrefixFeatures, train_stage
 from amalgam.toolkit.method.branching import auto_branch_points, branch_table, candidates, size_limit, teacher_sizes
-from amalgam.toolkit.method.endtoend import fit_net_adapters, heldout_fit, train_end_to_end
+from amalgam.toolkit.method.endtoend import fit_net_adapters, train_end_to_end
 from amalgam.toolkit.method.epochs import settle_epochs, short_of_steps
 from amalgam.toolkit.method.feature_baselines import (
     check_feature_baselines,
@@ -41,7 +41,7 @@ from amalgam.toolkit.method.feature_baselines import (
     feature_loss,
     needs_every_tap,
 )
-from amalgam.toolkit.method.lag import finetune_history, lags
+from amalgam.toolkit.method.lag import finetune_history, kept_epoch, lagging, lags
 from amalgam.toolkit.method.loop import LoopContext, seed_phase
 from amalgam.toolkit.method.width_choice import choose_width
 from amalgam.toolkit.runlog import RunLog
@@ -378,26 +378,36 @@ def held_out_thresholds(run, net):
     return net_thresholds(run.config.evaluation.threshold, net, run.train, run.holdout_idx, kinds)
 
 
-def check_lags(run, net):
-    """The fine-tune's lag findings (toolkit.method.lag), each said in one line; ``net`` is
-    scored on as many training rows as there are held-out ones (every rank takes part; the
-    findings are rank 0's, the others get [])."""
+def check_lags(run):
+    """The fine-tune's held-out lag findings and its epoch choice (toolkit.method.lag), each
+    said in one line (rank 0; the others get ([], None))."""
     t, ctx = run.config.training, run.ctx
-    n = len(run.train_idx)
-    rows = run.train_idx[np.linspace(0, n - 1, min(n, max(len(run.holdout_idx), 1))).astype(int)]
-    train = heldout_fit(net, run.train, np.sort(rows), ctx.device, ctx.ranks)
     if not ctx.ranks.is_main or not len(run.holdout_idx):
-        return []
+        return [], None
+    choice = kept_epoch(run.out / "metrics.jsonl", t.finetune_epochs)
+    if choice["line"]:
+        ctx.log.say(choice["line"])
     found = lags(
         finetune_history(run.out / "metrics.jsonl"),
         t.finetune_epochs,
-        train,
-        short_of_steps(n, t.batch_size, t.finetune_epochs),
+        short_of_steps(len(run.train_idx), t.batch_size, t.finetune_epochs),
     )
     for lag in found:
         ctx.log.say(lag.line)
-    ctx.log.write("lag", findings=[lag.to_dict() for lag in found])
-    return [lag.to_dict() for lag in found]
+    return found, choice
+
+
+def name_lagging(run, metrics, found):
+    """Each task more than toolkit.method.lag.LAG below its teacher's F1 on the labeled eval data,
+    with what to change, added to ``metrics`` (``lag``, rewritten to metrics.json) and said."""
+    t = run.config.training
+    named = lagging(metrics.get("eval") or [], found, t.finetune_epochs, run.config.student.width)
+    for lag in named:
+        run.ctx.log.say(lag.line)
+    metrics["lag"] = [lag.to_dict() for lag in [*found, *named]]
+    run.ctx.log.write("lag", findings=metrics["lag"])
+    write_json_atomic(run.out / "metrics.json", metrics)
+    return metrics
 
 
 def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cache_root=None, ranks=None):
@@ -422,7 +432,7 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
         run.config.training.finetune_epochs,
         run.holdout_idx,
     )
-    found = check_lags(run, student)
+    found, choice = check_lags(run)
     info = _student_info(run)
     thresholds = {"student": held_out_thresholds(run, student)}
     if ranks.is_main:
@@ -437,7 +447,7 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
         return None
     for name in baselines:
         thresholds[name] = read_spec(run.out / name)["thresholds"]
-    return evaluate_run(
+    metrics = evaluate_run(
         run.out,
         config,
         run.teachers,
@@ -450,8 +460,9 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
         table,
         run.ctx.log,
         thresholds,
-        found,
+        choice,
     )
+    return name_lagging(run, metrics, found)
 
 
 def amalgamate_job(config, out=None, resume=False, overwrite=False, quiet=False, cache_root=None):

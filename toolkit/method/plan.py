@@ -176,8 +176,8 @@ def data_warnings(rows, training):
     asks for (toolkit.method.epochs), ``training`` having its epochs settled.
 
     >>> from amalgam.toolkit.config import TrainingConfig
-    >>> data_warnings(5400, TrainingConfig(finetune_epochs=60))[0][:60]
-    'the training data is small for this recipe: 5,400 training r'
+    >>> data_warnings(3000, TrainingConfig(finetune_epochs=60))[0][:60]
+    'the training data is small for this recipe: 3,000 training r'
     >>> data_warnings(54000, TrainingConfig(finetune_epochs=12))
     []
     """
