@@ -20,6 +20,7 @@ $(STAMP): requirements/main.txt pyproject.toml
 
 include mk/frameworks.mk
 include samples/real_archs/teachers.mk
+include mk/dist.mk
 
 # The main suite (it uses teachers exported by each framework's environment; tests/test_doctests.py
 # runs every module's doctests), then each framework's exporter tests in its own environment.
@@ -43,8 +44,9 @@ demo-real: $(STAMP) teachers-real
 bench: $(STAMP) teachers-real
 	$(BIN)/python samples/bench.py $(BENCH_ARGS)
 
+# --all keeps setuptools, the build backend `make dist` runs without isolation (pip itself is left out).
 lock:
-	$(BIN)/pip freeze --exclude-editable | sed '1i # Pinned environment for .venv (make test / make demo). Regenerate with: make lock' > requirements/main.txt
+	$(BIN)/pip freeze --all --exclude-editable | grep -v '^pip==' | sed '1i # Pinned environment for .venv (make test / make demo). Regenerate with: make lock' > requirements/main.txt
 
 clean:
-	rm -rf $(VENV) .venv-keras .venv-jax .venv-sklearn runs
+	rm -rf $(VENV) .venv-keras .venv-jax .venv-sklearn runs dist

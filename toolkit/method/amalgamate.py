@@ -11,7 +11,6 @@ toolkit.method.feature_baselines), and the metrics.
 """
 
 import copy
-import json
 import os
 import shutil
 from dataclasses import dataclass, replace
@@ -45,6 +44,7 @@ from amalgam.toolkit.runlog import RunLog
 from amalgam.toolkit.student.infer import to_tensor
 from amalgam.toolkit.student.io import read_spec, save_student
 from amalgam.toolkit.student.parts import build_branch, trunk_blocks, trunk_graphs
+from amalgam.toolkit.student.rundir import RECORD, new_record, read_record
 from amalgam.toolkit.student.targetnet import TargetNet, count_params
 from amalgam.toolkit.teachers import (
     SplitData,
@@ -59,17 +59,12 @@ from amalgam.toolkit.teachers.one_of import log_one_of
 
 
 def prepare_run_dir(config, out, resume, overwrite):
-    """Create or reopen the run dir; --resume only with the same config and version."""
+    """Create or reopen the run dir; --resume only with the same format, config and version."""
     out = Path(out)
-    run_json = out / "run.json"
-    stamp = {"toolkit_version": __version__, "config_hash": config_hash(config)}
+    run_json = out / RECORD
+    stamp = new_record(toolkit_version=__version__, config_hash=config_hash(config))
     if run_json.exists() and resume:
-        try:
-            found = json.loads(run_json.read_text())
-        except (OSError, ValueError) as e:
-            raise BadInputError(
-                f"{run_json}: not a run record of this toolkit ({e}); start a new run (--out) instead of --resume"
-            ) from e
+        found = read_record(out, "start a new run (--out) instead of --resume")
         if found.get("toolkit_version") != __version__:
             raise BadInputError(
                 f"{run_json}: run made by toolkit {found.get('toolkit_version')!r}; "
