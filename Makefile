@@ -21,10 +21,11 @@ $(STAMP): requirements/main.txt pyproject.toml
 include mk/frameworks.mk
 include samples/real_archs/teachers.mk
 include mk/dist.mk
+include mk/docs.mk
 
-# The main suite (it uses teachers exported by each framework's environment; tests/test_doctests.py
+# Lint, the docs site (strict), the main suite (it uses teachers exported by each framework's environment; tests/test_doctests.py
 # runs every module's doctests), then each framework's exporter tests in its own environment.
-test: lint $(STAMP) fixtures
+test: lint docs $(STAMP) fixtures
 	AMALGAM_ZOO_FIXTURES=$(ZOO_FIXTURES) $(BIN)/python -m pytest -q tests
 	$(MAKE) --no-print-directory test-frameworks
 

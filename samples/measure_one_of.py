@@ -7,7 +7,7 @@ the teachers did not train on.
 
     python samples/measure_one_of.py samples/fashion_mnist/config.yaml --rows 20000:50000
 
-The README's table ("Reconciled targets") comes from this.
+The results page's table (docs/results.md, "Reconciled targets") comes from this.
 """
 
 import argparse

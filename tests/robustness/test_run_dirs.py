@@ -70,7 +70,9 @@ def test_cache_dir_not_writable(cli, assets, tmp_path):
 def run_dir(tmp_path, **stamp):
     out = tmp_path / "run"
     out.mkdir()
-    (out / "run.json").write_text(json.dumps({"format": FORMAT, "toolkit_version": __version__, "config_hash": "0" * 64, **stamp}))
+    (out / "run.json").write_text(
+        json.dumps({"format": FORMAT, "toolkit_version": __version__, "config_hash": "0" * 64, **stamp})
+    )
     return out
 
 

@@ -1,10 +1,11 @@
-"""``amalgam amalgamate``: the four steps of METHOD.md, end to end, into a run dir.
+"""``amalgam amalgamate``: the four steps of the method, end to end, into a run dir.
 
 1. teachers given (ONNX, frozen): their targets cached by one ONNX Runtime pass;
 2. block-by-block training of the trunk (toolkit.method.blockwise);
 3. branch-out: each task's branch point, from the held-out excess loss table
    (toolkit.method.branching), or fixed by the config;
 4. fine-tune of the assembled TargetNet end to end (toolkit.method.endtoend);
+
 then the baselines the config switches on, each on the same final architecture
 (multi-teacher KD; layer-wise feature amalgamation; common feature learning:
 toolkit.method.feature_baselines), and the metrics.

@@ -24,8 +24,11 @@ from pathlib import Path
 
 from amalgam.runtime.errors import BadInputError
 
+#: The format this version writes and reads.
 FORMAT = 2
-WRITTEN_BY = {1: "0.1.0", 2: "0.2.0"}  # format -> the amalgam version that introduced it
+#: Format -> the amalgam version that introduced it.
+WRITTEN_BY = {1: "0.1.0", 2: "0.2.0"}
+#: The run record's file name in a run dir.
 RECORD = "run.json"
 
 
