@@ -70,7 +70,7 @@ def dist(tmp_path_factory):
     return out
 
 
-def _run(argv, cwd, timeout=300):
+def _run(argv, cwd, timeout=1800):
     """``argv`` in ``cwd`` without PYTHONPATH (nothing of the checkout on the path), one
     thread per process (two fight on a small busy machine)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
