@@ -1,6 +1,6 @@
 """`make bench`: where the toolkit stands on speed, size and quality, measured side by side.
 
-    .venv/bin/python samples/bench.py [--data DIR] [--out runs/bench] [--seeds 0 1 2]
+    .venv/bin/python samples/bench.py [--data DIR] [--out runs/bench] [--seeds 0 1 2] [--threads 1 2]
         [--baselines kd layerwise_ka cfl] [--timing-images 20000 54000] [--no-real-archs] [--set KEY=VALUE]
 
 Writes ``runs/bench/bench.json``, and from it ``bench.md`` (the tables) and ``bench.png``
@@ -13,6 +13,8 @@ redraws them from an existing bench.json)::
      "f1": {"student", "teachers", "student_int8", "kd", "layerwise_ka", "cfl", "student_w1", "student_w05"},
      "params_ratio", "params_ratio_largest",
      "real_archs": {"f1": {"student", "kd", "teachers"}, "params_ratio", "params_ratio_largest"},
+     "f1_min_margin": {"fm": {"student", "kd"}, "real_archs": {"student", "kd"}},
+     "f1_mean_margin_min": {"fm": {"student", "kd"}, "real_archs": {"student", "kd"}},
      "targets": {name: {"value", "target", "met"}},
      "meta": {...}}
 
@@ -28,10 +30,17 @@ redraws them from an existing bench.json)::
   and ``student_w05``, the width-0.5 student (``student.width: 0.5`` at the config's
   init, which a narrowed trunk takes as He init: toolkit.method.width_choice),
   each a run of its own per seed;
+* f1_min_margin: every chosen task against its own teacher (model F1 - the task's teacher's
+  F1, points): the worst task of every run of a grid of ``--seeds`` x ``--threads`` (torch's
+  intra-op threads, which move the floats as another CPU does; samples/sweep.py), the
+  lowest over the grid, for the student and KD of each sample; f1_mean_margin_min, the
+  lowest mean margin; meta.runs, each run's row (mean F1, worst task, decisions). The FM
+  seed runs of ``f1`` are the grid's runs at the last thread count;
 * params_ratio (student / both teachers), params_ratio_largest (student / the larger):
   seed 0's student;
 * real_archs: samples/real_archs/config.yaml (its teachers built by `make
-  teachers-real`), with the KD baseline beside it: F1 means over ``--seeds``
+  teachers-real`), with the KD baseline beside it, the worst-task grid's runs at the first
+  thread count: F1 means over ``--seeds``
   (meta.real_archs_f1_seeds, meta.real_archs_f1_std), the params ratios the largest
   of any seed's student;
 * targets: issue 13's ratios, from this one run: student / teachers latency at batch
@@ -63,6 +72,7 @@ from demo import CONFIG, ROOT, find_data  # samples/demo.py
 
 sys.path.insert(0, str(ROOT))
 import bench_training  # noqa: E402  samples/bench_training.py
+import sweep  # noqa: E402  samples/sweep.py
 from bench_report import report, sample_std, targets  # noqa: E402  samples/bench_report.py
 
 from amalgam.runtime.session import make_session  # noqa: E402
@@ -115,7 +125,7 @@ def onnx_f1(path, inputs, labels, thresholds):
 
 def amalgamate_run(config_path, data, out, cache, overrides):
     """One full amalgamation of a sample config; returns (config, its metrics.json)."""
-    config = load_config(config_path, [f"data.train.path={data}", f"data.eval.path={data}", *SETTINGS, *overrides])
+    config = load_config(config_path, [*data_overrides(data), *overrides])
     amalgamate(config, out=out, overwrite=True, quiet=True, cache_root=cache)
     return config, json.loads((out / "metrics.json").read_text())
 
@@ -144,30 +154,30 @@ def seed_run(data, out, cache, seed, baselines):
     return fp32, int8, f1, metrics["params"]
 
 
-def real_archs_runs(data, out, cache, seeds):
-    """samples/real_archs with the KD baseline beside the student, one run per seed; returns
-    (means of F1 and params ratios, {model: [F1 per seed]}), or (None, None) without its teachers."""
+def real_archs_runs(data, out, seeds, threads):
+    """samples/real_archs with the KD baseline beside the student, one run per seed and thread
+    count (samples/sweep.py); returns (means of F1 over the seeds at the first thread count and
+    the largest params ratios, {model: [F1 per seed]}, the sweep), or (None, None, None)
+    without its teachers."""
     config = load_config(REAL_CONFIG)
     missing = [str(t.onnx) for t in config.teachers if not Path(t.onnx).is_file()]
     if missing:
         print(f"bench: real_archs skipped: {', '.join(missing)} not built (make teachers-real)", flush=True)
-        return None, None
-    f1s, ratios = {k: [] for k in ("student", "kd", "teachers")}, []
-    for seed in seeds:
-        print(f"bench: real_archs, seed {seed}", flush=True)
-        _, metrics = amalgamate_run(
-            REAL_CONFIG, data, out / f"seed{seed}", cache, [f"training.seed={seed}", "baseline.kd=true"]
-        )
-        f1 = f1_by_model(metrics)
-        for k in f1s:
-            f1s[k].append(f1[k])
-        ratios.append((metrics["params"]["ratio"], metrics["params"]["ratio_largest"]))
+        return None, None, None
+    grid = sweep.grid(REAL_CONFIG, out, seeds, threads, data_overrides(data), progress=print)
+    metrics = {s: json.loads((sweep.run_dir(out, s, threads[0]) / "metrics.json").read_text()) for s in seeds}
+    f1s = {k: [f1_by_model(metrics[s])[k] for s in seeds] for k in ("student", "kd", "teachers")}
     means = {
         "f1": {k: float(np.mean(v)) for k, v in f1s.items()},
-        "params_ratio": max(r[0] for r in ratios),
-        "params_ratio_largest": max(r[1] for r in ratios),
+        "params_ratio": max(m["params"]["ratio"] for m in metrics.values()),
+        "params_ratio_largest": max(m["params"]["ratio_largest"] for m in metrics.values()),
     }
-    return means, f1s
+    return means, f1s, grid
+
+
+def data_overrides(data):
+    """The sample configs' data paths set to ``data`` (as every bench run takes them), then ``--set``'s."""
+    return [f"data.train.path={data}", f"data.eval.path={data}", *SETTINGS]
 
 
 def torch_latency_ms(run, batch=64):
@@ -209,7 +219,8 @@ def quality(args, data, out):
     seeds, first = {}, None
     for s in args.seeds:
         t0 = time.perf_counter()
-        fp32, int8, f1, params = seed_run(data, out / f"seed{s}", out / ".cache", s, args.baselines)
+        run = sweep.run_dir(out / "fm", s, args.threads[-1])  # where samples/sweep.py reads it back
+        fp32, int8, f1, params = seed_run(data, run, out / ".cache", s, args.baselines)
         for key, overrides in WIDTHS.items():
             _, metrics = amalgamate_run(
                 CONFIG,
@@ -220,7 +231,7 @@ def quality(args, data, out):
             )
             f1[key] = f1_by_model(metrics)["student"]
         seeds[s] = f1
-        first = first or (fp32, int8, params, out / f"seed{s}")
+        first = first or (fp32, int8, params, run)
         print(
             f"seed {s}: " + ", ".join(f"{k} {v:.4f}" for k, v in f1.items()) + f" ({time.perf_counter() - t0:.0f} s)",
             flush=True,
@@ -233,6 +244,13 @@ def main():
     ap.add_argument("--data", help="folder of the Fashion-MNIST IDX files (default: the Debian package's)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="intra-op thread counts of the worst-task grid (samples/sweep.py); the last is the in-process runs'",
+    )
     ap.add_argument(
         "--baselines",
         nargs="*",
@@ -273,6 +291,7 @@ def main():
         return 2
     out, start = Path(args.out).resolve(), time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads[-1])  # the in-process runs, read back by the worst-task grid at this count
     seeds, (fp32, int8, params, run0) = quality(args, data, out)
     teacher_files = [t.onnx for t in load_config(CONFIG).teachers]
     shape = (1, 28, 28)
@@ -293,8 +312,10 @@ def main():
     by_images = {n: timing(load_config(CONFIG), data, out, n) for n in args.timing_images}
     amalgamation = by_images[args.timing_images[0]]
     timing_s = time.perf_counter() - t0
-    real, real_seeds = (
-        real_archs_runs(data, out / "real_archs", out / ".cache", args.seeds) if args.real_archs else (None, None)
+    # every chosen task against its own teacher, student and KD, at each seed and thread count
+    fm_grid = sweep.grid(CONFIG, out / "fm", args.seeds, args.threads, data_overrides(data), progress=print)
+    real, real_seeds, real_grid = (
+        real_archs_runs(data, out / "real_archs", args.seeds, args.threads) if args.real_archs else (None,) * 3
     )
     f1s = {k: [seeds[s][k] for s in args.seeds] for k in seeds[args.seeds[0]]}
     bench = {
@@ -309,7 +330,14 @@ def main():
         "params_ratio": params["ratio"],
         "params_ratio_largest": params["ratio_largest"],
         "real_archs": real,
+        "f1_min_margin": {"fm": fm_grid["f1_min_margin"], "real_archs": real_grid and real_grid["f1_min_margin"]},
+        "f1_mean_margin_min": {
+            "fm": fm_grid["f1_mean_margin_min"],
+            "real_archs": real_grid and real_grid["f1_mean_margin_min"],
+        },
         "meta": {
+            "runs": {"fm": fm_grid["runs"], "real_archs": real_grid and real_grid["runs"]},
+            "threads": args.threads,
             "seeds": args.seeds,
             "f1_seeds": f1s,
             "f1_spread": {k: max(v) - min(v) for k, v in f1s.items()},

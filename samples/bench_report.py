@@ -48,6 +48,11 @@ TARGETS = (  # name, value from bench.json (None: not measured in this run), bou
         "min",
         "pt",
     ),
+    ("fm_worst_task", lambda b: _grid(b, "f1_min_margin", "fm"), -0.3, "min", "pt"),
+    ("fm_mean_margin", lambda b: _grid(b, "f1_mean_margin_min", "fm"), 1.0, "min", "pt"),
+    ("fm_student_minus_kd_every_run", lambda b: _over_kd(b, "fm"), 0.5, "min", "pt"),
+    ("real_archs_worst_task", lambda b: _grid(b, "f1_min_margin", "real_archs"), -0.5, "min", "pt"),
+    ("real_archs_mean_margin", lambda b: _grid(b, "f1_mean_margin_min", "real_archs"), 2.0, "min", "pt"),
     (
         "real_archs_f1_student_minus_teachers",
         lambda b: b["real_archs"] and _diff(b["real_archs"]["f1"], "student", "teachers"),
@@ -73,6 +78,24 @@ def _diff(f1, a, b):
 
 def _real(bench, key):
     return bench["real_archs"] and bench["real_archs"][key]
+
+
+def _grid(bench, key, sample):
+    """The student's ``key`` (``f1_min_margin``: the worst task's margin over every seed and thread
+    count; ``f1_mean_margin_min``: the lowest mean margin) on ``sample``, in points; None if not run."""
+    return ((bench.get(key) or {}).get(sample) or {}).get("student")
+
+
+def _over_kd(bench, sample):
+    """The lowest student - KD mean F1 (points) of any seed and thread count of ``sample``'s grid.
+
+    >>> runs = {"a": {"student": {"f1": 0.84}, "kd": {"f1": 0.83}}, "b": {"student": {"f1": 0.84}, "kd": {"f1": 0.836}}}
+    >>> round(_over_kd({"meta": {"runs": {"fm": runs}}}, "fm"), 2)
+    0.4
+    """
+    runs = ((bench.get("meta") or {}).get("runs") or {}).get(sample) or {}
+    diffs = [PT * (r["student"]["f1"] - r["kd"]["f1"]) for r in runs.values() if "student" in r and "kd" in r]
+    return min(diffs) if diffs else None
 
 
 def targets(bench):
@@ -198,12 +221,38 @@ def markdown(bench):
             "",
             f"real_archs params: {r['params_ratio']:.2f}x both teachers, {r['params_ratio_largest']:.2f}x the larger",
         ]
+    lines += worst_task_lines(bench)
     lines += ["", "| target | value | bound | met |", "|---|---|---|---|"]
     lines += [
         f"| {name} | {t['value']:.2f}{t['unit']} | {t['target']} | {'yes' if t['met'] else 'MISSED'} |"
         for name, t in bench["targets"].items()
     ]
     return "\n".join(lines) + "\n"
+
+
+def worst_task_lines(bench):
+    """Per sample, each run of the worst-task grid (seed x intra-op threads): the student's and
+    KD's mean F1 and worst task against its own teacher, then the lowest over the grid."""
+    lines = []
+    for sample, runs in ((bench.get("meta") or {}).get("runs") or {}).items():
+        if not runs:
+            continue
+        lines += [
+            "",
+            f"{sample}: every chosen task against its own teacher, per seed and intra-op thread count",
+            "",
+            "| run | teachers | student | worst task | margin (pt) | KD | KD worst task | margin (pt) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, r in runs.items():
+            s, k = r.get("student"), r.get("kd") or {}
+            lines.append(
+                f"| {name} | {s['teachers_f1']:.4f} | {s['f1']:.4f} | {s['worst_task']} | {s['worst_margin']:+.2f} | "
+                f"{k.get('f1', float('nan')):.4f} | {k.get('worst_task', '-')} | {k.get('worst_margin', float('nan')):+.2f} |"
+            )
+        low = bench["f1_min_margin"][sample]
+        lines.append("\nworst task over the grid: " + ", ".join(f"{m} {v:+.2f} pt" for m, v in low.items()))
+    return lines
 
 
 def plot_f1(bench, path):

@@ -6,6 +6,7 @@ probability there). An analysis no rule reads; needs labels in data.train, and r
 the teachers did not train on.
 
     python samples/measure_one_of.py samples/fashion_mnist/config.yaml --rows 20000:50000
+    python samples/measure_one_of.py samples/real_archs/config.yaml --rows 20000:50000 --set data.train.limit=null
 
 The results page's table (docs/results.md, "Reconciled targets") comes from this.
 """
@@ -42,8 +43,11 @@ def main(argv=None):
     parser.add_argument("config")
     parser.add_argument("--rows", required=True, help="START:STOP, labeled training rows no teacher trained on")
     parser.add_argument("--cache", default="runs/.cache", help="the target cache's folder")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
+    )
     args = parser.parse_args(argv)
-    config = load_config(args.config)
+    config = load_config(args.config, args.overrides)
     data = split_data(
         config,
         load_teachers(config),

@@ -132,7 +132,7 @@ def heldout(out):
     net = TargetNet([block], {"T@1": branch}, {"T@1": 1}, ["a", "m"])
     seen = [0]
     block.register_forward_hook(lambda module, args, out: seen.__setitem__(0, seen[0] + len(out)))
-    agree, excess = heldout_fit(net, SplitData(inputs, logits), np.arange(7, 108), "cpu", ranks)
+    agree, excess = heldout_fit(net, SplitData(inputs, logits), np.arange(7, 108), "cpu", ranks).mean()
     Path(out, f"rank{ranks.rank}.json").write_text(json.dumps({"rows": seen[0], "fit": [agree, excess]}))
     close()
 

@@ -108,6 +108,15 @@ def test_four_steps_write_the_run_dir(run):
         conflicts = [m for m in moves if m["teacher"] == teacher and set(m["tasks"]) < own]
         assert len(tails) <= 1 + len(conflicts), (teacher, tails, moves)
     assert "mean F1" in r.stdout
+    # each task against its own teacher: the worst one beside the mean, label-free and labeled
+    worst = metrics["summary"]["student"]["worst_eval"]
+    margins = {r["task"]: r["student"]["f1"] - r["teacher"]["f1"] for r in metrics["eval"]}
+    assert worst == {"task": min(margins, key=margins.get), "f1_margin": min(margins.values())}
+    assert metrics["summary"]["student"]["worst_holdout"]["task"] in CHOSEN
+    assert f"worst task: student {worst['task']}" in r.stdout
+    # 2 fine-tune epochs of 24 steps: short of what `auto` asks for, said with what to change
+    assert any(f["kind"] == "short" and f["task"] is None for f in metrics["lag"])
+    assert all(f["change"] in f["line"] and f["line"] in r.stdout for f in metrics["lag"])
 
 
 def test_student_keeps_up_with_kd_at_equal_epochs(run):

@@ -85,3 +85,37 @@ def test_the_report_writes_the_tables_and_the_plot(tmp_path, capsys):
     assert "| eager_over_cached | 1.50x | >= 2 | MISSED |" in md
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
     assert "target f1_student_minus_kd" in capsys.readouterr().out
+
+
+def _run(student, teachers, worst, margin, kd=None):
+    row = {"student": {"f1": student, "teachers_f1": teachers, "worst_task": worst, "worst_margin": margin}}
+    if kd:
+        row["kd"] = {"f1": kd[0], "teachers_f1": teachers, "worst_task": kd[1], "worst_margin": kd[2]}
+    return row
+
+
+def test_the_worst_task_grid_is_a_target_and_a_table(tmp_path, capsys):
+    """bench.json's worst-task grid (samples/sweep.py per sample): each run's worst task, the
+    lowest over the grid against its bound, and the lowest student - KD of any run."""
+    b = bench()
+    fm = {
+        "seed0-threads1": _run(0.8382, 0.8274, "tshirt", 0.02, kd=(0.8317, "tshirt", -0.45)),
+        "seed0-threads2": _run(0.8388, 0.8274, "pullover", -0.07, kd=(0.8350, "coat", -0.20)),
+    }
+    real = {"seed0-threads1": _run(0.7570, 0.7250, "pullover", -1.27, kd=(0.7400, "tshirt", -0.60))}
+    b["meta"]["runs"] = {"fm": fm, "real_archs": real}
+    b["f1_min_margin"] = {"fm": {"student": -0.07, "kd": -0.45}, "real_archs": {"student": -1.27, "kd": -0.60}}
+    b["f1_mean_margin_min"] = {"fm": {"student": 1.08, "kd": 0.43}, "real_archs": {"student": 3.2, "kd": 1.5}}
+    found = targets(b)
+    assert found["fm_worst_task"] == {"value": -0.07, "unit": "pt", "target": ">= -0.3", "met": True}
+    assert (
+        found["fm_student_minus_kd_every_run"]["value"] == pytest.approx(0.38)
+        and not found["fm_student_minus_kd_every_run"]["met"]
+    )
+    assert not found["real_archs_worst_task"]["met"] and found["real_archs_mean_margin"]["met"]
+    b["targets"] = found
+    report(b, tmp_path)
+    md = (tmp_path / "bench.md").read_text()
+    assert "| seed0-threads2 | 0.8274 | 0.8388 | pullover | -0.07 | 0.8350 | coat | -0.20 |" in md
+    assert "worst task over the grid: student -1.27 pt, kd -0.60 pt" in md
+    assert "| real_archs_worst_task | -1.27pt | >= -0.5 | MISSED |" in md

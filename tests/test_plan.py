@@ -107,6 +107,24 @@ def test_plan_prints_a_table(tmp_path, assets, capsys):
     assert "time estimate (1 process)" in out
 
 
+def test_plan_settles_auto_epochs_and_warns_when_the_data_is_small(tmp_path, assets, capsys):
+    """525 training rows at batch 32 (17 steps an epoch): `auto` takes the caps (4 per block, 60
+    fine-tune) and still falls short of 2,500 fine-tune steps: the plan says so before the run."""
+    config = base_config(assets)
+    config["training"].update(epochs_per_block="auto", finetune_epochs="auto")
+    found = plan_json(capsys, write_config(tmp_path, config))
+    assert found["epochs"] == {"per_block": 4, "finetune": 60}
+    assert found["warnings"] == [
+        "the training data is small for this recipe: 525 training rows give 1,020 fine-tune steps in 60 epochs, "
+        "short of 2,500; the run may name tasks that lag their teachers: more images (data.train) or more epochs "
+        "(training.finetune_epochs)"
+    ]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["plan", str(write_config(tmp_path, config))])
+    assert "warning: the training data is small for this recipe" in capsys.readouterr().out
+
+
 def test_without_the_hint_only_the_adapter_fit_sample_keeps_features(tmp_path, assets):
     """hint_weight 0: the training split's cache holds logits alone; a second cache holds the
     first 1024 training rows' taps, which fit the adapters; the run trains to the end."""

@@ -57,8 +57,15 @@ def test_run_end_to_end_writes_the_four_outputs_and_resumes(student_run, tmp_pat
     assert all(t["student"]["f1"] is not None for t in report["tasks"])
     assert report["teachers"]["params"] > report["student"]["params"] / 2
     assert Image.open(out / "plots" / "report_tasks.png").size[0] > 100
-    assert (out / "report.md").read_text().startswith("# amalgam run: PASS")
+    md = (out / "report.md").read_text()
+    assert md.startswith("# amalgam run: PASS")
     assert "| task |" in captured.out and "latency batch 64" in captured.out
+    # every chosen task against its own teacher, and what the run did about it (2 short fine-tune epochs)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "## Each chosen task against its own teacher" in md
+    assert all(f"| {task} | " in md.split("## Each chosen task")[1] for task in CHOSEN)
+    assert f"worst task: student {metrics['summary']['student']['worst_eval']['task']}" in captured.out
+    assert all(f["line"] in md and f["line"] in captured.out for f in metrics["lag"])
 
     # The run dir holds a run: `run` again is refused (exit 2) unless --resume, which
     # continues from the checkpoints (no training repeated) to the same student.

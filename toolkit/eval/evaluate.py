@@ -15,7 +15,7 @@ Writes ``metrics.json`` and the plots, and returns the metrics dict.
 import numpy as np
 
 from amalgam.runtime.files import write_json_atomic
-from amalgam.toolkit.eval.metrics import agreement, task_metrics
+from amalgam.toolkit.eval.metrics import agreement, expected_f1, task_metrics
 from amalgam.toolkit.eval.plots import plot_run
 from amalgam.toolkit.eval.thresholds import teacher_thresholds
 from amalgam.toolkit.student.infer import predict
@@ -37,20 +37,41 @@ def task_rows(teachers, models, data, indices, thresholds):
             teacher_logits = np.asarray(data.plain_logits[task.name])[indices]
             row = {"task": task.name, "teacher_name": tg.name, "kind": task.kind}
             labels = data.labels.get(task.name)
-            if labels is not None:
-                row["teacher"] = task_metrics(
-                    task.kind, teacher_logits, np.asarray(labels)[indices], thresholds["teacher"].get(task.name, 0.0)
-                )
-            for name, p in preds.items():
-                row[name] = {"agreement": agreement(task.kind, p[task.name], teacher_logits)}
+            for name, logits in {"teacher": teacher_logits, **{n: p[task.name] for n, p in preds.items()}}.items():
+                threshold = thresholds[name].get(task.name, 0.0)
+                row[name] = {} if name == "teacher" else {"agreement": agreement(task.kind, logits, teacher_logits)}
+                row[name]["f1_est"] = expected_f1(task.kind, logits, teacher_logits, threshold)
                 if labels is not None:
-                    row[name].update(
-                        task_metrics(
-                            task.kind, p[task.name], np.asarray(labels)[indices], thresholds[name].get(task.name, 0.0)
-                        )
-                    )
+                    row[name].update(task_metrics(task.kind, logits, np.asarray(labels)[indices], threshold))
+            for name in preds:
+                row[name].update(margins(row[name], row["teacher"]))
             rows.append(row)
     return rows
+
+
+def margins(model, teacher):
+    """A model's margins on one task against the task's teacher, in F1: ``f1_est_margin``
+    (label-free: each one's :func:`expected_f1` judged by the teacher) and, with labels,
+    ``f1_margin``."""
+    out = {"f1_est_margin": model["f1_est"] - teacher["f1_est"]}
+    if "f1" in model and "f1" in teacher:
+        out["f1_margin"] = model["f1"] - teacher["f1"]
+    return out
+
+
+def worst_task(rows, model, key):
+    """``{"task", key}`` of the task with the lowest ``key`` (a margin) of ``model`` in ``rows``,
+    or None.
+
+    >>> rows = [{"task": "a", "student": {"f1_margin": 0.01}}, {"task": "b", "student": {"f1_margin": -0.02}}]
+    >>> worst_task(rows, "student", "f1_margin")
+    {'task': 'b', 'f1_margin': -0.02}
+    """
+    scored = [(r[model][key], r["task"]) for r in rows if r.get(model) and r[model].get(key) is not None]
+    if not scored:
+        return None
+    value, task = min(scored)
+    return {"task": task, key: value}
 
 
 def by_teacher(rows, models):
@@ -73,12 +94,27 @@ def by_teacher(rows, models):
 
 
 def evaluate_run(
-    out, config, teachers, student, baselines, train, holdout_idx, evaluation, teacher_sizes, table, log, thresholds
+    out,
+    config,
+    teachers,
+    student,
+    baselines,
+    train,
+    holdout_idx,
+    evaluation,
+    teacher_sizes,
+    table,
+    log,
+    thresholds,
+    finetune=None,
 ):
     """``baselines``: ``{name: net}`` of the baselines trained (``kd``, ``layerwise_ka``, ``cfl``), each
     scored under its name; ``thresholds``: the student's and each baseline's decision thresholds (as
     in their specs); the teachers' are set here by the same rule (toolkit.eval.thresholds). The
-    summary always has a ``kd`` entry (all None when KD is off)."""
+    summary always has a ``kd`` entry (all None when KD is off), and each trained model's worst
+    task beside its means (``worst_holdout``: the lowest label-free ``f1_est_margin`` on the
+    held-out split; ``worst_eval``: the lowest ``f1_margin`` on labeled eval data).
+    ``finetune``: the fine-tune's epoch choice (toolkit.method.lag), kept as given."""
     models = {"student": student, **baselines}
     rule = config.evaluation.threshold
     kinds = {task.name: task.kind for tg in teachers for task in tg.tasks}
@@ -96,6 +132,9 @@ def evaluate_run(
         model: {key: _mean(rows, model, key) for key in ("agreement", "accuracy", "f1", "ap")}
         for model in ("student", *dict.fromkeys(["kd", *baselines]), "teacher")
     }
+    for model in models:  # each task against its own teacher: the worst one beside the mean
+        metrics["summary"][model]["worst_holdout"] = worst_task(metrics["holdout"], model, "f1_est_margin")
+        metrics["summary"][model]["worst_eval"] = worst_task(metrics.get("eval", []), model, "f1_margin")
     params = count_params(student)
     metrics["params"] = {
         "student": params,
@@ -105,6 +144,7 @@ def evaluate_run(
         "ratio_largest": params / max(teacher_sizes.values()),
     }
     metrics["excess_loss"] = {str(k): v for k, v in table.items()}
+    metrics["finetune"] = finetune
     if train.views:  # each teacher's self-agreement per view, and whether its targets used it
         metrics["teacher_views"] = train.views
     if train.one_of:  # what reconciling the targets did on the held-out split

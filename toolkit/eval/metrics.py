@@ -3,7 +3,8 @@
 Binary tasks are decided at logit 0 (probability 0.5) unless a threshold is
 given; multi-class tasks by argmax. F1 of a multi-class task is the macro F1.
 Average precision is threshold-free: where students tie their teachers on F1, it
-tells signal from noise.
+tells signal from noise. Without labels, :func:`expected_f1` scores decisions against
+a teacher's probabilities taken as soft labels.
 
 >>> import numpy as np
 >>> f1(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0]))
@@ -57,3 +58,34 @@ def task_metrics(kind, logits, labels, threshold=0.0):
     else:
         out["f1"] = macro_f1(labels, predictions)
     return out
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _soft_f1(p, d):
+    """F1 of decisions ``d`` (0/1) against soft labels ``p`` (each row positive with probability p)."""
+    denom = np.sum(d) + np.sum(p)
+    return float(2 * np.sum(p * d) / denom) if denom else 1.0
+
+
+def expected_f1(kind, logits, judge_logits, threshold=0.0):
+    """F1 of ``logits``' decisions expected under the judge's probabilities (ours): each row
+    is positive with the judge's probability ``sigmoid(z)`` (a multi-class task: each class
+    with its softmax share, macro F1). No labels: under a calibrated judge it is the F1
+    the decisions would get on average; a judge's own decisions score its best guess of
+    its own F1. The held-out margin of a task is a student's expected F1 minus its
+    teacher's, both judged by that teacher.
+
+    >>> judge = np.array([4.0, 4.0, -4.0, -4.0])
+    >>> round(expected_f1("binary", judge, judge), 3), round(expected_f1("binary", np.array([4.0, -4, -4, -4]), judge), 3)
+    (0.982, 0.655)
+    """
+    z = np.asarray(judge_logits, dtype=np.float64)
+    d = decide(kind, logits, threshold)
+    if kind == "binary":
+        return _soft_f1(1.0 / (1.0 + np.exp(-z)), d)
+    p = _softmax(z)
+    return float(np.mean([_soft_f1(p[:, c], d == c) for c in range(p.shape[-1])]))

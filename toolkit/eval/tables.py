@@ -58,10 +58,63 @@ def run_summary(metrics):
             "",
             f"mean F1: teachers {cell(s['teacher']['f1'])}, student {cell(s['student']['f1'])}, {f1}; "
             f"mean agreement: student {cell(s['student']['agreement'])}, {agree}",
+            *worst_lines(s, ["student", *baselines]),
             f"params: student {p['student']:,} vs teachers {p['teachers']:,} ({p['ratio']:.2f}x; "
             f"{p['ratio_largest']:.2f}x the largest)",
+            *what_the_run_did(metrics),
         ]
     )
+
+
+def what_the_run_did(metrics):
+    """The lines a run says about its tasks after the fine-tune: an earlier epoch kept for a
+    task, then each lag finding (toolkit.method.lag)."""
+    choice = metrics.get("finetune") or {}
+    return [line for line in [choice.get("line"), *(lag["line"] for lag in metrics.get("lag", []))] if line]
+
+
+def margin_table(metrics):
+    """report.md's per-task table: each chosen task against its own teacher, held-out (no labels:
+    agreement, expected-F1 margin) and on the labeled eval data (F1 margin), then what the run did.
+
+    >>> rows = [{"task": "coat", "teacher_name": "A", "student": {"agreement": 0.98, "f1_est_margin": -0.02}}]
+    >>> print(margin_table({"holdout": rows, "lag": []}))
+    | task | teacher | held-out agreement | held-out expected-F1 margin (pt) | test F1 margin (pt) |
+    |---|---|---|---|---|
+    | coat | A | 0.980 | -2.00 | - |
+    """
+    test = {r["task"]: r["student"].get("f1_margin") for r in metrics.get("eval") or []}
+    body = [
+        [
+            r["task"],
+            r["teacher_name"],
+            cell(r["student"]["agreement"]),
+            cell(_pt(r["student"].get("f1_est_margin")), "+.2f"),
+            cell(_pt(test.get(r["task"])), "+.2f"),
+        ]
+        for r in metrics["holdout"]
+    ]
+    header = ["task", "teacher", "held-out agreement", "held-out expected-F1 margin (pt)", "test F1 margin (pt)"]
+    said = what_the_run_did(metrics)
+    return markdown(header, body) + ("\n\n" + "\n".join(said) if said else "")
+
+
+def _pt(value):
+    return None if value is None else 100 * value
+
+
+def worst_lines(summary, models):
+    """One line naming each model's worst task against its own teacher (labeled eval data), if scored.
+
+    >>> worst_lines({"student": {"worst_eval": {"task": "coat", "f1_margin": -0.0042}}}, ["student", "kd"])
+    ['worst task: student coat -0.42 pt F1 vs its teacher']
+    """
+    parts = [
+        f"{BASELINE_LABELS.get(m, m)} {w['task']} {100 * w['f1_margin']:+.2f} pt"
+        for m in models
+        if (w := (summary.get(m) or {}).get("worst_eval"))
+    ]
+    return [f"worst task: {', '.join(parts)} F1 vs its teacher"] if parts else []
 
 
 def validation_task_table(rows, torch_agreement=None):

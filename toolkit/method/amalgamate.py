@@ -12,6 +12,7 @@ toolkit.method.feature_baselines), and the metrics.
 """
 
 import copy
+import math
 import os
 import shutil
 from dataclasses import dataclass, replace
@@ -33,12 +34,14 @@ from amalgam.toolkit.eval.thresholds import net_thresholds, teacher_thresholds
 from amalgam.toolkit.method.blockwise import FIT_SAMPLES, PrefixFeatures, train_stage
 from amalgam.toolkit.method.branching import auto_branch_points, branch_table, candidates, size_limit, teacher_sizes
 from amalgam.toolkit.method.endtoend import fit_net_adapters, train_end_to_end
+from amalgam.toolkit.method.epochs import settle_epochs, short_of_steps
 from amalgam.toolkit.method.feature_baselines import (
     check_feature_baselines,
     enabled_baselines,
     feature_loss,
     needs_every_tap,
 )
+from amalgam.toolkit.method.lag import finetune_history, kept_epoch, lagging, lags
 from amalgam.toolkit.method.loop import LoopContext, seed_phase
 from amalgam.toolkit.method.width_choice import choose_width
 from amalgam.toolkit.runlog import RunLog
@@ -212,6 +215,7 @@ def start_run(config, out, resume, overwrite, quiet, cache_root, ranks):
         tap_rows(config),
         t.teacher_views,
         config.data.one_of,
+        config.data.one_of_rule,
     )
     log_views(ctx.log, train.views, t.view_agreement)
     log_one_of(ctx.log, train.one_of)
@@ -235,6 +239,25 @@ def start_run(config, out, resume, overwrite, quiet, cache_root, ranks):
         reference,
         trunk_graphs(reference),
     )
+
+
+def settle_epochs_of(run):
+    """``training.epochs_per_block`` and ``finetune_epochs`` as numbers for the run's training rows
+    (toolkit.method.epochs; ``auto`` scales them to the data size), logged; the run's config
+    and loop context take them."""
+    rows = len(run.train_idx)
+    training, auto = settle_epochs(run.config.training, rows)
+    if auto:
+        steps = math.ceil(rows / training.batch_size)
+        run.ctx.log.say(
+            f"training epochs auto: {training.epochs_per_block} per block, {training.finetune_epochs} fine-tune "
+            f"({rows:,} training rows, {steps} steps an epoch)"
+        )
+    run.ctx.log.write(
+        "epochs", epochs_per_block=training.epochs_per_block, finetune_epochs=training.finetune_epochs, auto=auto
+    )
+    run.config = run.config.model_copy(update={"training": training})
+    run.ctx.training = training
 
 
 def settle_width(run, sizes):
@@ -351,6 +374,38 @@ def held_out_thresholds(run, net):
     return net_thresholds(run.config.evaluation.threshold, net, run.train, run.holdout_idx, kinds)
 
 
+def check_lags(run):
+    """The fine-tune's held-out lag findings and its epoch choice (toolkit.method.lag), each
+    said in one line (rank 0; the others get ([], None))."""
+    t, ctx = run.config.training, run.ctx
+    if not ctx.ranks.is_main or not len(run.holdout_idx):
+        return [], None
+    choice = kept_epoch(run.out / "metrics.jsonl", t.finetune_epochs)
+    if choice["line"]:
+        ctx.log.say(choice["line"])
+    found = lags(
+        finetune_history(run.out / "metrics.jsonl"),
+        t.finetune_epochs,
+        short_of_steps(len(run.train_idx), t.batch_size, t.finetune_epochs),
+    )
+    for lag in found:
+        ctx.log.say(lag.line)
+    return found, choice
+
+
+def name_lagging(run, metrics, found):
+    """Each task more than toolkit.method.lag.LAG below its teacher's F1 on the labeled eval data,
+    with what to change, added to ``metrics`` (``lag``, rewritten to metrics.json) and said."""
+    t = run.config.training
+    named = lagging(metrics.get("eval") or [], found, t.finetune_epochs, run.config.student.width)
+    for lag in named:
+        run.ctx.log.say(lag.line)
+    metrics["lag"] = [lag.to_dict() for lag in [*found, *named]]
+    run.ctx.log.write("lag", findings=metrics["lag"])
+    write_json_atomic(run.out / "metrics.json", metrics)
+    return metrics
+
+
 def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cache_root=None, ranks=None):
     """The four steps and the baselines into the run dir; returns the metrics (on rank 0
     of a torchrun job; the other ranks train with it and return None)."""
@@ -358,6 +413,7 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
     cache_root = Path(cache_root or out.parent / ".cache")
     ranks = ranks or Ranks()
     run = start_run(config, out, resume, overwrite, quiet, cache_root, ranks)
+    settle_epochs_of(run)
     sizes = teacher_sizes(run.teachers)
     run.config, blocks = settle_width(run, sizes)
     blocks, stage_parts, table = train_blocks(run, blocks)
@@ -369,9 +425,10 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
         student,
         run.train,
         run.train_idx,  # step 4
-        config.training.finetune_epochs,
+        run.config.training.finetune_epochs,
         run.holdout_idx,
     )
+    found, choice = check_lags(run)
     info = _student_info(run)
     thresholds = {"student": held_out_thresholds(run, student)}
     if ranks.is_main:
@@ -386,7 +443,7 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
         return None
     for name in baselines:
         thresholds[name] = read_spec(run.out / name)["thresholds"]
-    return evaluate_run(
+    metrics = evaluate_run(
         run.out,
         config,
         run.teachers,
@@ -399,7 +456,9 @@ def amalgamate(config, out=None, resume=False, overwrite=False, quiet=False, cac
         table,
         run.ctx.log,
         thresholds,
+        choice,
     )
+    return name_lagging(run, metrics, found)
 
 
 def amalgamate_job(config, out=None, resume=False, overwrite=False, quiet=False, cache_root=None):

@@ -6,10 +6,16 @@ final architecture trained end to end from the start, as KamalEngine and
 torchdistill do) and the feature baselines, which add a training-only feature loss
 (toolkit.method.feature_baselines), so that one command compares them under one harness.
 
-Each keeps the epoch that agrees best with the teachers on the held-out part of
-the unlabeled training split (lower excess loss breaks a tie); the labeled
-evaluation data never chooses anything.
+Each keeps an epoch chosen on the held-out part of the unlabeled training split, task
+by task (:class:`BestEpoch`): the latest epoch, unless it agrees with some task's
+targets there worse than the epoch kept so far, by more than the noise of that
+agreement. No task is traded for the mean, and a difference within the noise (what
+another CPU or thread count moves) does not decide. The labeled evaluation data never
+chooses anything.
 """
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -60,12 +66,31 @@ def fit_net_adapters(net, data, indices, device):
                 fit_adapter(branch.adapter, branch.gate(h), to_tensor(data.taps[(teacher, block)], sample, device))
 
 
+@dataclass
+class HeldoutFit:
+    """Per task, a net's fit to its targets on ``rows`` held-out rows: ``agreement`` (the share
+    of same decisions at logit 0 / argmax) and ``excess`` (the mean KL from the target)."""
+
+    agreement: dict
+    excess: dict
+    rows: int
+
+    def mean(self):
+        """(mean agreement, mean excess loss) over the tasks."""
+        return float(np.mean(list(self.agreement.values()))), float(np.mean(list(self.excess.values())))
+
+    def noise(self, task):
+        """The standard error of ``task``'s agreement on this many rows (a binomial share's,
+        at least one row's worth): what float order alone can move it by."""
+        a = self.agreement[task]
+        return max(float(np.sqrt(a * (1 - a) / self.rows)), 1 / self.rows)
+
+
 @torch.no_grad()
 def heldout_fit(net, data, indices, device, ranks=None):
-    """(agreement, excess loss) with the teachers on held-out rows, each a mean over tasks:
-    the share of same decisions at logit 0 / argmax, and the KL from each task's teacher.
-    In a torchrun job (``ranks``) each rank scores its share of the rows (``Ranks.split``)
-    and the sums are added up: every rank gets the numbers of the whole split."""
+    """The :class:`HeldoutFit` of ``net`` to the targets ``data.logits`` on the held-out rows
+    ``indices``. In a torchrun job (``ranks``) each rank scores its share of the rows
+    (``Ranks.split``) and the sums are added up: every rank gets the numbers of the whole split."""
     ranks = ranks or Ranks()
     rows = ranks.split(indices)
     kinds = task_kinds(net)
@@ -81,27 +106,65 @@ def heldout_fit(net, data, indices, device, ranks=None):
             excess_loss(kind, torch.from_numpy(z), torch.from_numpy(teacher)).sum().item(),
         ]
     *totals, n = ranks.sum((*sums, len(rows)))
-    return float(np.mean(totals[0::2]) / n), float(np.mean(totals[1::2]) / n)
+    n = max(int(n), 1)
+    return HeldoutFit(
+        {t: totals[2 * i] / n for i, t in enumerate(kinds)}, {t: totals[2 * i + 1] / n for i, t in enumerate(kinds)}, n
+    )
+
+
+# An epoch loses to the one kept when some task's held-out agreement is lower by more than
+# this many standard errors (HeldoutFit.noise).
+NOISE_SE = 2.0
+
+
+def worse_task(fit, kept):
+    """The task on which ``fit`` agrees with its targets worse than ``kept`` by more than the
+    noise (:data:`NOISE_SE` standard errors of the difference of the two agreements), the
+    furthest one; None when there is none.
+
+    >>> kept = HeldoutFit({"a": 0.98, "b": 0.90}, {"a": 0.0, "b": 0.0}, 2000)
+    >>> worse_task(HeldoutFit({"a": 0.99, "b": 0.89}, {"a": 0.0, "b": 0.0}, 2000), kept) is None  # within noise
+    True
+    >>> worse_task(HeldoutFit({"a": 0.99, "b": 0.85}, {"a": 0.0, "b": 0.0}, 2000), kept)
+    'b'
+    """
+    shortfall = {t: (kept.agreement[t] - a) / math.hypot(kept.noise(t), fit.noise(t)) for t, a in fit.agreement.items()}
+    task = max(shortfall, key=shortfall.get)
+    return task if shortfall[task] > NOISE_SE else None
 
 
 class BestEpoch:
-    """The epoch of a phase that agrees best with the teachers on held-out data (lower
-    excess loss breaks a tie), its weights kept on disk (``<phase>.best.pt``, so that
-    ``--resume`` keeps choosing among all epochs). In a job every rank keeps the score
-    and rank 0 alone (``writes``) saves the weights."""
+    """The epoch a phase keeps: the latest, unless on some task it agrees with its targets on
+    the held-out split worse than that task's best epoch so far, by more than the noise
+    (:func:`worse_task` against ``peak``, each task's best agreement over the epochs
+    offered). So no task is traded for the mean, and a difference within the noise
+    (another CPU's float order) does not pick an earlier epoch over a later one. The kept
+    weights are on disk (``<phase>.best.pt``, so that ``--resume`` keeps choosing; a
+    resumed phase starts its peaks from the kept epoch's). In a job every rank keeps the
+    record and rank 0 alone (``writes``) saves the weights."""
 
     def __init__(self, path, resume, writes=True):
         self.path, self.writes = path, writes
-        self.epoch, self.score = None, None
+        self.epoch, self.fit, self.peak = None, None, None
         if resume and path.exists():
             meta = load_checkpoint(path)["meta"]
-            self.epoch, self.score = meta["epoch"], (meta["agreement"], -meta["excess"])
+            self.epoch, self.fit = meta["epoch"], HeldoutFit(**meta["fit"])
+            self.peak = self.fit
 
-    def offer(self, epoch, agreement, excess, net):
-        if self.score is None or (agreement, -excess) > self.score:
-            self.epoch, self.score = epoch, (agreement, -excess)
+    def offer(self, epoch, fit, net):
+        """Keep ``epoch`` (its :class:`HeldoutFit` ``fit``) unless it falls short of a task's peak;
+        returns the task it fell short on, or None."""
+        if self.peak is None:
+            self.peak = fit
+        else:
+            best = {t: max(a, self.peak.agreement[t]) for t, a in fit.agreement.items()}
+            self.peak = HeldoutFit(best, fit.excess, fit.rows)
+        lost_on = worse_task(fit, self.peak)
+        if lost_on is None:
+            self.epoch, self.fit = epoch, fit
             if self.writes:
-                save_checkpoint(self.path, {"net": net}, epoch=epoch, agreement=agreement, excess=excess)
+                save_checkpoint(self.path, {"net": net}, epoch=epoch, fit=vars(fit))
+        return lost_on
 
     def restore(self, net):
         if self.epoch is not None:
@@ -135,9 +198,20 @@ def train_end_to_end(ctx, phase, net, data, indices, epochs, holdout=None, aux=N
         if aux is not None:
             ctx.log.write("feature_loss", phase=phase, epoch=epoch, **aux.epoch_means())
         if choose:
-            agree, excess = heldout_fit(net, data, holdout, device, ctx.ranks)
-            ctx.log.write("heldout", phase=phase, epoch=epoch, agreement=agree, excess=excess)
-            best.offer(epoch, agree, excess, net)
+            fit = heldout_fit(net, data, holdout, device, ctx.ranks)
+            agree, excess = fit.mean()
+            lost_on = best.offer(epoch, fit, net)
+            ctx.log.write(
+                "heldout",
+                phase=phase,
+                epoch=epoch,
+                agreement=agree,
+                excess=excess,
+                tasks=fit.agreement,
+                rows=fit.rows,
+                kept=lost_on is None,
+                lost_on=lost_on,
+            )
 
     modules, groups = {"net": net}, param_groups(net, training.head_lr_mult)
     if aux is not None:

@@ -10,6 +10,9 @@
   ``l`` reads blocks ``1..l-1``'s output over the training images, kept on disk);
 * student params: the trunk, and the trunk plus every teacher's branch after the
   last block (the most shared student branch-out can pick);
+* the epochs (``auto`` settled for the training rows, toolkit.method.epochs), and a
+  warning when the data is small for the recipe: fewer fine-tune steps than ``auto``
+  asks for, so the run would likely name tasks that lag (toolkit.method.lag);
 * a time estimate: the teachers' target pass and the student's epochs (and each
   baseline's, as many again or ``baseline.epochs``), scaled from
   timed passes over the sample and divided by the job's world size (an estimate:
@@ -27,6 +30,7 @@ from amalgam.runtime.cache import CHUNK_BATCHES, chunk_rows
 from amalgam.toolkit.data import open_source, split_holdout
 from amalgam.toolkit.method.blockwise import FIT_SAMPLES
 from amalgam.toolkit.method.branching import teacher_sizes
+from amalgam.toolkit.method.epochs import FINETUNE_STEPS, settle_epochs, short_of_steps
 from amalgam.toolkit.method.feature_baselines import enabled_baselines, needs_every_tap
 from amalgam.toolkit.method.width_choice import choose_width
 from amalgam.toolkit.student.infer import to_tensor
@@ -48,8 +52,10 @@ class Plan:
     trunk_params: int
     student_params: int
     width: float  # the trunk's width multiplier (``student.width``, ``auto`` settled)
+    epochs: dict  # per_block, finetune (``auto`` settled)
     seconds: dict  # targets, training, total (divided by world)
     world: int
+    warnings: list  # one line each
 
     def to_dict(self):
         return asdict(self)
@@ -143,7 +149,8 @@ def make_plan(config, world=1):
     prefix_rows, trunk, student, width, step = _student(config, teachers, reference, x)
     n = splits["train"]
     inputs = sum(splits.values()) * x_np[:1].nbytes + len(splits) * NPY_HEADER
-    t = config.training
+    train_rows = len(split_holdout(n, config.data.holdout, config.training.seed)[0])
+    t, _ = settle_epochs(config.training, train_rows)
     epochs = len(prefix_rows) * t.epochs_per_block + t.finetune_epochs
     epochs += len(enabled_baselines(config)) * (config.baseline.epochs or epochs)
     images = sum(splits.values()) + len(t.teacher_views) * n  # each view: one more pass over the training split
@@ -157,9 +164,31 @@ def make_plan(config, world=1):
         trunk,
         student,
         width,
+        {"per_block": t.epochs_per_block, "finetune": t.finetune_epochs},
         {"targets": targets, "training": training, "total": targets + training},
         world,
+        data_warnings(train_rows, t),
     )
+
+
+def data_warnings(rows, training):
+    """The warnings about the training data before a run: fewer fine-tune steps than ``auto``
+    asks for (toolkit.method.epochs), ``training`` having its epochs settled.
+
+    >>> from amalgam.toolkit.config import TrainingConfig
+    >>> data_warnings(3000, TrainingConfig(finetune_epochs=60))[0][:60]
+    'the training data is small for this recipe: 3,000 training r'
+    >>> data_warnings(54000, TrainingConfig(finetune_epochs=12))
+    []
+    """
+    if not short_of_steps(rows, training.batch_size, training.finetune_epochs):
+        return []
+    steps = training.finetune_epochs * math.ceil(rows / training.batch_size)
+    return [
+        f"the training data is small for this recipe: {rows:,} training rows give {steps:,} fine-tune steps in "
+        f"{training.finetune_epochs} epochs, short of {FINETUNE_STEPS:,}; the run may name tasks that lag their "
+        f"teachers: more images (data.train) or more epochs (training.finetune_epochs)"
+    ]
 
 
 def _size(n):
@@ -192,8 +221,10 @@ def plan_text(plan):
         "",
         f"student params (width {plan.width:g}): trunk {plan.trunk_params:,}; with every branch "
         f"after the last block {plan.student_params:,}",
+        f"epochs: {plan.epochs['per_block']} per block, {plan.epochs['finetune']} fine-tune",
         f"time estimate ({plan.world} process{'es' if plan.world > 1 else ''}): target pass "
         f"{_duration(plan.seconds['targets'])}, training {_duration(plan.seconds['training'])}, "
         f"total {_duration(plan.seconds['total'])}",
+        *(f"warning: {w}" for w in plan.warnings),
     ]
     return "\n".join(lines)

@@ -15,7 +15,13 @@ from amalgam.runtime.files import write_json_atomic, write_text_atomic
 from amalgam.toolkit.config import Config
 from amalgam.toolkit.data import input_shape
 from amalgam.toolkit.eval.plots import plot_task_bars
-from amalgam.toolkit.eval.tables import footprint_table, validation_task_table
+from amalgam.toolkit.eval.tables import (
+    footprint_table,
+    margin_table,
+    validation_task_table,
+    what_the_run_did,
+    worst_lines,
+)
 from amalgam.toolkit.ship.export import Exported, export_student
 from amalgam.toolkit.ship.latency import footprint, total
 from amalgam.toolkit.ship.report import run_markdown, run_report
@@ -30,6 +36,7 @@ class Shipped:
     validation: Validation
     report: dict
     report_path: Path
+    metrics: dict  # the run's metrics.json: each task's margins and what the run did about them
 
     @property
     def passed(self) -> bool:
@@ -44,6 +51,8 @@ class Shipped:
                 "",
                 footprint_table(self.report),
                 "",
+                *worst_lines(self.metrics["summary"], ["student"]),
+                *what_the_run_did(self.metrics),
                 f"numeric parity: max abs {parity['max_abs']:.3g}, p99 abs {parity['p99_abs']:.3g}; "
                 f"{'PASS' if self.passed else 'FAIL'}; report: {self.report_path}",
             ]
@@ -75,6 +84,8 @@ def ship_run(config: Config, out, max_degradation=0.01, cache_dir=None) -> Shipp
     student = footprint(exported.student, input_shape(spec["preprocess"], 1)[1:])
     report = run_report(validation, student, total(teacher_footprints(config)))
     write_json_atomic(out / "report.json", report)
-    write_text_atomic(out / "report.md", run_markdown(report, validation))
+    metrics = json.loads((out / "metrics.json").read_text())
+    margins = "## Each chosen task against its own teacher\n\n" + margin_table(metrics)
+    write_text_atomic(out / "report.md", run_markdown(report, validation) + "\n\n" + margins + "\n")
     plot_tasks(report, out / "plots" / "report_tasks.png")
-    return Shipped(exported, validation, report, out / "report.json")
+    return Shipped(exported, validation, report, out / "report.json", metrics)

@@ -30,7 +30,7 @@ from amalgam.runtime.files import atomic_path
 from amalgam.toolkit.data import Preprocess, eval_labels, open_source, split_holdout
 from amalgam.toolkit.data.views import parse_view
 from amalgam.toolkit.teachers.averaged import average, kept_views
-from amalgam.toolkit.teachers.one_of import held_out_record, reconcile
+from amalgam.toolkit.teachers.one_of import held_out_record, reconcile, settle_rule
 
 BATCH = 256
 AVERAGE_ROWS = 8192  # rows averaged at a time
@@ -137,7 +137,18 @@ def averaged_logits(root, tasks, passes, ranks=None):
     return out
 
 
-def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, tap_rows="all", views=(), one_of=()):
+def split_data(
+    config,
+    teachers,
+    spec,
+    cache_root,
+    progress=True,
+    ranks=None,
+    tap_rows="all",
+    views=(),
+    one_of=(),
+    one_of_rule="auto",
+):
     """SplitData of one source (``config.data.train`` or ``.eval``) for all teachers.
 
     ``tap_rows``: which rows' block features (taps) the run uses and the cache keeps:
@@ -154,8 +165,9 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
     the held-out rows (``data.holdout``, ``training.seed``) against ``training.view_agreement``.
 
     ``one_of``: groups of task names (``data.one_of``, the training split alone) whose
-    chosen tasks' targets are reconciled over the group; every task of a group is a task
-    of a teacher's runner (toolkit.teachers.graphs.load_teachers adds the unchosen ones)."""
+    chosen tasks' targets are reconciled over the group by ``one_of_rule``
+    (toolkit.teachers.one_of); every task of a group is a task of a teacher's runner
+    (toolkit.teachers.graphs.load_teachers adds the unchosen ones)."""
     reference = next(t for t in teachers if t.name == config.student.reference)
     ref_p = reference.config.preprocess
     source = open_source(spec, ref_p.size, ref_p.channels, config.data.on_corrupt)
@@ -223,8 +235,9 @@ def split_data(config, teachers, spec, cache_root, progress=True, ranks=None, ta
         labels = eval_labels(source, config.data.labels, list(logits))
     own, records, grouped = logits, [], {**others, **logits}
     for group in one_of:
-        fixed = reconcile(group, grouped, [task for task in group if task in own])
-        records.append(held_out_record(group, grouped, fixed, holdout))
+        rule, fires = settle_rule(one_of_rule, group, grouped, holdout if len(holdout) else np.arange(n))
+        fixed = reconcile(group, grouped, [task for task in group if task in own], rule)
+        records.append(held_out_record(group, grouped, fixed, holdout, rule, fires))
         logits = {**logits, **fixed}
     return SplitData(inputs, logits, taps, labels, plain, record, own, records)
 
