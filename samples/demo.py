@@ -95,21 +95,32 @@ def _f(value, fmt=".3f"):
 
 
 def task_table(report, metrics):
-    """Per task: teacher F1, student F1, agreement with the teacher, KD baseline F1 (test split)."""
+    """Per task: teacher F1, student F1 and its margin (points), agreement with the teacher, KD
+    baseline F1 (test split); then the student's worst task beside the means."""
     kd = {row["task"]: (row.get("kd") or {}).get("f1") for row in metrics.get("eval", [])}
-    lines = [f"{'task':10} {'teacher':8} {'teacher F1':>10} {'student F1':>10} {'agreement':>9} {'KD F1':>7}"]
+    lines = [
+        f"{'task':10} {'teacher':8} {'teacher F1':>10} {'student F1':>10} {'margin':>7} {'agreement':>9} {'KD F1':>7}"
+    ]
+    margins = {}
     for t in report["tasks"]:
+        s, teacher = t["student"]["f1"], t["teacher"]["f1"]
+        margins[t["name"]] = None if s is None or teacher is None else 100 * (s - teacher)
         lines.append(
-            f"{t['name']:10} {t['teacher']['name']:8} {_f(t['teacher']['f1']):>10} "
-            f"{_f(t['student']['f1']):>10} {_f(t['student']['agreement']):>9} {_f(kd.get(t['name'])):>7}"
+            f"{t['name']:10} {t['teacher']['name']:8} {_f(teacher):>10} {_f(s):>10} "
+            f"{_f(margins[t['name']], '+.2f'):>7} {_f(t['student']['agreement']):>9} {_f(kd.get(t['name'])):>7}"
         )
     mean = lambda xs: sum(xs) / len(xs) if xs and None not in xs else None  # noqa: E731
     lines.append(
         f"{'mean':10} {'':8} {_f(mean([t['teacher']['f1'] for t in report['tasks']])):>10} "
         f"{_f(mean([t['student']['f1'] for t in report['tasks']])):>10} "
+        f"{_f(mean(list(margins.values())), '+.2f'):>7} "
         f"{_f(mean([t['student']['agreement'] for t in report['tasks']])):>9} "
         f"{_f(mean([kd.get(t['name']) for t in report['tasks']])):>7}"
     )
+    scored = {k: v for k, v in margins.items() if v is not None}
+    if scored:
+        worst = min(scored, key=scored.get)
+        lines.append(f"worst task: {worst}, {scored[worst]:+.2f} pt against its teacher")
     return "\n".join(lines)
 
 

@@ -1,7 +1,7 @@
 """Seeds x intra-op threads: does every chosen task hold against its own teacher?
 
     .venv/bin/python samples/sweep.py CONFIG --out runs/sweep/NAME [--seeds 0 1 2] [--threads 1 2]
-        [--set KEY=VALUE ...] [--report]
+        [--set KEY=VALUE ...] [--gate] [--report]
 
 One amalgamation per (seed, threads), each in its own process: ``amalgam amalgamate
 CONFIG --set training.seed=S --set baseline.kd=true`` with ``OMP_NUM_THREADS=T``.
@@ -16,6 +16,10 @@ lowest worst-task margin of any run) and ``f1_mean_margin_min`` (the lowest mean
 margin); and per run the decisions the recipe took (width, init, branch points, the
 fine-tune's kept epoch, the student's thresholds), so that a decision that hinges on
 float order shows as a difference between the runs of one seed.
+
+``--gate``: each finished run is also shipped as ``amalgam run`` ships it (``amalgam run
+CONFIG --resume``: export, validation against the PyTorch student and the teachers, the
+1-pt per-task gate), and its row gets ``gate``: passed, and the failures.
 """
 
 import argparse
@@ -48,6 +52,22 @@ def amalgamate(config, out, seed, threads, overrides, cache):
     if done.returncode != 0:
         print(f"sweep: {out.name} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}", file=sys.stderr)
     return done.returncode == 0
+
+
+def gate(config, run, seed, threads, overrides):
+    """Ship a finished run as ``amalgam run --resume`` does (nothing is trained again) and return
+    ``{"passed", "failures"}`` from its validation.json."""
+    cmd = [sys.executable, "-m", "amalgam", "run", str(config), "--out", str(run), "--resume", "--quiet"]
+    cmd += ["--cache-dir", str(run.parent / ".cache")]
+    for item in [f"training.seed={seed}", "baseline.kd=true", *overrides]:
+        cmd += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    validation = run / "validation.json"
+    if not validation.is_file():
+        return {"passed": False, "failures": [done.stderr.strip()[-300:]]}
+    found = json.loads(validation.read_text())
+    return {"passed": found["passed"], "failures": found["failures"]}
 
 
 def margins(metrics, model):
@@ -98,8 +118,9 @@ def summarise(metrics, run):
     return row
 
 
-def grid(config, out, seeds, threads, overrides=(), report_only=False, progress=print):
-    """Every (seed, threads) run of the grid, run where missing; returns the sweep dict."""
+def grid(config, out, seeds, threads, overrides=(), report_only=False, progress=print, ship=False):
+    """Every (seed, threads) run of the grid, run where missing (each shipped and gated with
+    ``ship``, where not yet); returns the sweep dict."""
     out, runs = Path(out), {}
     for seed in seeds:
         for t in threads:
@@ -109,12 +130,16 @@ def grid(config, out, seeds, threads, overrides=(), report_only=False, progress=
                 if not amalgamate(config, run, seed, t, overrides, out / ".cache"):
                     continue
                 progress(f"sweep: seed {seed}, {t} thread(s): {time.perf_counter() - start:.0f} s")
+            if ship and not report_only and (run / "metrics.json").is_file() and not (run / "gate.json").is_file():
+                (run / "gate.json").write_text(json.dumps(gate(config, run, seed, t, overrides)))
             if (run / "metrics.json").is_file():
                 runs[run.name] = {
                     "seed": seed,
                     "threads": t,
                     **summarise(json.loads((run / "metrics.json").read_text()), run),
                 }
+                if (run / "gate.json").is_file():
+                    runs[run.name]["gate"] = json.loads((run / "gate.json").read_text())
     return {"config": str(config), "overrides": list(overrides), "runs": runs, **over_grid(runs)}
 
 
@@ -132,8 +157,8 @@ def over_grid(runs):
 def table(sweep):
     """The grid as Markdown: one row per run and model."""
     lines = [
-        "| run | model | mean F1 | teachers | mean margin (pt) | worst task | worst margin (pt) | kept epoch |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | model | mean F1 | teachers | mean margin (pt) | worst task | worst margin (pt) | kept epoch | gate |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, run in sweep["runs"].items():
         for model in MODELS:
@@ -141,7 +166,8 @@ def table(sweep):
                 r = run[model]
                 lines.append(
                     f"| {name} | {model} | {r['f1']:.4f} | {r['teachers_f1']:.4f} | {r['mean_margin']:+.2f} | "
-                    f"{r['worst_task']} | {r['worst_margin']:+.2f} | {run['decisions'].get(f'{model_phase(model)}_epoch')} |"
+                    f"{r['worst_task']} | {r['worst_margin']:+.2f} | {run['decisions'].get(f'{model_phase(model)}_epoch')} | "
+                    f"{verdict(run) if model == 'student' else ''} |"
                 )
     for model, value in sweep["f1_min_margin"].items():
         lines.append(
@@ -149,6 +175,14 @@ def table(sweep):
             f"{sweep['f1_mean_margin_min'][model]:+.2f} pt"
         )
     return "\n".join(lines) + "\n"
+
+
+def verdict(run):
+    """The gate's word for a run's row: PASS, FAIL (the failures), or - when not shipped."""
+    g = run.get("gate")
+    if g is None:
+        return "-"
+    return "PASS" if g["passed"] else "FAIL: " + "; ".join(g["failures"])
 
 
 def model_phase(model):
@@ -163,12 +197,13 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--gate", action="store_true", help="ship each run as `amalgam run` does and record its gate")
     ap.add_argument("--report", action="store_true", help="only read the finished runs and write the report")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config = Path(args.config).resolve()
-    sweep = grid(config, out, args.seeds, args.threads, args.overrides, args.report)
+    sweep = grid(config, out, args.seeds, args.threads, args.overrides, args.report, ship=args.gate)
     (out / "sweep.json").write_text(json.dumps(sweep, indent=1))
     (out / "sweep.md").write_text(table(sweep))
     print(table(sweep))

@@ -13,8 +13,8 @@ def fit(a, b):
     return HeldoutFit({"a": a, "b": b}, {"a": 0.01, "b": 0.02}, ROWS)
 
 
-def offers(tmp_path, fits, resume=False):
-    best = BestEpoch(tmp_path / "phase.best.pt", resume)
+def offers(tmp_path, fits, resume=False, rule="per_task"):
+    best = BestEpoch(tmp_path / "phase.best.pt", resume, rule=rule)
     lost = [best.offer(epoch, f, torch.nn.Linear(2, 1)) for epoch, f in enumerate(fits, start=1)]
     return best, lost
 
@@ -32,6 +32,15 @@ def test_no_task_is_traded_for_the_mean(tmp_path):
     assert sum(fit(0.990, 0.915).agreement.values()) > sum(fit(0.970, 0.932).agreement.values())
     assert best.epoch == 2 and lost == [None, None, "b"]
     assert load_checkpoint(tmp_path / "phase.best.pt")["meta"]["epoch"] == 2
+
+
+def test_the_mean_and_last_rules_keep_the_old_choices(tmp_path):
+    """training.keep_epoch: mean (the best mean agreement, as before per_task) and last."""
+    fits = [fit(0.960, 0.930), fit(0.990, 0.915), fit(0.970, 0.932)]
+    best, lost = offers(tmp_path, fits, rule="mean")
+    assert best.epoch == 2 and lost == [None, None, "mean"]
+    best, lost = offers(tmp_path / "x", fits, rule="last")
+    assert best.epoch == 3 and lost == [None, None, None]
 
 
 def test_a_slow_slide_does_not_creep_past_a_task_s_peak(tmp_path):

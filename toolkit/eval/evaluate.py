@@ -15,7 +15,7 @@ Writes ``metrics.json`` and the plots, and returns the metrics dict.
 import numpy as np
 
 from amalgam.runtime.files import write_json_atomic
-from amalgam.toolkit.eval.metrics import agreement, expected_f1, task_metrics
+from amalgam.toolkit.eval.metrics import agreement, expected_f1, kl_from_teacher, task_metrics
 from amalgam.toolkit.eval.plots import plot_run
 from amalgam.toolkit.eval.thresholds import teacher_thresholds
 from amalgam.toolkit.student.infer import predict
@@ -39,7 +39,14 @@ def task_rows(teachers, models, data, indices, thresholds):
             labels = data.labels.get(task.name)
             for name, logits in {"teacher": teacher_logits, **{n: p[task.name] for n, p in preds.items()}}.items():
                 threshold = thresholds[name].get(task.name, 0.0)
-                row[name] = {} if name == "teacher" else {"agreement": agreement(task.kind, logits, teacher_logits)}
+                row[name] = (
+                    {}
+                    if name == "teacher"
+                    else {
+                        "agreement": agreement(task.kind, logits, teacher_logits),
+                        "kl_from_teacher": kl_from_teacher(task.kind, logits, teacher_logits),
+                    }
+                )
                 row[name]["f1_est"] = expected_f1(task.kind, logits, teacher_logits, threshold)
                 if labels is not None:
                     row[name].update(task_metrics(task.kind, logits, np.asarray(labels)[indices], threshold))

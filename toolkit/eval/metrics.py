@@ -89,3 +89,23 @@ def expected_f1(kind, logits, judge_logits, threshold=0.0):
         return _soft_f1(1.0 / (1.0 + np.exp(-z)), d)
     p = _softmax(z)
     return float(np.mean([_soft_f1(p[:, c], d == c) for c in range(p.shape[-1])]))
+
+
+def kl_from_teacher(kind, logits, teacher_logits):
+    """Mean KL divergence (nats) from the teacher's distribution to the model's, per row: 0 when
+    they agree to the last probability (the excess loss of toolkit.method.losses, in numpy).
+
+    >>> round(kl_from_teacher("binary", np.array([0.0, 2.0]), np.array([0.0, 2.0])), 6)
+    0.0
+    >>> round(kl_from_teacher("binary", np.array([0.0]), np.array([2.0])), 4)
+    0.3278
+    """
+    z, t = np.asarray(logits, np.float64), np.asarray(teacher_logits, np.float64)
+    if kind == "binary":
+        eps = 1e-6
+        p = np.clip(1 / (1 + np.exp(-t)), eps, 1 - eps)
+        q = np.clip(1 / (1 + np.exp(-z)), eps, 1 - eps)
+        return float(np.mean(p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))))
+    log_p = np.log(_softmax(t))
+    log_q = np.log(_softmax(z))
+    return float(np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)))

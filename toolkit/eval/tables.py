@@ -74,14 +74,15 @@ def what_the_run_did(metrics):
 
 
 def margin_table(metrics):
-    """report.md's per-task table: each chosen task against its own teacher, held-out (no labels:
-    agreement, expected-F1 margin) and on the labeled eval data (F1 margin), then what the run did.
+    """report.md's per-task table: each chosen task against its own teacher, on the held-out split
+    (no labels: agreement with the teacher's decisions, KL divergence from its probabilities)
+    and on the labeled eval data (student F1 - teacher F1), then what the run did.
 
-    >>> rows = [{"task": "coat", "teacher_name": "A", "student": {"agreement": 0.98, "f1_est_margin": -0.02}}]
+    >>> rows = [{"task": "coat", "teacher_name": "A", "student": {"agreement": 0.98, "kl_from_teacher": 0.0123}}]
     >>> print(margin_table({"holdout": rows, "lag": []}))
-    | task | teacher | held-out agreement | held-out expected-F1 margin (pt) | test F1 margin (pt) |
+    | task | teacher | held-out agreement | held-out KL from teacher | test F1 margin (pt) |
     |---|---|---|---|---|
-    | coat | A | 0.980 | -2.00 | - |
+    | coat | A | 0.980 | 0.0123 | - |
     """
     test = {r["task"]: r["student"].get("f1_margin") for r in metrics.get("eval") or []}
     body = [
@@ -89,12 +90,12 @@ def margin_table(metrics):
             r["task"],
             r["teacher_name"],
             cell(r["student"]["agreement"]),
-            cell(_pt(r["student"].get("f1_est_margin")), "+.2f"),
+            cell(r["student"].get("kl_from_teacher"), ".4f"),
             cell(_pt(test.get(r["task"])), "+.2f"),
         ]
         for r in metrics["holdout"]
     ]
-    header = ["task", "teacher", "held-out agreement", "held-out expected-F1 margin (pt)", "test F1 margin (pt)"]
+    header = ["task", "teacher", "held-out agreement", "held-out KL from teacher", "test F1 margin (pt)"]
     said = what_the_run_did(metrics)
     return markdown(header, body) + ("\n\n" + "\n".join(said) if said else "")
 

@@ -134,17 +134,19 @@ def worse_task(fit, kept):
 
 
 class BestEpoch:
-    """The epoch a phase keeps: the latest, unless on some task it agrees with its targets on
-    the held-out split worse than that task's best epoch so far, by more than the noise
-    (:func:`worse_task` against ``peak``, each task's best agreement over the epochs
-    offered). So no task is traded for the mean, and a difference within the noise
-    (another CPU's float order) does not pick an earlier epoch over a later one. The kept
-    weights are on disk (``<phase>.best.pt``, so that ``--resume`` keeps choosing; a
-    resumed phase starts its peaks from the kept epoch's). In a job every rank keeps the
-    record and rank 0 alone (``writes``) saves the weights."""
+    """The epoch a phase keeps (``training.keep_epoch``). ``per_task`` (the default): the
+    latest, unless on some task it agrees with its targets on the held-out split worse than
+    that task's best epoch so far, by more than the noise (:func:`worse_task` against
+    ``peak``, each task's best agreement over the epochs offered). So no task is traded for
+    the mean, and a difference within the noise (another CPU's float order) does not pick
+    an earlier epoch over a later one. ``mean``: the epoch of the best mean agreement (lower
+    mean excess loss breaks a tie); ``last``: the last epoch. The kept weights are on disk
+    (``<phase>.best.pt``, so that ``--resume`` keeps choosing; a resumed phase starts its
+    peaks from the kept epoch's). In a job every rank keeps the record and rank 0 alone
+    (``writes``) saves the weights."""
 
-    def __init__(self, path, resume, writes=True):
-        self.path, self.writes = path, writes
+    def __init__(self, path, resume, writes=True, rule="per_task"):
+        self.path, self.writes, self.rule = path, writes, rule
         self.epoch, self.fit, self.peak = None, None, None
         if resume and path.exists():
             meta = load_checkpoint(path)["meta"]
@@ -152,19 +154,27 @@ class BestEpoch:
             self.peak = self.fit
 
     def offer(self, epoch, fit, net):
-        """Keep ``epoch`` (its :class:`HeldoutFit` ``fit``) unless it falls short of a task's peak;
-        returns the task it fell short on, or None."""
+        """Keep ``epoch`` (its :class:`HeldoutFit` ``fit``) unless the rule passes it over; returns
+        why it was passed over (the task it fell short on, or ``"mean"``), or None."""
         if self.peak is None:
             self.peak = fit
         else:
             best = {t: max(a, self.peak.agreement[t]) for t, a in fit.agreement.items()}
             self.peak = HeldoutFit(best, fit.excess, fit.rows)
-        lost_on = worse_task(fit, self.peak)
+        lost_on = self._passed_over(fit)
         if lost_on is None:
             self.epoch, self.fit = epoch, fit
             if self.writes:
                 save_checkpoint(self.path, {"net": net}, epoch=epoch, fit=vars(fit))
         return lost_on
+
+    def _passed_over(self, fit):
+        if self.rule == "last" or self.fit is None:
+            return None
+        if self.rule == "mean":
+            (a, e), (kept_a, kept_e) = fit.mean(), self.fit.mean()
+            return None if (a, -e) > (kept_a, -kept_e) else "mean"
+        return worse_task(fit, self.peak)
 
     def restore(self, net):
         if self.epoch is not None:
@@ -182,7 +192,7 @@ def train_end_to_end(ctx, phase, net, data, indices, epochs, holdout=None, aux=N
     training, device = ctx.training, ctx.device
     net = unfreeze(net.to(device))
     kinds = task_kinds(net)
-    best = BestEpoch(ctx.checkpoints / f"{phase}.best.pt", ctx.resume, ctx.ranks.is_main)
+    best = BestEpoch(ctx.checkpoints / f"{phase}.best.pt", ctx.resume, ctx.ranks.is_main, training.keep_epoch)
     choose = holdout is not None and len(holdout) > 0
 
     def step(idx):
