@@ -21,10 +21,12 @@ $(STAMP): requirements/main.txt pyproject.toml
 include mk/frameworks.mk
 include mk/edge.mk
 include samples/real_archs/teachers.mk
+include mk/dist.mk
+include mk/docs.mk
 
-# The main suite (it uses teachers exported by each framework's environment; tests/test_doctests.py
+# Lint, the docs site (strict), the main suite (it uses teachers exported by each framework's environment; tests/test_doctests.py
 # runs every module's doctests), then each framework's exporter tests in its own environment.
-test: lint $(STAMP) edge-env fixtures
+test: lint docs $(STAMP) edge-env fixtures
 	AMALGAM_ZOO_FIXTURES=$(ZOO_FIXTURES) $(BIN)/python -m pytest -q tests
 	$(MAKE) --no-print-directory test-frameworks
 
@@ -44,8 +46,9 @@ demo-real: $(STAMP) edge-env teachers-real
 bench: $(STAMP) edge-env teachers-real
 	$(BIN)/python samples/bench.py $(BENCH_ARGS)
 
+# --all keeps setuptools, the build backend `make dist` runs without isolation (pip itself is left out).
 lock:
-	$(BIN)/pip freeze --exclude-editable | sed '1i # Pinned environment for .venv (make test / make demo). Regenerate with: make lock' > requirements/main.txt
+	$(BIN)/pip freeze --all --exclude-editable | grep -v '^pip==' | sed '1i # Pinned environment for .venv (make test / make demo). Regenerate with: make lock' > requirements/main.txt
 
 clean:
-	rm -rf $(VENV) .venv-keras .venv-jax .venv-sklearn .venv-edge runs
+	rm -rf $(VENV) .venv-keras .venv-jax .venv-sklearn .venv-edge runs dist

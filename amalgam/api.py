@@ -26,7 +26,7 @@ def inspect(model, input_shape=None, check=False, atol=1e-4, rtol=1e-3):
     ``input_shape``: ``{input name: dims}`` for dims the graph leaves open. With
     ``check``, each branch is cut, converted and compared; a branch beyond
     ``atol + rtol * |ref|`` raises ``ParityError``. Returns a
-    :class:`runtime.inspection.Inspection`."""
+    :class:`~amalgam.runtime.inspection.Inspection`."""
     from amalgam.runtime.inspection import inspect_model
 
     return inspect_model(model, input_shape, check=check, atol=atol, rtol=rtol).raise_if_failed()
@@ -34,7 +34,7 @@ def inspect(model, input_shape=None, check=False, atol=1e-4, rtol=1e-3):
 
 def amalgamate(config, out=None, overrides=(), resume=False, overwrite=False, quiet=True, cache_dir=None):
     """Train the student of ``config`` (a YAML path or a loaded config) into run dir ``out``
-    (default: the config's ``output``); returns :class:`Amalgamated`."""
+    (default: the config's ``output``); returns :class:`~amalgam.api.Amalgamated`."""
     from amalgam.toolkit.method.amalgamate import amalgamate as train
 
     config = _config(config, overrides)
@@ -45,7 +45,7 @@ def amalgamate(config, out=None, overrides=(), resume=False, overwrite=False, qu
 
 def export(run_dir, out, opset=18, static_batch=None, simplify=True, quantize=None, calib_data=None):
     """The student of ``run_dir`` as ONNX at ``out`` (simplified, stamped, int8 with
-    ``quantize="int8"`` and ``calib_data``); returns :class:`toolkit.ship.export.Exported`."""
+    ``quantize="int8"`` and ``calib_data``); returns :class:`~amalgam.toolkit.ship.export.Exported`."""
     from amalgam.toolkit.ship.export import export_student
 
     return export_student(
@@ -74,7 +74,7 @@ def validate(
     """Check ``student`` (an exported ONNX file) against the PyTorch student of ``run``
     and against its teachers; writes the JSON and Markdown reports (``report``, default
     ``<student>.validation.json``). A failed check raises ``ParityError`` or
-    ``DegradationError`` (exit code 1); returns :class:`toolkit.ship.validate.Validation`."""
+    ``DegradationError`` (exit code 1); returns :class:`~amalgam.toolkit.ship.validate.Validation`."""
     from amalgam.toolkit.ship.validate import validate_student, write_reports
 
     result = validate_student(
@@ -96,7 +96,7 @@ def run(
     config, out=None, overrides=(), resume=False, overwrite=False, quiet=True, cache_dir=None, max_degradation=0.01
 ):
     """Amalgamate, export, validate and report, as ``amalgam run``; a failed check raises
-    as :func:`validate` does. Returns :class:`toolkit.ship.run.Shipped`."""
+    as :func:`validate` does. Returns :class:`~amalgam.toolkit.ship.run.Shipped`."""
     from amalgam.toolkit.ship.run import ship_run
 
     config = _config(config, overrides)

@@ -2,8 +2,8 @@
 
 An exported teacher is only kept when ONNX Runtime, fed the same sample inputs,
 gives the framework's own outputs back within a per-framework tolerance
-(docs/exporters.md), judged by the one comparator, :func:`runtime.parity.compare`;
-a miss is a :class:`runtime.errors.ParityError` (exit 1) naming every failing
+(docs/exporters.md), judged by the one comparator, :func:`~amalgam.runtime.parity.compare`;
+a miss is a :class:`~amalgam.runtime.errors.ParityError` (exit 1) naming every failing
 output. The comparison runs with basic graph optimisation, so that fused kernels
 cannot hide a difference. The file is written to a temporary name
 in the destination folder and renamed, so a failed export leaves nothing behind.

@@ -206,7 +206,7 @@ def export_keras(
     ``output_names`` name the outputs in order (default ``logits`` for one output,
     ``output_0..`` for several). What Keras, TensorFlow and tf2onnx print goes to
     ``log_path`` (appended), or to the ``amalgam.framework`` logger at DEBUG
-    (:mod:`runtime.quiet`). Returns a summary dict (path, outputs, layout, max_abs_error).
+    (:mod:`~amalgam.runtime.quiet`). Returns a summary dict (path, outputs, layout, max_abs_error).
     """
     with framework_output(f"keras export to {path}", log_path):
         if isinstance(model, (str, Path)):

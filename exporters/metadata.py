@@ -15,6 +15,7 @@ import json
 import platform
 
 PREFIX = "amalgam."
+DISTRIBUTION = "amalgam-onnx"  # the name on the package index (pyproject.toml); the import name is amalgam
 
 
 def toolkit_version():
@@ -23,7 +24,7 @@ def toolkit_version():
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("amalgam")
+        return version(DISTRIBUTION)
     except PackageNotFoundError:
         return "unknown"
 

@@ -8,7 +8,7 @@ Paper terms -> code: the finished TargetNet, exported to ONNX elsewhere
   input preprocessing, the teachers' file hashes, the toolkit version;
 * :func:`simplify` runs onnxsim with its own random-input check, keeping the
   dynamic batch axis unless ``static_batch`` fixes it (for edge runtimes);
-* :func:`fold` applies the exact graph folds of :mod:`exporters.fold` (gates past
+* :func:`fold` applies the exact graph folds of :mod:`~amalgam.exporters.fold` (gates past
   global pooling, adapters into the next layer, Gemm chains, duplicate nodes);
 * :func:`quantize_int8` applies static QDQ int8 quantization (ONNX Runtime, U8S8),
   calibrated on unlabeled batches. Dynamic quantization is not offered: it emits
@@ -129,7 +129,7 @@ def simplify(model_or_path, out_path, check_n=3, static_batch=None):
 
 
 def fold(model_or_path, out_path):
-    """The exact folds of :mod:`exporters.fold` on a (simplified) student, written to ``out_path``;
+    """The exact folds of :mod:`~amalgam.exporters.fold` on a (simplified) student, written to ``out_path``;
     how many of each were made is recorded as ``amalgam.folds``."""
     model, _ = _load(model_or_path)
     props = list(model.metadata_props)

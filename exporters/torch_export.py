@@ -7,15 +7,15 @@
 * batch: ``torch.export`` specialises a dimension of size 1, so a batch-1 sample
   is repeated to :data:`EXPORT_BATCH` rows before exporting; the batch stays open.
 * one file: weights are embedded; a file with external data is refused.
-* metadata: :func:`exporters.metadata.stamp` (framework, versions, tasks).
+* metadata: :func:`~amalgam.exporters.metadata.stamp` (framework, versions, tasks).
 * check: the file is run in ONNX Runtime at two batch sizes and compared with the
-  module's own outputs by :func:`runtime.parity.compare` (``atol`` + ``rtol``·|ref|);
-  a miss raises a :class:`runtime.errors.CheckFailed` (exit 1) naming every
+  module's own outputs by :func:`~amalgam.runtime.parity.compare` (``atol + rtol * |ref|``);
+  a miss raises a :class:`~amalgam.runtime.errors.CheckFailed` (exit 1) naming every
   failing output, in one line; an output of another shape is an :class:`ExportError`.
 * the file is written to a temporary name and renamed only after the check passed.
 * quiet: what torch prints while exporting (progress, TracerWarnings, torch.fx
   source of a failed ``torch.export``) goes to ``log_path``, or to the
-  ``amalgam.framework`` logger at DEBUG (:mod:`runtime.quiet`), never the terminal.
+  ``amalgam.framework`` logger at DEBUG (:mod:`~amalgam.runtime.quiet`), never the terminal.
 
 Data-dependent Python control flow is the usual cause of trouble: ``torch.export``
 refuses it, and the legacy tracer records the one path the sample took, which the
@@ -211,7 +211,7 @@ def _check_batches(sample, dynamic_batch):
 
 
 def _check(tmp, path, module, sample, dynamic_batch, atol, rtol):
-    """ONNX Runtime vs the module at each check batch, through :func:`runtime.parity.compare`."""
+    """ONNX Runtime vs the module at each check batch, through :func:`~amalgam.runtime.parity.compare`."""
     try:
         runner = onnx_runner(tmp, label=str(path))
     except AmalgamError as e:

@@ -5,7 +5,7 @@ every block boundary for the layer-wise hints) do not change while the student
 trains, so one ONNX Runtime pass per teacher writes them once; every later epoch
 (and every later run on the same data) reads them back as read-only memory maps.
 
-Identity: a directory per key (:mod:`runtime.cache_key`: teacher, data, taps, tasks,
+Identity: a directory per key (:mod:`~amalgam.runtime.cache_key`: teacher, data, taps, tasks,
 preprocessing, tap dtype, format version).
 
 Chunks: rows ``[i * chunk_rows, (i + 1) * chunk_rows)`` (a whole number of batches)
@@ -157,7 +157,7 @@ class TargetCache:
         caches the task logits alone. In a job, every rank calls this with its
         ``rank``, the ``world`` size, a ``barrier()`` and a ``broadcast(value)`` (rank 0's
         value on every rank) callable. Another job building the same entry is waited
-        for (:mod:`runtime.key_lock`), then its entry is read.
+        for (:mod:`~amalgam.runtime.key_lock`), then its entry is read.
         """
         if n < 1:
             raise DataError(f"target cache for {teacher.path}: the dataset is empty (n={n})")

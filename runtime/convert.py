@@ -12,7 +12,7 @@ Reshape is our own (:class:`StaticReshape`): onnx2torch's tests its target shape
 at run time (``torch.any(shape == 0)``), a data-dependent branch that
 ``torch.export`` refuses, and it refuses ``allowzero=1`` (what the dynamo exporter
 writes for every flatten or view). Ours reads the target once, at conversion (a
-constant after :func:`runtime.normalize.normalize`), so a converted piece exports
+constant after :func:`~amalgam.runtime.normalize.normalize`), so a converted piece exports
 under dynamo with its batch axis symbolic.
 """
 

@@ -1,7 +1,7 @@
 """Reading a teacher's ONNX file safely.
 
 :func:`load_model` is the only door through which a user's ONNX file enters the
-toolkit. Every way a file can be wrong ends in a :class:`ModelFileError` that names
+toolkit. Every way a file can be wrong ends in a :class:`~amalgam.runtime.errors.ModelFileError` that names
 the file and says what was expected: missing, too large, not ONNX, truncated, an
 opset newer than the installed ONNX Runtime runs, external data that points outside
 the model's folder, or a graph the ONNX checker rejects.

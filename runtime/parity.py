@@ -218,7 +218,7 @@ def onnx_runner(path_or_model, opt_level="basic", device="cpu", threads=None, la
 
     Validation uses ``basic`` optimisation, so fused kernels do not hide a difference.
     A model that ONNX Runtime cannot run on the feeds (a batch fixed in a Reshape,
-    a wrong dtype) raises :class:`ModelFileError` naming ``label`` and the shapes fed.
+    a wrong dtype) raises :class:`~amalgam.runtime.errors.ModelFileError` naming ``label`` and the shapes fed.
     """
     session = make_session(path_or_model, device=device, threads=threads, opt_level=opt_level)
     inputs = [i.name for i in session.get_inputs()]

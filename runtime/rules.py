@@ -1,5 +1,5 @@
 """The rules a run's names and task specs follow, written once for every place that
-checks them: the config loader (which adds field paths), :class:`runtime.teacher.TaskSpec`
+checks them: the config loader (which adds field paths), :class:`~amalgam.runtime.teacher.TaskSpec`
 and ``amalgam export-teacher --tasks``; and the teacher views' names
 (``training.teacher_views``, toolkit.data.views). Plain Python, no dependencies.
 

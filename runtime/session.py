@@ -32,7 +32,9 @@ def _ort():
     try:
         import onnxruntime
     except ImportError as e:  # pragma: no cover - depends on the install
-        raise SessionError("onnxruntime is not installed: pip install 'amalgam[cpu]' (or 'amalgam[gpu]')") from e
+        raise SessionError(
+            "onnxruntime is not installed: pip install 'amalgam-onnx[cpu]' (or 'amalgam-onnx[gpu]')"
+        ) from e
     onnxruntime.set_default_logger_severity(LOG_SEVERITY)
     return onnxruntime
 
@@ -99,7 +101,7 @@ def make_session(model, device="cpu", threads=None, opt_level="full", spinning=T
     if device != "cpu" and "CUDAExecutionProvider" not in ort.get_available_providers():
         raise SessionError(
             f"device {device!r} asked for CUDA, but this onnxruntime offers only "
-            f"{ort.get_available_providers()}: install 'amalgam[gpu]' or use device 'cpu'"
+            f"{ort.get_available_providers()}: install 'amalgam-onnx[gpu]' or use device 'cpu'"
         )
     options = session_options(threads, opt_level, spinning)
     try:

@@ -7,7 +7,7 @@ Paper terms -> code:
 * one of its tasks (a binary attribute of a multi-label head, or a multi-class
   prediction) -> :class:`TaskSpec`, which names the graph output and the logits in it;
 * the teacher's features at a block boundary (the layer-wise targets) -> taps, extra
-  graph outputs added with :func:`runtime.taps.add_taps`.
+  graph outputs added with :func:`~amalgam.runtime.taps.add_taps`.
 
 ``Teacher.run(batch)`` gives the chosen tasks' logits and the taps:
 binary tasks come back as ``(N,)`` logits, multi-class tasks as ``(N, k)``.

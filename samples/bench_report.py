@@ -80,7 +80,7 @@ EDGE_TARGETS = (
 
 
 def sample_std(values):
-    """The sample standard deviation (n - 1) of per-seed F1s, the README's ``±``; 0 for one seed.
+    """The sample standard deviation (n - 1) of per-seed F1s, the results pages' ``±``; 0 for one seed.
 
     >>> round(sample_std([0.8279, 0.8335, 0.8301]), 4)
     0.0028

@@ -8,7 +8,7 @@ the teachers did not train on.
     python samples/measure_one_of.py samples/fashion_mnist/config.yaml --rows 20000:50000
     python samples/measure_one_of.py samples/real_archs/config.yaml --rows 20000:50000 --set data.train.limit=null
 
-The README's table ("Reconciled targets") comes from this.
+The results page's table (docs/results.md, "Reconciled targets") comes from this.
 """
 
 import argparse

@@ -5,7 +5,7 @@ the plain view and that view, against the plain view alone (needs labels in data
 
     python samples/measure_views.py samples/fashion_mnist/config.yaml [--view hflip --view shift:2]
 
-The README's table ("Config format", `training`) comes from this.
+The config reference's table (docs/config.md, `training`) comes from this.
 """
 
 import argparse

@@ -14,6 +14,7 @@ import subprocess
 import pytest
 
 from amalgam.toolkit import __version__
+from amalgam.toolkit.student.rundir import FORMAT
 from tests.robustness.contract import assert_bad_input, assert_no_partial_files, base_config, write_config
 
 
@@ -69,7 +70,9 @@ def test_cache_dir_not_writable(cli, assets, tmp_path):
 def run_dir(tmp_path, **stamp):
     out = tmp_path / "run"
     out.mkdir()
-    (out / "run.json").write_text(json.dumps({"toolkit_version": __version__, "config_hash": "0" * 64, **stamp}))
+    (out / "run.json").write_text(
+        json.dumps({"format": FORMAT, "toolkit_version": __version__, "config_hash": "0" * 64, **stamp})
+    )
     return out
 
 
@@ -77,6 +80,14 @@ def test_run_dir_from_an_incompatible_version(cli, assets, tmp_path):
     out = run_dir(tmp_path, toolkit_version="0.0.1")
     result = cli("amalgamate", write_config(tmp_path, base_config(assets)), "--out", out, "--resume")
     assert_bad_input(result, "run.json: run made by toolkit '0.0.1'", f"this is {__version__}")
+    assert sorted(p.name for p in out.iterdir()) == ["run.json"]
+
+
+def test_run_dir_of_another_format(cli, assets, tmp_path):
+    """A fast twin of tests/test_run_format.py (a real saved run, export and validate too)."""
+    out = run_dir(tmp_path, format=FORMAT + 1, toolkit_version="9.0.0")
+    result = cli("amalgamate", write_config(tmp_path, base_config(assets)), "--out", out, "--resume")
+    assert_bad_input(result, f"run.json: run dir format {FORMAT + 1} (written by amalgam 9.0.0)", "re-run")
     assert sorted(p.name for p in out.iterdir()) == ["run.json"]
 
 

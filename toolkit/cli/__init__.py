@@ -1,7 +1,7 @@
 """The ``amalgam`` command. Subcommands load lazily, so that ``amalgam export-teacher
 keras`` runs in an environment without torch.
 
-Every :class:`runtime.errors.AmalgamError` becomes one line on stderr and its exit
+Every :class:`~amalgam.runtime.errors.AmalgamError` becomes one line on stderr and its exit
 code (2 bad input, 1 failed check); no traceback.
 """
 

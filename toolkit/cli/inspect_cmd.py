@@ -64,7 +64,9 @@ def _dims(shape):
     callback=named_values(parse_dims, "NAME:D0,D1,... with integer dims, e.g. x:1,3,224,224"),
     help="Fix the dims the graph leaves open (repeatable), e.g. x:1,3,224,224.",
 )
-@click.option("--atol", default=ATOL, show_default=True, help="--check: absolute tolerance, |a-b| <= atol + rtol*|b|.")
+@click.option(
+    "--atol", default=ATOL, show_default=True, help="--check: absolute tolerance, abs(a-b) <= atol + rtol*abs(b)."
+)
 @click.option("--rtol", default=RTOL, show_default=True, help="--check: relative tolerance.")
 def inspect(model_paths, config_path, as_json, check, input_shape, atol, rtol):
     """Show a teacher's inputs, outputs, opset, producer and candidate block boundaries;

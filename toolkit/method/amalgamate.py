@@ -1,17 +1,17 @@
-"""``amalgam amalgamate``: the four steps of METHOD.md, end to end, into a run dir.
+"""``amalgam amalgamate``: the four steps of the method, end to end, into a run dir.
 
 1. teachers given (ONNX, frozen): their targets cached by one ONNX Runtime pass;
 2. block-by-block training of the trunk (toolkit.method.blockwise);
 3. branch-out: each task's branch point, from the held-out excess loss table
    (toolkit.method.branching), or fixed by the config;
 4. fine-tune of the assembled TargetNet end to end (toolkit.method.endtoend);
+
 then the baselines the config switches on, each on the same final architecture
 (multi-teacher KD; layer-wise feature amalgamation; common feature learning:
 toolkit.method.feature_baselines), and the metrics.
 """
 
 import copy
-import json
 import math
 import os
 import shutil
@@ -48,6 +48,7 @@ from amalgam.toolkit.runlog import RunLog
 from amalgam.toolkit.student.infer import to_tensor
 from amalgam.toolkit.student.io import read_spec, save_student
 from amalgam.toolkit.student.parts import build_branch, trunk_blocks, trunk_graphs
+from amalgam.toolkit.student.rundir import RECORD, new_record, read_record
 from amalgam.toolkit.student.targetnet import TargetNet, count_params
 from amalgam.toolkit.teachers import (
     SplitData,
@@ -62,17 +63,12 @@ from amalgam.toolkit.teachers.one_of import log_one_of
 
 
 def prepare_run_dir(config, out, resume, overwrite):
-    """Create or reopen the run dir; --resume only with the same config and version."""
+    """Create or reopen the run dir; --resume only with the same format, config and version."""
     out = Path(out)
-    run_json = out / "run.json"
-    stamp = {"toolkit_version": __version__, "config_hash": config_hash(config)}
+    run_json = out / RECORD
+    stamp = new_record(toolkit_version=__version__, config_hash=config_hash(config))
     if run_json.exists() and resume:
-        try:
-            found = json.loads(run_json.read_text())
-        except (OSError, ValueError) as e:
-            raise BadInputError(
-                f"{run_json}: not a run record of this toolkit ({e}); start a new run (--out) instead of --resume"
-            ) from e
+        found = read_record(out, "start a new run (--out) instead of --resume")
         if found.get("toolkit_version") != __version__:
             raise BadInputError(
                 f"{run_json}: run made by toolkit {found.get('toolkit_version')!r}; "

@@ -1,7 +1,7 @@
 """Branch-out (METHOD.md, step 3): where each task leaves the shared trunk.
 
 The per-(block, task) table holds the held-out *excess* distillation loss
-(KL from teacher to student, see :func:`toolkit.method.losses.excess_loss`) measured
+(KL from teacher to student, see :func:`~amalgam.toolkit.method.losses.excess_loss`) measured
 after stage ``block`` of the block-by-block training. The predecessor paper picks
 branch points from these per-block losses; KamalEngine's re-implementation of the
 paper sets them by hand, which ``mode: fixed`` keeps.

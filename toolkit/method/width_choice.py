@@ -17,7 +17,7 @@ reference inherits the reference's mistakes, and a mistake the judge shares coun
 agreement, so agreement with the reference flatters the pruned init (agreement-based
 accuracy estimates assume independent errors). On the other teachers' tasks, which
 neither init copies, He init agreed better at every width and seed of the FM sample and
-tied with the pruned init at width 0.75 of real_archs (README, "Which init a narrowed
+tied with the pruned init at width 0.75 of real_archs (docs/results.md, "Which init a narrowed
 trunk takes"; ``samples/width_curve.py`` measures both). One rule for every run: a
 per-run choice would train twice, and one seed's judge is within its noise.
 

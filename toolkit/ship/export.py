@@ -1,7 +1,7 @@
 """From a run dir to the deployable student: export -> simplify -> stamp -> optional int8.
 
 Paper terms -> code: the trained TargetNet (``RUN_DIR/student``, rebuilt by
-:func:`toolkit.student.io.load_student`) becomes one ONNX file whose outputs are
+:func:`~amalgam.toolkit.student.io.load_student`) becomes one ONNX file whose outputs are
 the chosen tasks' logits, named after the tasks, in the run's task order; its
 input is ``"input"``, preprocessed as ``metadata amalgam.preprocess`` says.
 
@@ -131,7 +131,7 @@ def export_student(run_dir, out, opset=18, static_batch=None, simplified=True, q
     """Export the student of ``run_dir`` to ``out``; returns :class:`Exported`.
 
     ``static_batch``: fix the batch axis (default: dynamic). ``quantize="int8"``
-    needs ``calib_data`` (a data source, see :func:`source_spec`).
+    needs ``calib_data`` (a data source, see :func:`~amalgam.toolkit.data.source_spec`).
     """
     if quantize not in (None, "int8"):
         raise BadInputError(f"--quantize {quantize!r}: expected 'int8'")

@@ -21,8 +21,8 @@ FOOTPRINT_KEYS = ("params", "onnx_bytes", "latency_ms")
 
 
 def run_report(validation, student, teachers):
-    """The report dict from a :class:`toolkit.ship.validate.Validation` and two footprints
-    (:func:`toolkit.ship.latency.footprint` of the student, :func:`toolkit.ship.latency.total` of the teachers)."""
+    """The report dict from a :class:`~amalgam.toolkit.ship.validate.Validation` and two footprints
+    (:func:`~amalgam.toolkit.ship.latency.footprint` of the student, :func:`~amalgam.toolkit.ship.latency.total` of the teachers)."""
     return {
         "tasks": [
             {"name": r["name"], "teacher": dict(r["teacher"]), "kind": r["kind"], "student": dict(r["student"])}

@@ -19,10 +19,10 @@ from amalgam.runtime.errors import BadInputError
 from amalgam.runtime.files import atomic_path
 from amalgam.toolkit.student.norm import add_batchnorm
 from amalgam.toolkit.student.parts import build_branch
+from amalgam.toolkit.student.rundir import FORMAT, check_format, read_record
 from amalgam.toolkit.student.targetnet import TargetNet, TaskSlot
 from amalgam.toolkit.student.width import scale_width
 
-FORMAT = 1
 INPUT_NAME = "input"  # the exported student's one input
 
 
@@ -61,11 +61,9 @@ def read_spec(directory):
         spec = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise BadInputError(f"{path}: not a student spec of this toolkit ({e})") from e
-    if spec.get("format") != FORMAT:
-        raise BadInputError(
-            f"{path}: student format {spec.get('format')!r}; this toolkit reads format {FORMAT}: "
-            f"re-run the amalgamation with this version"
-        )
+    if not isinstance(spec, dict):
+        raise BadInputError(f"{path}: not a student spec of this toolkit (found {type(spec).__name__})")
+    check_format(path, spec, "student")
     return spec
 
 
@@ -99,12 +97,14 @@ def load_student(directory):
 
 
 def open_run(run_dir):
-    """The trained TargetNet of ``run_dir`` and its spec; a clear error when it is no run dir."""
+    """The trained TargetNet of ``run_dir`` and its spec; a clear error when it is no run dir
+    or one of another format (its run.json, where it has one, and the student's spec)."""
     run_dir = Path(run_dir)
     if not (run_dir / "student" / "spec.json").is_file():
         raise BadInputError(
             f"{run_dir}: not a run dir (no student/spec.json); give the folder `amalgam amalgamate --out DIR` wrote"
         )
+    read_record(run_dir, "give the folder `amalgam amalgamate --out DIR` wrote")
     return load_student(run_dir / "student")
 
 

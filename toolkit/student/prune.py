@@ -13,7 +13,7 @@ their input's. A layer the analysis cannot follow is refused with a ConfigError.
 
 Every producer of a group has the group's channel count, so each conv gets
 ``scaled(out_channels)`` outputs and ``scaled(in_channels)`` inputs (all of the
-image's): the shapes :func:`toolkit.student.width.scale_width` gives, so a saved
+image's): the shapes :func:`~amalgam.toolkit.student.width.scale_width` gives, so a saved
 student reloads the same way. At width 1.0 every group keeps all its channels,
 in order: the teacher's trunk exactly.
 """
