@@ -39,7 +39,7 @@ def test_the_workflow_is_a_github_actions_job_that_installs_exports_and_gates():
     data = yaml.safe_load(WORKFLOW.read_text())
     assert set(data["jobs"]["gate"]) >= {"runs-on", "steps"}
     commands = workflow_commands()
-    assert any("pip install" in c and "amalgam[cpu,edge]" in c for c in commands)
+    assert any("pip install" in c and "amalgam-onnx[cpu,edge]" in c for c in commands)
     assert any("onnx2tf" in c for c in commands)  # the TFLite converter's own environment
     export = next(c for c in commands if c.startswith("amalgam export "))
     assert shlex.split(export)[shlex.split(export).index("--target") + 1] == "all"
