@@ -11,16 +11,17 @@ inferred shape with a dynamic batch axis, and holds only the initializers it nee
 A piece may need the batch size from a tensor before its start: the dynamo
 exporter writes ``Shape(x, start=0, end=1)`` for index arithmetic (``as_strided``
 in torchvision's ConvNeXt), which normalize cannot fold since it depends on the
-batch. The batch is the same on every batch-first tensor, so such a node reads the
-piece's own start instead (:func:`_batch_from_start`).
+batch. The batch is the same on every batch-first tensor, so the piece reads it from
+its own start instead (:func:`_batch_from_start`).
 """
 
 import onnx
+from onnx import helper
 from onnx.utils import Extractor
 
 from amalgam.runtime.blocks import check_boundary
 from amalgam.runtime.errors import BoundaryError
-from amalgam.runtime.graph import data_inputs, topological
+from amalgam.runtime.graph import data_inputs, topological, upstream
 from amalgam.runtime.taps import infer_shapes, require_tensor
 
 BATCH = "batch"
@@ -66,7 +67,9 @@ def _extract(model, inputs, outputs, what):
 
 def _batch_from_start(model, start):
     """A copy of ``model`` whose batch-size nodes (``Shape`` with start 0, end 1) that
-    read a tensor from before ``start`` read ``start`` instead."""
+    read a tensor from before ``start`` are read, past ``start``, from a new ``Shape`` of
+    ``start``. What ``start`` itself is computed from keeps the original (a ViT's class
+    token expanded to the batch before its encoder layers): rewiring that would be a cycle."""
     after = {start}
     for node in model.graph.node:  # topological order
         if after & set(node.input):
@@ -82,12 +85,14 @@ def _batch_from_start(model, start):
         return model
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    rewired = {n.output[0] for n in batch_only}
+    before = upstream(copy.graph.node, start)
+    renamed = {n.output[0]: f"{n.output[0]}_of_{start}" for n in batch_only}
     for node in copy.graph.node:
-        if node.op_type == "Shape" and node.output[0] in rewired:
-            node.input[0] = start
+        if not before & set(node.output):
+            node.input[:] = [renamed.get(x, x) for x in node.input]
+    copy.graph.node.extend(helper.make_node("Shape", [start], [new], start=0, end=1) for new in renamed.values())
     known = [i.name for i in copy.graph.input] + [t.name for t in copy.graph.initializer]
-    nodes = topological(list(copy.graph.node), known)  # the moved nodes now wait for start
+    nodes = topological(list(copy.graph.node), known)  # the new Shape nodes wait for start
     del copy.graph.node[:]
     copy.graph.node.extend(nodes)
     return copy

@@ -42,6 +42,18 @@ def node_inputs(node):
     return names
 
 
+def upstream(nodes, tensor):
+    """Every tensor that ``tensor`` is computed from, through ``nodes``, ``tensor`` included."""
+    producer = {o: n for n in nodes for o in n.output if o}
+    seen, stack = set(), [tensor]
+    while stack:
+        name = stack.pop()
+        if name not in seen:
+            seen.add(name)
+            stack += node_inputs(producer[name]) if name in producer else []
+    return seen
+
+
 def prune_dead(graph):
     """Drop the nodes and initializers that no graph output depends on (in place)."""
     needed = {o.name for o in graph.output}

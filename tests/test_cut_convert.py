@@ -286,3 +286,48 @@ def test_batchnorm_piece_matches_ort_in_eval_mode():
     for _ in range(2):  # running statistics are not touched by a forward pass
         with torch.no_grad():
             assert np.abs(module(torch.from_numpy(xs)).numpy() - _run(model, xs)).max() <= 1e-5
+
+
+def batch_reshaped_before_and_after():
+    """x -> Conv -> Reshape to [batch, 4, 8, 8] -> Relu -> Conv -> Relu -> Reshape to [batch, -1] -> Gemm, both
+    Reshapes taking the batch from one ``Shape(x, start=0, end=1)``, as the dynamo exporter writes a ``view``
+    of ``x.size(0)`` (a ViT's class token expanded to the batch is the same pattern)."""
+    rng = np.random.default_rng(0)
+    weights = {
+        "w1": rng.standard_normal((4, 1, 3, 3)),
+        "w2": rng.standard_normal((4, 4, 3, 3)),
+        "wf": rng.standard_normal((2, 256)),
+    }
+    inits = [numpy_helper.from_array(w.astype(np.float32), k) for k, w in weights.items()]
+    inits += [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in {"chw": [4, 8, 8], "rest": [-1]}.items()]
+    nodes = [
+        helper.make_node("Shape", ["x"], ["batch"], start=0, end=1),
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["batch", "chw"], ["shape1"], axis=0),
+        helper.make_node("Reshape", ["c1", "shape1"], ["a"]),
+        helper.make_node("Relu", ["a"], ["ra"]),
+        helper.make_node("Conv", ["ra", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["rb"]),
+        helper.make_node("Concat", ["batch", "rest"], ["shape2"], axis=0),
+        helper.make_node("Reshape", ["rb", "shape2"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "wf"], ["logits"], transB=1),
+    ]
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 1, 8, 8])
+    logits = helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 2])
+    graph = helper.make_graph(nodes, "batch_twice", [x], [logits], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("start", ["ra", "rb"])
+def test_a_batch_size_read_before_the_start_is_read_again_from_it(start):
+    """The piece reads the batch from its start, while what the start is computed from keeps its own
+    ``Shape``: rewiring that one too made a cycle (StopIteration in the topological sort)."""
+    model = batch_reshaped_before_and_after()
+    branch = cut_branch(model, start, ["logits"])
+    assert "x" not in {i for n in branch.graph.node for i in n.input}
+    session = make_session(add_taps(model, [start]), opt_level="basic")
+    piece = make_session(branch, opt_level="basic")
+    for batch in (1, 5):
+        x = np.random.randn(batch, 1, 8, 8).astype(np.float32)
+        logits, tap = session.run(["logits", start], {"x": x})
+        assert np.abs(piece.run(["logits"], {start: tap})[0] - logits).max() <= 1e-5
