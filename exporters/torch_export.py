@@ -24,6 +24,7 @@ check at a second batch then catches.
 
 import io
 import logging
+from collections import OrderedDict
 from pathlib import Path
 
 import onnx
@@ -233,7 +234,12 @@ def _check(tmp, path, module, sample, dynamic_batch, atol, rtol):
 
 
 def load_weights(path, module):
-    """A state dict from safetensors or ``torch.load(weights_only=True)``, checked against ``module``."""
+    """A state dict from safetensors or ``torch.load(weights_only=True)``, checked against ``module``.
+
+    safetensors keeps no state-dict metadata (the per-module ``version`` that ``torch.save``
+    keeps), and some modules' ``_load_from_state_dict`` reads it (torchvision's MNASNet
+    refuses a missing one); a state dict without it gets ``module``'s own, the version the
+    weights were saved from when they come from the same code."""
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"{path}: no such weights file")
@@ -256,4 +262,7 @@ def load_weights(path, module):
             f"{path}: weights do not match the model: missing {sorted(own - got)[:5]}, "
             f"unexpected {sorted(got - own)[:5]}"
         )
+    if getattr(state, "_metadata", None) is None:
+        state = OrderedDict(state)
+        state._metadata = module.state_dict()._metadata
     return state

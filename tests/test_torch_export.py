@@ -277,3 +277,37 @@ def test_export_teacher_torch_from_a_factory_and_its_weights(tmp_path, capsys):
             ]
         )
     assert refused.value.code == 2 and "weights do not match the model" in capsys.readouterr().err
+
+
+def test_weights_without_state_dict_metadata_load_as_the_module_expects(tmp_path, capsys):
+    """safetensors keeps no per-module ``version``; torchvision's MNASNet reads it while loading (and raised
+    ValueError out of load_state_dict): the module's own metadata stands in."""
+    import torchvision
+    from safetensors.torch import save_file
+
+    from amalgam.toolkit.cli import main
+
+    torch.manual_seed(0)
+    trained = torchvision.models.mnasnet0_5(num_classes=3).eval()
+    save_file(trained.state_dict(), str(tmp_path / "m.safetensors"))
+    out = tmp_path / "m.onnx"
+    with pytest.raises(SystemExit) as done:
+        main(
+            [
+                "export-teacher",
+                "torch",
+                "torchvision.models:mnasnet0_5",
+                "--kwargs",
+                '{"num_classes": 3}',
+                "--weights",
+                str(tmp_path / "m.safetensors"),
+                "--input-shape",
+                "1,3,32,32",
+                "-o",
+                str(out),
+            ]
+        )
+    assert done.value.code == 0, capsys.readouterr().err
+    x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    with torch.no_grad():
+        assert np.abs(_ort(out, x)[0] - trained(torch.from_numpy(x)).numpy()).max() < 1e-4
