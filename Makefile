@@ -5,8 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export XDG_CACHE_HOME ?= $(CURDIR)/runs/.cache
+# pip keeps no copy of the wheels it installs: five environments fit the disk without a second copy of each.
+export PIP_NO_CACHE_DIR ?= 1
 
-.PHONY: demo demo-real test test-main lint bench lock clean env
+.PHONY: demo demo-real test test-main lint bench lock clean env data
 
 env: $(STAMP)
 
@@ -26,9 +28,14 @@ include mk/docs.mk
 
 # Lint, the docs site (strict), the main suite (it uses teachers exported by each framework's environment; tests/test_doctests.py
 # runs every module's doctests), then each framework's exporter tests in its own environment.
-test: lint docs $(STAMP) edge-env fixtures
+test: lint docs $(STAMP) data edge-env fixtures
 	AMALGAM_ZOO_FIXTURES=$(ZOO_FIXTURES) $(BIN)/python -m pytest -q tests
 	$(MAKE) --no-print-directory test-frameworks
+
+# Fashion-MNIST, for the samples and the tests that run them: Debian's dataset-fashion-mnist, installed when
+# missing (as root, with apt-get). Where it cannot be, those tests skip and say why.
+data: $(STAMP)
+	-$(BIN)/python samples/demo.py --fetch-data
 
 # ruff's lint and format rules, configured in pyproject.toml.
 lint: $(STAMP)

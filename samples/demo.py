@@ -197,10 +197,18 @@ def main():
         metavar="T",
         help="edge target, as `amalgam run --target` (repeatable; default: all)",
     )
+    ap.add_argument(
+        "--fetch-data",
+        action="store_true",
+        help="only make sure the data is there (installing Debian's package when missing), then exit",
+    )
     args = ap.parse_args()
     data = find_data(args.data)
     if data is None:
         return 2
+    if args.fetch_data:
+        print(f"demo: Fashion-MNIST in {data}")
+        return 0
     start = time.perf_counter()
     targets = args.targets or ["all"]
     code = run_amalgam(Path(args.config).resolve(), data, Path(args.out).resolve(), args.overrides, targets)
