@@ -24,8 +24,9 @@ the seconds.
 
 Writes ``zoo.json`` after every model and ``zoo.md`` (the table) in ``--out``; a model
 with a row in ``zoo.json`` is not run again (``--models`` picks a subset). The full
-sweep covers 80 models (5 of them skipped for size); docs/zoo.md says which models were
-run and how long each took.
+sweep covers 80 models (5 of them skipped for size) and takes about 2 hours on 2 shared
+CPU cores, estimated from the subset in docs/zoo.md (30-70 s a model at 32x32, 95-150 s
+at 224x224); docs/zoo.md says which models were run and how long each took.
 
 Not swept: Keras applications (they export in another environment, .venv-keras, and
 would need a sweep of their own), and the one-epoch amalgamation smoke: no test helper
@@ -35,6 +36,7 @@ builds data and a task config for a 1000-logit RGB teacher (tests/synthetic.py m
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -200,7 +202,7 @@ def markdown(report):
         "torchvision.models:NAME` (plain and `--weights` of its own state dict as safetensors) and "
         "`amalgam inspect NAME.onnx --check --json`, each step in its own process. *boundaries*: "
         "candidate block boundaries found; *convert*: those whose branch converts to torch and matches "
-        "ONNX Runtime; *seconds*: all four steps (probe, two exports, inspect).",
+        "ONNX Runtime; *seconds*: wall time of the steps run (probe, two exports, inspect).",
         "",
         f"Outcomes: {', '.join(f'{n} {o}' for o, n in counts.items())}; "
         f"{sum(r['seconds'] for r in rows) / 60:.1f} minutes in all. "
@@ -231,7 +233,7 @@ def load(path):
         return json.loads(path.read_text())
     zoo = torchvision.models.list_models(module=torchvision.models)
     meta = {"torch": torch.__version__, "torchvision": torchvision.__version__, "zoo_size": len(zoo)}
-    return {"meta": meta | {"cpu": f"{platform.processor() or platform.machine()} CPU"}, "rows": []}
+    return {"meta": meta | {"cpu": f"{os.cpu_count()} {platform.machine()} cores"}, "rows": []}
 
 
 def save(report, out):
