@@ -17,7 +17,9 @@ hang ends that model's row and never the sweep:
 
 A step decides the row when it does not pass: ``failed`` when its stderr holds a
 Traceback, it exits 1 (a check failed), crashes or times out (the last line is kept);
-``refused`` when it exits 2 with one ``error:`` line (kept). Each row: the model, its
+``refused`` when it exits 2 with one ``error:`` line (kept); ``outputs only`` when every
+step passes but fewer than two boundaries convert (a ViT's blocks are token sequences):
+such a model teaches through its outputs alone. Each row: the model, its
 params, input, boundaries found, boundaries that convert with parity, the exporter each
 export used (dynamo, or the legacy TorchScript one it falls back to), the outcome and
 the seconds.
@@ -48,6 +50,7 @@ SIZES = (32, 64, 96, 128, 160, 224)  # square inputs tried, smallest first
 MAX_PARAMS = 150_000_000
 LEGACY = "trying the legacy exporter"  # what export_torch logs when the dynamo exporter fails
 SMOKE = "not run"
+OUTCOMES = ("pass", "outputs only", "refused", "skipped", "failed")
 COLUMNS = ("model", "params", "input", "boundaries", "convert", "exporter", "outcome", "seconds")
 
 
@@ -143,9 +146,20 @@ def sweep_one(name, timeout):
                 row["step"] = title
                 break
         else:
-            row |= {"outcome": "pass", "detail": None, "step": None}
+            row |= {"outcome": "pass", "detail": None, "step": None} | outputs_only(row)
+        if row["detail"]:
+            row["detail"] = row["detail"].replace(f"{tmp}/", "")
     row["seconds"] = round(sum(row["steps"].values()), 1)
     return row
+
+
+def outputs_only(row):
+    """A model whose inspect passes with fewer than two boundaries that convert teaches through its
+    outputs alone (a ViT: token sequences, no rank-4 stage): outcome ``outputs only``, not ``pass``."""
+    if (row["convert"] or 0) >= 2:
+        return {}
+    detail = f"{row['convert'] or 0} of {row['boundaries'] or 0} boundaries convert; it teaches through its outputs"
+    return {"outcome": "outputs only", "detail": detail}
 
 
 def read_step(row, title, stdout, tmp):
@@ -190,7 +204,7 @@ def markdown(report):
     """docs/zoo.md: what was run, how, and one table row per model."""
     rows, meta = report["rows"], report["meta"]
     names = ", ".join(r["model"].split(":")[1] for r in rows)
-    counts = {o: sum(r["outcome"] == o for r in rows) for o in ("pass", "refused", "skipped", "failed")}
+    counts = {o: sum(r["outcome"] == o for r in rows) for o in OUTCOMES}
     scope = "the whole zoo" if len(rows) == meta["zoo_size"] else f"a subset, {len(rows)} of {meta['zoo_size']} models"
     lines = [
         "# The torchvision zoo as teachers",

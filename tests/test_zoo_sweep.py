@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from samples.zoo import step
+from samples.zoo import outputs_only, step
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("mnasnet0_5", "squeezenet1_1")
@@ -36,6 +36,12 @@ def _python(code):
 def test_a_step_ends_as_pass_refused_or_failed(code, outcome, line):
     got, last, _, _ = step(_python(code), timeout=2)
     assert (got, last) == (outcome, line)
+
+
+def test_under_two_converting_boundaries_is_outputs_only():
+    assert outputs_only({"boundaries": 0, "convert": 0})["outcome"] == "outputs only"
+    assert outputs_only({"boundaries": 3, "convert": 1})["detail"].startswith("1 of 3 boundaries convert")
+    assert outputs_only({"boundaries": 3, "convert": 2}) == {}
 
 
 def _sweep(out):
