@@ -8,7 +8,7 @@ export XDG_CACHE_HOME ?= $(CURDIR)/runs/.cache
 # pip keeps no copy of the wheels it installs: five environments fit the disk without a second copy of each.
 export PIP_NO_CACHE_DIR ?= 1
 
-.PHONY: demo demo-real test test-main lint bench lock clean env data
+.PHONY: demo demo-real test test-main lint bench zoo lock clean env data
 
 env: $(STAMP)
 
@@ -52,6 +52,11 @@ demo-real: $(STAMP) edge-env teachers-real
 
 bench: $(STAMP) edge-env teachers-real
 	$(BIN)/python samples/bench.py $(BENCH_ARGS)
+
+# Every torchvision classification model as a teacher: export-teacher and inspect --check, one process per step
+# (samples/zoo.py); docs/zoo.json and docs/zoo.md, resumed. ZOO_ARGS: e.g. ZOO_ARGS="--models resnet18,swin_t".
+zoo: $(STAMP)
+	$(BIN)/python samples/zoo.py $(ZOO_ARGS)
 
 # --all keeps setuptools, the build backend `make dist` runs without isolation (pip itself is left out).
 lock:
