@@ -74,8 +74,8 @@ def test_int8_records_every_variant_tried_and_why_it_ships(edge):
     assert {"qdq-u8s8-per-channel", "qoperator-u8s8-per-channel", "qdq-u8s8-per-channel-float-ends"} <= set(names)
     assert record["chosen"] in names and record["fp32_b64_ms"] > 0 and record["why"]
     chosen = next(v for v in record["variants"] if v["name"] == record["chosen"])
-    within = [v for v in record["variants"] if v["agreement"] is not None and v["agreement"] >= 0.99]
-    assert chosen["b64_ms"] == min(v["b64_ms"] for v in within)
+    within = [v for v in record["variants"] if v["agreement"] is not None and v["agreement"] >= 0.99 and v["parity"]]
+    assert chosen["parity"] and chosen["b64_ms"] == min(v["b64_ms"] for v in within)
     ov = by_name(found)
     assert "openvino-int8" in ov or ov["openvino-fp32"]["int8_not_shipped"]["why"]
 

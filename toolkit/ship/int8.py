@@ -1,7 +1,9 @@
 """int8 that pays, per runtime: every variant a runtime offers is measured on held-out
-training rows (no labels, never the test split), and the fastest whose decisions stay
-within :data:`AGREEMENT` of the PyTorch student's is kept; it pays when it beats that
-runtime's fp32 artifact at batch 64.
+training rows (no labels, never the test split), and the fastest that stays within the
+int8 gate of ``amalgam validate`` there is kept (its decisions within :data:`AGREEMENT`
+of the PyTorch student's, its outputs within :data:`PARITY`), so that no variant ships
+which its own gate would fail; it pays when it beats that runtime's fp32 artifact at
+batch 64.
 
 A variant is ``(name, build)``: ``build(path)`` writes the int8 file there. The
 choice is recorded per target in targets.json (``int8``): each variant's batch-64
@@ -14,10 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from amalgam.runtime.errors import ExportError
+from amalgam.runtime.parity import compare
 from amalgam.toolkit.eval.metrics import agreement
 from amalgam.toolkit.ship.latency import runner_latency_ms
 
 AGREEMENT = 0.99  # worst task's decision agreement with the PyTorch student on held-out rows (1% flips)
+PARITY = (1.0, 0.25)  # (atol, rtol) of an int8 artifact's outputs against the PyTorch student's (docs/edge.md)
 BATCH = 64
 
 
@@ -27,10 +31,21 @@ class Candidate:
     path: object
     b64_ms: float | None = None
     agreement: float | None = None
+    parity: bool | None = None
     error: str | None = None
 
+    @property
+    def within(self):
+        return self.error is None and self.agreement >= AGREEMENT and self.parity
+
     def record(self):
-        return {"name": self.name, "b64_ms": self.b64_ms, "agreement": self.agreement, "error": self.error}
+        return {
+            "name": self.name,
+            "b64_ms": self.b64_ms,
+            "agreement": self.agreement,
+            "parity": self.parity,
+            "error": self.error,
+        }
 
 
 def worst_agreement(kinds, reference, outputs):
@@ -39,13 +54,15 @@ def worst_agreement(kinds, reference, outputs):
 
 
 def measure(candidate, open_runner, rows, reference, kinds, sample_shape):
-    """Latency at batch 64 and worst-task agreement of one built variant (in place)."""
+    """Latency at batch 64, worst-task agreement and parity of one built variant (in place)."""
     runner = open_runner(candidate.path)
-    outputs = {}
+    parts = {}
     for start in range(0, len(rows), BATCH):
         for name, value in runner(rows[start : start + BATCH]).items():
-            outputs.setdefault(name, []).append(value)
-    candidate.agreement = worst_agreement(kinds, reference, {k: np.concatenate(v) for k, v in outputs.items()})
+            parts.setdefault(name, []).append(value)
+    outputs = {k: np.concatenate(v) for k, v in parts.items()}
+    candidate.agreement = worst_agreement(kinds, reference, outputs)
+    candidate.parity = compare({k: reference[k] for k in kinds}, outputs, *PARITY).passed
     candidate.b64_ms = runner_latency_ms(runner, sample_shape, BATCH)
     return candidate
 
@@ -61,10 +78,16 @@ def choose(variants, open_runner, rows, reference, kinds, sample_shape, fp32_b64
         except ExportError as e:
             candidate.error = str(e)
         candidates.append(candidate)
-    within = [c for c in candidates if c.error is None and c.agreement >= AGREEMENT]
+    within = [c for c in candidates if c.within]
     chosen = min(within, key=lambda c: c.b64_ms, default=None)
     record = {
-        "bound": {"worst_task_agreement": AGREEMENT, "rows": len(rows), "data": "held-out training rows"},
+        "bound": {
+            "worst_task_agreement": AGREEMENT,
+            "atol": PARITY[0],
+            "rtol": PARITY[1],
+            "rows": len(rows),
+            "data": "held-out training rows",
+        },
         "variants": [c.record() for c in candidates],
         "chosen": chosen and chosen.name,
         "fp32_b64_ms": fp32_b64_ms,
@@ -77,7 +100,11 @@ def choose(variants, open_runner, rows, reference, kinds, sample_shape, fp32_b64
 def _why(chosen, candidates, fp32_b64_ms):
     if chosen is None:
         best = max((c.agreement for c in candidates if c.agreement is not None), default=None)
-        return f"no variant within the bound (best worst-task agreement {best})"
+        parity = [c.name for c in candidates if c.parity]
+        return (
+            f"no variant within the bound (best worst-task agreement {best}; "
+            f"within atol {PARITY[0]:g} + rtol {PARITY[1]:g}: {', '.join(parity) or 'none'})"
+        )
     ratio = chosen.b64_ms / fp32_b64_ms
     verdict = "faster" if ratio < 1 else "not faster"
     return (
