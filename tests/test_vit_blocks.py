@@ -2,6 +2,8 @@
 images, 4x4 patches: an 8x8 grid and a class token, 3 encoder layers) at random
 weights, its zero head made random so that the logits, and parity, mean something."""
 
+import json
+
 import onnx
 import pytest
 import torch
@@ -14,6 +16,7 @@ from amalgam.runtime.graph import upstream
 from amalgam.runtime.normalize import normalize
 from amalgam.runtime.teacher import TaskSpec, open_teacher
 from tests.builders import export
+from tests.frameworks.cli import amalgam
 
 VIT = dict(image_size=32, patch_size=4, num_layers=3, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=5)
 
@@ -39,6 +42,17 @@ def test_each_encoder_layer_ends_in_a_token_boundary(vit):
     softmaxes = [n.output[0] for n in model.graph.node if n.op_type == "Softmax"]
     # after the MLP residual: layer i's boundary comes after i attention blocks, not before the i-th ends
     assert [len(set(softmaxes) & upstream(model.graph.node, b.name)) for b in blocks] == [1, 2, 3]
+
+
+def test_inspect_check_converts_every_token_boundary(vit, capsys):
+    code, captured = amalgam(capsys, "inspect", vit, "--check", "--json")
+    assert code == 0, captured.err
+    blocks = json.loads(captured.out)["blocks"]
+    assert len(blocks) == 3
+    assert all(b["kind"] == "tokens" and b["grid"] == [8, 8] and b["stride"] == 4 for b in blocks)
+    assert all(b["extra_tokens"] == 1 and b["branch_ok"] and b["branch_max_abs_diff"] <= 1e-4 for b in blocks)
+    code, captured = amalgam(capsys, "inspect", vit)
+    assert code == 0 and captured.out.count("tokens: grid 8x8 + 1 extra, stride 4") == 3
 
 
 def test_students_take_feature_maps_only(vit):
