@@ -19,6 +19,10 @@ teacher has done all it does at that scale.
 * No boundary at that stride or coarser (the other teacher stops at a finer scale):
   :class:`BoundaryError`, one line naming both teachers and their strides.
 
+Feature maps only: a ``tokens`` boundary (a transformer's encoder layer,
+runtime.blocks) is refused with a :class:`BoundaryError`, as the student's adapters
+take feature maps.
+
 Strides are rounded to the nearest power of two (a padded 3x3 stride-2 convolution
 gives ``ceil(n / 2)``, so a 48-pixel image's stride-32 map is 2 pixels wide). A
 boundary whose layout is unknown is read as NCHW, as the adapters do.
@@ -129,10 +133,12 @@ def align(reference, reference_image, other, other_image, names=("reference", "o
     teacher's (H, W) input size; ``names``: the two teachers, for the error message.
     Returns one :class:`Pairing` per reference boundary.
     """
+    require_maps(reference, names[0])
+    require_maps(other, names[1])
     ref_strides = [stride(b, reference_image) for b in reference]
     other_strides = [stride(b, other_image) for b in other]
     if ref_strides == other_strides:
-        return in_order(reference, reference_image, other, other_image)
+        return in_order(reference, reference_image, other, other_image, names)
     last = {s: b for b, s in zip(other, other_strides)}  # the last boundary at each stride
     rows = []
     for block, (boundary, s) in enumerate(zip(reference, ref_strides), start=1):
@@ -148,9 +154,21 @@ def align(reference, reference_image, other, other_image, names=("reference", "o
     return rows
 
 
-def in_order(reference, reference_image, other, other_image):
+def require_maps(boundaries, teacher):
+    """Raise unless every boundary of ``teacher`` is a feature map (not a token sequence)."""
+    tokens = [b.name for b in boundaries if b.kind == "tokens"]
+    if tokens:
+        raise BoundaryError(
+            f"teacher {teacher!r}: boundaries {tokens} are token sequences (a transformer's encoder layers); "
+            f"students line teachers up by feature maps only, so a token teacher teaches through its outputs"
+        )
+
+
+def in_order(reference, reference_image, other, other_image, names=("reference", "other")):
     """Boundary ``l`` with boundary ``l`` (same architecture, or boundaries named by
     hand: there a stride that cannot be measured is None)."""
+    require_maps(reference, names[0])
+    require_maps(other, names[1])
 
     def known(b, image):
         return stride(b, image) if image and spatial_size(b) else None

@@ -9,13 +9,27 @@ inside it, so those never qualify.
 
 :func:`find_boundaries` proposes the ends of stages of a CNN-like graph: rank-4
 dominators made by an activation or a pooling op, where the feature map changes
-shape next (or none follows: the last map before global pooling).
+shape next (or none follows: the last map before global pooling). These are
+``map`` boundaries.
+
+A transformer's encoder layers keep one shape, a token sequence ``[B, N, D]``, so
+it has no such stage end; its ``tokens`` boundaries are the ends of its encoder
+layers (:func:`token_boundaries`), told by graph facts alone: a rank-3 dominator
+made by a residual Add of two data tensors of that shape, closing a sub-block
+without attention (no Softmax since the previous residual Add: the feed-forward
+residual that ends a layer, not the attention residual inside it). Cutting there
+keeps every layer whole, attention and MLP, as torchvision's ``EncoderBlock``
+returns it. The sequence's layout comes from the patch embedding before the first
+layer: the last Conv there gives the patch grid and stride, and a Concat along the
+tokens of a learned parameter expanded to the batch (it carries no image data)
+gives the ``extra_tokens`` (class, distillation or register tokens) set beside the
+``grid_h * grid_w`` patch tokens.
 """
 
 from dataclasses import dataclass
 
 from amalgam.runtime.errors import BoundaryError
-from amalgam.runtime.graph import consumers, data_inputs, dims, node_inputs
+from amalgam.runtime.graph import consumers, data_inputs, dims, node_inputs, upstream
 from amalgam.runtime.taps import infer_shapes, require_tensor
 
 ACTIVATIONS = {
@@ -34,6 +48,7 @@ ACTIVATIONS = {
 }
 GATES = {"Sigmoid", "HardSigmoid"}  # x * sigmoid(.): swish and squeeze-and-excitation
 POOLS = {"MaxPool", "AveragePool", "LpPool"}
+ATTENTION = {"Softmax", "Attention", "MultiHeadAttention"}  # token mixing (Attention: opset 23, com.microsoft)
 SHAPE_ONLY = {"Shape", "Size"}  # their outputs carry the input's shape, not its values
 NCHW_OPS = POOLS | {
     "Conv",
@@ -76,11 +91,20 @@ LAYOUT_KEEPING = (
 
 @dataclass
 class Boundary:
-    """A block boundary: tensor ``name`` with ``shape`` (None/str for open dims)."""
+    """A block boundary: tensor ``name`` with ``shape`` (None/str for open dims).
+
+    ``kind``: ``"map"``, a feature map ``[B, C, H, W]`` (or NHWC), or ``"tokens"``, a
+    token sequence ``[B, N, D]`` whose ``N`` is ``grid`` (h, w) patches of ``stride``
+    pixels plus ``extra_tokens`` (None where the graph does not tell them).
+    """
 
     name: str
     shape: list
-    layout: str  # "NCHW", "NHWC" or "unknown"
+    layout: str  # "NCHW", "NHWC" or "unknown" (always, for tokens)
+    kind: str = "map"
+    grid: tuple | None = None
+    stride: int | None = None
+    extra_tokens: int | None = None
 
 
 def reachable(model, blocked=None):
@@ -168,7 +192,8 @@ def _is_candidate_op(node, producer, reach):
 
 
 def find_boundaries(model):
-    """Candidate block boundaries of a CNN-like graph, in graph order."""
+    """Candidate block boundaries of a teacher's graph, in graph order: the stage ends
+    of a CNN-like graph (``map``) and the encoder-layer ends of a transformer (``tokens``)."""
     inferred = infer_shapes(model)
     shapes = tensor_shapes(inferred)
     layout = layouts(inferred, shapes)
@@ -187,7 +212,64 @@ def find_boundaries(model):
         for i, c in enumerate(candidates)
         if i + 1 == len(candidates) or shapes[candidates[i + 1]][1:] != shapes[c][1:]
     ]
-    return [Boundary(c, shapes[c], _layout_name(layout.get(c))) for c in ends]
+    found = [Boundary(c, shapes[c], _layout_name(layout.get(c))) for c in ends]
+    found += token_boundaries(inferred, shapes, reach)
+    order = {o: i for i, n in enumerate(inferred.graph.node) for o in n.output}
+    return sorted(found, key=lambda b: order[b.name])
+
+
+def token_boundaries(inferred, shapes, reach):
+    """The ends of a transformer's encoder layers (module docstring), in graph order."""
+    joins = [n.output[0] for n in inferred.graph.node if _is_token_join(n, shapes, reach)]
+    joins = [j for j in joins if dominates_outputs(inferred, j)]
+    nodes = list(inferred.graph.node)
+    ends = [j for i, j in enumerate(joins) if not _has_attention(nodes, j, joins[i - 1] if i else None)]
+    if not ends:
+        return []
+    grid, stride, extra = _token_layout(inferred, shapes, reach, ends[0])
+    return [Boundary(e, shapes[e], "unknown", "tokens", grid, stride, extra) for e in ends]
+
+
+def _is_token_join(node, shapes, reach):
+    """A residual Add of two data tensors of one ``[B, N, D]`` shape."""
+    if node.op_type != "Add" or len(shapes.get(node.output[0]) or []) != 3:
+        return False
+    operands = [shapes.get(n) or [] for n in node.input]
+    return all(n in reach for n in node.input) and all(s[1:] == shapes[node.output[0]][1:] for s in operands)
+
+
+def _has_attention(nodes, end, start):
+    """True iff an attention op computes ``end`` after ``start`` (None: from the inputs)."""
+    inside = upstream(nodes, end) - (upstream(nodes, start) if start else set())
+    return any(n.op_type in ATTENTION and set(n.output) & inside for n in nodes)
+
+
+def _token_layout(inferred, shapes, reach, first):
+    """(grid, stride, extra tokens) of the sequence ``first``, from the patch embedding
+    before it: its last Conv and a token Concat; Nones where ``N`` does not add up."""
+    before = upstream(inferred.graph.node, first)
+    made = [n for n in inferred.graph.node if set(n.output) & before]
+    convs = [n for n in made if n.op_type == "Conv" and len(shapes.get(n.output[0]) or []) == 4]
+    if not convs:
+        return None, None, None
+    grid = tuple(shapes[convs[-1].output[0]][2:])
+    strides = next((list(a.ints) for a in convs[-1].attribute if a.name == "strides"), [1, 1])
+    extra = sum(_learned_tokens(n, shapes, reach) for n in made if n.op_type == "Concat")
+    if not all(isinstance(d, int) for d in grid) or grid[0] * grid[1] + extra != shapes[first][1]:
+        return None, None, None
+    return grid, (strides[0] if len(set(strides)) == 1 else None), extra
+
+
+def _learned_tokens(concat, shapes, reach):
+    """Rows a token Concat (rank 3, along the tokens) adds from inputs that carry no
+    image data (a learned parameter expanded to the batch); 0 for any other Concat."""
+    out = shapes.get(concat.output[0]) or []
+    axis = next((a.i for a in concat.attribute if a.name == "axis"), 0)
+    learned = [shapes.get(n) or [] for n in concat.input if n not in reach]
+    if len(out) != 3 or axis not in (1, -2) or len(learned) == len(concat.input):
+        return 0
+    sizes = [s[1] for s in learned if len(s) == 3]
+    return sum(sizes) if len(sizes) == len(learned) and all(isinstance(d, int) for d in sizes) else 0
 
 
 def _feeds_only_pooling(model, name, candidates):
@@ -201,11 +283,18 @@ def _layout_name(letters):
 
 
 def describe(model, names):
-    """Boundaries for tensors the user named (shape and layout as for found ones)."""
+    """Boundaries for tensors the user named (shape and layout as for found ones; a
+    rank-3 tensor is a token sequence, its grid read as for found ones)."""
     inferred = infer_shapes(model)
     shapes = tensor_shapes(inferred)
     layout = layouts(inferred, shapes)
-    return [Boundary(n, shapes.get(n), _layout_name(layout.get(n))) for n in names]
+    reach = reachable(inferred)
+    return [
+        Boundary(n, shapes[n], "unknown", "tokens", *_token_layout(inferred, shapes, reach, n))
+        if len(shapes.get(n) or []) == 3
+        else Boundary(n, shapes.get(n), _layout_name(layout.get(n)))
+        for n in names
+    ]
 
 
 def check_boundary(model, name):

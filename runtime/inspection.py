@@ -110,6 +110,16 @@ def check_branches(model, boundaries, label="the model", atol=ATOL, rtol=RTOL):
     return reports
 
 
+def block_row(boundary):
+    """A boundary as a row of ``blocks``: name, shape, layout and kind; a ``tokens`` one
+    also its patch grid ``[h, w]``, stride and extra tokens."""
+    row = {"name": boundary.name, "shape": boundary.shape, "layout": boundary.layout, "kind": boundary.kind}
+    if boundary.kind == "tokens":
+        grid = list(boundary.grid) if boundary.grid else None
+        row.update(grid=grid, stride=boundary.stride, extra_tokens=boundary.extra_tokens)
+    return row
+
+
 def inspect_model(path, input_shape=None, check=False, atol=ATOL, rtol=RTOL):
     """Inspect the ONNX file at ``path``; ``input_shape`` (``{input: dims}``) fixes open dims."""
     model = load_model(path)
@@ -124,7 +134,7 @@ def inspect_model(path, input_shape=None, check=False, atol=ATOL, rtol=RTOL):
         outputs=[value_info(vi) for vi in model.graph.output],
         opset=default_opset(model),
         producer=f"{model.producer_name} {model.producer_version}".strip(),
-        blocks=[{"name": b.name, "shape": b.shape, "layout": b.layout} for b in boundaries],
+        blocks=[block_row(b) for b in boundaries],
         graph=graph,
         boundaries=boundaries,
     )

@@ -36,7 +36,8 @@ def test_json_lists_io_and_blocks(capsys, teachers):
     assert report["outputs"] == [{"name": "logits", "shape": ["batch", 5], "dtype": "float32"}]
     assert report["opset"] == 18 and report["producer"].startswith("pytorch")
     assert [b["shape"][1] for b in report["blocks"]] == [8, 16, 32, 64]
-    assert all(set(b) == {"name", "shape", "layout"} and b["layout"] == "NCHW" for b in report["blocks"])
+    assert all(set(b) == {"name", "shape", "layout", "kind"} and b["layout"] == "NCHW" for b in report["blocks"])
+    assert all(b["kind"] == "map" for b in report["blocks"])
 
 
 @pytest.mark.parametrize("key", ["plain18", "residual17"])
@@ -46,7 +47,7 @@ def test_check_compares_every_branch(capsys, teachers, key):
     blocks = json.loads(out)["blocks"]
     assert len(blocks) == {"plain18": 4, "residual17": 3}[key]
     for b in blocks:
-        assert set(b) == {"name", "shape", "layout", "branch_ok", "branch_max_abs_diff", "branch_p99_abs_diff"}
+        assert set(b) == {"name", "shape", "layout", "kind", "branch_ok", "branch_max_abs_diff", "branch_p99_abs_diff"}
         assert b["branch_ok"] is True and 0 <= b["branch_p99_abs_diff"] <= b["branch_max_abs_diff"] <= 1e-5
 
 

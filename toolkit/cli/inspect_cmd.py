@@ -39,7 +39,16 @@ def _print_table(path, report):
         line = f"  {i:>2}  {b['name']:<{width}}  {_dims(b['shape']):<22} {b['layout']:<7}"
         if checked:
             line += f"  {'ok' if b['branch_ok'] else 'FAIL':<6}  {b['branch_max_abs_diff']:.2e}"
-        click.echo(line)
+        click.echo(line + _tokens(b))
+
+
+def _tokens(block):
+    """A token boundary's kind, patch grid, extra tokens and stride ('' for a feature map)."""
+    if block["kind"] != "tokens":
+        return ""
+    grid = "x".join(map(str, block["grid"])) if block["grid"] else "?"
+    extra = "?" if block["extra_tokens"] is None else block["extra_tokens"]
+    return f"  tokens: grid {grid} + {extra} extra, stride {block['stride'] or '?'}"
 
 
 def _dims(shape):
