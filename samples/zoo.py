@@ -154,12 +154,15 @@ def sweep_one(name, timeout):
 
 
 def outputs_only(row):
-    """A model whose inspect passes with fewer than two boundaries that convert teaches through its
-    outputs alone (a ViT: token sequences, no rank-4 stage): outcome ``outputs only``, not ``pass``."""
-    if (row["convert"] or 0) >= 2:
+    """A model whose inspect passes with fewer than two feature-map boundaries that convert teaches a
+    student through its outputs alone (a ViT: its boundaries are token sequences, which students do not
+    line up yet): outcome ``outputs only``, not ``pass``."""
+    maps = (row["convert"] or 0) - (row.get("tokens") or 0)
+    if maps >= 2:
         return {}
-    detail = f"{row['convert'] or 0} of {row['boundaries'] or 0} boundaries convert; it teaches through its outputs"
-    return {"outcome": "outputs only", "detail": detail}
+    detail = f"{row['convert'] or 0} of {row['boundaries'] or 0} boundaries convert"
+    detail += f", {row['tokens']} of them token sequences" if row.get("tokens") else ""
+    return {"outcome": "outputs only", "detail": detail + "; it teaches through its outputs"}
 
 
 def read_step(row, title, stdout, tmp):
@@ -179,6 +182,7 @@ def read_step(row, title, stdout, tmp):
     elif title == "inspect" and stdout.strip():
         blocks = json.loads(stdout)["blocks"]
         row["boundaries"], row["convert"] = len(blocks), sum(b["branch_ok"] for b in blocks)
+        row["tokens"] = sum(b["branch_ok"] and b.get("kind") == "tokens" for b in blocks)
 
 
 def cell(row, column):

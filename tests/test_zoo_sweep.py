@@ -42,6 +42,8 @@ def test_under_two_converting_boundaries_is_outputs_only():
     assert outputs_only({"boundaries": 0, "convert": 0})["outcome"] == "outputs only"
     assert outputs_only({"boundaries": 3, "convert": 1})["detail"].startswith("1 of 3 boundaries convert")
     assert outputs_only({"boundaries": 3, "convert": 2}) == {}
+    tokens = outputs_only({"boundaries": 12, "convert": 12, "tokens": 12})  # a ViT's encoder layers
+    assert tokens["outcome"] == "outputs only" and "12 of them token sequences" in tokens["detail"]
 
 
 def _sweep(out):
