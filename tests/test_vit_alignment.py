@@ -174,3 +174,32 @@ def test_a_cnn_trunk_learns_from_the_vit_token_features(models, capsys):
         if key.startswith("vit@")
     )
     assert branch["build"]["adapter"][1:] == [[32, 8, 8], "tokens", True, [1, "start"]]
+
+
+class TokenAtTheEnd(torch.nn.Module):
+    """Patch tokens, then a learned token appended after them, and two residual MLP layers."""
+
+    def __init__(self, dim=8):
+        super().__init__()
+        self.embed = torch.nn.Conv2d(3, dim, 4, 4)
+        self.token = torch.nn.Parameter(torch.randn(1, 1, dim))
+        self.mlps = torch.nn.ModuleList(torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.GELU()) for _ in "ab")
+        self.head = torch.nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([x, self.token.expand(x.shape[0], -1, -1)], dim=1)
+        for mlp in self.mlps:
+            x = x + mlp(x)
+        return self.head(x[:, -1])
+
+
+def test_extra_tokens_after_the_patches_are_read_from_the_graph(tmp_path):
+    torch.manual_seed(0)
+    path = export(TokenAtTheEnd().eval(), tmp_path / "end.onnx", input_shape=(2, 3, SIZE, SIZE))
+    teacher = opened(path)
+    assert [(b.grid, b.stride, b.extra_tokens, b.extra_at) for b in teacher.boundaries] == [((8, 8), 4, 1, "end")] * 2
+    images = np.random.default_rng(1).normal(size=(2, 3, SIZE, SIZE)).astype(np.float32)
+    tokens = teacher.runner.run(images).taps[teacher.boundaries[0].name]
+    grid = tokens_to_map(tokens, teacher.boundaries[0])
+    np.testing.assert_array_equal(grid[:, :, 2, 3], tokens[:, 8 * 2 + 3])  # the learned token is row 64, dropped

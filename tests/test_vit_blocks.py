@@ -50,7 +50,10 @@ def test_inspect_check_converts_every_token_boundary(vit, capsys):
     blocks = json.loads(captured.out)["blocks"]
     assert len(blocks) == 3
     assert all(b["kind"] == "tokens" and b["grid"] == [8, 8] and b["stride"] == 4 for b in blocks)
-    assert all(b["extra_tokens"] == 1 and b["branch_ok"] and b["branch_max_abs_diff"] <= 1e-4 for b in blocks)
+    assert all(
+        b["extra_tokens"] == 1 and b["extra_at"] == "start" and b["branch_ok"] and b["branch_max_abs_diff"] <= 1e-4
+        for b in blocks
+    )
     code, captured = amalgam(capsys, "inspect", vit)
     assert code == 0 and captured.out.count("tokens: grid 8x8 + 1 extra, stride 4") == 3
 
