@@ -54,8 +54,8 @@ class TokenAdapter(Adapter):
     least-squares started like the conv), at the ``extra_at`` end of the sequence.
     """
 
-    def __init__(self, source_channels, target_shape, extra_tokens, extra_at, project=True):
-        super().__init__(source_channels, target_shape, "NCHW", project)
+    def __init__(self, source_channels, target_shape, extra_tokens, extra_at):
+        super().__init__(source_channels, target_shape, "NCHW", project=True)
         self.dim, self.grid = target_shape[0], tuple(target_shape[1:])
         self.extra_tokens, self.extra_at = extra_tokens, extra_at
         self.extra = nn.Linear(self.dim, extra_tokens * self.dim) if extra_tokens else None
@@ -91,9 +91,10 @@ def to_nchw(shape, layout):
 
 def make_adapter(source_shape, target_shape, target_layout="NCHW", project=False, extra=None):
     """The adapter from a (C, H, W) trunk feature to a branch input: ``target_layout``
-    "tokens" (``extra``: [extra tokens, where]) for a ViT branch, else a map's layout."""
+    "tokens" (``extra``: [extra tokens, where]) for a ViT branch, always projected (a
+    ViT's token dim need not line up with the trunk's channels), else a map's layout."""
     if target_layout == "tokens":
-        return TokenAdapter(source_shape[0], target_shape, *extra, project=True)
+        return TokenAdapter(source_shape[0], target_shape, *extra)
     if not needs_adapter(source_shape, target_shape, target_layout, project):
         return nn.Identity()
     return Adapter(source_shape[0], target_shape, target_layout, project)
