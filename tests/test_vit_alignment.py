@@ -174,6 +174,12 @@ def test_a_cnn_trunk_learns_from_the_vit_token_features(models, capsys):
         if key.startswith("vit@")
     )
     assert branch["build"]["adapter"][1:] == [[32, 8, 8], "tokens", True, [1, "start"]]
+    # the student with its ViT branch exports, and ONNX Runtime matches the PyTorch student
+    student = root / "student.onnx"
+    code, captured = amalgam(capsys, "export", out, "-o", student)
+    assert code == 0, captured.err[-3000:]
+    code, captured = amalgam(capsys, "validate", student, "--run", out)
+    assert code == 0 and "numeric parity" in captured.out and ": pass" in captured.out, captured.err[-3000:]
 
 
 class TokenAtTheEnd(torch.nn.Module):
