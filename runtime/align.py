@@ -19,9 +19,16 @@ teacher has done all it does at that scale.
 * No boundary at that stride or coarser (the other teacher stops at a finer scale):
   :class:`BoundaryError`, one line naming both teachers and their strides.
 
-Feature maps only: a ``tokens`` boundary (a transformer's encoder layer,
-runtime.blocks) is refused with a :class:`BoundaryError`, as the student's adapters
-take feature maps.
+Across families (ours): a ViT's ``tokens`` boundaries (its encoder layers,
+runtime.blocks) are feature maps at stride = patch size once their patch tokens are
+reshaped to the patch grid (runtime.tokens), so stride is measured on the grid. But
+every encoder layer sits at that one stride, so stride cannot choose among them:
+against a teacher whose boundaries are all token sequences, reference block ``l`` of
+``L`` pairs with encoder layer ``ceil(l * K / L)`` of ``K`` (:func:`by_depth`, the same
+relative depth; the last block with the last layer), and the trunk feature is resized
+to the patch grid where its stride differs (down where finer, up where coarser). The
+reference itself must give feature maps (:func:`require_maps`): the student's trunk is
+cut from a CNN teacher.
 
 Strides are rounded to the nearest power of two (a padded 3x3 stride-2 convolution
 gives ``ceil(n / 2)``, so a 48-pixel image's stride-32 map is 2 pixels wide). A
@@ -35,6 +42,7 @@ from amalgam.runtime.blocks import Boundary, layouts, tensor_shapes
 from amalgam.runtime.errors import BoundaryError
 from amalgam.runtime.graph import data_inputs
 from amalgam.runtime.taps import infer_shapes
+from amalgam.runtime.tokens import require_grid, summary
 
 
 @dataclass(frozen=True)
@@ -53,26 +61,38 @@ class Pairing:
         """True when the trunk feature must be resized for the other teacher's branch."""
         return spatial_size(self.reference) != spatial_size(self.other)
 
+    @property
+    def adapter(self):
+        """How the trunk's map meets a token boundary (None for a feature map)."""
+        if self.other.kind != "tokens":
+            return None
+        h, w = self.other.grid
+        extra = f" + {self.other.extra_tokens} extra at the {self.other.extra_at}" if self.other.extra_tokens else ""
+        return f"map -> tokens: {channels(self.other)}x{h}x{w} as {h * w} patches{extra}"
+
     def to_dict(self):
         return {
             "block": self.block,
-            "reference": {
-                "name": self.reference.name,
-                "stride": self.reference_stride,
-                "channels": channels(self.reference),
-                "size": spatial_size(self.reference),
-            },
-            "other": {
-                "name": self.other.name,
-                "stride": self.other_stride,
-                "channels": channels(self.other),
-                "size": spatial_size(self.other),
-            },
+            "reference": _side(self.reference, self.reference_stride),
+            "other": _side(self.other, self.other_stride),
+            "adapter": self.adapter,
         }
 
 
+def _side(boundary, stride):
+    """One teacher's side of an alignment row (a token boundary with its grid and extra tokens)."""
+    side = {"name": boundary.name, "kind": boundary.kind, "stride": stride}
+    side |= {"channels": channels(boundary), "size": spatial_size(boundary)}
+    if boundary.kind == "tokens":
+        side |= {"grid": list(boundary.grid), "extra_tokens": boundary.extra_tokens, "extra_at": boundary.extra_at}
+    return side
+
+
 def spatial_size(boundary):
-    """(H, W) of a rank-4 boundary, read in its layout; None where a dim is open."""
+    """(H, W) of a rank-4 boundary, read in its layout, or a token boundary's patch grid;
+    None where a dim is open."""
+    if boundary.kind == "tokens":
+        return boundary.grid
     if len(boundary.shape or []) != 4:
         return None
     h, w = (
@@ -82,6 +102,9 @@ def spatial_size(boundary):
 
 
 def channels(boundary):
+    """Channels of a feature map; a token sequence's dim."""
+    if boundary.kind == "tokens":
+        return boundary.shape[2] if isinstance(boundary.shape[2], int) else None
     if len(boundary.shape or []) != 4:
         return None
     c = boundary.shape[3] if boundary.layout == "NHWC" else boundary.shape[1]
@@ -134,9 +157,11 @@ def align(reference, reference_image, other, other_image, names=("reference", "o
     Returns one :class:`Pairing` per reference boundary.
     """
     require_maps(reference, names[0])
-    require_maps(other, names[1])
+    require_grid(other, names[1])
     ref_strides = [stride(b, reference_image) for b in reference]
     other_strides = [stride(b, other_image) for b in other]
+    if other and all(b.kind == "tokens" for b in other):
+        return by_depth(reference, ref_strides, other, other_strides)
     if ref_strides == other_strides:
         return in_order(reference, reference_image, other, other_image, names)
     last = {s: b for b, s in zip(other, other_strides)}  # the last boundary at each stride
@@ -154,13 +179,27 @@ def align(reference, reference_image, other, other_image, names=("reference", "o
     return rows
 
 
+def by_depth(reference, ref_strides, other, other_strides):
+    """Reference block ``l`` of ``L`` with ``other``'s boundary ``ceil(l * K / L)`` of ``K``:
+    the same relative depth (a ViT's encoder layers, all at its patch stride)."""
+    blocks, layers = len(reference), len(other)
+    picked = [-(-block * layers // blocks) - 1 for block in range(1, blocks + 1)]
+    return [
+        Pairing(block, r, s, other[i], other_strides[i])
+        for block, (r, s, i) in enumerate(zip(reference, ref_strides, picked), start=1)
+    ]
+
+
 def require_maps(boundaries, teacher):
-    """Raise unless every boundary of ``teacher`` is a feature map (not a token sequence)."""
+    """Raise unless every boundary of the reference ``teacher`` is a feature map: a
+    student's trunk is cut from a CNN teacher (a ViT teaches it through its tokens)."""
     tokens = [b.name for b in boundaries if b.kind == "tokens"]
     if tokens:
         raise BoundaryError(
-            f"teacher {teacher!r}: boundaries {tokens} are token sequences (a transformer's encoder layers); "
-            f"students line teachers up by feature maps only, so a token teacher teaches through its outputs"
+            f"teacher {teacher!r}: its {len(tokens)} boundaries ({tokens[0]!r}, ...) are token sequences "
+            f"(a transformer's encoder layers), and a student's trunk is cut from feature maps only: make a CNN "
+            f"teacher the reference (student.reference, or the first model to inspect); a ViT then teaches "
+            f"the CNN trunk through its token features"
         )
 
 
@@ -168,7 +207,7 @@ def in_order(reference, reference_image, other, other_image, names=("reference",
     """Boundary ``l`` with boundary ``l`` (same architecture, or boundaries named by
     hand: there a stride that cannot be measured is None)."""
     require_maps(reference, names[0])
-    require_maps(other, names[1])
+    require_grid(other, names[1])
 
     def known(b, image):
         return stride(b, image) if image and spatial_size(b) else None
@@ -187,12 +226,15 @@ def table(rows, names=("reference", "other")):
     """The alignment as text lines, one per reference block."""
 
     def cell(b, s):
+        if b.kind == "tokens":
+            return f"{b.name} ({summary(b)})"
         return f"{b.name} (stride {s or '?'}, {channels(b) or '?'} ch)"
 
     width = max([len(cell(r.reference, r.reference_stride)) for r in rows] + [len(names[0])])
     lines = [f"  {'#':>2}  {names[0]:<{width}}  {names[1]}"]
     for r in rows:
-        note = "  (resized)" if r.resized else ""
+        notes = [n for n in ("resized" if r.resized else None, r.adapter) if n]
+        note = f"  ({', '.join(notes)})" if notes else ""
         lines.append(
             f"  {r.block:>2}  {cell(r.reference, r.reference_stride):<{width}}  {cell(r.other, r.other_stride)}{note}"
         )

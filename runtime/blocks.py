@@ -23,7 +23,8 @@ returns it. The sequence's layout comes from the patch embedding before the firs
 layer: the last Conv there gives the patch grid and stride, and a Concat along the
 tokens of a learned parameter expanded to the batch (it carries no image data)
 gives the ``extra_tokens`` (class, distillation or register tokens) set beside the
-``grid_h * grid_w`` patch tokens.
+``grid_h * grid_w`` patch tokens, and the Concat's input order says where they sit
+(``extra_at``: before the patch tokens, ``"start"``, or after them, ``"end"``).
 """
 
 from dataclasses import dataclass
@@ -95,7 +96,8 @@ class Boundary:
 
     ``kind``: ``"map"``, a feature map ``[B, C, H, W]`` (or NHWC), or ``"tokens"``, a
     token sequence ``[B, N, D]`` whose ``N`` is ``grid`` (h, w) patches of ``stride``
-    pixels plus ``extra_tokens`` (None where the graph does not tell them).
+    pixels plus ``extra_tokens`` at the ``extra_at`` end of the sequence (``"start"`` or
+    ``"end"``; None where the graph does not tell them).
     """
 
     name: str
@@ -105,6 +107,7 @@ class Boundary:
     grid: tuple | None = None
     stride: int | None = None
     extra_tokens: int | None = None
+    extra_at: str | None = None
 
 
 def reachable(model, blocked=None):
@@ -226,8 +229,8 @@ def token_boundaries(inferred, shapes, reach):
     ends = [j for i, j in enumerate(joins) if not _has_attention(nodes, j, joins[i - 1] if i else None)]
     if not ends:
         return []
-    grid, stride, extra = _token_layout(inferred, shapes, reach, ends[0])
-    return [Boundary(e, shapes[e], "unknown", "tokens", grid, stride, extra) for e in ends]
+    layout = _token_layout(inferred, shapes, reach, ends[0])
+    return [Boundary(e, shapes[e], "unknown", "tokens", *layout) for e in ends]
 
 
 def _is_token_join(node, shapes, reach):
@@ -245,31 +248,40 @@ def _has_attention(nodes, end, start):
 
 
 def _token_layout(inferred, shapes, reach, first):
-    """(grid, stride, extra tokens) of the sequence ``first``, from the patch embedding
-    before it: its last Conv and a token Concat; Nones where ``N`` does not add up."""
+    """(grid, stride, extra tokens, where they sit) of the sequence ``first``, from the
+    patch embedding before it: its last Conv and the token Concats; Nones where ``N``
+    does not add up or the extra tokens sit on both sides of the patch tokens."""
+    unknown = None, None, None, None
     before = upstream(inferred.graph.node, first)
     made = [n for n in inferred.graph.node if set(n.output) & before]
     convs = [n for n in made if n.op_type == "Conv" and len(shapes.get(n.output[0]) or []) == 4]
     if not convs:
-        return None, None, None
+        return unknown
     grid = tuple(shapes[convs[-1].output[0]][2:])
     strides = next((list(a.ints) for a in convs[-1].attribute if a.name == "strides"), [1, 1])
-    extra = sum(_learned_tokens(n, shapes, reach) for n in made if n.op_type == "Concat")
-    if not all(isinstance(d, int) for d in grid) or grid[0] * grid[1] + extra != shapes[first][1]:
-        return None, None, None
-    return grid, (strides[0] if len(set(strides)) == 1 else None), extra
+    learned = [_learned_tokens(n, shapes, reach) for n in made if n.op_type == "Concat"]
+    extra = sum(rows for rows, _ in learned)
+    sides = {side for rows, side in learned if rows}
+    if not all(isinstance(d, int) for d in grid) or grid[0] * grid[1] + extra != shapes[first][1] or len(sides) > 1:
+        return unknown
+    return grid, (strides[0] if len(set(strides)) == 1 else None), extra, sides.pop() if sides else "start"
 
 
 def _learned_tokens(concat, shapes, reach):
-    """Rows a token Concat (rank 3, along the tokens) adds from inputs that carry no
-    image data (a learned parameter expanded to the batch); 0 for any other Concat."""
+    """(rows, side) a token Concat (rank 3, along the tokens) adds from inputs that carry no
+    image data (a learned parameter expanded to the batch), ``side`` ``"start"`` or ``"end"``
+    of the image rows (None: on both sides); (0, None) for any other Concat."""
     out = shapes.get(concat.output[0]) or []
     axis = next((a.i for a in concat.attribute if a.name == "axis"), 0)
-    learned = [shapes.get(n) or [] for n in concat.input if n not in reach]
-    if len(out) != 3 or axis not in (1, -2) or len(learned) == len(concat.input):
-        return 0
-    sizes = [s[1] for s in learned if len(s) == 3]
-    return sum(sizes) if len(sizes) == len(learned) and all(isinstance(d, int) for d in sizes) else 0
+    learned = [i for i, n in enumerate(concat.input) if n not in reach]
+    image = [i for i, n in enumerate(concat.input) if n in reach]
+    if len(out) != 3 or axis not in (1, -2) or not image:
+        return 0, None
+    sizes = [(shapes.get(concat.input[i]) or [None, None])[1] for i in learned]
+    if not all(isinstance(d, int) for d in sizes) or any(len(shapes.get(concat.input[i]) or []) != 3 for i in learned):
+        return 0, None
+    side = "start" if max(learned, default=-1) < min(image) else "end" if min(learned) > max(image) else None
+    return sum(sizes), side
 
 
 def _feeds_only_pooling(model, name, candidates):

@@ -14,6 +14,11 @@ at run time (``torch.any(shape == 0)``), a data-dependent branch that
 writes for every flatten or view). Ours reads the target once, at conversion (a
 constant after :func:`~amalgam.runtime.normalize.normalize`), so a converted piece exports
 under dynamo with its batch axis symbolic.
+
+Gather is our own too (:class:`Take`): under export, onnx2torch's reads a private of
+``torch.onnx.symbolic_helper`` that torch 2.14 lacks once torchvision is imported
+first, so a ViT branch (it gathers its class token) would not export in such a
+process.
 """
 
 import operator
@@ -137,6 +142,7 @@ def _split18(node, graph):
 
 # Every Reshape version onnx2torch resolves to (1 takes its shape as an attribute: never seen).
 RESHAPE_VERSIONS = (5, 13, 14, 19, 21)
+GATHER_VERSIONS = (1, 11, 13)
 
 
 class StaticReshape(nn.Module):
@@ -171,6 +177,22 @@ def _reshape(node, graph):
     return OperationConverterResult(module, OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))
 
 
+class Take(nn.Module):
+    """ONNX Gather: ``numpy.take(data, indices, axis)``, one code path in and out of export."""
+
+    def __init__(self, axis):
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, data, indices):
+        return data[(slice(None),) * (self.axis % data.dim()) + (indices.long(),)]
+
+
+def _gather(node, graph):
+    module = Take(node.attributes.get("axis", 0))
+    return OperationConverterResult(module, OnnxMapping(inputs=node.input_values, outputs=node.output_values))
+
+
 def _replace(op, version, converter):
     """Register ``converter`` for ``op``-``version``, in place of onnx2torch's own if any.
 
@@ -202,6 +224,8 @@ for (_op, _v), _old in SAME_AS.items():
 _register("Split", 18, _split18)
 for _v in RESHAPE_VERSIONS:
     _replace("Reshape", _v, _reshape)
+for _v in GATHER_VERSIONS:
+    _replace("Gather", _v, _gather)
 
 
 def unsupported_ops(model):

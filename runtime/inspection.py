@@ -112,11 +112,11 @@ def check_branches(model, boundaries, label="the model", atol=ATOL, rtol=RTOL):
 
 def block_row(boundary):
     """A boundary as a row of ``blocks``: name, shape, layout and kind; a ``tokens`` one
-    also its patch grid ``[h, w]``, stride and extra tokens."""
+    also its patch grid ``[h, w]``, stride and extra tokens (how many, and at which end)."""
     row = {"name": boundary.name, "shape": boundary.shape, "layout": boundary.layout, "kind": boundary.kind}
     if boundary.kind == "tokens":
         grid = list(boundary.grid) if boundary.grid else None
-        row.update(grid=grid, stride=boundary.stride, extra_tokens=boundary.extra_tokens)
+        row.update(grid=grid, stride=boundary.stride, extra_tokens=boundary.extra_tokens, extra_at=boundary.extra_at)
     return row
 
 

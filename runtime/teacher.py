@@ -291,19 +291,24 @@ def open_teacher(
 ):
     """Open one teacher in one call: load and check the file, normalise its graph for
     ``input_shape`` (one shape, or ``{input: shape}``), find its block boundaries or
-    check the given ones (feature maps only: found ``tokens`` boundaries are left out, so
-    a transformer teaches through its outputs, and named ones are refused), check that
-    the layers a student copies convert to torch (``copied``: ``"all"`` for the trunk's reference teacher, ``"branches"`` for those
+    check the given ones, check that the layers a student copies convert to torch
+    (``copied``: ``"all"`` for the trunk's reference teacher, ``"branches"`` for those
     after the first boundary, None for none), and build its :class:`Teacher` runner
     with the boundaries as taps (its session on ``device`` with ``threads`` intra-op
-    threads, None: ONNX Runtime's default). ``line_up(graph, boundaries) -> boundaries``, when
+    threads, None: ONNX Runtime's default). A ViT's ``tokens`` boundaries count where
+    the graph tells their patch grid (runtime.tokens; found ones whose grid it does not
+    tell are left out, and the teacher may teach through its outputs; named ones are
+    refused), but not for the reference: the trunk is cut from feature maps only
+    (runtime.align.require_maps). ``line_up(graph, boundaries) -> boundaries``, when
     given, replaces the found or named boundaries before the check and the runner (the
     toolkit lines a teacher up with the reference's blocks, runtime.align). A failure's
-    ``part`` attribute says what was wrong:
-    ``"input"``, ``"boundaries"`` or ``"ops"`` (None: the file or the tasks)."""
+    ``part`` attribute says what was wrong: ``"input"``, ``"boundaries"``, ``"trunk"``
+    (a reference whose boundaries are token sequences) or ``"ops"`` (None: the file or
+    the tasks)."""
     from amalgam.runtime.align import require_maps
     from amalgam.runtime.blocks import check_boundary, describe, find_boundaries
     from amalgam.runtime.normalize import normalize
+    from amalgam.runtime.tokens import readable, require_grid
 
     model = load_model(path)
     try:
@@ -312,14 +317,19 @@ def open_teacher(
         raise _part("input", e) from e
     try:
         if boundaries is None:
-            found = [b for b in find_boundaries(graph) if b.kind == "map"]
+            found = [b for b in find_boundaries(graph) if readable(b)]
         else:
             for name in boundaries:
                 check_boundary(graph, name)
             found = describe(graph, boundaries)
-            require_maps(found, str(path))
+            require_grid(found, str(path))
     except BadInputError as e:
         raise _part("boundaries", e) from e
+    if copied == "all":
+        try:
+            require_maps(found, str(path))
+        except BadInputError as e:
+            raise _part("trunk", e) from e
     if found and line_up is not None:
         found = line_up(graph, found)
     if found and copied:

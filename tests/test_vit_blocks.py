@@ -50,20 +50,23 @@ def test_inspect_check_converts_every_token_boundary(vit, capsys):
     blocks = json.loads(captured.out)["blocks"]
     assert len(blocks) == 3
     assert all(b["kind"] == "tokens" and b["grid"] == [8, 8] and b["stride"] == 4 for b in blocks)
-    assert all(b["extra_tokens"] == 1 and b["branch_ok"] and b["branch_max_abs_diff"] <= 1e-4 for b in blocks)
+    assert all(
+        b["extra_tokens"] == 1 and b["extra_at"] == "start" and b["branch_ok"] and b["branch_max_abs_diff"] <= 1e-4
+        for b in blocks
+    )
     code, captured = amalgam(capsys, "inspect", vit)
     assert code == 0 and captured.out.count("tokens: grid 8x8 + 1 extra, stride 4") == 3
 
 
-def test_students_take_feature_maps_only(vit):
-    """A ViT teacher keeps teaching through its outputs; a token boundary named or lined up is refused."""
+def test_a_vit_teacher_keeps_its_token_boundaries(vit):
+    """A ViT teacher's found or named token boundaries are kept (runtime.align lines them up with a
+    CNN reference's blocks); one whose patch grid the graph does not tell is refused by name."""
     task = [TaskSpec("a", "logits", index=0)]
-    assert open_teacher(vit, task, (1, 3, 32, 32)).boundaries == []
-    named = find_boundaries(normalize(onnx.load(str(vit))))[0].name
-    with pytest.raises(BoundaryError, match="token sequences") as refused:
-        open_teacher(vit, task, (1, 3, 32, 32), [named])
-    assert refused.value.part == "boundaries" and "\n" not in str(refused.value)
+    found = open_teacher(vit, task, (1, 3, 32, 32)).boundaries
+    assert [(b.kind, b.grid, b.extra_tokens, b.extra_at) for b in found] == [("tokens", (8, 8), 1, "start")] * 3
+    named = open_teacher(vit, task, (1, 3, 32, 32), [found[0].name]).boundaries
+    assert named == found[:1]
     cnn = [Boundary("relu", ["batch", 8, 8, 8], "NCHW")]
-    tokens = [Boundary(named, ["batch", 65, 32], "unknown", "tokens", (8, 8), 4, 1)]
-    with pytest.raises(BoundaryError, match="'V'.*token sequences"):
-        align(cnn, (32, 32), tokens, (32, 32), ("C", "V"))
+    unknown = [Boundary(found[0].name, ["batch", 65, 32], "unknown", "tokens", (8, 8), 4, 1)]
+    with pytest.raises(BoundaryError, match="'V': token boundary .* patch grid is not known"):
+        align(cnn, (32, 32), unknown, (32, 32), ("C", "V"))

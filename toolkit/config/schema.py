@@ -175,7 +175,8 @@ class DataConfig(_Model):
 
 class StudentConfig(_Model):
     reference: str | None = None
-    """The teacher whose graph gives the trunk's blocks; null: the first teacher."""
+    """The teacher whose graph gives the trunk's blocks, a CNN (a ViT, whose boundaries are token sequences, teaches
+    the trunk as another teacher); null: the first teacher."""
     init: Literal["auto", "teacher", "random", "pruned"] = "auto"
     """`auto`: the reference's weights at width 1, He init (as `random`) when `width` is below 1: the init the held-out
     split chose (Results, "Which init a narrowed trunk takes"). `teacher`: trunk blocks start from the

@@ -47,6 +47,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from amalgam.runtime.errors import ConfigError
+from amalgam.runtime.tokens import tokens_to_map
 from amalgam.toolkit.student.adapters import resize_to
 from amalgam.toolkit.student.infer import to_tensor
 from amalgam.toolkit.student.parts import feature_shape
@@ -84,9 +85,13 @@ def check_feature_baselines(config, teachers):
 
 
 def teacher_feature(data, teacher, block, idx, size, device):
-    """``teacher``'s cached tap at ``block`` for rows ``idx``: NCHW, at the student's spatial ``size``."""
+    """``teacher``'s cached tap at ``block`` for rows ``idx``: NCHW (a ViT's patch tokens as
+    their grid's map), at the student's spatial ``size``."""
     tap = to_tensor(data.taps[(teacher.name, block)], idx, device)
-    if teacher.boundary(block).layout == "NHWC":
+    boundary = teacher.boundary(block)
+    if boundary.kind == "tokens":
+        tap = tokens_to_map(tap, boundary)
+    elif boundary.layout == "NHWC":
         tap = tap.permute(0, 3, 1, 2)
     return resize_to(tap, size)
 

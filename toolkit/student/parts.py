@@ -6,8 +6,8 @@
   convolution (``random``);
 * branch ``(t, l)`` = teacher ``t``'s layers after its boundary ``l``, head cut
   down to ``t``'s chosen tasks (runtime.heads), behind a fresh channel gate and,
-  where widths or layouts differ, an adapter; an output-only teacher's branch is
-  a fresh head.
+  where widths or layouts differ, an adapter (a ViT's branch after a token boundary:
+  a map-to-tokens adapter); an output-only teacher's branch is a fresh head.
 
 Every part keeps the ONNX graph it was converted from (``Part.graph``), so a
 trained student can be rebuilt from the run directory with no user code.
@@ -85,7 +85,9 @@ def branch_graph(teacher, block):
 
 
 def feature_shape(boundary):
-    """(C, H, W) of a boundary, NCHW order."""
+    """(C, H, W) of a boundary, NCHW order; a token boundary's patch grid as a map (D, h, w)."""
+    if boundary.kind == "tokens":
+        return (boundary.shape[2], *boundary.grid)
     return to_nchw(boundary.shape[1:], boundary.layout)
 
 
@@ -101,11 +103,10 @@ def make_branch(teacher, block, trunk_shape, gate_reduction, project=False):
         return Part(build_branch(build, None, _flatten_slots(slots, keep)), None)
     graph, slots = branch_graph(teacher, block)
     target = teacher.boundary(block)
-    build = {
-        "gate": [trunk_shape[0], gate_reduction],
-        "adapter": [list(trunk_shape), list(feature_shape(target)), target.layout, project],
-        "fresh_head": None,
-    }
+    adapter = [list(trunk_shape), list(feature_shape(target)), target.layout, project]
+    if target.kind == "tokens":
+        adapter[2:] = ["tokens", True, [target.extra_tokens, target.extra_at]]
+    build = {"gate": [trunk_shape[0], gate_reduction], "adapter": adapter, "fresh_head": None}
     return Part(build_branch(build, to_torch(graph), slots), graph)
 
 

@@ -5,11 +5,13 @@ Teachers line up block by block: boundary ``l`` of every structured teacher
 corresponds to block ``l`` of the trunk. A teacher whose boundaries were found (not
 named in the config) is lined up with the reference teacher's by stride
 (runtime.align: the last tensor at each of the reference's resolutions), so a ResNet,
-a RegNet and a MobileNet amalgamate with no boundary named by hand; its
-``alignment`` keeps the table. Boundaries named in the config win: they pair one to
+a RegNet and a MobileNet amalgamate with no boundary named by hand; a ViT's encoder
+layers (token sequences) line up with a CNN reference's blocks by relative depth,
+their patch tokens read as a map at the patch stride; its ``alignment`` keeps the
+table. Boundaries named in the config win: they pair one to
 one with the reference's. A teacher whose graph has no usable block structure (no
-rank-4 boundary, e.g. a scikit-learn model) teaches through its outputs alone
-(``structured`` is False).
+boundary, e.g. a scikit-learn model) teaches through its outputs alone
+(``structured`` is False). The reference must be a CNN: a ViT reference is refused.
 """
 
 from dataclasses import dataclass
@@ -46,7 +48,7 @@ class TeacherGraph:
 
 
 # Where, in a config's teacher, the part of the opening that failed is set.
-FIELD = {"input": ".preprocess", "boundaries": ".boundaries", "ops": ""}
+FIELD = {"input": ".preprocess", "boundaries": ".boundaries", "ops": "", "trunk": " (student.reference)"}
 
 
 def _open(where, tc, tasks, reference, line_up=None, **session):
