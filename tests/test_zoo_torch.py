@@ -2,10 +2,11 @@
 defaults, then ``amalgam inspect --check`` cuts and converts the branch after every
 candidate block boundary and compares it with ONNX Runtime.
 
-Random weights, 32x32 inputs (ViT-B/16 built for 32x32: four patches and the class
-token). Most come through ``tests.zoo_teachers:calibrated`` (BatchNorm statistics set
+Random weights, 32x32 inputs, the smallest each graph takes (ViT-B/16 and a DeiT-Ti-sized
+ViT built for 32x32: four patches and the class token; Swin-T pads its 8x8 patch grid to
+its 7x7 windows). Most come through ``tests.zoo_teachers:calibrated`` (BatchNorm statistics set
 from standard-normal images, ViT's zero head made random, so that logits have a real
-magnitude and parity means something); ConvNeXt straight from ``torchvision.models``.
+magnitude and parity means something); ConvNeXt and Swin-T straight from ``torchvision.models``.
 Each model is exported once per module, into a temporary folder.
 """
 
@@ -33,9 +34,12 @@ ZOO = {  # name: (factory, --kwargs)
     "regnet_y_400mf": (CALIBRATED, {"arch": "regnet_y_400mf"}),
     "convnext_tiny": ("torchvision.models:convnext_tiny", {}),  # LayerNorm only
     "vit_b_16": (CALIBRATED, {"arch": "vit_b_16", "image_size": 32}),  # its head starts at zero
+    "deit_tiny": ("tests.zoo_teachers:deit_tiny", {"image_size": 32}),  # patch 16, dim 192, 12 layers, 3 heads
+    "swin_t": ("torchvision.models:swin_t", {}),  # LayerNorm only; its stages are NHWC maps
 }
 SIZE = 32
-TOKEN_MODELS = {"vit_b_16": 12}  # a ViT's boundaries are token sequences, one per encoder layer
+TOKEN_MODELS = {"vit_b_16": 12, "deit_tiny": 12}  # a ViT's boundaries are token sequences, one per encoder layer
+AT_LEAST = {"swin_t": 4}  # boundaries expected: Swin-T's four stages (NHWC maps); others at least 2
 NOISE = ("Traceback", "Warning", "[E:onnxruntime", "torch.fx", "def forward")
 
 
@@ -87,7 +91,7 @@ def test_inspect_check_converts_every_boundary_with_parity(exported, capsys):
     if name in TOKEN_MODELS:  # 32x32 through 16x16 patches: a 2x2 grid and the class token
         assert len(blocks) == TOKEN_MODELS[name], blocks
         assert all((b["kind"], b["grid"], b["stride"], b["extra_tokens"]) == ("tokens", [2, 2], 16, 1) for b in blocks)
-    assert len(blocks) >= 2, blocks
+    assert len(blocks) >= AT_LEAST.get(name, 2), blocks
     assert all(b["branch_ok"] for b in blocks), [(b["name"], b["branch_max_abs_diff"]) for b in blocks]
 
 
