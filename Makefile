@@ -1,5 +1,5 @@
 # Two commands matter: `make demo` and `make test`. Everything else is a helper
-# (`make demo-real`: the second sample, samples/real_archs).
+# (`make demo-real`: the second sample, samples/real_archs; `make demo-vit`: the third, samples/vit_cnn).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +8,7 @@ export XDG_CACHE_HOME ?= $(CURDIR)/runs/.cache
 # pip keeps no copy of the wheels it installs: five environments fit the disk without a second copy of each.
 export PIP_NO_CACHE_DIR ?= 1
 
-.PHONY: demo demo-real test test-main lint bench zoo lock clean env data
+.PHONY: demo demo-real demo-vit test test-main lint bench zoo lock clean env data
 
 env: $(STAMP)
 
@@ -23,6 +23,7 @@ $(STAMP): requirements/main.txt pyproject.toml
 include mk/frameworks.mk
 include mk/edge.mk
 include samples/real_archs/teachers.mk
+include samples/vit_cnn/teachers.mk
 include mk/dist.mk
 include mk/docs.mk
 
@@ -49,6 +50,10 @@ demo: $(STAMP) edge-env
 # DEMO_ARGS: extra demo.py options, e.g. DEMO_ARGS="--set data.train.limit=4000".
 demo-real: $(STAMP) edge-env teachers-real
 	$(BIN)/python samples/demo.py --config samples/real_archs/config.yaml --out runs/demo-real $(DEMO_ARGS)
+
+# A Vision Transformer teacher beside a CNN teacher, the CNN the reference (samples/vit_cnn/README.md).
+demo-vit: $(STAMP) teachers-vit
+	$(BIN)/python samples/demo.py --config samples/vit_cnn/config.yaml --out runs/demo-vit --target onnx $(DEMO_ARGS)
 
 bench: $(STAMP) edge-env teachers-real
 	$(BIN)/python samples/bench.py $(BENCH_ARGS)

@@ -97,3 +97,20 @@ def test_real_archs_config_names_no_boundaries():
     ]
     assert [Path(t.onnx).name for t in config.teachers] == ["resnet18.onnx", "mobilenet_v2.onnx"]
     assert config.student.reference == "R"
+
+
+def test_vit_cnn_config_is_facts_and_a_cnn_reference():
+    """samples/vit_cnn: a ViT teacher beside a CNN teacher, the CNN the reference (`make demo-vit` runs it)."""
+    config = load_config(SAMPLE.parent / "vit_cnn" / "config.yaml")
+    assert [(t.name, Path(t.onnx).name, t.boundaries) for t in config.teachers] == [
+        ("C", "cnn.onnx", None),
+        ("V", "vit.onnx", None),
+    ]
+    assert [(t, task["name"]) for t, task in config.chosen_tasks()] == [
+        ("C", "tshirt"),
+        ("C", "pullover"),
+        ("C", "coat"),
+        ("V", "shirt"),
+        ("V", "sneaker"),
+    ]
+    assert config.student.reference == "C"
