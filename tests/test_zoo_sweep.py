@@ -2,9 +2,9 @@
 models (MNASNet through ``--weights``, whose safetensors path once raised ValueError, and
 SqueezeNet) that passes with its amalgamation smoke, then resumes without redoing them; the
 smoke of a token model (through its outputs) and of a trunk that width 0.25 cannot rescale
-(again at width 1); a keras.applications model through .venv-keras; and the models that once
-failed for a reason of ours: Inception-v3, whose logits of order 1e9 failed export-teacher's
-own check on float32 noise."""
+(again at width 1); and the models that once failed for a reason of ours: Inception-v3, whose
+logits of order 1e9 failed export-teacher's own check on float32 noise, and keras EfficientNetB0
+through .venv-keras, whose BatchNorm statistics the sweep once set on too few images."""
 
 import json
 import subprocess
@@ -135,7 +135,9 @@ def test_inception_v3_passes_its_export_check_at_a_scale_of_1e9(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not KERAS.is_file(), reason=f"{KERAS} is missing: make frameworks builds it")
 def test_a_keras_application_passes_through_the_keras_environment(tmp_path):
-    cmd = [sys.executable, "samples/zoo.py", "--models", "keras:MobileNetV3Small", "--out", str(tmp_path)]
+    """EfficientNetB0, calibrated on 16 images, once failed inspect (its logits reached 422 on
+    inspect's inputs, 11 of 17 branches off by up to 0.063); on 256, as the test fixtures, it passes."""
+    cmd = [sys.executable, "samples/zoo.py", "--models", "keras:EfficientNetB0", "--out", str(tmp_path)]
     done = subprocess.run(cmd + ["--timeout", "300"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "zoo.json").read_text())
