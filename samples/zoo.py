@@ -41,8 +41,8 @@ with a row in ``zoo.json`` is not run again (``--models`` picks a subset). ``--s
 smoke`` runs only the smoke (with the probe and export it needs) of models whose row is
 there and passed, and fills in their smoke. The full sweep covers 80 torchvision models
 (5 skipped for size) and 40 Keras ones; docs/zoo.md says which models were run, how long
-each took and, from their mean, how long the full sweep would take (about 4 hours on 2
-shared CPU cores).
+each took and, from their mean, how long the full sweep would take (about 8 hours on 2
+CPU cores shared with other jobs: 254 s a model, from the 8 rows with a smoke).
 """
 
 import argparse
@@ -62,6 +62,17 @@ LEGACY = "trying the legacy exporter"  # what export_torch logs when the dynamo 
 NARROW = "student.width"  # the config field a refusal of the narrow smoke trunk names
 OUTCOMES = ("pass", "outputs only", "refused", "skipped", "failed")
 COLUMNS = ("model", "params", "input", "boundaries", "convert", "exporter", "outcome", "smoke", "seconds")
+WHY = {  # the models that fail for a reason of ours and stay failed: why (docs/zoo.md, under the table)
+    "keras:ResNet50": "float32 noise, not a conversion error. On the two failing branches (after conv1 and pool1) "
+    "ONNX Runtime and the converted branch are as far from the branch's float64 result as each other (1.8e-4 and "
+    "1.7e-4 on logits of scale 3.8): the calibrated random network amplifies rounding beyond atol 1e-4 + rtol 1e-3 "
+    "+ srtol 1e-5 of the scale, and a larger srtol would let a wrong BatchNorm epsilon through on ResNet-50. A rule "
+    "against a float64 run of the module (is ONNX Runtime further from it than the module's own float32?) would "
+    "tell the two apart; not built yet.",
+    "keras:ConvNeXtTiny": "tf2onnx leaves a `StatefulPartitionedCall` node (a TensorFlow function it did not "
+    "inline) for ConvNeXt's depthwise convolutions, which ONNX Runtime cannot load; export-teacher refuses it in "
+    "one line naming the node. Not fixed yet.",
+}
 HOW = [  # docs/zoo.md's text under the table
     "## How the table is made",
     "",
@@ -325,30 +336,35 @@ def smoke_cell(row):
 
 
 def markdown(report):
-    """docs/zoo.md: what was run, how, and one table row per model."""
-    rows, meta = report["rows"], report["meta"]
-    names = ", ".join(r["model"] for r in rows)
+    """docs/zoo.md: what was run, how, one table row per model, and why the known failures fail."""
+    rows = report["rows"]
+    lines = [*summary(rows, report["meta"]), "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(r, c) for c in COLUMNS) + " |" for r in rows]
+    known = [f"- `{r['model']}`: {WHY[r['model']]}" for r in rows if r["model"] in WHY]
+    known = ["## Known failures", "", *known, ""] if known else []
+    return "\n".join([*lines, "", *known, *HOW]) + "\n"
+
+
+def summary(rows, meta):
+    """The page's head: which models, which versions, the outcomes and the full sweep's time estimated."""
     counts = {o: sum(r["outcome"] == o for r in rows) for o in OUTCOMES}
     smokes = {o: sum(r["smoke"] == o for r in rows) for o in ("pass", "refused", "failed", "not run")}
     size = meta["zoo_size"] + meta.get("keras_zoo_size", 0)
     scope = "the whole zoo" if len(rows) == size else f"a subset, {len(rows)} of {size} models"
-    ran = [r["seconds"] for r in rows if r["outcome"] != "skipped"]
-    lines = [
+    whole = [r for r in rows if "smoke" in r["steps"]]  # every step ran, the smoke included
+    mean = sum(r["seconds"] for r in whole) / max(len(whole), 1)
+    return [
         "# The torchvision and keras.applications zoo as teachers",
         "",
-        f"Written by `samples/zoo.py` (`make zoo`); this table covers {scope}: {names}.",
+        f"Written by `samples/zoo.py` (`make zoo`); this table covers {scope}: "
+        f"{', '.join(r['model'] for r in rows)}. The smoke ran for {', '.join(r['model'] for r in whole)}.",
         f"torch {meta['torch']}, torchvision {meta['torchvision']}, keras {meta.get('keras', '-')}; {meta['cpu']}.",
         "",
         f"Outcomes: {', '.join(f'{n} {o}' for o, n in counts.items())}; "
         f"smoke: {', '.join(f'{n} {o}' for o, n in smokes.items())}; {sum(r['seconds'] for r in rows) / 60:.1f} "
-        f"minutes in all. At this table's mean of {sum(ran) / max(len(ran), 1):.0f} s a model, the full sweep "
-        f"({size} models) would take about {size * sum(ran) / max(len(ran), 1) / 3600:.1f} hours on these cores.",
-        "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        f"minutes in all. At the mean of the {len(whole)} rows whose every step ran ({mean:.0f} s), the full sweep "
+        f"({size} models) would take about {size * mean / 3600:.0f} hours on these cores.",
     ]
-    lines += ["| " + " | ".join(cell(r, c) for c in COLUMNS) + " |" for r in rows]
-    return "\n".join([*lines, "", *HOW]) + "\n"
 
 
 def keras_zoo():
