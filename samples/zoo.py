@@ -41,8 +41,8 @@ with a row in ``zoo.json`` is not run again (``--models`` picks a subset). ``--s
 smoke`` runs only the smoke (with the probe and export it needs) of models whose row is
 there and passed, and fills in their smoke. The full sweep covers 80 torchvision models
 (5 skipped for size) and 40 Keras ones; docs/zoo.md says which models were run, how long
-each took and, from their mean, how long the full sweep would take (about 8 hours on 2
-CPU cores shared with other jobs: 254 s a model, from the 8 rows with a smoke).
+each took and, from their mean, how long the full sweep would take (about 9 hours on 2
+CPU cores shared with other jobs: 272 s a model, from the 11 rows with a smoke).
 """
 
 import argparse
@@ -90,7 +90,9 @@ HOW = [  # docs/zoo.md's text under the table
     "small CNN teacher (logit 0), the model as `student.reference` at width 0.25 (random init), one epoch "
     "per block, one fine-tune epoch. A model whose boundaries are all token sequences (a ViT) cannot give "
     "the trunk; its smoke runs with the CNN as reference and the model teaching through its outputs. Where "
-    "width 0.25 is refused (`student.width`: a layer whose weights cannot be rescaled), the smoke runs "
+    "width 0.25 is refused (`student.width`: a layer whose weights it cannot rescale, such as a LayerNorm, a "
+    "Linear or the per-channel constants of a tf2onnx graph: width scaling handles convolutions and BatchNorm "
+    "only), the smoke runs "
     "again at width 1, the model's own weights, and the cell keeps the refusal.",
     "",
     "*boundaries*: candidate block boundaries found; *convert*: those whose branch converts to torch and "
