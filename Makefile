@@ -58,9 +58,10 @@ demo-vit: $(STAMP) teachers-vit
 bench: $(STAMP) edge-env teachers-real
 	$(BIN)/python samples/bench.py $(BENCH_ARGS)
 
-# Every torchvision classification model as a teacher: export-teacher and inspect --check, one process per step
-# (samples/zoo.py); docs/zoo.json and docs/zoo.md, resumed. ZOO_ARGS: e.g. ZOO_ARGS="--models resnet18,swin_t".
-zoo: $(STAMP)
+# Every torchvision and keras.applications classifier as a teacher: export-teacher, inspect --check and a one-epoch
+# amalgamation smoke, one process per step (samples/zoo.py; Keras models built and exported in .venv-keras);
+# docs/zoo.json and docs/zoo.md, resumed. ZOO_ARGS: e.g. ZOO_ARGS="--models resnet18,keras:MobileNetV2 --steps smoke".
+zoo: $(STAMP) .venv-keras/.installed
 	$(BIN)/python samples/zoo.py $(ZOO_ARGS)
 
 # --all keeps setuptools, the build backend `make dist` runs without isolation (pip itself is left out).

@@ -9,7 +9,7 @@
 * one file: weights are embedded; a file with external data is refused.
 * metadata: :func:`~amalgam.exporters.metadata.stamp` (framework, versions, tasks).
 * check: the file is run in ONNX Runtime at two batch sizes and compared with the
-  module's own outputs by :func:`~amalgam.runtime.parity.compare` (``atol + rtol * |ref|``);
+  module's own outputs by :func:`~amalgam.runtime.parity.compare` (``atol + rtol * |ref| + srtol * max|ref|``);
   a miss raises a :class:`~amalgam.runtime.errors.CheckFailed` (exit 1) naming every
   failing output, in one line; an output of another shape is an :class:`ExportError`.
 * the file is written to a temporary name and renamed only after the check passed.

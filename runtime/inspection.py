@@ -2,7 +2,7 @@
 producer and candidate block boundaries (where its graph can be cut into the paper's
 blocks); with ``check``, the branch after each boundary cut, converted to torch and
 compared with ONNX Runtime on random inputs by the one comparator
-(:func:`~amalgam.runtime.parity.compare`, ``atol + rtol * |ref|``)."""
+(:func:`~amalgam.runtime.parity.compare`, ``atol + rtol * |ref| + srtol * max|ref|``)."""
 
 from dataclasses import asdict, dataclass, field
 

@@ -13,8 +13,20 @@ Per output, with ``ref`` the reference and ``cand`` the candidate:
   with ``EPS = 1e-8`` (keeps zeros in the reference finite; a statistic only);
 * max / mean / p99 of both (p99: the element at the 99th percentile, no
   interpolation, so an infinite error stays infinite rather than NaN);
-* pass when every element satisfies ``|cand - ref| <= atol + rtol * |ref|``
-  (the ``numpy.allclose`` rule), with a per-output ``atol`` from ``tolerances``.
+* pass when every element satisfies ``|cand - ref| <= atol + rtol * |ref| + srtol * max|ref|``:
+  the ``numpy.allclose`` rule, with a per-output ``atol`` from ``tolerances``, plus a
+  term relative to the output's own scale (its largest finite magnitude, ``max|ref|``).
+
+The scale term is for float32 accumulation at a huge output scale. A network whose
+activations grow layer after layer (torchvision's Inception-v3 at random weights:
+logits of order 1e9 at 96x96) sums terms of order 1e9 into logits of any size, so a
+logit near 0 carries float32 rounding of order 1e-7 of the terms (eps x depth), far above
+``rtol * |ref|`` of its own small value: there the module's float32 differs from its float64
+as much as ONNX Runtime differs from either (measured: 2.1e3 and 2.9e3 on logits of 1.1e9).
+Relative to the output's scale that noise was 1.5e-6 to 3.5e-6 (3 weight seeds x batch 1,
+2, 5); ``SRTOL = 1e-5`` passes it with a 3x margin, and on ResNet-50's logits (up to 18) it
+adds 1.8e-4 to the atol: a wrong conversion there still fails (one BatchNorm epsilon
+changed needs an atol of 6.4e-4 to pass; docs/design.md, tests/test_parity_defaults.py).
 
 NaN against NaN and equal infinities count as equal; NaN against a number counts
 as an infinite error.
@@ -34,6 +46,7 @@ from amalgam.runtime.session import make_session
 
 EPS = 1e-8
 ATOL, RTOL = 1e-4, 1e-3  # the default tolerance of every parity check (docs/design.md: how they were chosen)
+SRTOL = 1e-5  # the default tolerance relative to an output's scale, max|ref| (above)
 KINDS = ("binary", "multiclass")
 
 
@@ -42,7 +55,7 @@ class ShapeError(ParityError):
 
 
 class ToleranceError(ParityError):
-    """Some outputs differ beyond ``atol + rtol * |ref|``."""
+    """Some outputs differ beyond ``atol + rtol * |ref| + srtol * max|ref|``."""
 
 
 @dataclass
@@ -53,6 +66,8 @@ class OutputParity:
     shape: tuple
     atol: float
     rtol: float
+    srtol: float
+    scale: float  # max|ref|, finite values only
     max_abs: float
     mean_abs: float
     p99_abs: float
@@ -68,7 +83,8 @@ class OutputParity:
         return (
             f"{self.name!r}: max abs error {self.max_abs:.3g} at {list(self.worst_index)} "
             f"(mean {self.mean_abs:.3g}, p99 {self.p99_abs:.3g}, max rel {self.max_rel:.3g}; "
-            f"{self.mismatched:.2%} of elements outside atol {self.atol:g} + rtol {self.rtol:g} * |ref|)"
+            f"{self.mismatched:.2%} of elements outside atol {self.atol:g} + rtol {self.rtol:g} * |ref| "
+            f"+ srtol {self.srtol:g} * max|ref| {self.scale:.3g})"
         )
 
 
@@ -156,7 +172,7 @@ def _stats(kind, values):
     }
 
 
-def compare_output(name, ref, cand, atol, rtol):
+def compare_output(name, ref, cand, atol, rtol, srtol=SRTOL):
     """:class:`OutputParity` of one output; :class:`ShapeError` when shapes differ."""
     ref, cand = np.asarray(ref), np.asarray(cand)
     if ref.shape != cand.shape:
@@ -165,13 +181,16 @@ def compare_output(name, ref, cand, atol, rtol):
     mag = np.abs(ref.astype(np.float64))
     mag[~np.isfinite(mag)] = 0.0  # a non-finite reference allows no slack
     rel = err / (mag + EPS)
-    outside = ~(err <= atol + rtol * mag)
     empty = err.size == 0
+    scale = 0.0 if empty else float(mag.max())
+    outside = ~(err <= atol + rtol * mag + srtol * scale)
     return OutputParity(
         name=name,
         shape=tuple(ref.shape),
         atol=float(atol),
         rtol=float(rtol),
+        srtol=float(srtol),
+        scale=scale,
         **_stats("abs", err),
         **_stats("rel", rel),
         mismatched=0.0 if empty else float(outside.mean()),
@@ -180,7 +199,7 @@ def compare_output(name, ref, cand, atol, rtol):
     )
 
 
-def compare(reference, candidate, atol=ATOL, rtol=RTOL, tolerances=None, title="candidate vs reference"):
+def compare(reference, candidate, atol=ATOL, rtol=RTOL, tolerances=None, title="candidate vs reference", srtol=SRTOL):
     """Compare every output of ``reference`` with the same-named output of ``candidate``.
 
     ``tolerances`` maps an output name to its own ``atol`` (``--tolerance OUTPUT:ATOL``);
@@ -196,7 +215,7 @@ def compare(reference, candidate, atol=ATOL, rtol=RTOL, tolerances=None, title="
     for name, ref in reference.items():
         if name not in candidate:
             raise ShapeError(f"output {name!r}: the candidate has no such output (it has {sorted(candidate)})")
-        report.outputs[name] = compare_output(name, ref, candidate[name], tolerances.get(name, atol), rtol)
+        report.outputs[name] = compare_output(name, ref, candidate[name], tolerances.get(name, atol), rtol, srtol)
     return report
 
 

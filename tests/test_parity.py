@@ -58,11 +58,29 @@ def test_statistics_match_numpy():
     atol=st.sampled_from([0.0, 1e-4, 1e-2]),
     rtol=st.sampled_from([0.0, 1e-3, 1e-2]),
 )
-def test_pass_rule_is_numpy_allclose(ref, noise, atol, rtol):
+def test_pass_rule_is_numpy_allclose_plus_a_scale_term(ref, noise, atol, rtol):
     cand = ref + noise
-    report = compare({"y": ref}, {"y": cand}, atol=atol, rtol=rtol)
-    expected = np.allclose(cand, ref, atol=atol, rtol=rtol)
-    assert report.passed == expected
+    plain = compare({"y": ref}, {"y": cand}, atol=atol, rtol=rtol, srtol=0)
+    assert plain.passed == np.allclose(cand, ref, atol=atol, rtol=rtol)
+    scaled = compare({"y": ref}, {"y": cand}, atol=atol, rtol=rtol, srtol=1e-4)
+    assert scaled.passed == np.allclose(cand, ref, atol=atol + 1e-4 * np.abs(ref).max(), rtol=rtol)
+    assert scaled.outputs["y"].scale == np.abs(ref).max()
+
+
+def test_float_noise_at_a_huge_scale_passes_and_a_real_error_does_not():
+    """Logits of order 1e9 (Inception-v3 at random weights), some near 0: float32 rounding of
+    2e-6 of the scale passes the default srtol, which the elementwise rule alone fails; an error
+    of 1e-4 of the scale on one logit fails."""
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 3e8, (2, 1000))
+    ref[0, :10] = rng.normal(0, 1e3, 10)  # logits near 0, where rtol * |ref| gives no slack
+    noisy = ref + rng.normal(0, 2e-6 * np.abs(ref).max() / 3, ref.shape)
+    assert compare({"logits": ref}, {"logits": noisy}).passed
+    assert not compare({"logits": ref}, {"logits": noisy}, srtol=0).passed
+    wrong = noisy.copy()
+    wrong[1, 7] += 1e-4 * np.abs(ref).max()
+    with pytest.raises(ToleranceError, match=r"srtol 1e-05 \* max\|ref\| 1\.\d+e\+09"):
+        compare({"logits": ref}, {"logits": wrong}).raise_if_failed()
 
 
 def test_failure_names_the_output_and_its_error():

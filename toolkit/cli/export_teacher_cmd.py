@@ -138,10 +138,16 @@ def _jax(source, out, shape, weights, opts):
 
 
 def _torch(source, out, shape, weights, opts):
+    """What the factory prints or warns while it builds the module (torchvision's FutureWarning on
+    Inception-v3's init) goes where the export's messages go (``--log``)."""
     mod = _exporter("torch")
     import torch
 
-    module = build(source, opts.pop("kwargs"))
+    from amalgam.runtime.quiet import framework_output
+
+    log = opts.pop("log")
+    with framework_output(f"build {source}", log):
+        module = build(source, opts.pop("kwargs"))
     if not isinstance(module, torch.nn.Module):
         raise BadInputError(f"{source}: the factory returned {type(module).__name__}, expected a torch.nn.Module")
     if weights:
@@ -158,7 +164,7 @@ def _torch(source, out, shape, weights, opts):
         opset=opts["opset"],
         dynamic_batch=True,
         tasks=opts["tasks"],
-        log_path=opts.pop("log"),
+        log_path=log,
     )
     return {"path": str(out)}
 

@@ -74,7 +74,10 @@ def _dims(shape):
     help="Fix the dims the graph leaves open (repeatable), e.g. x:1,3,224,224.",
 )
 @click.option(
-    "--atol", default=ATOL, show_default=True, help="--check: absolute tolerance, abs(a-b) <= atol + rtol*abs(b)."
+    "--atol",
+    default=ATOL,
+    show_default=True,
+    help="--check: absolute tolerance, abs(a-b) <= atol + rtol*abs(b) + 1e-5*max(abs(b)).",
 )
 @click.option("--rtol", default=RTOL, show_default=True, help="--check: relative tolerance.")
 def inspect(model_paths, config_path, as_json, check, input_shape, atol, rtol):
