@@ -21,16 +21,18 @@ that a crash or a hang ends that model's row and never the sweep:
    converted to torch and compared with ONNX Runtime;
 4. the smoke, for a model that passed (samples/zoo_smoke.py): one epoch of ``amalgam
    amalgamate`` with the model as ``student.reference`` at width 0.25 beside a small CNN
-   teacher, on 200 generated images. A model without feature-map boundaries (``outputs
-   only``: a ViT) cannot give the trunk: its smoke has the CNN as the reference and the
-   model teaching through its outputs. Where the trunk cannot be narrowed (``student.width``
+   teacher, on 200 generated images. A model without two feature-map boundaries (a ViT)
+   cannot give the trunk: its smoke has the CNN as the reference and the model teaching
+   beside it, through its token features (they line up with the CNN's blocks) or, with
+   fewer than two boundaries, its outputs. Where the trunk cannot be narrowed (``student.width``
    refuses a layer it cannot rescale: a LayerNorm, a Linear, a converted graph's
    per-channel constants), the smoke runs again at width 1 and the row keeps the refusal.
 
 A step decides the row when it does not pass: ``failed`` when its stderr holds a
 Traceback, it exits 1 (a check failed), crashes or times out (the last line is kept);
 ``refused`` when it exits 2 with one ``error:`` line (kept); ``outputs only`` when every
-step passes but fewer than two feature-map boundaries convert. The smoke has its own
+step passes but fewer than two boundaries convert. A model whose converting boundaries are
+token sequences passes as a teacher (``trunk: false``), not as a trunk. The smoke has its own
 outcome (``smoke``, ``smoke_detail``: pass, refused with its line, failed with its last
 line, not run). Each row: the model, its params, input, boundaries found, boundaries that
 convert with parity, the exporter each export used (dynamo, the legacy TorchScript one it
@@ -89,15 +91,17 @@ HOW = [  # docs/zoo.md's text under the table
     "generated RGB images at the model's input size, the model (logits 0 and 1 as binary tasks) beside a "
     "small CNN teacher (logit 0), the model as `student.reference` at width 0.25 (random init), one epoch "
     "per block, one fine-tune epoch. A model whose boundaries are all token sequences (a ViT) cannot give "
-    "the trunk; its smoke runs with the CNN as reference and the model teaching through its outputs. Where "
+    "the trunk; its smoke runs with the CNN as reference and the model teaching beside it through its token "
+    "features. Where "
     "width 0.25 is refused (`student.width`: a layer whose weights it cannot rescale, such as a LayerNorm, a "
     "Linear or the per-channel constants of a tf2onnx graph: width scaling handles convolutions and BatchNorm "
     "only), the smoke runs "
     "again at width 1, the model's own weights, and the cell keeps the refusal.",
     "",
     "*boundaries*: candidate block boundaries found; *convert*: those whose branch converts to torch and "
-    "matches ONNX Runtime; *outcome*: `pass` (at least two feature-map boundaries convert), `outputs only` "
-    "(every step passes, but fewer than two feature-map boundaries convert: the model teaches through its "
+    "matches ONNX Runtime; *outcome*: `pass` (at least two boundaries convert; where they are token "
+    "sequences, the model teaches a CNN trunk and gives none), `outputs only` "
+    "(every step passes, but fewer than two boundaries convert: the model teaches through its "
     "outputs), `refused` (an `error:` line, exit 2), `skipped` (over 150M parameters) or `failed` (a "
     "traceback, exit 1, a crash or a time-out), with the step and its last line; *smoke*: its outcome, "
     "seconds and line; *seconds*: wall time of all the steps run.",
@@ -221,12 +225,12 @@ def smoke(row, tmp, timeout):
     if row["outcome"] not in ("pass", "outputs only"):
         row |= {"smoke": "not run", "smoke_detail": None}
         return
-    outputs = row["outcome"] == "outputs only"
+    outputs = row.get("trunk") is False or row["outcome"] == "outputs only"
     cmd = [sys.executable, str(ROOT / "samples" / "zoo_smoke.py"), str(tmp / "model.onnx")]
-    cmd += ["--size", str(row["input"][-1])] + ["--outputs-only"] * outputs
+    cmd += ["--size", str(row["input"][-1])] + ["--cnn-trunk"] * outputs
     outcome, line, _, seconds = step(cmd + ["--work", str(tmp / "smoke")], timeout)
     row["steps"]["smoke"] = round(seconds, 1)
-    row |= {"smoke": outcome, "smoke_detail": line, "smoke_as": "outputs" if outputs else "reference"}
+    row |= {"smoke": outcome, "smoke_detail": line, "smoke_as": "teacher" if outputs else "reference"}
     if outcome == "refused" and NARROW in line:
         outcome, line, _, seconds = step(cmd + ["--work", str(tmp / "wide"), "--width", "1"], timeout)
         row["steps"]["smoke at width 1"] = round(seconds, 1)
@@ -256,7 +260,7 @@ def sweep_one(model, timeout, row=None):
             row |= {"smoke": "not run", "smoke_detail": f"{ended[2]} {ended[0]} when run again: {ended[1]}"}
         elif ended:
             row |= {"outcome": ended[0], "detail": ended[1], "step": ended[2], "smoke": "not run"}
-        elif not again:
+        else:  # run again: the earlier inspect's counts, read by this version's rule
             row |= {"outcome": "pass", "detail": None, "step": None} | outputs_only(row)
         if not ended:
             smoke(row, tmp, timeout)
@@ -268,15 +272,20 @@ def sweep_one(model, timeout, row=None):
 
 
 def outputs_only(row):
-    """A model whose inspect passes with fewer than two feature-map boundaries that convert teaches a
-    student through its outputs alone (a ViT: its boundaries are token sequences, which students do not
-    line up yet): outcome ``outputs only``, not ``pass``."""
-    maps = (row["convert"] or 0) - (row.get("tokens") or 0)
+    """How a model whose inspect passed takes part: with two feature-map boundaries that convert it
+    can give a student its trunk (``pass``); with token boundaries instead (a ViT's encoder layers)
+    it passes as a teacher whose token features teach a CNN trunk (``trunk: False``; a ViT trunk is
+    not built); with fewer than two boundaries of either kind it teaches through its outputs alone
+    (``outputs only``)."""
+    tokens = row.get("tokens") or 0
+    maps = (row["convert"] or 0) - tokens
     if maps >= 2:
         return {}
     detail = f"{row['convert'] or 0} of {row['boundaries'] or 0} boundaries convert"
-    detail += f", {row['tokens']} of them token sequences" if row.get("tokens") else ""
-    return {"outcome": "outputs only", "detail": detail + "; it teaches through its outputs"}
+    if maps + tokens >= 2:
+        detail += f", {tokens} of them token sequences: they teach a CNN trunk (a ViT trunk is not built)"
+        return {"detail": detail, "trunk": False}
+    return {"outcome": "outputs only", "detail": detail + "; it teaches through its outputs", "trunk": False}
 
 
 def read_step(row, title, stdout, tmp):
@@ -331,7 +340,7 @@ def smoke_cell(row):
     if "smoke" not in steps:
         return row["smoke"] + quoted(row.get("smoke_detail"))
     seconds = steps["smoke"] + steps.get("smoke at width 1", 0)
-    role = " (outputs only, beside the CNN's trunk)" if row.get("smoke_as") == "outputs" else ""
+    role = " (a teacher beside the CNN's trunk)" if row.get("smoke_as") in ("teacher", "outputs") else ""
     if row.get("smoke_width"):
         role = f" at width 1 (width 0.25{quoted(row['smoke_narrow'])})"
     return f"{row['smoke']}{role}, {seconds:.0f} s{quoted(row.get('smoke_detail'))}"

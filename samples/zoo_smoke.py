@@ -1,6 +1,6 @@
 """The zoo's amalgamation smoke: one exported zoo model as a teacher beside a small CNN, one epoch each.
 
-    .venv/bin/python samples/zoo_smoke.py MODEL.onnx --size S --work DIR [--outputs-only]
+    .venv/bin/python samples/zoo_smoke.py MODEL.onnx --size S --work DIR [--cnn-trunk]
 
 In ``--work``: :data:`IMAGES` generated RGB images at the model's input size (smooth random
 colour fields with noise: no labels, no eval set), a small CNN teacher (stride-2 blocks down
@@ -8,8 +8,9 @@ to 1x1, so that its strides reach every reference's coarsest, random weights, ex
 the project's exporter), and a config choosing logits 0 and 1 of the zoo model and logit 0
 of the CNN as binary tasks. Then ``amalgam amalgamate`` runs in this process: the zoo model
 is ``student.reference`` (its blocks are the trunk, at ``--width``: by default
-:data:`WIDTH`, randomly initialised; at 1, the model's own weights), or, with ``--outputs-only`` (a model without feature-map boundaries, such as
-a ViT), the CNN is, and the zoo model teaches through its outputs. One epoch per block and
+:data:`WIDTH`, randomly initialised; at 1, the model's own weights), or, with ``--cnn-trunk`` (a model without two
+feature-map boundaries, such as a ViT), the CNN is, and the zoo model teaches beside it: through its token
+features where they line up with the CNN's blocks, else through its outputs. One epoch per block and
 one fine-tune epoch, no size limit, fixed branch points (every task after the last block),
 no KD baseline: what the smoke asks is that every step of a run goes through. It exits as
 the command does: 0, or an ``error:`` line and exit 2 (a refusal) or 1.
@@ -63,7 +64,7 @@ def small_cnn(path, size, log):
     return export_torch(SmallCNN(size), sample, path, ["x"], ["logits"], log_path=log)
 
 
-def write_config(work, model, size, outputs_only, width):
+def write_config(work, model, size, cnn_trunk, width):
     """The smoke's config in ``work``; the zoo model's tasks read its first output."""
     output = onnx.load(str(model), load_external_data=False).graph.output[0].name
     prep = {"size": [size, size], "channels": 3, "mean": [0.5], "std": [0.25]}
@@ -75,7 +76,7 @@ def write_config(work, model, size, outputs_only, width):
             {"name": "cnn", "onnx": str(work / "cnn.onnx"), "preprocess": prep, "tasks": cnn_tasks},
         ],
         "data": {"train": {"format": "numpy", "path": str(work / "train.npz")}, "holdout": 0.2},
-        "student": {"reference": "cnn" if outputs_only else "zoo", "width": width},
+        "student": {"reference": "cnn" if cnn_trunk else "zoo", "width": width},
         "training": {"epochs_per_block": 1, "finetune_epochs": 1, "batch_size": 50},
         "branching": {"mode": "fixed", "size_budget": None, "max_vs_largest": None},
         "baseline": {"kd": False},
@@ -91,14 +92,14 @@ def main():
     ap.add_argument("model", type=Path, help="the zoo model's ONNX file")
     ap.add_argument("--size", type=int, required=True, help="its square input size")
     ap.add_argument("--work", type=Path, required=True, help="a folder for the data, the CNN, the config and the run")
-    ap.add_argument("--outputs-only", action="store_true", help="the CNN gives the trunk; the model its outputs")
+    ap.add_argument("--cnn-trunk", action="store_true", help="the CNN gives the trunk; the model teaches beside it")
     ap.add_argument("--width", type=float, default=WIDTH, help="the trunk's width multiplier")
     args = ap.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     np.savez(work / "train.npz", images=images(IMAGES, args.size))
     small_cnn(work / "cnn.onnx", args.size, work / "cnn-export.log")
-    config = write_config(work, args.model.resolve(), args.size, args.outputs_only, args.width)
+    config = write_config(work, args.model.resolve(), args.size, args.cnn_trunk, args.width)
     amalgam(["amalgamate", str(config), "--out", str(work / "run"), "--quiet", "--cache-dir", str(work / "cache")])
 
 
