@@ -70,11 +70,14 @@ def validate(
     max_degradation=0.01,
     report=None,
     cache_dir=None,
+    srtol=None,
 ):
     """Check ``student`` (an exported ONNX file) against the PyTorch student of ``run``
     and against its teachers; writes the JSON and Markdown reports (``report``, default
-    ``<student>.validation.json``). A failed check raises ``ParityError`` or
+    ``<student>.validation.json``); ``srtol`` (None: 1e-5) is the tolerance relative to each
+    output's largest magnitude. A failed check raises ``ParityError`` or
     ``DegradationError`` (exit code 1); returns :class:`~amalgam.toolkit.ship.validate.Validation`."""
+    from amalgam.runtime.parity import SRTOL
     from amalgam.toolkit.ship.validate import validate_student, write_reports
 
     result = validate_student(
@@ -87,6 +90,7 @@ def validate(
         tolerances=tolerances,
         max_degradation=max_degradation,
         cache_dir=cache_dir,
+        srtol=SRTOL if srtol is None else srtol,
     )
     write_reports(result, report)
     return result.raise_if_failed()

@@ -108,6 +108,8 @@ def test_a_wider_tolerance_for_the_output_lets_it_pass(exported, student_run, ca
         "0",
         "--rtol",
         "0",
+        "--srtol",
+        "0",
         "--report",
         tmp_path / "r.json",
     )
@@ -122,6 +124,8 @@ def test_a_wider_tolerance_for_the_output_lets_it_pass(exported, student_run, ca
         "--atol",
         "0",
         "--rtol",
+        "0",
+        "--srtol",
         "0",
         *loose,
         "--report",

@@ -2,6 +2,7 @@
 
 import click
 
+from amalgam.runtime.parity import SRTOL
 from amalgam.toolkit.cli.options import float_value, max_degradation_option, named_values
 
 
@@ -18,6 +19,12 @@ from amalgam.toolkit.cli.options import float_value, max_degradation_option, nam
 @click.option("--atol", default=1e-4, show_default=True, help="Absolute tolerance of numeric parity.")
 @click.option("--rtol", default=1e-3, show_default=True, help="Relative tolerance of numeric parity.")
 @click.option(
+    "--srtol",
+    default=SRTOL,
+    show_default=True,
+    help="Tolerance relative to the output's largest magnitude: abs(a-b) <= atol + rtol*abs(b) + srtol*max(abs(b)).",
+)
+@click.option(
     "--tolerance",
     "tolerances",
     multiple=True,
@@ -33,7 +40,7 @@ from amalgam.toolkit.cli.options import float_value, max_degradation_option, nam
     help="JSON report (Markdown next to it); default <student>.validation.json.",
 )
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Target cache root for the teachers' pass.")
-def validate(student, run_dir, config_path, data, atol, rtol, tolerances, max_degradation, report, cache_dir):
+def validate(student, run_dir, config_path, data, atol, rtol, srtol, tolerances, max_degradation, report, cache_dir):
     """Check STUDENT.onnx against the PyTorch student and against its teachers; or every
     artifact of DIR (written by `amalgam export --target`), each on its own runtime.
 
@@ -61,6 +68,7 @@ def validate(student, run_dir, config_path, data, atol, rtol, tolerances, max_de
         data=data,
         atol=atol,
         rtol=rtol,
+        srtol=srtol,
         tolerances=tolerances,
         max_degradation=max_degradation,
         cache_dir=cache_dir,

@@ -33,7 +33,7 @@ from amalgam.runtime.errors import BadInputError, DegradationError, ParityError
 from amalgam.runtime.files import write_text_atomic
 from amalgam.runtime.graph import dims
 from amalgam.runtime.model_io import file_sha256, load_model
-from amalgam.runtime.parity import collect, compare, onnx_runner
+from amalgam.runtime.parity import SRTOL, collect, compare, onnx_runner
 from amalgam.toolkit.data import source_spec
 from amalgam.toolkit.eval.metrics import agreement, task_metrics
 from amalgam.toolkit.eval.tables import validation_task_table
@@ -227,7 +227,7 @@ def gate(rows, torch_vs_teacher, max_degradation):
     return failures
 
 
-def _numeric(path, meta, net, onnx_out, inputs, batch_dim, atol, rtol, tolerances, notes):
+def _numeric(path, meta, net, onnx_out, inputs, batch_dim, tolerance, tolerances, notes):
     """Parity reports: ONNX vs PyTorch student, simplified vs unsimplified; and the torch outputs."""
     reports, torch_out = [], None
     if net is not None:
@@ -246,13 +246,17 @@ def _numeric(path, meta, net, onnx_out, inputs, batch_dim, atol, rtol, tolerance
             )
         return reports, torch_out
     if torch_out is not None:
-        reports.append(compare(torch_out, onnx_out, atol, rtol, tolerances, "ONNX student vs PyTorch student"))
+        reports.append(
+            compare(torch_out, onnx_out, *tolerance[:2], tolerances, "ONNX student vs PyTorch student", tolerance[2])
+        )
     else:
         notes.append("no PyTorch student (give --run RUN_DIR) for numeric parity")
     raw = sibling(path, "raw")
     if raw.is_file():
         raw_out = run_rows(onnx_runner(raw, opt_level="none"), inputs, batch_dim)
-        reports.append(compare(raw_out, onnx_out, atol, rtol, tolerances, "simplified vs unsimplified"))
+        reports.append(
+            compare(raw_out, onnx_out, *tolerance[:2], tolerances, "simplified vs unsimplified", tolerance[2])
+        )
     return reports, torch_out
 
 
@@ -326,6 +330,7 @@ def validate_student(
     tolerances=None,
     max_degradation=0.01,
     cache_dir=None,
+    srtol=SRTOL,
 ):
     """Validate ``student`` (an ONNX file from ``amalgam export``); returns :class:`Validation`.
 
@@ -359,7 +364,7 @@ def validate_student(
         max_degradation=max_degradation,
     )
     result.numeric, torch_out = _numeric(
-        path, meta, net, onnx_out, split.inputs, batch_dim, atol, rtol, tolerances, result.notes
+        path, meta, net, onnx_out, split.inputs, batch_dim, (atol, rtol, srtol), tolerances, result.notes
     )
     _judge_tasks(result, meta, onnx_out, torch_out, split)
     return result
