@@ -103,14 +103,20 @@ def _rows(y, n):
 
 
 def signature_outputs(keys, output_names):
-    """The signature's output keys in the student's output order: by name where onnx2tf kept
-    the ONNX names, else ``output_0``, ``output_1``, ... in number order.
+    """The signature's output keys in the student's output order: ``output_names`` as a dict
+    (student output -> key, as the export measured it: onnx2tf may name an output after
+    another) as it says; else by name where onnx2tf kept the ONNX names, else ``output_0``,
+    ``output_1``, ... in number order.
 
+    >>> signature_outputs(["coat", "coat_1"], {"tshirt": "coat", "pullover": "coat_1"})
+    ['coat', 'coat_1']
     >>> signature_outputs(["c6", "c0"], ["c0", "c6"])
     ['c0', 'c6']
     >>> signature_outputs(["output_10", "output_2"], ["a", "b"])
     ['output_2', 'output_10']
     """
+    if isinstance(output_names, dict):
+        return [k for k in output_names.values() if k in keys]
     if set(output_names) <= set(keys):
         return list(output_names)
     return sorted(keys, key=lambda k: (len(k), k))
@@ -119,7 +125,8 @@ def signature_outputs(keys, output_names):
 def litert_runner(path, output_names, input_name="input", layout="NHWC", threads=None):
     """A ``.tflite`` file under the LiteRT interpreter (XNNPACK on the CPU); its serving
     signature names the tensors. ``output_names``: the student's outputs (onnx2tf keeps
-    them as the signature's output names, else ``output_0``, ``output_1``, ... in order);
+    them as the signature's output names, else ``output_0``, ``output_1``, ... in order),
+    or a dict of student output -> signature key (targets.json's ``signature_outputs``);
     ``layout``: the file's input layout (onnx2tf writes NHWC). Each input shape gets its own
     interpreter, sized once: the signature runner resizes and re-plans on every call, and an
     interpreter resized back and forth ran batch 64 ~15x slower (the XNNPACK delegate's plan)."""

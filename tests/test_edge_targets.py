@@ -52,6 +52,8 @@ def test_every_target_ships_an_artifact_described_in_targets_json(edge):
         assert a["runtime_version"] and a["outputs"] == CHOSEN
     assert artifacts["onnx"]["input"]["batch"] == "dynamic" and artifacts["ort-b1"]["input"]["shape"][0] == 1
     assert artifacts["tflite-fp32"]["input"]["layout"] == "NHWC"
+    for name in ("tflite-fp32", "tflite-int8"):  # measured, not assumed: onnx2tf may name an output after another
+        assert list(artifacts[name]["signature_outputs"]) == CHOSEN
     assert {a["precision"] for a in artifacts.values()} == {"fp32", "fp16", "int8"}
     assert artifacts["openvino-fp16"]["bytes"] < 0.6 * artifacts["openvino-fp32"]["bytes"]
     assert artifacts["onnx-int8"]["bytes"] < 0.4 * artifacts["onnx"]["bytes"]

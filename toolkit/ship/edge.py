@@ -31,6 +31,7 @@ from amalgam.exporters.student import quantize_int8
 from amalgam.runtime.errors import BadInputError, ExportError
 from amalgam.runtime.files import write_json_atomic, write_text_atomic
 from amalgam.runtime.model_io import file_sha256
+from amalgam.runtime.parity import ATOL, RTOL, compare
 from amalgam.runtime.runners import open_runner, require
 from amalgam.toolkit.config.schema import EDGE_TARGETS
 from amalgam.toolkit.data import Preprocess, input_shape, open_source, split_holdout
@@ -220,25 +221,58 @@ def _openvino(job, fp32, scratch):
     return shipped
 
 
+def _signature_outputs(job, path, keys, tolerance):
+    """Which output of one of onnx2tf's files is which student output, measured on the selection
+    rows: onnx2tf keeps the ONNX names only sometimes (the real_archs student's three outputs of
+    one teacher came out as 'coat', 'coat_1', 'coat_2', and its int8 files name them again
+    otherwise). Each task takes the key closest to the PyTorch student's output, taken by no
+    other task and, with a ``tolerance`` (atol, rtol: the float32 file's), within it:
+    ``{task: key}``; ExportError naming the task when some task has none (a wrong conversion).
+    An int8 file's parity is judged by the int8 choice, after the keys are known."""
+    run = open_runner("litert", path, output_names={k: k for k in keys}, layout="NHWC")
+    parts = [run(job.selection[i : i + int8.BATCH]) for i in range(0, len(job.selection), int8.BATCH)]
+    got = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    found = {}
+    for task in job.spec["task_order"]:
+        ref = job.reference[task]
+        errors = {k: float(np.abs(v - ref).max()) for k, v in got.items() if v.shape == ref.shape}
+        key = min(errors, key=errors.get, default=None)
+        off = tolerance and key and not compare({task: ref}, {task: got[key]}, *tolerance).passed
+        if key is None or key in found.values() or off:
+            closest = f"closest {key!r}, max abs error {errors[key]:.3g}" if key else "no output of its shape"
+            raise ExportError(f"{Path(path).name} has no output matching the student's {task!r} ({closest})")
+        found[task] = key
+    return found
+
+
 def _tflite(job, fp32, scratch):
     found = tflite.to_tflite(fp32, scratch / "tflite", job.calibration, job.log)
     converter = {"tool": "onnx2tf", "versions": found["versions"]}
+    files = {kind: Path(p) for kind, p in found["files"].items()}
+    keys = {files[kind]: list(sig["outputs"]) for kind, sig in found["signatures"].items()}
+    try:
+        outputs = _signature_outputs(job, files["float32"], keys[files["float32"]], (ATOL, RTOL))
+    except ExportError as e:
+        job.skipped.append({"target": "tflite", "reason": f"onnx2tf's float32 file: {e}"})
+        return []
+    mapped = {files["float32"]: outputs}
 
     def opener(path):
-        return open_runner("litert", path, output_names=list(job.spec["task_order"]), layout="NHWC")
+        if Path(path) not in mapped:
+            mapped[Path(path)] = _signature_outputs(job, path, keys[Path(path)], None)
+        return open_runner("litert", path, output_names=mapped[Path(path)], layout="NHWC")
 
-    files = {kind: Path(p) for kind, p in found["files"].items()}
     variants = [(kind, lambda kind=kind: files[kind]) for kind in TFLITE_INT8 if kind in files]
     chosen, record = job.choose_int8(variants, opener, job.fp32_b64(opener(files["float32"])))
     fp32_path = shutil.copy(files["float32"], job.out / "student_fp32.tflite")
-    shipped = [artifact(job, "tflite-fp32", "tflite", fp32_path, "fp32", "litert", layout="NHWC", converter=converter)]
+    tagged = {"converter": converter, "signature_outputs": outputs}
+    shipped = [artifact(job, "tflite-fp32", "tflite", fp32_path, "fp32", "litert", layout="NHWC", **tagged)]
     if chosen is None:
         job.skipped.append({"target": "tflite", "reason": f"int8: {record['why']} (the fp32 file shipped)"})
         return shipped
     path = shutil.copy(chosen.path, job.out / "student_int8.tflite")
-    shipped.append(
-        artifact(job, "tflite-int8", "tflite", path, "int8", "litert", layout="NHWC", converter=converter, int8=record)
-    )
+    tagged["signature_outputs"] = mapped[Path(chosen.path)]
+    shipped.append(artifact(job, "tflite-int8", "tflite", path, "int8", "litert", layout="NHWC", **tagged, int8=record))
     return shipped
 
 

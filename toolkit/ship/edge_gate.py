@@ -146,7 +146,11 @@ class Evaluation:
 
 def _runner(folder, entry, opt_level):
     return open_runner(
-        entry["runtime"], Path(folder) / entry["file"], entry["outputs"], entry["input"]["layout"], opt_level=opt_level
+        entry["runtime"],
+        Path(folder) / entry["file"],
+        entry.get("signature_outputs", entry["outputs"]),
+        entry["input"]["layout"],
+        opt_level=opt_level,
     )
 
 

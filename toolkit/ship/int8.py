@@ -98,6 +98,8 @@ def choose(variants, open_runner, rows, reference, kinds, sample_shape, fp32_b64
 
 
 def _why(chosen, candidates, fp32_b64_ms):
+    if chosen is None and all(c.error for c in candidates):
+        return "no variant ran: " + "; ".join(f"{c.name}: {c.error}" for c in candidates)
     if chosen is None:
         best = max((c.agreement for c in candidates if c.agreement is not None), default=None)
         parity = [c.name for c in candidates if c.parity]
