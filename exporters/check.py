@@ -15,14 +15,14 @@ import numpy as np
 
 from amalgam.runtime.errors import ExportError, ParityError, first_line
 from amalgam.runtime.files import atomic_path
-from amalgam.runtime.parity import ATOL, RTOL, compare
+from amalgam.runtime.parity import ATOL, RTOL, SRTOL, compare
 from amalgam.runtime.session import make_session
 
-# Absolute and relative tolerance of ONNX Runtime vs the framework, per framework.
+# Absolute, relative and output-scale tolerance of ONNX Runtime vs the framework, per framework.
 TOLERANCES = {
-    "keras": (ATOL, RTOL),
-    "jax": (ATOL, RTOL),
-    "sklearn": (ATOL, RTOL),
+    "keras": (ATOL, RTOL, SRTOL),
+    "jax": (ATOL, RTOL, SRTOL),
+    "sklearn": (ATOL, RTOL, SRTOL),
 }
 
 
@@ -40,7 +40,7 @@ def compare_outputs(got, expected, framework, what="output", hint=None):
     message (a known pitfall that explains a mismatch). A missing output or a shape
     that differs is an :class:`ExportError` (exit 2: the export is another function).
     """
-    atol, rtol = TOLERANCES[framework]
+    atol, rtol, srtol = TOLERANCES[framework]
     suffix = f"; {hint}" if hint else ""
     for name, ref in expected.items():
         if name not in got:
@@ -51,7 +51,8 @@ def compare_outputs(got, expected, framework, what="output", hint=None):
                 f"Runtime but {list(np.shape(ref))} in {framework}" + suffix
             )
     try:
-        compare(expected, got, atol, rtol, title=f"{framework} export: ONNX Runtime vs {framework}").raise_if_failed()
+        title = f"{framework} export: ONNX Runtime vs {framework}"
+        compare(expected, got, atol, rtol, title=title, srtol=srtol).raise_if_failed()
     except ParityError as e:
         message = str(e) if str(e).startswith(framework) else f"{framework} export: {e}"
         raise type(e)(message + suffix) from e

@@ -89,7 +89,7 @@ def test_a_lookup_table_is_refused_naming_its_layer(tmp_path):
 def test_tolerance_miss_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
     path = tmp_path / "cnn.keras"
     small_cnn(channels=(4, 8)).save(path)
-    monkeypatch.setitem(check.TOLERANCES, "keras", (0.0, 0.0))
+    monkeypatch.setitem(check.TOLERANCES, "keras", (0.0, 0.0, 0.0))
     code, io = amalgam(capsys, "export-teacher", "keras", path, "-o", tmp_path / "t.onnx")
     assert code == 1 and not (tmp_path / "t.onnx").exists()
     assert io.err.startswith(
