@@ -38,6 +38,7 @@ from amalgam.toolkit.data import Preprocess, input_shape, open_source, split_hol
 from amalgam.toolkit.ship import int8
 from amalgam.toolkit.ship.export import CALIBRATION_SAMPLES, EXPORT_LOG, export_student
 from amalgam.toolkit.ship.latency import runner_latency_ms
+from amalgam.toolkit.ship.validate import run_rows
 from amalgam.toolkit.student.io import INPUT_NAME, open_run
 
 TARGETS = EDGE_TARGETS
@@ -229,9 +230,7 @@ def _signature_outputs(job, path, keys, tolerance):
     other task and, with a ``tolerance`` (atol, rtol: the float32 file's), within it:
     ``{task: key}``; ExportError naming the task when some task has none (a wrong conversion).
     An int8 file's parity is judged by the int8 choice, after the keys are known."""
-    run = open_runner("litert", path, output_names={k: k for k in keys}, layout="NHWC")
-    parts = [run(job.selection[i : i + int8.BATCH]) for i in range(0, len(job.selection), int8.BATCH)]
-    got = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    got = run_rows(open_runner("litert", path, output_names={k: k for k in keys}, layout="NHWC"), job.selection, None)
     found = {}
     for task in job.spec["task_order"]:
         ref = job.reference[task]
