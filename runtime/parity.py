@@ -15,7 +15,15 @@ Per output, with ``ref`` the reference and ``cand`` the candidate:
   interpolation, so an infinite error stays infinite rather than NaN);
 * pass when every element satisfies ``|cand - ref| <= atol + rtol * |ref| + srtol * max|ref|``:
   the ``numpy.allclose`` rule, with a per-output ``atol`` from ``tolerances``, plus a
-  term relative to the output's own scale (its largest finite magnitude, ``max|ref|``).
+  term relative to the output's own scale (its largest finite magnitude, ``max|ref|``);
+* the signal-to-quantization-noise ratio ``SQNR = 10 log10(sum ref^2 / sum (cand - ref)^2)``
+  in dB (as ``torch.ao.ns``'s numeric suite defines it): with ``min_sqnr_db`` an output passes
+  when its SQNR reaches it, instead of the element-wise rule. That is the int8 rule: an int8
+  network's error grows with the output's scale and has a heavy tail of single elements
+  (an activation rounded across a ReLU's edge), so no element-wise bound both holds on every
+  student and catches a wrong conversion; the error's energy against the output's does
+  (toolkit.ship.int8, docs/edge.md: int8 students 25 to 40 dB, outputs swapped between
+  tasks -1 to 10 dB).
 
 The scale term is for float32 accumulation at a huge output scale. A network whose
 activations grow layer after layer (torchvision's Inception-v3 at random weights:
@@ -76,13 +84,19 @@ class OutputParity:
     p99_rel: float
     mismatched: float  # fraction of elements outside the tolerance
     worst_index: tuple  # where the largest absolute error is
+    sqnr_db: float  # 10 log10(sum ref^2 / sum err^2); inf when equal
     passed: bool
+    min_sqnr_db: float | None = None  # the SQNR rule replaces the element-wise one when set
 
     def describe(self):
         """One clause for a message: the output, its error statistics and its tolerance."""
-        return (
+        stats = (
             f"{self.name!r}: max abs error {self.max_abs:.3g} at {list(self.worst_index)} "
             f"(mean {self.mean_abs:.3g}, p99 {self.p99_abs:.3g}, max rel {self.max_rel:.3g}; "
+        )
+        if self.min_sqnr_db is not None:
+            return stats + f"SQNR {self.sqnr_db:.1f} dB, below {self.min_sqnr_db:g} dB)"
+        return stats + (
             f"{self.mismatched:.2%} of elements outside atol {self.atol:g} + rtol {self.rtol:g} * |ref| "
             f"+ srtol {self.srtol:g} * max|ref| {self.scale:.3g})"
         )
@@ -104,11 +118,12 @@ class ParityReport:
         return [o for o in self.outputs.values() if not o.passed]
 
     def summary(self):
-        """Worst max and p99 absolute error over all outputs, and the verdict."""
+        """Worst max and p99 absolute error and lowest SQNR over all outputs, and the verdict."""
         outs = self.outputs.values()
         return {
             "max_abs": max((o.max_abs for o in outs), default=0.0),
             "p99_abs": max((o.p99_abs for o in outs), default=0.0),
+            "sqnr_db": min((o.sqnr_db for o in outs), default=float("inf")),
             "passed": self.passed,
         }
 
@@ -126,13 +141,13 @@ class ParityReport:
         lines = [
             f"### {self.title}: {'pass' if self.passed else 'FAIL'}",
             "",
-            "| output | shape | max abs | mean abs | p99 abs | max rel | p99 rel | atol | rtol | outside | result |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| output | shape | max abs | mean abs | p99 abs | max rel | p99 rel | SQNR dB | atol | rtol | outside | result |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for o in self.outputs.values():
             lines.append(
                 f"| {o.name} | {'x'.join(map(str, o.shape))} | {o.max_abs:.3g} | {o.mean_abs:.3g} | "
-                f"{o.p99_abs:.3g} | {o.max_rel:.3g} | {o.p99_rel:.3g} | {o.atol:g} | {o.rtol:g} | "
+                f"{o.p99_abs:.3g} | {o.max_rel:.3g} | {o.p99_rel:.3g} | {o.sqnr_db:.1f} | {o.atol:g} | {o.rtol:g} | "
                 f"{o.mismatched:.2%} | {'pass' if o.passed else 'FAIL'} |"
             )
         return "\n".join(lines) + "\n"
@@ -172,7 +187,23 @@ def _stats(kind, values):
     }
 
 
-def compare_output(name, ref, cand, atol, rtol, srtol=SRTOL):
+def sqnr_db(ref, err):
+    """``10 log10(sum ref^2 / sum err^2)`` in float64: inf when ``err`` is all zeros, -inf when it
+    is infinite somewhere or ``ref`` is all zeros and ``err`` is not.
+
+    >>> round(sqnr_db(np.full(4, 10.0), np.full(4, 1.0)), 6)
+    20.0
+    """
+    noise = float(np.sum(np.square(err)))
+    if noise == 0.0:
+        return float("inf")
+    signal = float(np.sum(np.square(np.nan_to_num(ref.astype(np.float64), posinf=0.0, neginf=0.0))))
+    if not np.isfinite(noise) or signal == 0.0:
+        return float("-inf")
+    return float(10 * np.log10(signal / noise))
+
+
+def compare_output(name, ref, cand, atol, rtol, srtol=SRTOL, min_sqnr_db=None):
     """:class:`OutputParity` of one output; :class:`ShapeError` when shapes differ."""
     ref, cand = np.asarray(ref), np.asarray(cand)
     if ref.shape != cand.shape:
@@ -184,6 +215,7 @@ def compare_output(name, ref, cand, atol, rtol, srtol=SRTOL):
     empty = err.size == 0
     scale = 0.0 if empty else float(mag.max())
     outside = ~(err <= atol + rtol * mag + srtol * scale)
+    sqnr = sqnr_db(ref, err)
     return OutputParity(
         name=name,
         shape=tuple(ref.shape),
@@ -195,14 +227,26 @@ def compare_output(name, ref, cand, atol, rtol, srtol=SRTOL):
         **_stats("rel", rel),
         mismatched=0.0 if empty else float(outside.mean()),
         worst_index=() if empty else tuple(int(i) for i in np.unravel_index(np.argmax(err), err.shape)),
-        passed=not outside.any(),
+        sqnr_db=sqnr,
+        passed=not outside.any() if min_sqnr_db is None else sqnr >= min_sqnr_db,
+        min_sqnr_db=min_sqnr_db,
     )
 
 
-def compare(reference, candidate, atol=ATOL, rtol=RTOL, tolerances=None, title="candidate vs reference", srtol=SRTOL):
+def compare(
+    reference,
+    candidate,
+    atol=ATOL,
+    rtol=RTOL,
+    tolerances=None,
+    title="candidate vs reference",
+    srtol=SRTOL,
+    min_sqnr_db=None,
+):
     """Compare every output of ``reference`` with the same-named output of ``candidate``.
 
     ``tolerances`` maps an output name to its own ``atol`` (``--tolerance OUTPUT:ATOL``);
+    ``min_sqnr_db`` judges every output by its SQNR instead (the int8 rule, above);
     a name that is not an output of the reference is bad input. A missing candidate
     output or a shape mismatch raises :class:`ShapeError`; values beyond tolerance
     give a failing report (call :meth:`ParityReport.raise_if_failed`).
@@ -215,7 +259,9 @@ def compare(reference, candidate, atol=ATOL, rtol=RTOL, tolerances=None, title="
     for name, ref in reference.items():
         if name not in candidate:
             raise ShapeError(f"output {name!r}: the candidate has no such output (it has {sorted(candidate)})")
-        report.outputs[name] = compare_output(name, ref, candidate[name], tolerances.get(name, atol), rtol, srtol)
+        report.outputs[name] = compare_output(
+            name, ref, candidate[name], tolerances.get(name, atol), rtol, srtol, min_sqnr_db
+        )
     return report
 
 

@@ -96,7 +96,9 @@ def test_validate_dir_gates_every_artifact_on_its_runtime(edge, capsys):
     assert max(fp32) < 1e-4
     report = (folder / "report.md").read_text()
     assert report.startswith("# Edge targets: PASS")
-    assert "| artifact | runtime | precision | KiB | ms b1 | ms b64 | parity (max abs)" in report
+    assert "| artifact | runtime | precision | KiB | ms b1 | ms b64 | parity (max abs; int8: SQNR)" in report
+    int8 = [a["results"]["parity"] for a in found["artifacts"] if a["precision"] == "int8"]
+    assert int8 and all(p["min_sqnr_db"] == 20.0 and p["sqnr_db"] >= 20.0 for p in int8)
     assert all(f"| {a['name']} |" in report for a in found["artifacts"])
 
 
@@ -119,19 +121,33 @@ def _drop_one_op(path, op_type="Relu"):
     onnx.save(model, str(path))
 
 
+def _swap_two_outputs(path):
+    """The first two outputs' names swapped: each task gets the other's logits (onnx2tf's naming slip)."""
+    model = onnx.load(str(path))
+    a, b = (o.name for o in model.graph.output[:2])
+    swap = {a: b, b: a}
+    for node in model.graph.node:
+        node.output[:] = [swap.get(o, o) for o in node.output]
+        node.input[:] = [swap.get(i, i) for i in node.input]
+    onnx.save(model, str(path))
+
+
 def test_a_broken_artifact_fails_the_gate_naming_it(edge, capsys, tmp_path):
     broken, found = edge
-    keep = {"onnx", "onnx-fp16", "ort"}
+    keep = {"onnx", "onnx-fp16", "onnx-int8", "ort"}
     found = {**found, "artifacts": [a for a in found["artifacts"] if a["name"] in keep]}
     (broken / "targets.json").write_text(json.dumps(found))
     _change_one_weight(broken / "student_fp16.onnx")
     _drop_one_op(broken / "student.onnx")
+    _swap_two_outputs(broken / "student_int8.onnx")
     code, out, err = amalgam(capsys, "validate", broken)
     assert code == 1, err
     assert "artifact onnx (student.onnx)" in err and "artifact onnx-fp16 (student_fp16.onnx)" in err
-    assert "artifact ort " not in err and "2 of 3 artifacts fail" in err
+    assert "artifact onnx-int8 (student_int8.onnx)" in err and "dB, below 20 dB" in err
+    assert "artifact ort " not in err and "3 of 4 artifacts fail" in err
     results = {a["name"]: a["results"] for a in json.loads((broken / "targets.json").read_text())["artifacts"]}
     assert results["ort"]["passed"] and not results["onnx"]["passed"] and not results["onnx-fp16"]["passed"]
+    assert not results["onnx-int8"]["passed"] and results["onnx-int8"]["parity"]["sqnr_db"] < 20
     assert "changed since export" in results["onnx"]["notes"][0]
 
 

@@ -125,6 +125,23 @@ def test_non_finite_values():
     json.dumps(bad.to_dict())
 
 
+def test_int8_rule_judges_the_error_energy_not_its_tail():
+    """An int8 output whose rare elements round far off (a heavy tail) passes by SQNR and fails
+    element-wise; logits handed to the wrong task fail by SQNR, and the clause says so."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3.5, (4000, 2))
+    tail = logits + rng.normal(0, 0.05, logits.shape)
+    tail.flat[::997] += 3.0  # five elements a rounding away across a ReLU's edge
+    assert not compare({"y": logits}, {"y": tail}, atol=1.0, rtol=0.25).passed
+    int8 = compare({"y": logits}, {"y": tail}, min_sqnr_db=20.0)
+    assert int8.passed and 25 < int8.outputs["y"].sqnr_db < 40
+    swapped = compare({"a": logits[:, 0], "b": logits[:, 1]}, {"a": logits[:, 1], "b": logits[:, 0]}, min_sqnr_db=20.0)
+    assert not swapped.passed and max(o.sqnr_db for o in swapped.outputs.values()) < 5
+    with pytest.raises(ToleranceError, match=r"'a': .*SQNR -?[0-9.]+ dB, below 20 dB"):
+        swapped.raise_if_failed()
+    assert compare({"y": logits}, {"y": logits.copy()}, min_sqnr_db=20.0).outputs["y"].sqnr_db == np.inf
+
+
 def test_report_dict_and_markdown():
     ref = {"logits": np.zeros((2, 5)), "feat": np.ones((2, 3))}
     cand = {"logits": np.full((2, 5), 0.1), "feat": np.ones((2, 3))}

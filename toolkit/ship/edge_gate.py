@@ -6,9 +6,10 @@ the teachers before deployment", once per artifact, each on its own runtime
 one task gate (``toolkit.ship.validate.gate``):
 
 * numeric parity against the PyTorch student over the evaluation data, with the
-  tolerance of the artifact's precision (:data:`TOLERANCE`); fp16 and int8 also
-  need the worst task's decision agreement with the PyTorch student to reach
-  :data:`AGREEMENT` (docs/edge.md has the measurements behind both);
+  rule of the artifact's precision (:data:`TOLERANCE`: element-wise atol + rtol for
+  fp32 and fp16, each output's SQNR for int8); fp16 and int8 also need the worst
+  task's decision agreement with the PyTorch student to reach :data:`AGREEMENT`
+  (docs/edge.md has the measurements behind both);
 * per task, F1 against the teacher's (without labels: agreement with the teacher
   against the PyTorch student's), failing a task more than ``max_degradation`` below;
 * latency at batch 1 and 64 on this CPU (``toolkit.ship.latency``).
@@ -39,10 +40,10 @@ from amalgam.toolkit.ship.latency import BATCHES, runner_latency_ms
 from amalgam.toolkit.ship.validate import _task_row, _teacher_split, check_teachers, gate, run_rows
 from amalgam.toolkit.student.io import INPUT_NAME, open_run
 
-# (atol, rtol) per precision: fp32 is every parity check's default; fp16 and int8 from the
-# measurements in docs/edge.md (both samples' worst artifact with a margin); export keeps no
-# int8 variant outside its bound (toolkit.ship.int8).
-TOLERANCE = {"fp32": (ATOL, RTOL), "fp16": (5e-2, 2e-2), "int8": int8.PARITY}
+# runtime.parity.compare's rule per precision: fp32 is every parity check's default; fp16 and
+# int8 from the measurements in docs/edge.md (both samples' worst artifact with a margin); export
+# keeps no int8 variant outside its bound (toolkit.ship.int8).
+TOLERANCE = {"fp32": {"atol": ATOL, "rtol": RTOL}, "fp16": {"atol": 5e-2, "rtol": 2e-2}, "int8": int8.PARITY}
 AGREEMENT = {"fp32": None, "fp16": 0.995, "int8": 0.97}  # worst task's decision agreement with PyTorch
 
 
@@ -82,7 +83,7 @@ class ArtifactCheck:
             "passed": self.passed,
             "parity": None
             if p is None
-            else {**p.summary(), "atol": _tolerance(self.entry)[0], "rtol": _tolerance(self.entry)[1]},
+            else {**{k: v for k, v in p.to_dict().items() if k not in ("title", "outputs")}, **_tolerance(self.entry)},
             "agreement_torch": self.agreement,
             "worst_agreement": min(self.agreement.values()) if self.agreement else None,
             "worst_task_margin": self.margin(),
@@ -171,8 +172,7 @@ def check_artifact(folder, entry, ev, max_degradation):
     except ModelFileError as e:
         check.failures.append(f"cannot run on {entry['runtime']}: {e}")
         return check
-    atol, rtol = _tolerance(entry)
-    check.parity = compare(ev.torch, out, atol, rtol, title=f"{entry['name']} vs PyTorch student")
+    check.parity = compare(ev.torch, out, title=f"{entry['name']} vs PyTorch student", **_tolerance(entry))
     kinds = {t["name"]: t["kind"] for t in ev.meta["tasks"]}
     check.agreement = {name: agreement(kind, out[name], ev.torch[name]) for name, kind in kinds.items()}
     bound = AGREEMENT[entry["precision"]]
@@ -225,7 +225,7 @@ class TargetsValidation:
             "data": self.data,
             "max_degradation": self.max_degradation,
             "tolerance": {
-                k: {"atol": a, "rtol": r, "worst_task_agreement": AGREEMENT[k]} for k, (a, r) in TOLERANCE.items()
+                k: {**rule, "worst_task_agreement": AGREEMENT[k]} for k, rule in TOLERANCE.items()
             },
             "artifacts": {c.name: c.results() for c in self.checks},
             "skipped": self.skipped,
@@ -245,7 +245,7 @@ class TargetsValidation:
                     f"{e['bytes'] / 1024:.1f}",
                     _ms(lat.get("b1")),
                     _ms(lat.get("b64")),
-                    "-" if p is None else f"{p.summary()['max_abs']:.2g} {'pass' if p.passed else 'FAIL'}",
+                    "-" if p is None else f"{_parity_cell(p)} {'pass' if p.passed else 'FAIL'}",
                     "-" if not c.agreement else f"{min(c.agreement.values()):.4f}",
                     "-" if c.margin() is None else f"{c.margin() * 100:+.2f} pt",
                     "PASS" if c.passed else "FAIL",
@@ -259,7 +259,7 @@ class TargetsValidation:
             "KiB",
             "ms b1",
             "ms b64",
-            "parity (max abs)",
+            "parity (max abs; int8: SQNR)",
             "agree PyTorch",
             "worst-task margin",
             "result",
@@ -298,12 +298,27 @@ class TargetsValidation:
         raise kind(f"{len(failing)} of {len(self.checks)} artifacts fail the gate: {text}")
 
 
+def _parity_cell(report):
+    """The statistic a precision's rule judges: max abs error, or the lowest SQNR under the int8 rule."""
+    found = report.summary()
+    if any(o.min_sqnr_db is not None for o in report.outputs.values()):
+        return f"{found['sqnr_db']:.1f} dB"
+    return f"{found['max_abs']:.2g}"
+
+
 def _ms(value):
     return "-" if value is None else f"{value:.3g}"
 
 
 def _tolerance_line():
-    return ", ".join(f"{k} atol {a:g} + rtol {r:g}" for k, (a, r) in TOLERANCE.items())
+    return ", ".join(f"{k} {rule_text(rule)}" for k, rule in TOLERANCE.items())
+
+
+def rule_text(rule):
+    """A parity rule in words: ``atol 0.05 + rtol 0.02`` or ``SQNR >= 20 dB``."""
+    if "min_sqnr_db" in rule:
+        return f"SQNR >= {rule['min_sqnr_db']:g} dB per output"
+    return f"atol {rule['atol']:g} + rtol {rule['rtol']:g}"
 
 
 def validate_targets(folder, run=None, config=None, data=None, max_degradation=0.01, cache_dir=None):
