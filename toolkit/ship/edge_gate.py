@@ -224,9 +224,7 @@ class TargetsValidation:
             "folder": str(self.folder),
             "data": self.data,
             "max_degradation": self.max_degradation,
-            "tolerance": {
-                k: {**rule, "worst_task_agreement": AGREEMENT[k]} for k, rule in TOLERANCE.items()
-            },
+            "tolerance": {k: {**rule, "worst_task_agreement": AGREEMENT[k]} for k, rule in TOLERANCE.items()},
             "artifacts": {c.name: c.results() for c in self.checks},
             "skipped": self.skipped,
             "passed": self.passed,
