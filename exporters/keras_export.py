@@ -18,10 +18,19 @@ Pitfalls handled here (docs/exporters.md):
   ``from_function`` would make each one an ONNX graph input that nobody feeds; here
   the function is frozen with only the image as input, so they fold into constants.
   A capture that cannot fold (a lookup table) is refused, naming its layer.
+* Grouped convolutions (ConvNeXt's depthwise ones, any ``Conv2D(groups>1)``): Keras 3's
+  TensorFlow backend runs them in a ``tf.function(jit_compile=True)``, because TensorFlow's
+  CPU kernels lack them. tf2onnx cannot inline an XLA function and leaves a
+  ``StatefulPartitionedCall`` that ONNX Runtime cannot load (onnx/tensorflow-onnx#2099).
+  The model is traced with that one ``tf.function`` call made without ``jit_compile``
+  (:func:`_grouped_convolutions_inlined`): the call inlines and converts to an ONNX
+  ``Conv`` with ``group``; the check below holds the result to Keras's own outputs.
 * Check: ONNX Runtime against Keras on sample inputs (``exporters.check.compare_outputs``,
   i.e. ``runtime.parity.compare``); a tolerance miss is a ``ParityError`` (exit 1).
 """
 
+import contextlib
+import importlib
 import os
 import re
 from pathlib import Path
@@ -33,6 +42,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import onnx  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf2onnx  # noqa: E402
 from tf2onnx import tf_loader  # noqa: E402
@@ -101,12 +111,42 @@ def model_input_shape(model, input_shape=None):
     return (None, *tuple(inputs[0].shape)[1:])
 
 
+class _WithoutJit:
+    """TensorFlow, as the Keras backend's ``nn`` module sees it, with ``tf.function`` ignoring ``jit_compile``."""
+
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+    def function(self, *args, jit_compile=None, **kwargs):
+        return self._module.function(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _grouped_convolutions_inlined():
+    """While tracing: Keras 3's grouped convolution without its XLA ``tf.function`` (module doc)."""
+    try:
+        backend_nn = importlib.import_module("keras.src.backend.tensorflow.nn")
+    except ImportError:  # Keras 2 / tf_keras: no such wrapper
+        yield
+        return
+    original = backend_nn.tf
+    backend_nn.tf = _WithoutJit(original)
+    try:
+        yield
+    finally:
+        backend_nn.tf = original
+
+
 def trace(model, shape, input_name="x"):
     """The model as a concrete ``tf.function`` of one float32 input of ``shape``, in inference mode."""
     signature = [tf.TensorSpec(shape, tf.float32, name=input_name)]
     function = tf.function(lambda x: model(x, training=False), input_signature=signature)
     try:
-        return function.get_concrete_function(*signature)
+        with _grouped_convolutions_inlined():
+            return function.get_concrete_function(*signature)
     except Exception as e:
         raise ExportError(
             f"keras export: the model does not run on an input of shape {list(shape)}: {_first_line(e)}"
@@ -249,7 +289,15 @@ def export_keras(
 
 
 def _run(proto, feeds):
-    """ONNX Runtime's outputs of the converted model; a model it cannot load or run is an :class:`ExportError`."""
+    """ONNX Runtime's outputs of the converted model; a model it cannot load or run, or one where
+    tf2onnx left a TensorFlow op unconverted, is an :class:`ExportError`."""
+    left = [n for n in proto.graph.node if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type)]
+    if left:
+        raise ExportError(
+            f"keras export: tf2onnx left TensorFlow op {left[0].op_type!r} unconverted at node {left[0].name!r} "
+            f"({len(left)} such node(s)); ONNX has no such op. Replace the layer that makes it, or convert the "
+            f"model to ONNX with a tool that handles it and pass the .onnx file to `amalgam inspect`"
+        )
     try:
         return run_onnx(proto, feeds)
     except Exception as e:

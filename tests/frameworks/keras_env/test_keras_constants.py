@@ -80,6 +80,40 @@ def lookup_model():
     return keras.Model(inputs, keras.layers.Dense(2)(keras.ops.cast(x, "float32")))
 
 
+def test_grouped_convolutions_convert(tmp_path):
+    """Conv2D with groups (a depthwise one as ConvNeXt's, and 4 groups): Keras runs them under XLA,
+    which tf2onnx left as a StatefulPartitionedCall ONNX Runtime cannot load; now plain grouped Convs."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same")(inputs)
+    x = keras.layers.Conv2D(16, 7, padding="same", groups=16, name="depthwise")(x)
+    x = keras.layers.Conv2D(32, 3, strides=2, groups=4, name="grouped")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(5, name="logits")(x))
+    export_keras(model, tmp_path / "t.onnx", nchw=True)
+    graph = onnx.load(tmp_path / "t.onnx").graph
+    assert not [n.op_type for n in graph.node if "PartitionedCall" in n.op_type]
+    groups = [a.i for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "group"]
+    assert sorted(g for g in groups if g > 1) == [4, 16]
+    x = _pixels(6, 4)
+    np.testing.assert_allclose(_ort(tmp_path / "t.onnx", _nchw(x)), model(x).numpy(), atol=1e-4, rtol=1e-3)
+
+
+def test_an_op_tf2onnx_leaves_unconverted_is_refused_naming_the_node(tmp_path):
+    """A layer of the user's own that calls an XLA-compiled tf.function: one line, nothing written."""
+    import tensorflow as tf
+
+    doubled = tf.function(lambda t: 2.0 * t, jit_compile=True)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Lambda(lambda t: doubled(t), name="mine")(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    with pytest.raises(
+        ExportError, match=r"tf2onnx left TensorFlow op '\w*PartitionedCall' unconverted at node '.*mine"
+    ):
+        export_keras(model, tmp_path / "t.onnx", nchw=True)
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_lookup_table_is_refused_naming_its_layer(tmp_path):
     with pytest.raises(ExportError, match=r"layer 'lookup' holds .*table_handle.* cannot be folded"):
         export_keras(lookup_model(), tmp_path / "t.onnx")
