@@ -55,7 +55,7 @@ demo-real: $(STAMP) edge-env teachers-real
 demo-vit: $(STAMP) teachers-vit
 	$(BIN)/python samples/demo.py --config samples/vit_cnn/config.yaml --out runs/demo-vit --target onnx $(DEMO_ARGS)
 
-bench: $(STAMP) edge-env teachers-real
+bench: $(STAMP) edge-env teachers-real teachers-vit
 	$(BIN)/python samples/bench.py $(BENCH_ARGS)
 
 # Every torchvision and keras.applications classifier as a teacher: export-teacher, inspect --check and a one-epoch

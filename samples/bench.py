@@ -1,7 +1,7 @@
 """`make bench`: where the toolkit stands on speed, size and quality, measured side by side.
 
     .venv/bin/python samples/bench.py [--data DIR] [--out runs/bench] [--seeds 0 1 2] [--threads 1 2]
-        [--baselines kd layerwise_ka cfl] [--timing-images 20000 54000] [--no-real-archs] [--set KEY=VALUE]
+        [--baselines kd layerwise_ka cfl] [--timing-images 20000 54000] [--no-real-archs] [--no-vit] [--set KEY=VALUE]
 
 Writes ``runs/bench/bench.json``, and from it ``bench.md`` (the tables) and ``bench.png``
 (F1 per model over the seeds), both drawn by samples/bench_report.py (``--report``
@@ -13,9 +13,10 @@ redraws them from an existing bench.json)::
      "f1": {"student", "teachers", "student_int8", "kd", "layerwise_ka", "cfl", "student_w1", "student_w05"},
      "params_ratio", "params_ratio_largest",
      "real_archs": {"f1": {"student", "kd", "teachers"}, "params_ratio", "params_ratio_largest"},
+     "vit_cnn": (the same keys),
      "edge": {"fm": edge.json, "real_archs": edge.json},
-     "f1_min_margin": {"fm": {"student", "kd"}, "real_archs": {"student", "kd"}},
-     "f1_mean_margin_min": {"fm": {"student", "kd"}, "real_archs": {"student", "kd"}},
+     "f1_min_margin": {"fm": {"student", "kd"}, "real_archs": {"student", "kd"}, "vit_cnn": ...},
+     "f1_mean_margin_min": {"fm": {"student", "kd"}, "real_archs": {"student", "kd"}, "vit_cnn": ...},
      "targets": {name: {"value", "target", "met"}},
      "meta": {...}}
 
@@ -44,6 +45,9 @@ redraws them from an existing bench.json)::
   thread count: F1 means over ``--seeds``
   (meta.real_archs_f1_seeds, meta.real_archs_f1_std), the params ratios the largest
   of any seed's student;
+* vit_cnn: samples/vit_cnn/config.yaml (a ViT teacher beside a CNN one, built by `make
+  teachers-vit`), the same keys as real_archs over ``--seeds`` at the first thread count
+  only (meta.vit_cnn_f1_seeds, meta.vit_cnn_f1_std); ``--no-vit`` skips it;
 * targets: issue 13's ratios, from this one run: student / teachers latency at batch
   1 and 64 (<= 0.6), eager teachers / cached block training (>= 2), cached /
   irreducible (<= 1.2), int8 / fp32 student latency at batch 64 (<= 1: int8 not
@@ -98,6 +102,7 @@ ORT_REPEATS = 1000  # median of up to this many runs (toolkit.ship.latency stops
 
 
 REAL_CONFIG = ROOT / "samples" / "real_archs" / "config.yaml"
+VIT_CONFIG = ROOT / "samples" / "vit_cnn" / "config.yaml"
 BASELINES = ("kd", "layerwise_ka", "cfl")
 WIDTHS = {
     "student_w1": ("student.width=1.0",),  # teacher A's own trunk (the config's `auto` narrows it)
@@ -160,17 +165,17 @@ def seed_run(data, out, cache, seed, baselines):
     return fp32, int8, f1, metrics["params"]
 
 
-def real_archs_runs(data, out, seeds, threads):
-    """samples/real_archs with the KD baseline beside the student, one run per seed and thread
-    count (samples/sweep.py); returns (means of F1 over the seeds at the first thread count and
-    the largest params ratios, {model: [F1 per seed]}, the sweep), or (None, None, None)
-    without its teachers."""
-    config = load_config(REAL_CONFIG)
+def sample_runs(config_path, make_target, data, out, seeds, threads):
+    """A sample (samples/real_archs, samples/vit_cnn) with the KD baseline beside the student, one
+    run per seed and thread count (samples/sweep.py); returns (means of F1 over the seeds at the
+    first thread count and the largest params ratios, {model: [F1 per seed]}, the sweep), or
+    (None, None, None) without its teachers (built by ``make make_target``)."""
+    config = load_config(config_path)
     missing = [str(t.onnx) for t in config.teachers if not Path(t.onnx).is_file()]
     if missing:
-        print(f"bench: real_archs skipped: {', '.join(missing)} not built (make teachers-real)", flush=True)
+        print(f"bench: {out.name} skipped: {', '.join(missing)} not built (make {make_target})", flush=True)
         return None, None, None
-    grid = sweep.grid(REAL_CONFIG, out, seeds, threads, data_overrides(data), progress=print)
+    grid = sweep.grid(config_path, out, seeds, threads, data_overrides(data), progress=print)
     metrics = {s: json.loads((sweep.run_dir(out, s, threads[0]) / "metrics.json").read_text()) for s in seeds}
     f1s = {k: [f1_by_model(metrics[s])[k] for s in seeds] for k in ("student", "kd", "teachers")}
     means = {
@@ -278,6 +283,12 @@ def main():
         help="skip samples/real_archs (its teachers are built by make teachers-real)",
     )
     ap.add_argument(
+        "--no-vit",
+        dest="vit",
+        action="store_false",
+        help="skip samples/vit_cnn (its teachers are built by make teachers-vit)",
+    )
+    ap.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -321,7 +332,14 @@ def main():
     # every chosen task against its own teacher, student and KD, at each seed and thread count
     fm_grid = sweep.grid(CONFIG, out / "fm", args.seeds, args.threads, data_overrides(data), progress=print)
     real, real_seeds, real_grid = (
-        real_archs_runs(data, out / "real_archs", args.seeds, args.threads) if args.real_archs else (None,) * 3
+        sample_runs(REAL_CONFIG, "teachers-real", data, out / "real_archs", args.seeds, args.threads)
+        if args.real_archs
+        else (None,) * 3
+    )
+    vit, vit_seeds, vit_grid = (
+        sample_runs(VIT_CONFIG, "teachers-vit", data, out / "vit_cnn", args.seeds, args.threads[:1])
+        if args.vit
+        else (None,) * 3
     )
     print("bench: edge targets", flush=True)
     edge = {"fm": edge_bench(run0, out / "edge_fm")}
@@ -341,14 +359,24 @@ def main():
         "params_ratio": params["ratio"],
         "params_ratio_largest": params["ratio_largest"],
         "real_archs": real,
+        "vit_cnn": vit,
         "edge": edge,
-        "f1_min_margin": {"fm": fm_grid["f1_min_margin"], "real_archs": real_grid and real_grid["f1_min_margin"]},
+        "f1_min_margin": {
+            "fm": fm_grid["f1_min_margin"],
+            "real_archs": real_grid and real_grid["f1_min_margin"],
+            "vit_cnn": vit_grid and vit_grid["f1_min_margin"],
+        },
         "f1_mean_margin_min": {
             "fm": fm_grid["f1_mean_margin_min"],
             "real_archs": real_grid and real_grid["f1_mean_margin_min"],
+            "vit_cnn": vit_grid and vit_grid["f1_mean_margin_min"],
         },
         "meta": {
-            "runs": {"fm": fm_grid["runs"], "real_archs": real_grid and real_grid["runs"]},
+            "runs": {
+                "fm": fm_grid["runs"],
+                "real_archs": real_grid and real_grid["runs"],
+                "vit_cnn": vit_grid and vit_grid["runs"],
+            },
             "threads": args.threads,
             "seeds": args.seeds,
             "f1_seeds": f1s,
@@ -358,6 +386,8 @@ def main():
             "params": params,
             "real_archs_f1_seeds": real_seeds,
             "real_archs_f1_std": real_seeds and {k: sample_std(v) for k, v in real_seeds.items()},
+            "vit_cnn_f1_seeds": vit_seeds,
+            "vit_cnn_f1_std": vit_seeds and {k: sample_std(v) for k, v in vit_seeds.items()},
             "timing_images": args.timing_images[0],
             "timing_epochs_per_stage": 1,
             "amalgamation_by_images": by_images,

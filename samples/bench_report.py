@@ -9,6 +9,7 @@ range over the seeds).
 import numpy as np
 
 PT = 100  # F1 differences in points
+SAMPLES = ("real_archs", "vit_cnn")  # the samples beside Fashion-MNIST, each a grid of its own
 
 
 TARGETS = (  # name, value from bench.json (None: not measured in this run), bound, "max" or "min", unit
@@ -39,8 +40,8 @@ TARGETS = (  # name, value from bench.json (None: not measured in this run), bou
     ("f1_student_minus_kd", lambda b: _diff(b["f1"], "student", "kd"), 0.3, "min", "pt"),
     ("params_ratio", lambda b: b["params_ratio"], 0.6, "max", "x"),
     ("f1_w1_minus_w05", lambda b: _diff(b["f1"], "student_w1", "student_w05"), 1.0, "max", "pt"),
-    ("real_archs_params_ratio", lambda b: _real(b, "params_ratio"), 0.6, "max", "x"),
-    ("real_archs_params_ratio_largest", lambda b: _real(b, "params_ratio_largest"), 1.0, "max", "x"),
+    ("real_archs_params_ratio", lambda b: _sample(b, "real_archs", "params_ratio"), 0.6, "max", "x"),
+    ("real_archs_params_ratio_largest", lambda b: _sample(b, "real_archs", "params_ratio_largest"), 1.0, "max", "x"),
     (
         "real_archs_f1_student_minus_kd",
         lambda b: b["real_archs"] and _diff(b["real_archs"]["f1"], "student", "kd"),
@@ -60,6 +61,11 @@ TARGETS = (  # name, value from bench.json (None: not measured in this run), bou
         "min",
         "pt",
     ),
+    # issue 26: samples/vit_cnn at its defaults, every seed
+    ("vit_cnn_params_ratio", lambda b: _sample(b, "vit_cnn", "params_ratio"), 0.6, "max", "x"),
+    ("vit_cnn_worst_task", lambda b: _grid(b, "f1_min_margin", "vit_cnn"), -0.5, "min", "pt"),
+    ("vit_cnn_mean_margin", lambda b: _grid(b, "f1_mean_margin_min", "vit_cnn"), 0.0, "min", "pt"),
+    ("vit_cnn_student_minus_kd_every_run", lambda b: _over_kd(b, "vit_cnn"), 0.0, "min", "pt"),
 )
 
 
@@ -92,8 +98,8 @@ def _diff(f1, a, b):
     return None if f1.get(a) is None or f1.get(b) is None else PT * (f1[a] - f1[b])
 
 
-def _real(bench, key):
-    return bench["real_archs"] and bench["real_archs"][key]
+def _sample(bench, sample, key):
+    return bench.get(sample) and bench[sample][key]
 
 
 def _grid(bench, key, sample):
@@ -167,16 +173,16 @@ def table(bench):
         ("params: student / both teachers", f"{bench['params_ratio']:.2f}x", ""),
     ]
     rows += [(f"test F1: {name}", f"{value:.4f}", _spread(bench, name)) for name, value in f1.items()]
-    if bench["real_archs"]:
-        r = bench["real_archs"]
-        std = bench["meta"]["real_archs_f1_std"]
+    for sample in SAMPLES:
+        if not bench.get(sample):
+            continue
+        r = bench[sample]
+        std = bench["meta"][f"{sample}_f1_std"]
         rows += [
-            (f"real_archs F1: {name}", f"{v:.4f}", f"std {std[name]:.4f}")
-            for name, v in r["f1"].items()
-            if v is not None
+            (f"{sample} F1: {name}", f"{v:.4f}", f"std {std[name]:.4f}") for name, v in r["f1"].items() if v is not None
         ]
         rows.append(
-            ("real_archs params: both / larger", f"{r['params_ratio']:.2f}x / {r['params_ratio_largest']:.2f}x", "")
+            (f"{sample} params: both / larger", f"{r['params_ratio']:.2f}x / {r['params_ratio_largest']:.2f}x", "")
         )
     rows += [
         (f"target {name}", f"{t['value']:.2f}{t['unit']}", f"{t['target']}: {'met' if t['met'] else 'MISSED'}")
@@ -199,7 +205,7 @@ MODELS = (
 
 
 def markdown(bench):
-    """bench.md: the F1 table (mean, std and range over seeds), the real_archs row, the targets."""
+    """bench.md: the F1 table (mean, std and range over seeds), the other samples' rows, the targets."""
     meta, seeds = bench["meta"], bench["meta"]["seeds"]
     lines = [
         f"F1: mean test F1 over the 5 chosen tasks, {len(seeds)} seeds ({', '.join(map(str, seeds))})",
@@ -219,23 +225,24 @@ def markdown(bench):
         f"params: student / both teachers {bench['params_ratio']:.2f}x, / the larger "
         f"{bench['params_ratio_largest']:.2f}x",
     ]
-    if bench["real_archs"]:
-        r = bench["real_archs"]
-        per_seed = meta["real_archs_f1_seeds"]
+    for sample in SAMPLES:
+        if not bench.get(sample):
+            continue
+        r, per_seed, std = bench[sample], meta[f"{sample}_f1_seeds"], meta[f"{sample}_f1_std"]
         lines += [
             "",
-            f"real_archs, {len(next(iter(per_seed.values())))} seeds:",
+            f"{sample}, {len(next(iter(per_seed.values())))} seeds:",
             "",
             "| model | mean F1 | std | per seed |",
             "|---|---|---|---|",
         ]
         lines += [
-            f"| {k} | {r['f1'][k]:.4f} | {meta['real_archs_f1_std'][k]:.4f} | {' / '.join(f'{x:.4f}' for x in v)} |"
+            f"| {k} | {r['f1'][k]:.4f} | {std[k]:.4f} | {' / '.join(f'{x:.4f}' for x in v)} |"
             for k, v in per_seed.items()
         ]
         lines += [
             "",
-            f"real_archs params: {r['params_ratio']:.2f}x both teachers, {r['params_ratio_largest']:.2f}x the larger",
+            f"{sample} params: {r['params_ratio']:.2f}x both teachers, {r['params_ratio_largest']:.2f}x the larger",
         ]
     lines += worst_task_lines(bench)
     lines += ["", "| target | value | bound | met |", "|---|---|---|---|"]

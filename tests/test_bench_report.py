@@ -119,3 +119,34 @@ def test_the_worst_task_grid_is_a_target_and_a_table(tmp_path, capsys):
     assert "| seed0-threads2 | 0.8274 | 0.8388 | pullover | -0.07 | 0.8350 | coat | -0.20 |" in md
     assert "worst task over the grid: student -1.27 pt, kd -0.60 pt" in md
     assert "| real_archs_worst_task | -1.27pt | >= -0.5 | MISSED |" in md
+
+
+def test_the_vit_sample_gets_its_own_rows_and_targets(tmp_path, capsys):
+    """samples/vit_cnn in bench.json (issue 26): its F1 over the seeds, params, and its targets
+    against its own bounds (worst task >= -0.5 pt, the mean >= the teachers and >= KD)."""
+    b = bench()
+    vit = {"student": [0.7939, 0.7901, 0.7920], "kd": [0.7901, 0.7910, 0.7890], "teachers": [0.7843] * 3}
+    b["vit_cnn"] = {
+        "f1": {k: float(np.mean(v)) for k, v in vit.items()},
+        "params_ratio": 0.56,
+        "params_ratio_largest": 0.9,
+    }
+    b["meta"].update(vit_cnn_f1_seeds=vit, vit_cnn_f1_std={k: sample_std(v) for k, v in vit.items()})
+    runs = {
+        f"seed{s}-threads1": _run(vit["student"][s], 0.7843, "pullover", -0.23, kd=(vit["kd"][s], "coat", -0.4))
+        for s in range(3)
+    }
+    b["meta"]["runs"] = {"vit_cnn": runs}
+    b["f1_min_margin"] = {"vit_cnn": {"student": -0.23, "kd": -0.4}}
+    b["f1_mean_margin_min"] = {"vit_cnn": {"student": 0.58, "kd": 0.47}}
+    found = targets(b)
+    assert found["vit_cnn_worst_task"]["met"] and found["vit_cnn_params_ratio"]["met"]
+    assert (
+        found["vit_cnn_student_minus_kd_every_run"]["value"] == pytest.approx(-0.09)
+        and not found["vit_cnn_student_minus_kd_every_run"]["met"]
+    )
+    b["targets"] = found
+    report(b, tmp_path)
+    md = (tmp_path / "bench.md").read_text()
+    assert "vit_cnn, 3 seeds:" in md and "vit_cnn params: 0.56x both teachers" in md
+    assert "vit_cnn: every chosen task against its own teacher" in md
