@@ -15,6 +15,11 @@ writes for every flatten or view). Ours reads the target once, at conversion (a
 constant after :func:`~amalgam.runtime.normalize.normalize`), so a converted piece exports
 under dynamo with its batch axis symbolic.
 
+Slice with constant starts, ends, axes and steps is our own (:class:`StaticSlice`):
+onnx2torch's indexes a tensor with a *list* of slices, which torch deprecates (a
+UserWarning on every converted transformer branch: such an index is to become a tensor
+index). Ours indexes with a tuple; a Slice whose bounds are computed keeps onnx2torch's.
+
 Gather is our own too (:class:`Take`): under export, onnx2torch's reads a private of
 ``torch.onnx.symbolic_helper`` that torch 2.14 lacks once torchvision is imported
 first, so a ViT branch (it gathers its class token) would not export in such a
@@ -143,6 +148,7 @@ def _split18(node, graph):
 # Every Reshape version onnx2torch resolves to (1 takes its shape as an attribute: never seen).
 RESHAPE_VERSIONS = (5, 13, 14, 19, 21)
 GATHER_VERSIONS = (1, 11, 13)
+SLICE_VERSIONS = (10, 11, 13)  # Slice-1 (bounds as attributes) stays onnx2torch's
 
 
 class StaticReshape(nn.Module):
@@ -193,6 +199,49 @@ def _gather(node, graph):
     return OperationConverterResult(module, OnnxMapping(inputs=node.input_values, outputs=node.output_values))
 
 
+class StaticSlice(nn.Module):
+    """ONNX Slice with constant bounds: one tuple index; an axis with a negative step is
+    flipped and sliced forward (position ``i`` of ``n`` becomes ``n - 1 - i``)."""
+
+    def __init__(self, starts, ends, axes, steps):
+        super().__init__()
+        self.flips = [a for a, step in zip(axes, steps) if step < 0]
+        self.slices = {
+            a: slice(-b - 1, -e - 1, -step) if step < 0 else slice(b, e, step)
+            for b, e, a, step in zip(starts, ends, axes, steps)
+        }
+
+    def forward(self, x):
+        if self.flips:
+            x = torch.flip(x, dims=self.flips)
+        index = [slice(None)] * x.dim()
+        for axis, part in self.slices.items():
+            index[axis % x.dim()] = part
+        return x[tuple(index)]
+
+
+def _constant_ints(node, graph, index):
+    """Input ``index`` of ``node`` as a list of ints; None where it is computed at run time."""
+    try:
+        return [int(v) for v in torch.as_tensor(get_const_value(node.input_values[index], graph)).reshape(-1).tolist()]
+    except KeyError:
+        return None
+
+
+def _slice(onnx2torch_converter):
+    def converter(node, graph):
+        """Slice-10..13: constant bounds -> :class:`StaticSlice`; computed ones -> onnx2torch's."""
+        bounds = [_constant_ints(node, graph, i) if _given(node, i) else None for i in range(1, 5)]
+        starts, ends, axes, steps = bounds
+        if starts is None or ends is None or any(_given(node, i) and bounds[i - 1] is None for i in (3, 4)):
+            return onnx2torch_converter(node, graph)
+        axes = axes if axes is not None else list(range(len(starts)))
+        module = StaticSlice(starts, ends, axes, steps if steps is not None else [1] * len(starts))
+        return OperationConverterResult(module, OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))
+
+    return converter
+
+
 def _replace(op, version, converter):
     """Register ``converter`` for ``op``-``version``, in place of onnx2torch's own if any.
 
@@ -226,6 +275,8 @@ for _v in RESHAPE_VERSIONS:
     _replace("Reshape", _v, _reshape)
 for _v in GATHER_VERSIONS:
     _replace("Gather", _v, _gather)
+for _v in SLICE_VERSIONS:
+    _replace("Slice", _v, _slice(get_converter("Slice", _v)))
 
 
 def unsupported_ops(model):
