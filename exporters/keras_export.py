@@ -206,6 +206,23 @@ def convert(model, shape, input_name="x", nchw=False, opset=18):
         )
     except Exception as e:
         raise ExportError(f"keras export: tf2onnx cannot convert the model: {_first_line(e)}") from e
+    return _erfc_as_one_minus_erf(proto)
+
+
+def _erfc_as_one_minus_erf(proto):
+    """Each ``Erfc`` tf2onnx leaves (TensorFlow's exact GELU, ``0.5 x erfc(-x / sqrt 2)``: ConvNeXt)
+    as ``1 - Erf``: ONNX has Erf and no Erfc."""
+    nodes = []
+    for node in proto.graph.node:
+        if node.op_type != "Erfc" or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        one = onnx.helper.make_tensor(f"{node.name}/one", onnx.TensorProto.FLOAT, [], [1.0])
+        proto.graph.initializer.append(one)
+        erf = onnx.helper.make_node("Erf", list(node.input), [f"{node.name}/erf"], name=f"{node.name}/Erf")
+        nodes += [erf, onnx.helper.make_node("Sub", [one.name, erf.output[0]], list(node.output), name=node.name)]
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
     return proto
 
 

@@ -81,18 +81,21 @@ def lookup_model():
 
 
 def test_grouped_convolutions_convert(tmp_path):
-    """Conv2D with groups (a depthwise one as ConvNeXt's, and 4 groups): Keras runs them under XLA,
-    which tf2onnx left as a StatefulPartitionedCall ONNX Runtime cannot load; now plain grouped Convs."""
+    """ConvNeXt's parts: Conv2D with groups (a depthwise one, and 4 groups), which Keras runs under
+    XLA and tf2onnx left as a StatefulPartitionedCall ONNX Runtime cannot load, now plain grouped
+    Convs; and exact GELU, whose Erfc (no ONNX op) is now 1 - Erf."""
     keras.utils.set_random_seed(3)
     inputs = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(16, 3, padding="same")(inputs)
     x = keras.layers.Conv2D(16, 7, padding="same", groups=16, name="depthwise")(x)
+    x = keras.layers.Activation("gelu")(x)  # exact GELU: TensorFlow's erfc, which ONNX lacks
     x = keras.layers.Conv2D(32, 3, strides=2, groups=4, name="grouped")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(5, name="logits")(x))
     export_keras(model, tmp_path / "t.onnx", nchw=True)
     graph = onnx.load(tmp_path / "t.onnx").graph
-    assert not [n.op_type for n in graph.node if "PartitionedCall" in n.op_type]
+    assert not [n.op_type for n in graph.node if "PartitionedCall" in n.op_type or n.op_type == "Erfc"]
+    assert "Erf" in {n.op_type for n in graph.node}
     groups = [a.i for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "group"]
     assert sorted(g for g in groups if g > 1) == [4, 16]
     x = _pixels(6, 4)
