@@ -17,7 +17,9 @@ class Encoder(nn.Module):
         self.embed = nn.Conv2d(3, DIM, PATCH, stride=PATCH)
         self.extra = nn.Parameter(torch.randn(1, 2, DIM) * 0.02)
         self.position = nn.Parameter(torch.randn(1, (SIZE // PATCH) ** 2 + 2, DIM) * 0.02)
-        layer = nn.TransformerEncoderLayer(DIM, 2, 2 * DIM, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            DIM, 2, 2 * DIM, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, LAYERS, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(DIM)
         self.head = nn.Linear(2 * DIM, classes)
