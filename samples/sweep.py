@@ -11,7 +11,8 @@ the grid shows how far a result moves on a machine it was not made on. A finishe
 
 Writes ``sweep.json`` and ``sweep.md`` in ``--out``: per run, for the student and the KD
 baseline, the mean test F1, the teachers' mean, and the worst task (the lowest of
-model F1 - its own teacher's F1, in points); over the grid, ``f1_min_margin`` (the
+model F1 - its own teacher's F1, in points, with its paired bootstrap 95% interval where the
+run has one); over the grid, ``f1_min_margin`` (the
 lowest worst-task margin of any run) and ``f1_mean_margin_min`` (the lowest mean
 margin); and per run the decisions the recipe took (width, init, branch points, the
 fine-tune's kept epoch, the student's thresholds), so that a decision that hinges on
@@ -110,6 +111,14 @@ def summarise(metrics, run):
             "mean_margin": float(np.mean(list(m.values()))),
             "worst_task": worst,
             "worst_margin": m[worst],
+            "worst_ci95": next(
+                (
+                    [PT * v for v in r[model]["f1_margin_ci95"]]
+                    for r in metrics["eval"]
+                    if r["task"] == worst and "f1_margin_ci95" in r[model]
+                ),
+                None,
+            ),
             "margins": m,
             "holdout_est_margins": {
                 r["task"]: PT * r[model]["f1_est_margin"] for r in metrics["holdout"] if "f1_est_margin" in r[model]
@@ -166,7 +175,8 @@ def table(sweep):
                 r = run[model]
                 lines.append(
                     f"| {name} | {model} | {r['f1']:.4f} | {r['teachers_f1']:.4f} | {r['mean_margin']:+.2f} | "
-                    f"{r['worst_task']} | {r['worst_margin']:+.2f} | {run['decisions'].get(f'{model_phase(model)}_epoch')} | "
+                    f"{r['worst_task']} | {r['worst_margin']:+.2f}{_interval(r.get('worst_ci95'))} | "
+                    f"{run['decisions'].get(f'{model_phase(model)}_epoch')} | "
                     f"{verdict(run) if model == 'student' else ''} |"
                 )
     for model, value in sweep["f1_min_margin"].items():
@@ -175,6 +185,11 @@ def table(sweep):
             f"{sweep['f1_mean_margin_min'][model]:+.2f} pt"
         )
     return "\n".join(lines) + "\n"
+
+
+def _interval(bounds):
+    """`` [lo, hi]`` of a worst task's bootstrap interval (points), or nothing for runs without one."""
+    return "" if not bounds else f" [{bounds[0]:+.2f}, {bounds[1]:+.2f}]"
 
 
 def verdict(run):

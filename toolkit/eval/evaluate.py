@@ -7,7 +7,9 @@
 * labeled evaluation data, where given: accuracy, F1 (and average precision for
   binary tasks) per task for the student, each baseline and the teacher on its own
   task, plus agreement. F1 and accuracy use each model's decision thresholds, all
-  set by one rule (``evaluation.threshold``, toolkit.eval.thresholds).
+  set by one rule (``evaluation.threshold``, toolkit.eval.thresholds); each model's
+  F1 margin over the task's teacher with its paired bootstrap 95% interval
+  (``f1_margin_ci95``, toolkit.eval.metrics.margin_interval).
 
 Writes ``metrics.json`` and the plots, and returns the metrics dict.
 """
@@ -15,7 +17,14 @@ Writes ``metrics.json`` and the plots, and returns the metrics dict.
 import numpy as np
 
 from amalgam.runtime.files import write_json_atomic
-from amalgam.toolkit.eval.metrics import agreement, expected_f1, kl_from_teacher, task_metrics
+from amalgam.toolkit.eval.metrics import (
+    agreement,
+    decide,
+    expected_f1,
+    kl_from_teacher,
+    margin_interval,
+    task_metrics,
+)
 from amalgam.toolkit.eval.plots import plot_run
 from amalgam.toolkit.eval.thresholds import teacher_thresholds
 from amalgam.toolkit.student.infer import predict
@@ -52,8 +61,21 @@ def task_rows(teachers, models, data, indices, thresholds):
                     row[name].update(task_metrics(task.kind, logits, np.asarray(labels)[indices], threshold))
             for name in preds:
                 row[name].update(margins(row[name], row["teacher"]))
+                if labels is not None:
+                    row[name]["f1_margin_ci95"] = _interval(
+                        task, thresholds, name, labels, indices, preds, teacher_logits
+                    )
             rows.append(row)
     return rows
+
+
+def _interval(task, thresholds, name, labels, indices, preds, teacher_logits):
+    """Paired bootstrap 95% interval of model ``name``'s F1 minus the teacher's on ``task``."""
+    decided = {
+        who: decide(task.kind, logits, thresholds[who].get(task.name, 0.0))
+        for who, logits in ((name, preds[name][task.name]), ("teacher", teacher_logits))
+    }
+    return margin_interval(np.asarray(labels)[indices], decided[name], decided["teacher"])
 
 
 def margins(model, teacher):
@@ -68,17 +90,18 @@ def margins(model, teacher):
 
 def worst_task(rows, model, key):
     """``{"task", key}`` of the task with the lowest ``key`` (a margin) of ``model`` in ``rows``,
-    or None.
+    and the margin's interval (``<key>_ci95``) where the row has one; or None.
 
     >>> rows = [{"task": "a", "student": {"f1_margin": 0.01}}, {"task": "b", "student": {"f1_margin": -0.02}}]
     >>> worst_task(rows, "student", "f1_margin")
     {'task': 'b', 'f1_margin': -0.02}
     """
-    scored = [(r[model][key], r["task"]) for r in rows if r.get(model) and r[model].get(key) is not None]
+    scored = [r for r in rows if r.get(model) and r[model].get(key) is not None]
     if not scored:
         return None
-    value, task = min(scored)
-    return {"task": task, key: value}
+    worst = min(scored, key=lambda r: (r[model][key], r["task"]))
+    interval = {f"{key}_ci95": worst[model][f"{key}_ci95"]} if f"{key}_ci95" in worst[model] else {}
+    return {"task": worst["task"], key: worst[model][key], **interval}
 
 
 def by_teacher(rows, models):

@@ -4,7 +4,9 @@ Binary tasks are decided at logit 0 (probability 0.5) unless a threshold is
 given; multi-class tasks by argmax. F1 of a multi-class task is the macro F1.
 Average precision is threshold-free: where students tie their teachers on F1, it
 tells signal from noise. Without labels, :func:`expected_f1` scores decisions against
-a teacher's probabilities taken as soft labels.
+a teacher's probabilities taken as soft labels. :func:`margin_interval` puts a paired
+bootstrap interval around a model's F1 minus its teacher's, so that a task's loss can be
+told from the noise of the evaluation set.
 
 >>> import numpy as np
 >>> f1(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0]))
@@ -33,6 +35,39 @@ def f1(labels, predictions):
 def macro_f1(labels, predictions):
     classes = np.unique(np.concatenate([labels, predictions]))
     return float(np.mean([f1(labels == c, predictions == c) for c in classes]))
+
+
+ROUNDS = 1000  # bootstrap resamples of the evaluation rows
+
+
+def margin_interval(labels, predictions, teacher_predictions, level=0.95, rounds=ROUNDS, seed=0):
+    """The ``level`` interval of ``F1(predictions) - F1(teacher_predictions)`` over paired
+    bootstrap resamples of the rows (Poisson(1) weights per row, the same rows for both; a
+    multi-class task's macro F1 over the classes either side predicts or holds), as ``[lo, hi]``.
+
+    >>> y = np.array([1, 0] * 500)
+    >>> margin_interval(y, y, y)
+    [0.0, 0.0]
+    >>> lo, hi = margin_interval(y, y, np.where(np.arange(1000) % 4 == 0, 1 - y, y))
+    >>> 0 < lo < hi
+    True
+    """
+    labels = np.asarray(labels)
+    classes = np.unique(np.concatenate([labels, predictions, teacher_predictions]))
+    binary = set(classes.tolist()) <= {0, 1}
+    classes = np.array([1]) if binary else classes
+    weights = np.random.default_rng(seed).poisson(1.0, (rounds, len(labels))).astype(np.float32)
+
+    def resampled_f1(pred):
+        truth = (labels[:, None] == classes).astype(np.float32)
+        said = (np.asarray(pred)[:, None] == classes).astype(np.float32)
+        tp, fp, fn = weights @ (truth * said), weights @ ((1 - truth) * said), weights @ (truth * (1 - said))
+        denom = 2 * tp + fp + fn
+        return np.where(denom > 0, 2 * tp / np.maximum(denom, 1e-12), 1.0).mean(axis=1)
+
+    diff = resampled_f1(predictions) - resampled_f1(teacher_predictions)
+    tail = 100 * (1 - level) / 2
+    return [float(np.percentile(diff, tail)), float(np.percentile(diff, 100 - tail))]
 
 
 def average_precision(labels, scores):

@@ -80,28 +80,45 @@ def margin_table(metrics):
 
     >>> rows = [{"task": "coat", "teacher_name": "A", "student": {"agreement": 0.98, "kl_from_teacher": 0.0123}}]
     >>> print(margin_table({"holdout": rows, "lag": []}))
-    | task | teacher | held-out agreement | held-out KL from teacher | test F1 margin (pt) |
-    |---|---|---|---|---|
-    | coat | A | 0.980 | 0.0123 | - |
+    | task | teacher | held-out agreement | held-out KL from teacher | test F1 margin (pt) | its 95% interval (pt) |
+    |---|---|---|---|---|---|
+    | coat | A | 0.980 | 0.0123 | - | - |
     """
-    test = {r["task"]: r["student"].get("f1_margin") for r in metrics.get("eval") or []}
+    test = {r["task"]: r["student"] for r in metrics.get("eval") or []}
     body = [
         [
             r["task"],
             r["teacher_name"],
             cell(r["student"]["agreement"]),
             cell(r["student"].get("kl_from_teacher"), ".4f"),
-            cell(_pt(test.get(r["task"])), "+.2f"),
+            cell(_pt(test.get(r["task"], {}).get("f1_margin")), "+.2f"),
+            interval(test.get(r["task"], {}).get("f1_margin_ci95")),
         ]
         for r in metrics["holdout"]
     ]
-    header = ["task", "teacher", "held-out agreement", "held-out KL from teacher", "test F1 margin (pt)"]
+    header = [
+        "task",
+        "teacher",
+        "held-out agreement",
+        "held-out KL from teacher",
+        "test F1 margin (pt)",
+        "its 95% interval (pt)",
+    ]
     said = what_the_run_did(metrics)
     return markdown(header, body) + ("\n\n" + "\n".join(said) if said else "")
 
 
 def _pt(value):
     return None if value is None else 100 * value
+
+
+def interval(bounds):
+    """A margin's bootstrap interval in points, ``[-0.81, +0.42]``, or ``-``.
+
+    >>> interval([-0.0081, 0.0042]), interval(None)
+    ('[-0.81, +0.42]', '-')
+    """
+    return "-" if bounds is None else f"[{100 * bounds[0]:+.2f}, {100 * bounds[1]:+.2f}]"
 
 
 def worst_lines(summary, models):
@@ -112,6 +129,7 @@ def worst_lines(summary, models):
     """
     parts = [
         f"{BASELINE_LABELS.get(m, m)} {w['task']} {100 * w['f1_margin']:+.2f} pt"
+        + (f" {interval(w['f1_margin_ci95'])}" if w.get("f1_margin_ci95") else "")
         for m in models
         if (w := (summary.get(m) or {}).get("worst_eval"))
     ]
