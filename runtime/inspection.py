@@ -8,7 +8,7 @@ A branch outside that tolerance is run once more in float64: float32 rounding th
 network amplifies (keras.applications ResNet50 at random weights: 1.8e-4 on logits of
 scale 3.8) leaves ONNX Runtime as far from the float64 result as the converted branch's
 own float32 is, while a wrong conversion leaves ONNX Runtime far from it. The branch
-then passes when ONNX Runtime's outputs are within ``atol`` plus :data:`NOISE` times the
+then passes when ONNX Runtime's outputs are within ``atol`` plus ``NOISE`` times the
 branch's own float32 error of its float64 run (the report's title says so), and fails
 otherwise (tests/test_inspect_float64.py: a BatchNorm epsilon changed still fails)."""
 
