@@ -38,6 +38,7 @@ def macro_f1(labels, predictions):
 
 
 ROUNDS = 1000  # bootstrap resamples of the evaluation rows
+CHUNK = 16384  # rows drawn at a time: memory stays ROUNDS x CHUNK floats, whatever the data's size
 
 
 def margin_interval(labels, predictions, teacher_predictions, level=0.95, rounds=ROUNDS, seed=0):
@@ -52,21 +53,23 @@ def margin_interval(labels, predictions, teacher_predictions, level=0.95, rounds
     >>> 0 < lo < hi
     True
     """
-    labels = np.asarray(labels)
-    classes = np.unique(np.concatenate([labels, predictions, teacher_predictions]))
-    binary = set(classes.tolist()) <= {0, 1}
-    classes = np.array([1]) if binary else classes
-    weights = np.random.default_rng(seed).poisson(1.0, (rounds, len(labels))).astype(np.float32)
-
-    def resampled_f1(pred):
-        truth = (labels[:, None] == classes).astype(np.float32)
-        said = (np.asarray(pred)[:, None] == classes).astype(np.float32)
-        tp, fp, fn = weights @ (truth * said), weights @ ((1 - truth) * said), weights @ (truth * (1 - said))
-        denom = 2 * tp + fp + fn
-        return np.where(denom > 0, 2 * tp / np.maximum(denom, 1e-12), 1.0).mean(axis=1)
-
-    diff = resampled_f1(predictions) - resampled_f1(teacher_predictions)
+    labels, decided = np.asarray(labels), (np.asarray(predictions), np.asarray(teacher_predictions))
+    classes = np.unique(np.concatenate([labels, *decided]))
+    classes = np.array([1]) if set(classes.tolist()) <= {0, 1} else classes
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((2, 3, rounds, len(classes)))  # (model, teacher) x (tp, fp, fn) per resample and class
+    for start in range(0, len(labels), CHUNK):
+        rows = slice(start, start + CHUNK)
+        weights = rng.poisson(1.0, (rounds, len(labels[rows]))).astype(np.float32)
+        truth = (labels[rows, None] == classes).astype(np.float32)
+        for who, pred in enumerate(decided):
+            said = (pred[rows, None] == classes).astype(np.float32)
+            counts[who] += [weights @ (truth * said), weights @ ((1 - truth) * said), weights @ (truth * (1 - said))]
+    tp, fp, fn = counts[:, 0], counts[:, 1], counts[:, 2]
+    denom = 2 * tp + fp + fn
+    f1s = np.where(denom > 0, 2 * tp / np.maximum(denom, 1e-12), 1.0).mean(axis=-1)
     tail = 100 * (1 - level) / 2
+    diff = f1s[0] - f1s[1]
     return [float(np.percentile(diff, tail)), float(np.percentile(diff, 100 - tail))]
 
 
