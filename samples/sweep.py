@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from amalgam.toolkit.eval.tables import interval
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("student", "kd")
 PT = 100
@@ -189,7 +191,7 @@ def table(sweep):
 
 def _interval(bounds):
     """`` [lo, hi]`` of a worst task's bootstrap interval (points), or nothing for runs without one."""
-    return "" if not bounds else f" [{bounds[0]:+.2f}, {bounds[1]:+.2f}]"
+    return "" if not bounds else f" {interval([b / PT for b in bounds])}"
 
 
 def verdict(run):
